@@ -1,0 +1,1 @@
+//! Istio-compatible resource model, YAML loading, validation and the pure policy engine.

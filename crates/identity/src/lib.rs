@@ -1,0 +1,1 @@
+//! SPIFFE identities, the certificate authority, pod credentials, rustls configs and verifiers, rotation.

@@ -1,0 +1,1 @@
+//! ironmesh-proxy: the transparent mTLS sidecar.
