@@ -1,1 +1,23 @@
 //! The control plane to proxy configuration protocol: protobuf types, push hub and client.
+//!
+//! - [`pb`]: the generated `ironmesh.mesh.v1` types (`ProxyConfig`, `Workload`, `Service`, ...).
+//! - [`ConfigHub`]: the server side; the control plane calls [`ConfigHub::publish`] with each proxy's computed
+//!   configuration and mounts [`ConfigHub::service`] on its gRPC server.
+//! - [`ConfigClient`]: the proxy side; keeps the last good configuration in a `watch` channel.
+//! - [`validate_config`] / [`decode_config`]: the checks a proxy applies before ACKing a push.
+
+mod client;
+mod endpoint;
+mod hub;
+mod validate;
+
+/// Generated protobuf and gRPC types of `proto/mesh.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("ironmesh.mesh.v1");
+}
+
+pub use client::{ClientError, ConfigClient, ConfigClientOptions, TokenSource};
+pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
+pub use hub::{AuthError, Authenticator, ConfigHub, HubError, HubOptions, ProxyStatus, content_version};
+pub use validate::{ConfigRejection, decode_config, validate_config};
