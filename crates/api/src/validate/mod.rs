@@ -1,0 +1,124 @@
+//! Validation of objects: the envelope (apiVersion, kind, names), the per-kind field schemas and the
+//! semantic rules. Errors carry field paths; [`crate::load`] adds file positions.
+
+mod rules;
+mod schemas;
+mod shape;
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::kinds::kind_for_type;
+use crate::object::Object;
+
+/// One problem in one object: the field path (`spec.trafficPolicy.tls.mode`) and what is wrong there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path with list indices, e.g. `spec.peers[0].mtls.mode`; empty for the whole object.
+    pub path: String,
+    /// What was found and what is allowed.
+    pub message: String,
+    /// `true` when the field itself should not be there (its key position is the useful one).
+    pub is_unknown_field: bool,
+}
+
+impl FieldError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+            is_unknown_field: false,
+        }
+    }
+
+    pub(crate) fn unknown(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            is_unknown_field: true,
+            ..FieldError::new(path, message)
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Validates an object that arrived as JSON (e.g. over the API): the same rules as
+/// [`crate::load::load_documents`], without positions.
+pub fn validate_object(obj: &Object) -> Result<(), Vec<FieldError>> {
+    let errors = validate_value(&obj.to_value());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every problem of one JSON-shaped object.
+pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let Some(map) = value.as_object() else {
+        errors.push(FieldError::new(
+            "",
+            "expected a map with apiVersion, kind and metadata",
+        ));
+        return errors;
+    };
+    let api_version = map.get("apiVersion").and_then(Value::as_str);
+    let kind = map.get("kind").and_then(Value::as_str);
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        for field in ["apiVersion", "kind"] {
+            if !map.get(field).is_some_and(Value::is_string) {
+                errors.push(FieldError::new(field, "missing, expected a string"));
+            }
+        }
+        return errors;
+    };
+    let info = match kind_for_type(api_version, kind) {
+        Ok(info) => info,
+        Err(err) => {
+            let path = if matches!(err, crate::kinds::KindError::UnknownKind { .. }) {
+                "kind"
+            } else {
+                "apiVersion"
+            };
+            errors.push(FieldError::new(path, err.to_string()));
+            return errors;
+        }
+    };
+    let metadata = map.get("metadata");
+    if !metadata.is_some_and(Value::is_object) {
+        errors.push(FieldError::new(
+            "metadata",
+            "missing, expected a map with name",
+        ));
+        return errors;
+    }
+    schemas::object_shape(kind).check("", value, &mut errors);
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str);
+    let name_check = match (kind, name) {
+        (_, None) => Err("missing, expected the object's name".to_string()),
+        ("Namespace" | "Service", Some(name)) => rules::dns1123_label(name),
+        (_, Some(name)) => rules::dns1123_subdomain(name),
+    };
+    if let Err(why) = name_check {
+        errors.push(FieldError::new("metadata.name", why));
+    }
+    if let Some(namespace) = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        && info.namespaced
+        && let Err(why) = rules::dns1123_label(namespace)
+    {
+        errors.push(FieldError::new("metadata.namespace", why));
+    }
+    rules::check(kind, map, &mut errors);
+    errors
+}

@@ -1,0 +1,321 @@
+//! Semantic rules that a schema cannot express: Istio's own validation (MeshPolicy/Policy naming,
+//! `portLevelMtls` needs a selector, MUTUAL needs certificates, ...) and the Kubernetes rules we rely on
+//! (DNS-1123 names, Service ports, containers with names).
+
+use serde_json::{Map, Value};
+
+use super::FieldError;
+
+/// Runs the semantic rules of `kind` on an object that already passed its schema.
+pub(crate) fn check(kind: &str, object: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    let spec = object.get("spec").unwrap_or(&Value::Null);
+    let name = object
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match kind {
+        "MeshPolicy" => mesh_policy(name, spec, errors),
+        "Policy" => policy(name, spec, errors),
+        "PeerAuthentication" => peer_authentication(spec, errors),
+        "DestinationRule" => destination_rule(spec, errors),
+        "AuthorizationPolicy" => authorization_policy(spec, errors),
+        "Service" => service(spec, errors),
+        "Deployment" => deployment(spec, errors),
+        "Pod" => pod_spec("spec", spec, errors),
+        _ => {}
+    }
+}
+
+fn non_empty_list(value: Option<&Value>) -> bool {
+    value
+        .and_then(Value::as_array)
+        .is_some_and(|items| !items.is_empty())
+}
+
+fn is_blank(value: Option<&Value>) -> bool {
+    value
+        .and_then(Value::as_str)
+        .is_none_or(|s| s.trim().is_empty())
+}
+
+fn mesh_policy(name: &str, spec: &Value, errors: &mut Vec<FieldError>) {
+    if name != "default" {
+        errors.push(FieldError::new(
+            "metadata.name",
+            format!("found {name:?}, expected \"default\" (a MeshPolicy must be named default)"),
+        ));
+    }
+    if non_empty_list(spec.get("targets")) {
+        errors.push(FieldError::new(
+            "spec.targets",
+            "found targets, expected none (a MeshPolicy applies to the whole mesh; use a Policy to target services)",
+        ));
+    }
+    legacy_targets(spec, errors);
+}
+
+fn policy(name: &str, spec: &Value, errors: &mut Vec<FieldError>) {
+    let has_targets = non_empty_list(spec.get("targets"));
+    if !has_targets && name != "default" {
+        errors.push(FieldError::new(
+            "metadata.name",
+            format!(
+                "found {name:?}, expected \"default\" (a Policy without targets is namespace-wide and must be named default; or add spec.targets)"
+            ),
+        ));
+    }
+    if has_targets && name == "default" {
+        errors.push(FieldError::new(
+            "metadata.name",
+            "found \"default\", expected another name (a Policy with targets must not be named default)",
+        ));
+    }
+    legacy_targets(spec, errors);
+}
+
+fn legacy_targets(spec: &Value, errors: &mut Vec<FieldError>) {
+    let Some(targets) = spec.get("targets").and_then(Value::as_array) else {
+        return;
+    };
+    for (index, target) in targets.iter().enumerate() {
+        if is_blank(target.get("name")) {
+            errors.push(FieldError::new(
+                format!("spec.targets[{index}].name"),
+                "missing, expected the short name of a service",
+            ));
+        }
+        for (p, port) in target
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let has_number = port.get("number").is_some_and(|n| !n.is_null());
+            let has_name = !is_blank(port.get("name"));
+            if has_number == has_name {
+                errors.push(FieldError::new(
+                    format!("spec.targets[{index}].ports[{p}]"),
+                    "expected exactly one of number or name",
+                ));
+            }
+        }
+    }
+}
+
+fn peer_authentication(spec: &Value, errors: &mut Vec<FieldError>) {
+    let Some(port_level) = spec.get("portLevelMtls").and_then(Value::as_object) else {
+        return;
+    };
+    let has_selector = spec
+        .get("selector")
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object)
+        .is_some_and(|labels| !labels.is_empty());
+    if !has_selector {
+        errors.push(FieldError::new(
+            "spec.portLevelMtls",
+            "portLevelMtls requires a selector: add spec.selector.matchLabels for the workload",
+        ));
+    }
+    if port_level.is_empty() {
+        errors.push(FieldError::new(
+            "spec.portLevelMtls",
+            "found an empty map, expected at least one port",
+        ));
+    }
+}
+
+fn destination_rule(spec: &Value, errors: &mut Vec<FieldError>) {
+    if is_blank(spec.get("host")) {
+        errors.push(FieldError::new(
+            "spec.host",
+            "missing, expected the service host (e.g. httpbin, httpbin.foo.svc.cluster.local or *.local)",
+        ));
+    }
+    traffic_policy("spec.trafficPolicy", spec.get("trafficPolicy"), errors);
+    for (index, subset) in spec
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if is_blank(subset.get("name")) {
+            errors.push(FieldError::new(
+                format!("spec.subsets[{index}].name"),
+                "missing, expected a subset name",
+            ));
+        }
+        traffic_policy(
+            &format!("spec.subsets[{index}].trafficPolicy"),
+            subset.get("trafficPolicy"),
+            errors,
+        );
+    }
+}
+
+fn traffic_policy(path: &str, policy: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(policy) = policy else { return };
+    client_tls(&format!("{path}.tls"), policy.get("tls"), errors);
+    for (index, setting) in policy
+        .get("portLevelSettings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let setting_path = format!("{path}.portLevelSettings[{index}]");
+        if setting
+            .get("port")
+            .and_then(|p| p.get("number"))
+            .is_none_or(Value::is_null)
+        {
+            errors.push(FieldError::new(
+                format!("{setting_path}.port.number"),
+                "missing, expected the service port number this setting applies to",
+            ));
+        }
+        client_tls(&format!("{setting_path}.tls"), setting.get("tls"), errors);
+    }
+}
+
+fn client_tls(path: &str, tls: Option<&Value>, errors: &mut Vec<FieldError>) {
+    let Some(tls) = tls else { return };
+    if tls.get("mode").and_then(Value::as_str) != Some("MUTUAL") {
+        return;
+    }
+    if !is_blank(tls.get("credentialName")) {
+        return;
+    }
+    for field in ["clientCertificate", "privateKey"] {
+        if is_blank(tls.get(field)) {
+            errors.push(FieldError::new(
+                format!("{path}.{field}"),
+                format!(
+                    "missing, MUTUAL requires {field} (or use ISTIO_MUTUAL for mesh certificates)"
+                ),
+            ));
+        }
+    }
+}
+
+fn authorization_policy(spec: &Value, errors: &mut Vec<FieldError>) {
+    if spec.get("action").and_then(Value::as_str) == Some("CUSTOM") {
+        errors.push(FieldError::new(
+            "spec.action",
+            "found \"CUSTOM\", expected one of ALLOW, DENY, AUDIT (ironmesh has no external authorization provider)",
+        ));
+    }
+}
+
+fn service(spec: &Value, errors: &mut Vec<FieldError>) {
+    let ports = spec.get("ports").and_then(Value::as_array);
+    let several = ports.is_some_and(|p| p.len() > 1);
+    for (index, port) in ports.into_iter().flatten().enumerate() {
+        if port.get("port").is_none_or(Value::is_null) {
+            errors.push(FieldError::new(
+                format!("spec.ports[{index}].port"),
+                "missing, expected a port number 1-65535",
+            ));
+        }
+        if several && is_blank(port.get("name")) {
+            errors.push(FieldError::new(
+                format!("spec.ports[{index}].name"),
+                "missing, a Service with several ports must name each of them",
+            ));
+        }
+    }
+}
+
+fn deployment(spec: &Value, errors: &mut Vec<FieldError>) {
+    let Some(template) = spec.get("template").filter(|t| t.is_object()) else {
+        errors.push(FieldError::new(
+            "spec.template",
+            "missing, expected a pod template (metadata.labels and spec.containers)",
+        ));
+        return;
+    };
+    pod_spec(
+        "spec.template.spec",
+        template.get("spec").unwrap_or(&Value::Null),
+        errors,
+    );
+    let template_labels = template
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object);
+    if let Some(wanted) = spec
+        .get("selector")
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object)
+    {
+        let matches = wanted
+            .iter()
+            .all(|(k, v)| template_labels.and_then(|l| l.get(k)) == Some(v));
+        if !matches {
+            errors.push(FieldError::new(
+                "spec.selector.matchLabels",
+                "does not match spec.template.metadata.labels; make the template carry every selector label",
+            ));
+        }
+    }
+}
+
+fn pod_spec(path: &str, spec: &Value, errors: &mut Vec<FieldError>) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    if containers.is_none_or(|c| c.is_empty()) {
+        errors.push(FieldError::new(
+            format!("{path}.containers"),
+            "missing, expected at least one container",
+        ));
+    }
+    for list in ["containers", "initContainers"] {
+        for (index, container) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let name = container.get("name").and_then(Value::as_str).unwrap_or("");
+            if let Err(why) = dns1123_label(name) {
+                errors.push(FieldError::new(format!("{path}.{list}[{index}].name"), why));
+            }
+        }
+    }
+}
+
+/// A DNS-1123 label: 1–63 characters of `a-z0-9-`, starting and ending alphanumeric.
+pub(crate) fn dns1123_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(
+            "missing, expected a DNS-1123 label (lower-case letters, digits and '-')".into(),
+        );
+    }
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > 63 || !ok_chars || !ok_ends {
+        return Err(format!(
+            "found {name:?}, expected a DNS-1123 label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub(crate) fn dns1123_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("missing, expected a name".into());
+    }
+    if name.len() > 253 || name.split('.').any(|label| dns1123_label(label).is_err()) {
+        return Err(format!(
+            "found {name:?}, expected a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}

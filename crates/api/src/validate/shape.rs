@@ -1,0 +1,217 @@
+//! A small schema language for the fields we check, and the walker that reports every mismatch with
+//! its path, what was found, what is allowed and (for typos) the closest valid name.
+
+use serde_json::Value;
+
+use super::FieldError;
+use crate::yaml::{join_index, join_key};
+
+/// The expected shape of a JSON value. `null` is accepted everywhere (it means "absent", as in
+/// Kubernetes and protobuf JSON), which is what makes `mtls:` and `mtls: null` valid.
+pub(crate) enum Shape {
+    /// Not checked (fields we store but do not model).
+    Any,
+    Str,
+    Bool,
+    Int,
+    /// An integer 1–65535.
+    Port,
+    /// A port number or a port name (Kubernetes `targetPort`).
+    IntOrStr,
+    Enum(&'static [&'static str]),
+    /// A map with known fields; any other field is an error.
+    Strict(&'static [(&'static str, Shape)]),
+    /// A map with known fields checked and all other fields kept (Kubernetes objects).
+    Open(&'static [(&'static str, Shape)]),
+    List(&'static Shape),
+    /// String keys to string values (labels, annotations, selectors).
+    StrMap,
+    /// Keys are port numbers 1–65535, values of the given shape (`portLevelMtls`).
+    PortMap(&'static Shape),
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a map".into(),
+    }
+}
+
+/// The closest of `candidates` to `found`, if it is close enough to be a plausible typo.
+pub(crate) fn closest<'a>(
+    found: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let found_lower = found.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| {
+            let distance = strsim::levenshtein(&found_lower, &c.to_ascii_lowercase());
+            (distance, c)
+        })
+        .filter(|(distance, c)| *distance <= (c.len().max(found.len()) / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default()
+}
+
+impl Shape {
+    /// Checks `value` at `path`, appending every problem to `errors`.
+    pub(crate) fn check(&self, path: &str, value: &Value, errors: &mut Vec<FieldError>) {
+        if value.is_null() {
+            return;
+        }
+        let mut mismatch = |expected: &str| {
+            errors.push(FieldError::new(
+                path,
+                format!("found {}, expected {expected}", describe(value)),
+            ))
+        };
+        match self {
+            Shape::Any => {}
+            Shape::Str if !value.is_string() => mismatch("a string"),
+            Shape::Bool if !value.is_boolean() => mismatch("true or false"),
+            Shape::Int if !(value.is_i64() || value.is_u64()) => mismatch("an integer"),
+            Shape::Port => {
+                if !value.as_u64().is_some_and(|p| (1..=65535).contains(&p)) {
+                    mismatch("a port number 1-65535")
+                }
+            }
+            Shape::IntOrStr => match value {
+                Value::String(_) => {}
+                v if v.as_u64().is_some_and(|p| (1..=65535).contains(&p)) => {}
+                _ => mismatch("a port number 1-65535 or a port name"),
+            },
+            Shape::Enum(allowed) => match value.as_str() {
+                Some(s) if allowed.contains(&s) => {}
+                Some(s) => errors.push(FieldError::new(
+                    path,
+                    format!(
+                        "found {s:?}, expected one of {}{}",
+                        allowed.join(", "),
+                        did_you_mean(closest(s, allowed.iter().copied()))
+                    ),
+                )),
+                None => mismatch(&format!("one of {}", allowed.join(", "))),
+            },
+            Shape::Strict(fields) | Shape::Open(fields) => {
+                let Some(map) = value.as_object() else {
+                    return mismatch("a map");
+                };
+                for (key, child) in map {
+                    let child_path = join_key(path, key);
+                    match fields.iter().find(|(name, _)| name == key) {
+                        Some((_, shape)) => shape.check(&child_path, child, errors),
+                        None if matches!(self, Shape::Strict(_)) => {
+                            errors.push(FieldError::unknown(
+                                child_path,
+                                format!(
+                                    "unknown field {key:?}, expected one of {}{}",
+                                    fields
+                                        .iter()
+                                        .map(|(n, _)| *n)
+                                        .collect::<Vec<_>>()
+                                        .join(", "),
+                                    did_you_mean(closest(key, fields.iter().map(|(n, _)| *n)))
+                                ),
+                            ))
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Shape::List(item) => {
+                let Some(items) = value.as_array() else {
+                    return mismatch("a list");
+                };
+                for (index, child) in items.iter().enumerate() {
+                    item.check(&join_index(path, index), child, errors);
+                }
+            }
+            Shape::StrMap => {
+                let Some(map) = value.as_object() else {
+                    return mismatch("a map of strings");
+                };
+                for (key, child) in map {
+                    if !child.is_string() {
+                        errors.push(FieldError::new(
+                            join_key(path, key),
+                            format!("found {}, expected a string (quote it)", describe(child)),
+                        ));
+                    }
+                }
+            }
+            Shape::PortMap(item) => {
+                let Some(map) = value.as_object() else {
+                    return mismatch("a map keyed by port number");
+                };
+                for (key, child) in map {
+                    let child_path = join_key(path, key);
+                    if !key.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)) {
+                        errors.push(FieldError::unknown(
+                            child_path.clone(),
+                            format!("found key {key:?}, expected a port number 1-65535"),
+                        ));
+                    }
+                    item.check(&child_path, child, errors);
+                }
+            }
+            Shape::Str | Shape::Bool | Shape::Int => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    static TLS: Shape = Shape::Strict(&[
+        (
+            "mode",
+            Shape::Enum(&["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]),
+        ),
+        ("sni", Shape::Str),
+    ]);
+
+    #[test]
+    fn enum_typo_suggests_the_closest_value() {
+        let mut errors = Vec::new();
+        TLS.check("tls", &json!({"mode": "ISTIO_MUTAL"}), &mut errors);
+        assert_eq!(
+            errors[0].to_string(),
+            "tls.mode: found \"ISTIO_MUTAL\", expected one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL (did you mean ISTIO_MUTUAL?)"
+        );
+    }
+
+    #[test]
+    fn unknown_field_suggests_and_null_is_accepted() {
+        let mut errors = Vec::new();
+        TLS.check("tls", &json!({"mdoe": "SIMPLE", "sni": null}), &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("(did you mean mode?)"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].is_unknown_field);
+    }
+
+    #[test]
+    fn no_suggestion_for_unrelated_names() {
+        assert_eq!(closest("zzzzzzzz", ["mode", "sni"]), None);
+        assert_eq!(
+            closest("portlevelmtls", ["portLevelMtls", "mtls"]),
+            Some("portLevelMtls")
+        );
+    }
+}
