@@ -17,7 +17,10 @@ pub mod pb {
     tonic::include_proto!("ironmesh.mesh.v1");
 }
 
-pub use client::{ClientError, ConfigClient, ConfigClientOptions, TokenSource};
+pub use client::{ClientError, ConfigClient, ConfigClientOptions, ExtraValidator, TokenSource};
 pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
-pub use hub::{AuthError, Authenticator, ConfigHub, HubError, HubOptions, ProxyStatus, content_version};
+pub use hub::{
+    AuthError, Authenticator, ConfigHub, HubError, HubOptions, HubService, ProxyStatus,
+    content_version,
+};
 pub use validate::{ConfigRejection, decode_config, validate_config};

@@ -7,11 +7,13 @@ use std::net::IpAddr;
 
 use prost::Message;
 
-use crate::pb::{ClientTlsMode, ProxyConfig, Protocol, ServerMode};
+use crate::pb::{ClientTlsMode, Protocol, ProxyConfig, ServerMode};
 
 /// A refused configuration: `resource` names what was wrong (sent back in the NACK).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration refused at {resource}: {reason}; fix the resource in the control plane and it will be pushed again")]
+#[error(
+    "configuration refused at {resource}: {reason}; fix the resource in the control plane and it will be pushed again"
+)]
 pub struct ConfigRejection {
     /// e.g. `service/httpbin.foo.svc.cluster.local/port/8000` or `workload/port/80`.
     pub resource: String,
@@ -19,12 +21,16 @@ pub struct ConfigRejection {
 }
 
 fn reject(resource: impl Into<String>, reason: impl Into<String>) -> ConfigRejection {
-    ConfigRejection { resource: resource.into(), reason: reason.into() }
+    ConfigRejection {
+        resource: resource.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Decodes a protobuf-encoded `ProxyConfig` and validates it.
 pub fn decode_config(bytes: &[u8]) -> Result<ProxyConfig, ConfigRejection> {
-    let config = ProxyConfig::decode(bytes).map_err(|error| reject("config", format!("not a ProxyConfig: {error}")))?;
+    let config = ProxyConfig::decode(bytes)
+        .map_err(|error| reject("config", format!("not a ProxyConfig: {error}")))?;
     validate_config(&config)?;
     Ok(config)
 }
@@ -38,7 +44,10 @@ fn check_port(resource: &str, port: u32, allow_zero: bool) -> Result<(), ConfigR
 
 fn check_spiffe(resource: &str, id: &str) -> Result<(), ConfigRejection> {
     if !id.is_empty() && !id.starts_with("spiffe://") {
-        return Err(reject(resource, format!("identity {id:?} is not a spiffe:// URI")));
+        return Err(reject(
+            resource,
+            format!("identity {id:?} is not a spiffe:// URI"),
+        ));
     }
     Ok(())
 }
@@ -55,7 +64,10 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
         }
         check_spiffe(&name, &workload.spiffe_id)?;
         if ServerMode::try_from(workload.default_mode).is_err() {
-            return Err(reject(name, format!("unknown server mode {}", workload.default_mode)));
+            return Err(reject(
+                name,
+                format!("unknown server mode {}", workload.default_mode),
+            ));
         }
         let mut seen = HashSet::new();
         for port in &workload.ports {
@@ -65,10 +77,16 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
                 return Err(reject(resource, "port listed twice"));
             }
             if Protocol::try_from(port.protocol).is_err() {
-                return Err(reject(resource, format!("unknown protocol {}", port.protocol)));
+                return Err(reject(
+                    resource,
+                    format!("unknown protocol {}", port.protocol),
+                ));
             }
             if ServerMode::try_from(port.mode).is_err() {
-                return Err(reject(resource, format!("unknown server mode {}", port.mode)));
+                return Err(reject(
+                    resource,
+                    format!("unknown server mode {}", port.mode),
+                ));
             }
         }
     }
@@ -78,18 +96,27 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
             return Err(reject(name, "hostname is empty"));
         }
         if !service.vip.is_empty() && service.vip.parse::<IpAddr>().is_err() {
-            return Err(reject(name, format!("vip {:?} is not an IP address", service.vip)));
+            return Err(reject(
+                name,
+                format!("vip {:?} is not an IP address", service.vip),
+            ));
         }
         for port in &service.ports {
             let resource = format!("{name}/port/{}", port.port);
             check_port(&resource, port.port, false)?;
             check_port(&resource, port.target_port, true)?;
             if Protocol::try_from(port.protocol).is_err() {
-                return Err(reject(resource, format!("unknown protocol {}", port.protocol)));
+                return Err(reject(
+                    resource,
+                    format!("unknown protocol {}", port.protocol),
+                ));
             }
             if let Some(tls) = &port.tls {
                 if ClientTlsMode::try_from(tls.mode).is_err() {
-                    return Err(reject(resource, format!("unknown client TLS mode {}", tls.mode)));
+                    return Err(reject(
+                        resource,
+                        format!("unknown client TLS mode {}", tls.mode),
+                    ));
                 }
                 for san in &tls.subject_alt_names {
                     check_spiffe(&resource, san)?;
@@ -120,14 +147,26 @@ mod tests {
                 name: "httpbin-1".into(),
                 namespace: "foo".into(),
                 spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
-                ports: vec![InboundPort { port: 80, protocol: Protocol::Http as i32, mode: ServerMode::Strict as i32 }],
+                ports: vec![InboundPort {
+                    port: 80,
+                    protocol: Protocol::Http as i32,
+                    mode: ServerMode::Strict as i32,
+                }],
                 ..Default::default()
             }),
             services: vec![Service {
                 hostname: "httpbin.foo.svc.cluster.local".into(),
                 vip: "10.96.0.10".into(),
-                ports: vec![ServicePort { port: 8000, target_port: 80, protocol: Protocol::Http as i32, tls: None }],
-                endpoints: vec![Endpoint { ip: "10.0.0.5".into(), ..Default::default() }],
+                ports: vec![ServicePort {
+                    port: 8000,
+                    target_port: 80,
+                    protocol: Protocol::Http as i32,
+                    tls: None,
+                }],
+                endpoints: vec![Endpoint {
+                    ip: "10.0.0.5".into(),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
@@ -144,17 +183,26 @@ mod tests {
         let mut config = good();
         config.services[0].endpoints[0].ip = "not-an-ip".into();
         let rejection = validate_config(&config).unwrap_err();
-        assert_eq!(rejection.resource, "service/httpbin.foo.svc.cluster.local/endpoint/not-an-ip");
+        assert_eq!(
+            rejection.resource,
+            "service/httpbin.foo.svc.cluster.local/endpoint/not-an-ip"
+        );
     }
 
     #[test]
     fn an_out_of_range_port_is_refused_by_name() {
         let mut config = good();
         config.services[0].ports[0].port = 70000;
-        assert_eq!(validate_config(&config).unwrap_err().resource, "service/httpbin.foo.svc.cluster.local/port/70000");
+        assert_eq!(
+            validate_config(&config).unwrap_err().resource,
+            "service/httpbin.foo.svc.cluster.local/port/70000"
+        );
         let mut config = good();
         config.workload.as_mut().unwrap().ports[0].mode = 42;
-        assert_eq!(validate_config(&config).unwrap_err().resource, "workload/port/80");
+        assert_eq!(
+            validate_config(&config).unwrap_err().resource,
+            "workload/port/80"
+        );
     }
 
     #[test]

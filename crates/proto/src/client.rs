@@ -1,0 +1,213 @@
+//! The proxy side of the configuration stream: subscribe, validate, ACK/NACK, keep the last good snapshot,
+//! reconnect with jittered exponential backoff and resend the known version.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Request;
+
+use crate::endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
+use crate::pb::proxy_config_service_client::ProxyConfigServiceClient;
+use crate::pb::{Ack, Nack, ProxyConfig, ProxyMessage, Subscribe, proxy_message};
+use crate::validate::{ConfigRejection, validate_config};
+
+/// Where the bearer token comes from. A file is re-read on every connection so a rotated token is picked up.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    None,
+    Static(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot read the pod token {path}: {source}; check IRONMESH_TOKEN_FILE")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the control plane refused the stream: {0}")]
+    Refused(#[from] tonic::Status),
+}
+
+/// An extra check the proxy applies on top of [`validate_config`] before ACKing.
+pub type ExtraValidator = Arc<dyn Fn(&ProxyConfig) -> Result<(), ConfigRejection> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ConfigClientOptions {
+    pub address: ControlPlaneAddress,
+    /// `<pod>.<namespace>`
+    pub proxy_id: String,
+    pub token: TokenSource,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub extra_validator: Option<ExtraValidator>,
+}
+
+impl ConfigClientOptions {
+    pub fn new(
+        address: ControlPlaneAddress,
+        proxy_id: impl Into<String>,
+        token: TokenSource,
+    ) -> Self {
+        Self {
+            address,
+            proxy_id: proxy_id.into(),
+            token,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(15),
+            extra_validator: None,
+        }
+    }
+}
+
+/// A running subscription. Dropping it stops the background task; the last good config stays readable in
+/// receivers obtained before.
+pub struct ConfigClient {
+    config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+    connected: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ConfigClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConfigClient {
+    /// Starts the subscription on the current tokio runtime.
+    pub fn spawn(options: ConfigClientOptions) -> Self {
+        let (config_tx, config) = watch::channel(None);
+        let (connected_tx, connected) = watch::channel(false);
+        let task = tokio::spawn(run(options, config_tx, connected_tx));
+        Self {
+            config,
+            connected,
+            task,
+        }
+    }
+
+    /// The last good configuration (`None` until the first one is applied).
+    pub fn config(&self) -> watch::Receiver<Option<Arc<ProxyConfig>>> {
+        self.config.clone()
+    }
+
+    /// Whether a stream to the control plane is currently established.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+}
+
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+async fn run(
+    options: ConfigClientOptions,
+    config_tx: watch::Sender<Option<Arc<ProxyConfig>>>,
+    connected_tx: watch::Sender<bool>,
+) {
+    let mut backoff = options.backoff_initial;
+    loop {
+        let result = session(&options, &config_tx, &connected_tx, &mut backoff).await;
+        connected_tx.send_replace(false);
+        match result {
+            Ok(()) => {
+                tracing::info!(address = %options.address, "configuration stream closed; reconnecting")
+            }
+            Err(error) => tracing::warn!(%error, "configuration stream failed; reconnecting"),
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+        backoff = (backoff * 2).min(options.backoff_max);
+    }
+}
+
+async fn read_token(source: &TokenSource) -> Result<Option<String>, ClientError> {
+    match source {
+        TokenSource::None => Ok(None),
+        TokenSource::Static(token) => Ok(Some(token.clone())),
+        TokenSource::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map(|token| Some(token.trim().to_string()))
+            .map_err(|source| ClientError::Token {
+                path: path.display().to_string(),
+                source,
+            }),
+    }
+}
+
+fn message(kind: proxy_message::Kind) -> ProxyMessage {
+    ProxyMessage { kind: Some(kind) }
+}
+
+async fn session(
+    options: &ConfigClientOptions,
+    config_tx: &watch::Sender<Option<Arc<ProxyConfig>>>,
+    connected_tx: &watch::Sender<bool>,
+    backoff: &mut Duration,
+) -> Result<(), ClientError> {
+    let token = read_token(&options.token).await?;
+    let channel = connect_channel(&options.address).await?;
+    let mut client = ProxyConfigServiceClient::new(channel);
+    let known_version = config_tx
+        .borrow()
+        .as_ref()
+        .map(|config| config.version.clone())
+        .unwrap_or_default();
+    let (replies, outbound) = mpsc::channel(4);
+    let subscribe = Subscribe {
+        proxy_id: options.proxy_id.clone(),
+        known_version,
+    };
+    // Cannot fail: the receiver is alive and the channel is empty.
+    let _ = replies
+        .send(message(proxy_message::Kind::Subscribe(subscribe)))
+        .await;
+    let mut request = Request::new(ReceiverStream::new(outbound));
+    if let Some(token) = token
+        && let Ok(value) = format!("Bearer {token}").parse()
+    {
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut pushes = client.stream_config(request).await?.into_inner();
+    connected_tx.send_replace(true);
+    *backoff = options.backoff_initial;
+    tracing::info!(address = %options.address, proxy = %options.proxy_id, "configuration stream established");
+    while let Some(push) = pushes.message().await? {
+        let Some(config) = push.config else { continue };
+        let version = config.version.clone();
+        let verdict = validate_config(&config).and_then(|()| {
+            options
+                .extra_validator
+                .as_ref()
+                .map_or(Ok(()), |extra| extra(&config))
+        });
+        let reply = match verdict {
+            Ok(()) => {
+                config_tx.send_replace(Some(Arc::new(config)));
+                tracing::info!(%version, "applied configuration");
+                proxy_message::Kind::Ack(Ack { version })
+            }
+            Err(rejection) => {
+                tracing::warn!(%version, %rejection, "refused configuration; keeping the last good one");
+                proxy_message::Kind::Nack(Nack {
+                    version,
+                    resource: rejection.resource,
+                    reason: rejection.reason,
+                })
+            }
+        };
+        if replies.send(message(reply)).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
