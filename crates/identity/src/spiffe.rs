@@ -14,11 +14,17 @@ pub struct SpiffeId {
 /// Why a string is not a valid SPIFFE identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeIdError {
-    #[error("`{0}` does not start with `spiffe://`; write it as spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "`{0}` does not start with `spiffe://`; write it as spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     MissingScheme(String),
-    #[error("`{0}` must have exactly the path /ns/<namespace>/sa/<service-account> after the trust domain")]
+    #[error(
+        "`{0}` must have exactly the path /ns/<namespace>/sa/<service-account> after the trust domain"
+    )]
     WrongShape(String),
-    #[error("the {part} in `{input}` is empty or contains characters other than letters, digits, `-`, `_` and `.`")]
+    #[error(
+        "the {part} in `{input}` is empty or contains characters other than letters, digits, `-`, `_` and `.`"
+    )]
     InvalidPart { part: &'static str, input: String },
 }
 
@@ -126,7 +132,10 @@ mod tests {
             ("http://cluster.local/ns/a/sa/b", "spiffe://"),
             ("spiffe://cluster.local/ns/a", "exactly the path"),
             ("spiffe://cluster.local/ns/a/sa/b/extra", "exactly the path"),
-            ("spiffe://cluster.local/namespace/a/sa/b", "exactly the path"),
+            (
+                "spiffe://cluster.local/namespace/a/sa/b",
+                "exactly the path",
+            ),
             ("spiffe:///ns/a/sa/b", "trust domain"),
             ("spiffe://td/ns//sa/b", "namespace"),
             ("spiffe://td/ns/a/sa/b c", "service account"),

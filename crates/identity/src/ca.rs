@@ -1,0 +1,508 @@
+//! The certificate authority of the control plane: its root (self-signed or plugged in), root rotation with
+//! an overlap, the trust bundle, and signing of workload CSRs for an authenticated SPIFFE identity.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+use crate::SpiffeId;
+use crate::fsutil::write_atomic;
+use crate::pem::{certs_from_pem, split_certs};
+
+/// Istio's `DEFAULT_WORKLOAD_CERT_TTL`: used when a request asks for no particular lifetime.
+pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Istio's `MAX_WORKLOAD_CERT_TTL`: longer requests are refused.
+pub const MAX_WORKLOAD_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Lifetime of a self-signed root (Istio: 3650 days).
+pub const ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+const ROOT_CERT: &str = "root-cert.pem";
+const ROOT_KEY: &str = "root-key.pem";
+const TRUST_BUNDLE: &str = "trust-bundle.pem";
+const PLUGIN_CERT: &str = "ca-cert.pem";
+const PLUGIN_KEY: &str = "ca-key.pem";
+const PLUGIN_CHAIN: &str = "cert-chain.pem";
+
+/// How the CA is set up.
+#[derive(Clone, Debug)]
+pub struct CaOptions {
+    pub trust_domain: String,
+    /// Lifetime used when a CSR asks for 0 seconds.
+    pub default_workload_ttl: Duration,
+    /// Longest lifetime a CSR may ask for.
+    pub max_workload_ttl: Duration,
+}
+
+impl CaOptions {
+    pub fn new(trust_domain: impl Into<String>) -> Self {
+        CaOptions {
+            trust_domain: trust_domain.into(),
+            default_workload_ttl: DEFAULT_WORKLOAD_TTL,
+            max_workload_ttl: MAX_WORKLOAD_TTL,
+        }
+    }
+}
+
+/// What went wrong in the CA; messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error(
+        "cannot {action} {path}: {source}; check that the directory exists and is writable by this user"
+    )]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the CA material in {path} is unusable: {reason}; fix or remove the file (a new root is created only when none exists)"
+    )]
+    BadMaterial { path: PathBuf, reason: String },
+    #[error("the plug-in CA is unusable: {0}")]
+    BadPlugIn(String),
+    #[error(
+        "the CSR cannot be used: {0}; send a PEM PKCS#10 request signed by its key (only SAN, key usage and basic constraints extensions are understood)"
+    )]
+    BadCsr(String),
+    #[error(
+        "the requested lifetime of {requested:?} exceeds the maximum of {max:?}; ask for a shorter validity_duration"
+    )]
+    TtlTooLong { requested: Duration, max: Duration },
+    #[error("identity {identity} is not in the CA's trust domain {trust_domain}")]
+    WrongTrustDomain {
+        identity: SpiffeId,
+        trust_domain: String,
+    },
+    #[error("no old root to retire: the trust bundle holds only the current root")]
+    NothingToRetire,
+    #[error("root rotation needs a self-signed CA; to rotate a plug-in CA, plug in the new one")]
+    RotatePlugIn,
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// The key and certificate that sign workload certificates right now.
+struct SigningCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The signing certificate followed by any intermediates and the root (leaf excluded).
+    chain_after_leaf: Vec<String>,
+}
+
+struct CaState {
+    signing: SigningCa,
+    trust_bundle: Vec<String>,
+    plugged_in: bool,
+}
+
+/// The mesh CA. Cheap to share behind an `Arc`; signing never blocks on rotation.
+pub struct CertificateAuthority {
+    dir: PathBuf,
+    options: CaOptions,
+    state: ArcSwap<CaState>,
+    // Serialises changes (rotate, retire) so two of them never interleave their file writes.
+    change: Mutex<()>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("dir", &self.dir)
+            .field("trust_domain", &self.options.trust_domain)
+            .finish()
+    }
+}
+
+impl CertificateAuthority {
+    /// Loads the CA from `ca_dir` (plug-in files first, then the self-signed root) or creates a new
+    /// self-signed ECDSA P-256 root there. The same directory always gives the same root.
+    pub fn load_or_create(ca_dir: &Path, options: CaOptions) -> Result<Self, CaError> {
+        std::fs::create_dir_all(ca_dir).map_err(|source| CaError::Io {
+            action: "create",
+            path: ca_dir.to_owned(),
+            source,
+        })?;
+        let state = if ca_dir.join(PLUGIN_CERT).exists() {
+            load_plug_in(ca_dir)?
+        } else if ca_dir.join(ROOT_CERT).exists() {
+            load_self_signed(ca_dir)?
+        } else {
+            let state = new_self_signed(&options.trust_domain, Vec::new())?;
+            write_root(ca_dir, &state)?;
+            state
+        };
+        Ok(CertificateAuthority {
+            dir: ca_dir.to_owned(),
+            options,
+            state: ArcSwap::from_pointee(state),
+            change: Mutex::new(()),
+        })
+    }
+
+    /// Installs the user's own CA (like Istio's `cacerts`): `cert_pem`/`key_pem` sign workload certificates,
+    /// `chain_pem` holds the certificates above it up to the root (may be empty when `cert_pem` is a root).
+    /// The key must be PKCS#8 (`openssl pkcs8 -topk8 -nocrypt` converts others).
+    pub fn plug_in(
+        ca_dir: &Path,
+        options: CaOptions,
+        cert_pem: &str,
+        key_pem: &str,
+        chain_pem: &str,
+    ) -> Result<Self, CaError> {
+        // Validate before touching the directory so a bad plug-in never replaces a working CA.
+        parse_plug_in(cert_pem, key_pem, chain_pem)?;
+        for (name, contents, mode) in [
+            (PLUGIN_CERT, cert_pem, 0o644),
+            (PLUGIN_KEY, key_pem, 0o600),
+            (PLUGIN_CHAIN, chain_pem, 0o644),
+        ] {
+            let path = ca_dir.join(name);
+            write_atomic(&path, contents.as_bytes(), mode).map_err(|source| CaError::Io {
+                action: "write",
+                path,
+                source,
+            })?;
+        }
+        Self::load_or_create(ca_dir, options)
+    }
+
+    pub fn options(&self) -> &CaOptions {
+        &self.options
+    }
+
+    /// Every trusted root as one PEM string per root (the current one first).
+    pub fn trust_bundle_pems(&self) -> Vec<String> {
+        self.state.load().trust_bundle.clone()
+    }
+
+    /// The trust bundle as one PEM text (what `ironmesh ca root` prints).
+    pub fn trust_bundle_pem(&self) -> String {
+        self.trust_bundle_pems().concat()
+    }
+
+    /// The root that new workload certificates chain to.
+    pub fn current_root_pem(&self) -> String {
+        let state = self.state.load();
+        state
+            .signing
+            .chain_after_leaf
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// SHA-256 fingerprint of the current root, as uppercase hex pairs joined by `:` (openssl's format).
+    pub fn root_fingerprint(&self) -> String {
+        fingerprint(&self.current_root_pem())
+    }
+
+    /// Adds a new self-signed root: both roots are trusted, new certificates come from the new one.
+    pub fn rotate_root(&self) -> Result<(), CaError> {
+        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.state.load();
+        if old.plugged_in {
+            return Err(CaError::RotatePlugIn);
+        }
+        let state = new_self_signed(&self.options.trust_domain, old.trust_bundle.clone())?;
+        write_root(&self.dir, &state)?;
+        tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), "CA root rotated; old root still trusted");
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Drops every root but the current one from the trust bundle. Call it once all workloads renewed.
+    pub fn retire_root(&self) -> Result<(), CaError> {
+        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.state.load();
+        if old.trust_bundle.len() < 2 {
+            return Err(CaError::NothingToRetire);
+        }
+        let current = self.current_root_pem();
+        let state = CaState {
+            signing: SigningCa {
+                issuer: clone_issuer(&old.signing)?,
+                chain_after_leaf: old.signing.chain_after_leaf.clone(),
+            },
+            trust_bundle: vec![current],
+            plugged_in: old.plugged_in,
+        };
+        write_bundle(&self.dir, &state.trust_bundle)?;
+        tracing::info!("old CA roots retired; trust bundle holds the current root only");
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Signs `csr_pem` for exactly `identity`: the CSR contributes only its public key (its SANs, subject,
+    /// CA flag and key usages are ignored). Returns the chain leaf first, root last.
+    pub fn sign_workload(
+        &self,
+        csr_pem: &str,
+        identity: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<Vec<String>, CaError> {
+        if identity.trust_domain() != self.options.trust_domain {
+            return Err(CaError::WrongTrustDomain {
+                identity: identity.clone(),
+                trust_domain: self.options.trust_domain.clone(),
+            });
+        }
+        let ttl = if ttl.is_zero() {
+            self.options.default_workload_ttl
+        } else {
+            ttl
+        };
+        if ttl > self.options.max_workload_ttl {
+            return Err(CaError::TtlTooLong {
+                requested: ttl,
+                max: self.options.max_workload_ttl,
+            });
+        }
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        csr.params = workload_params(identity, ttl)?;
+        let state = self.state.load();
+        let leaf = csr.signed_by(&state.signing.issuer)?;
+        let mut chain = Vec::with_capacity(1 + state.signing.chain_after_leaf.len());
+        chain.push(leaf.pem());
+        chain.extend(state.signing.chain_after_leaf.iter().cloned());
+        Ok(chain)
+    }
+}
+
+/// The only certificate shape we issue to workloads, built from the authenticated identity alone.
+fn workload_params(identity: &SpiffeId, ttl: Duration) -> Result<CertificateParams, CaError> {
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
+    let mut params = CertificateParams::default();
+    // An empty subject makes rcgen mark the SAN critical, as SPIFFE requires.
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = now;
+    params.not_after = now + ttl;
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// 16 random bytes, top bit clear so the DER integer stays positive and short.
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+fn new_self_signed(trust_domain: &str, older_roots: Vec<String>) -> Result<CaState, CaError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 ns is valid");
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, trust_domain);
+    // A distinct name per root keeps path building unambiguous while two roots overlap.
+    let suffix: [u8; 6] = rand::random();
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    dn.push(DnType::CommonName, format!("ironmesh root CA {suffix}"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = now - Duration::from_secs(60);
+    params.not_after = now + ROOT_TTL;
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.self_signed(&key)?;
+    let root_pem = cert.pem();
+    let mut trust_bundle = vec![root_pem.clone()];
+    trust_bundle.extend(older_roots.into_iter().filter(|r| *r != root_pem));
+    Ok(CaState {
+        signing: SigningCa {
+            issuer: Issuer::new(params, key),
+            chain_after_leaf: vec![root_pem],
+        },
+        trust_bundle,
+        plugged_in: false,
+    })
+}
+
+fn write_root(dir: &Path, state: &CaState) -> Result<(), CaError> {
+    let key_pem = state.signing.issuer.key().serialize_pem();
+    let key_path = dir.join(ROOT_KEY);
+    write_atomic(&key_path, key_pem.as_bytes(), 0o600).map_err(|source| CaError::Io {
+        action: "write",
+        path: key_path,
+        source,
+    })?;
+    let cert_path = dir.join(ROOT_CERT);
+    write_atomic(
+        &cert_path,
+        state.signing.chain_after_leaf[0].as_bytes(),
+        0o644,
+    )
+    .map_err(|source| CaError::Io {
+        action: "write",
+        path: cert_path,
+        source,
+    })?;
+    write_bundle(dir, &state.trust_bundle)
+}
+
+fn write_bundle(dir: &Path, bundle: &[String]) -> Result<(), CaError> {
+    let path = dir.join(TRUST_BUNDLE);
+    write_atomic(&path, bundle.concat().as_bytes(), 0o644).map_err(|source| CaError::Io {
+        action: "write",
+        path,
+        source,
+    })
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, CaError> {
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).map_err(|source| CaError::Io {
+        action: "read",
+        path,
+        source,
+    })
+}
+
+fn bad(dir: &Path, name: &str, reason: impl ToString) -> CaError {
+    CaError::BadMaterial {
+        path: dir.join(name),
+        reason: reason.to_string(),
+    }
+}
+
+fn load_self_signed(dir: &Path) -> Result<CaState, CaError> {
+    let cert_pem = read(dir, ROOT_CERT)?;
+    let key_pem = read(dir, ROOT_KEY)?;
+    let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(dir, ROOT_KEY, e))?;
+    let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| bad(dir, ROOT_CERT, e))?;
+    let root = split_certs(&cert_pem)
+        .map_err(|e| bad(dir, ROOT_CERT, e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad(dir, ROOT_CERT, "no certificate in the file"))?;
+    let trust_bundle = load_bundle(dir, &root)?;
+    Ok(CaState {
+        signing: SigningCa {
+            issuer,
+            chain_after_leaf: vec![root],
+        },
+        trust_bundle,
+        plugged_in: false,
+    })
+}
+
+/// The saved bundle, with the current root first even if the file lost it.
+fn load_bundle(dir: &Path, current_root: &str) -> Result<Vec<String>, CaError> {
+    let mut bundle = vec![current_root.to_owned()];
+    if dir.join(TRUST_BUNDLE).exists() {
+        let saved = read(dir, TRUST_BUNDLE)?;
+        let saved = split_certs(&saved).map_err(|e| bad(dir, TRUST_BUNDLE, e))?;
+        bundle.extend(saved.into_iter().filter(|r| r != current_root));
+    }
+    Ok(bundle)
+}
+
+fn parse_plug_in(
+    cert_pem: &str,
+    key_pem: &str,
+    chain_pem: &str,
+) -> Result<(Issuer<'static, KeyPair>, Vec<String>), CaError> {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| CaError::BadPlugIn(format!("the key is not a PKCS#8 PEM key: {e}")))?;
+    let cert = split_certs(cert_pem)
+        .map_err(CaError::BadPlugIn)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CaError::BadPlugIn("the CA certificate file holds no certificate".into()))?;
+    let cert_der = &certs_from_pem(&cert).map_err(CaError::BadPlugIn)?[0];
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| CaError::BadPlugIn(format!("the CA certificate does not parse: {e}")))?;
+    if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+        return Err(CaError::BadPlugIn(
+            "the key does not belong to the CA certificate".into(),
+        ));
+    }
+    if !parsed.is_ca() {
+        return Err(CaError::BadPlugIn(
+            "the certificate is not a CA (basicConstraints CA:TRUE missing)".into(),
+        ));
+    }
+    let issuer = Issuer::from_ca_cert_pem(&cert, key)
+        .map_err(|e| CaError::BadPlugIn(format!("the CA certificate is unusable: {e}")))?;
+    // Istio's cert-chain.pem often repeats the CA certificate first; keep it once.
+    let mut chain = vec![cert.clone()];
+    chain.extend(
+        split_certs(chain_pem)
+            .map_err(CaError::BadPlugIn)?
+            .into_iter()
+            .filter(|c| *c != cert),
+    );
+    Ok((issuer, chain))
+}
+
+fn load_plug_in(dir: &Path) -> Result<CaState, CaError> {
+    let cert_pem = read(dir, PLUGIN_CERT)?;
+    let key_pem = read(dir, PLUGIN_KEY)?;
+    let chain_pem = if dir.join(PLUGIN_CHAIN).exists() {
+        read(dir, PLUGIN_CHAIN)?
+    } else {
+        String::new()
+    };
+    let (issuer, chain_after_leaf) = parse_plug_in(&cert_pem, &key_pem, &chain_pem)?;
+    let root = chain_after_leaf
+        .last()
+        .cloned()
+        .expect("chain holds the CA cert");
+    Ok(CaState {
+        signing: SigningCa {
+            issuer,
+            chain_after_leaf,
+        },
+        trust_bundle: vec![root],
+        plugged_in: true,
+    })
+}
+
+/// Issuers are not `Clone`; rebuild one from the same certificate and key.
+fn clone_issuer(signing: &SigningCa) -> Result<Issuer<'static, KeyPair>, CaError> {
+    let key = KeyPair::from_pem(&signing.issuer.key().serialize_pem())?;
+    Ok(Issuer::from_ca_cert_pem(&signing.chain_after_leaf[0], key)?)
+}
+
+fn fingerprint(pem: &str) -> String {
+    let Ok(ders) = certs_from_pem(pem) else {
+        return String::new();
+    };
+    let Some(der) = ders.first() else {
+        return String::new();
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
