@@ -1,0 +1,67 @@
+//! The CLI API's request and answer bodies (JSON), shared by the server and the client.
+//!
+//! Routes, all `POST` with a JSON body: `/v1/info`, `/v1/apply`, `/v1/get`, `/v1/list`, `/v1/delete`,
+//! `/v1/status`, `/v1/watch` (newline-delimited JSON events, chunked), `/v1/shutdown`.
+//! A failure answers a 4xx/5xx status with an [`ErrorBody`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Reason;
+use crate::object::ObjectKey;
+use crate::store::{ApplyItem, ApplyOptions};
+
+/// `/v1/apply`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub items: Vec<ApplyItem>,
+    #[serde(default)]
+    pub options: ApplyOptions,
+}
+
+/// `/v1/list`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListRequest {
+    /// Every kind when `None`.
+    pub plural: Option<String>,
+    /// Every namespace when `None`.
+    pub namespace: Option<String>,
+    /// kubectl's `-l`, e.g. `app=sleep`.
+    pub label_selector: Option<String>,
+}
+
+/// `/v1/status`: replace `status` of one object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub key: ObjectKey,
+    pub status: Value,
+}
+
+/// `/v1/watch`. Without `resource_version` the stream starts with the current objects as `ADDED` events
+/// (list then watch, without a gap); with it, only later events are sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchRequest {
+    pub plural: Option<String>,
+    pub namespace: Option<String>,
+    pub resource_version: Option<u64>,
+}
+
+/// `/v1/info`: what `ironmesh status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    pub pid: u32,
+    pub version: String,
+    pub store_path: String,
+    pub resource_version: u64,
+    pub objects: usize,
+}
+
+/// The body of every failed request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub reason: Reason,
+    pub message: String,
+}
