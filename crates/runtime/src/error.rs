@@ -1,0 +1,80 @@
+//! The runtime's error type: every message says what to do next.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from the local runtime's mechanisms.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A helper program (`ip`, `iptables-restore`, `sysctl`) ran and failed.
+    #[error(
+        "`{command}` failed ({status}): {stderr}; the local runtime needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    )]
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// A helper program could not be started at all.
+    #[error(
+        "cannot run `{program}`: {source}; install the `{package}` package (apt-get install {package})"
+    )]
+    MissingProgram {
+        program: String,
+        package: &'static str,
+        source: io::Error,
+    },
+    /// A file or directory under `$IRONMESH_HOME` or `/etc/netns` could not be read or written.
+    #[error("{action} {path}: {source}; check that the path exists and is writable by root")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The address pool has no free address left.
+    #[error("no free address left in {range}: delete unused pods or services")]
+    PoolExhausted { range: String },
+    /// An address was requested that does not belong to the pool.
+    #[error("{ip} is not in {range}: pick an address from that range")]
+    OutOfRange {
+        ip: std::net::Ipv4Addr,
+        range: String,
+    },
+    /// An address is already held by someone else.
+    #[error("{ip} is already allocated to {owner}: release it first or pick another")]
+    AddressTaken {
+        ip: std::net::Ipv4Addr,
+        owner: String,
+    },
+    /// A container cannot be launched from its spec (no command and not a bundled sample image).
+    #[error(
+        "container {container}: image {image:?} is not a bundled sample and the container has no `command:`; \
+         give it a command or use an image naming a sample (httpbin)"
+    )]
+    UnknownImage { container: String, image: String },
+    /// A container's `command[0]` was found neither in the bundled binaries directory nor on PATH.
+    #[error(
+        "container {container}: executable {program:?} not found in {searched}; install it or fix `command:`"
+    )]
+    ExecutableNotFound {
+        container: String,
+        program: String,
+        searched: String,
+    },
+    /// `exec` was asked to run nothing.
+    #[error("exec needs a command: pass it after `--`")]
+    EmptyCommand,
+}
+
+impl RuntimeError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        RuntimeError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

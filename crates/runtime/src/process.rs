@@ -1,0 +1,367 @@
+//! Container processes: resolving what to run, starting it inside the pod's namespace with the pod's
+//! environment and log file, pid files, and stopping it (SIGTERM, grace, SIGKILL).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+
+/// Image substring → bundled sample binary and its default arguments.
+const BUNDLED_SAMPLES: &[(&str, &str, &[&str])] =
+    &[("httpbin", "ironmesh-httpbin", &["--port", "8000"])];
+
+/// PATH given to containers (the bundled binaries directory is put in front of it).
+const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One container of a pod, as written in the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Container name (unique in the pod).
+    pub name: String,
+    /// Image; only used to pick a bundled sample when `command` is empty.
+    pub image: String,
+    /// `command:` (the entrypoint); empty means "the image's".
+    pub command: Vec<String>,
+    /// `args:`.
+    pub args: Vec<String>,
+    /// `env:` (name, value), added after the pod environment so it wins.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where bundled binaries live: `$IRONMESH_BIN_DIR`, else the directory of the current executable.
+pub fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("IRONMESH_BIN_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+}
+
+/// Finds `program` in the bundled binaries directory, then on PATH; paths with a `/` are taken as given.
+pub fn find_program(program: &str, bundled: Option<&Path>) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(CONTAINER_PATH));
+    bundled
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Turns a container spec into the executable and arguments to run, following Kubernetes' rules
+/// (`command` replaces the entrypoint, `args` its arguments) with bundled samples as "images".
+pub fn resolve_launch(
+    spec: &ContainerSpec,
+    bundled: Option<&Path>,
+) -> Result<(PathBuf, Vec<String>)> {
+    let (program, args) = if let Some((first, rest)) = spec.command.split_first() {
+        (
+            first.clone(),
+            rest.iter().chain(&spec.args).cloned().collect::<Vec<_>>(),
+        )
+    } else {
+        let image = spec.image.to_ascii_lowercase();
+        let Some((_, binary, default_args)) = BUNDLED_SAMPLES
+            .iter()
+            .find(|(key, _, _)| image.contains(key))
+        else {
+            return Err(RuntimeError::UnknownImage {
+                container: spec.name.clone(),
+                image: spec.image.clone(),
+            });
+        };
+        let args = if spec.args.is_empty() {
+            default_args.iter().map(|a| (*a).to_owned()).collect()
+        } else {
+            spec.args.clone()
+        };
+        ((*binary).to_owned(), args)
+    };
+    let resolved =
+        find_program(&program, bundled).ok_or_else(|| RuntimeError::ExecutableNotFound {
+            container: spec.name.clone(),
+            program: program.clone(),
+            searched: format!(
+                "{}PATH",
+                bundled
+                    .map(|d| format!("{} (IRONMESH_BIN_DIR) and ", d.display()))
+                    .unwrap_or_default()
+            ),
+        })?;
+    Ok((resolved, args))
+}
+
+/// The environment of a container: a minimal base, then the pod environment, then the container's `env`.
+pub(crate) fn container_env(
+    pod_name: &str,
+    pod_env: &[(String, String)],
+    spec: &ContainerSpec,
+    bundled: Option<&Path>,
+) -> Vec<(String, String)> {
+    let path = match bundled {
+        Some(dir) => format!("{}:{CONTAINER_PATH}", dir.display()),
+        None => CONTAINER_PATH.to_owned(),
+    };
+    let mut env = vec![
+        ("PATH".to_owned(), path),
+        ("HOSTNAME".to_owned(), pod_name.to_owned()),
+        ("HOME".to_owned(), "/root".to_owned()),
+    ];
+    env.extend(pod_env.iter().cloned());
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
+/// Where a container's stdout and stderr go.
+pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("logs").join(format!("{container}.log"))
+}
+
+fn pid_path(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("pids").join(format!("{container}.pid"))
+}
+
+/// Starts `program args` in `netns` via `ip netns exec` (which also bind-mounts the pod's hosts and
+/// resolv.conf) in its own session, output appended to the container's log, pid recorded.
+pub(crate) fn spawn_container(
+    netns: &str,
+    pod_dir: &Path,
+    container: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<tokio::process::Child> {
+    let log = log_path(pod_dir, container);
+    let logs_dir = pod_dir.join("logs");
+    std::fs::create_dir_all(&logs_dir).map_err(|e| RuntimeError::io("create", &logs_dir, e))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| RuntimeError::io("open", &log, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| RuntimeError::io("open", &log, e))?;
+    let mut command = tokio::process::Command::new("ip");
+    command
+        .args(["netns", "exec", netns])
+        .arg(program)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; a new session makes the
+    // container its own process group, so stopping it also stops whatever it forked.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|source| RuntimeError::MissingProgram {
+            program: "ip".into(),
+            package: "iproute2",
+            source,
+        })?;
+    if let Some(pid) = child.id() {
+        record_pid(pod_dir, container, pid as i32)?;
+    }
+    Ok(child)
+}
+
+fn record_pid(pod_dir: &Path, container: &str, pid: i32) -> Result<()> {
+    let dir = pod_dir.join("pids");
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
+    let path = pid_path(pod_dir, container);
+    let start = start_time(pid).unwrap_or(0);
+    std::fs::write(&path, format!("{pid} {start}\n"))
+        .map_err(|e| RuntimeError::io("write", &path, e))
+}
+
+pub(crate) fn forget_pid(pod_dir: &Path, container: &str) {
+    let _ = std::fs::remove_file(pid_path(pod_dir, container));
+}
+
+/// Process start time (clock ticks since boot, /proc/PID/stat field 22): a pid plus its start time
+/// names a process unambiguously, so a recycled pid is never killed by mistake.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True while `pid` exists and is not a zombie.
+pub(crate) fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Kills (SIGKILL, whole process group) every container recorded in pid files under `pods_root`
+/// (`$IRONMESH_HOME/pods`) whose pid still names the same process, and removes the pid files.
+/// A restarted control plane calls this (through `Cluster::cleanup_stale`): containers are killed and
+/// recreated, never adopted.
+pub fn kill_recorded_under(pods_root: &Path) {
+    let mut stack = vec![pods_root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "pid") && dir.ends_with("pids") {
+                kill_recorded(&path);
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+fn kill_recorded(pid_file: &Path) {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return;
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        parts.next().map(str::parse::<i32>),
+        parts.next().map(str::parse::<u64>),
+    ) else {
+        return;
+    };
+    if pid > 1 && start_time(pid) == Some(start) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Stops a running container: SIGTERM to its process group, up to `grace` to exit, then SIGKILL.
+/// Returns the exit status.
+pub(crate) async fn terminate(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    match tokio::time::timeout_at(deadline.into(), child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            let _ = child.start_kill();
+            child.wait().await.ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(image: &str, command: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: "c".into(),
+            image: image.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_is_taken_as_written_and_searched_in_bin_dir_then_path() {
+        let (program, args) =
+            resolve_launch(&spec("pstauffer/curl", &["/bin/sleep", "3650d"]), None).unwrap();
+        assert_eq!(program, PathBuf::from("/bin/sleep"));
+        assert_eq!(args, vec!["3650d"]);
+        let (program, _) = resolve_launch(&spec("x", &["sleep", "1"]), None).unwrap();
+        assert!(program.ends_with("sleep") && program.is_absolute());
+
+        let bundled = tempfile::tempdir().unwrap();
+        let fake = bundled.path().join("sleep");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (program, _) =
+            resolve_launch(&spec("x", &["sleep", "1"]), Some(bundled.path())).unwrap();
+        assert_eq!(program, fake, "the bundled directory wins over PATH");
+    }
+
+    #[test]
+    fn httpbin_images_run_the_bundled_sample_and_unknown_images_are_errors() {
+        let bundled = tempfile::tempdir().unwrap();
+        let sample = bundled.path().join("ironmesh-httpbin");
+        std::fs::write(&sample, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sample, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (program, args) = resolve_launch(
+            &spec("docker.io/citizenstig/httpbin", &[]),
+            Some(bundled.path()),
+        )
+        .unwrap();
+        assert_eq!(program, sample);
+        assert_eq!(args, vec!["--port", "8000"]);
+        let error = resolve_launch(&spec("nginx:1.25", &[]), Some(bundled.path())).unwrap_err();
+        assert!(
+            matches!(error, RuntimeError::UnknownImage { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("no `command:`"));
+        let missing = resolve_launch(&spec("x", &["no-such-binary-ironmesh"]), None).unwrap_err();
+        assert!(matches!(missing, RuntimeError::ExecutableNotFound { .. }));
+    }
+
+    #[test]
+    fn container_env_layers_pod_then_container() {
+        let pod_env = vec![
+            ("POD_NAME".to_owned(), "sleep-1".to_owned()),
+            ("X".to_owned(), "pod".to_owned()),
+        ];
+        let mut c = spec("x", &["true"]);
+        c.env = vec![("X".to_owned(), "container".to_owned())];
+        let env = container_env("sleep-1", &pod_env, &c, Some(Path::new("/opt/im")));
+        let last_x = env.iter().rev().find(|(k, _)| k == "X").unwrap();
+        assert_eq!(last_x.1, "container");
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "PATH" && v.starts_with("/opt/im:"))
+        );
+        assert!(env.iter().any(|(k, v)| k == "POD_NAME" && v == "sleep-1"));
+    }
+
+    #[test]
+    fn start_time_identifies_this_process() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert!(is_alive(me));
+    }
+}
