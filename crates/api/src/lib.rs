@@ -11,6 +11,7 @@
 pub mod kinds;
 pub mod load;
 pub mod object;
+pub mod policy;
 mod validate;
 mod yaml;
 
