@@ -1,0 +1,128 @@
+//! The proxy's CA client: Istio's CreateCertificate over gRPC (Unix socket or TCP), authenticated with the
+//! pod token read from its file at every call (the runtime may refresh it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::ca_service::TRUST_BUNDLE_METADATA;
+use crate::proto::IstioCertificateRequest;
+use crate::proto::istio_certificate_service_client::IstioCertificateServiceClient;
+use crate::signer::{BoxFuture, CertificateSigner, SignError, SignedChain};
+
+/// Signs CSRs through the control plane's CA service.
+#[derive(Clone, Debug)]
+pub struct CaClient {
+    endpoint: String,
+    token_file: PathBuf,
+    channel: Channel,
+}
+
+impl CaClient {
+    /// `endpoint` is `unix:///path/xds.sock` or `http://127.0.0.1:15012`. Connects lazily.
+    pub fn new(endpoint: &str, token_file: impl Into<PathBuf>) -> Result<Self, SignError> {
+        let unreachable = |reason: String| SignError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let channel = if let Some(path) = endpoint.strip_prefix("unix://") {
+            let path = PathBuf::from(path);
+            // The URI is required by tonic but unused: the connector always dials the socket.
+            Endpoint::from_static("http://ironmesh-ca.invalid")
+                .connect_timeout(Duration::from_secs(5))
+                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(TokioIo::new(stream))
+                    }
+                }))
+        } else if endpoint.starts_with("http://") {
+            Endpoint::from_shared(endpoint.to_owned())
+                .map_err(|e| unreachable(format!("not a valid URI: {e}")))?
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy()
+        } else {
+            return Err(unreachable(
+                "use unix:///path/to/xds.sock or http://host:port".into(),
+            ));
+        };
+        Ok(CaClient {
+            endpoint: endpoint.to_owned(),
+            token_file: token_file.into(),
+            channel,
+        })
+    }
+
+    async fn create(&self, csr_pem: String, ttl: Duration) -> Result<SignedChain, SignError> {
+        let token = tokio::fs::read_to_string(&self.token_file)
+            .await
+            .map_err(|e| SignError::Credential {
+                path: self.token_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr: csr_pem,
+            validity_duration: ttl.as_secs() as i64,
+            metadata: None,
+        });
+        let bearer =
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| SignError::Credential {
+                    path: self.token_file.display().to_string(),
+                    reason: "the token holds characters not allowed in a header".into(),
+                })?;
+        request.metadata_mut().insert("authorization", bearer);
+        request.set_timeout(Duration::from_secs(10));
+        let mut client = IstioCertificateServiceClient::new(self.channel.clone());
+        let response = client
+            .create_certificate(request)
+            .await
+            .map_err(|status| self.status_error(status))?;
+        let bundle = response
+            .metadata()
+            .get_bin(TRUST_BUNDLE_METADATA)
+            .and_then(|v| v.to_bytes().ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map(|pem| crate::pem::split_certs(&pem).unwrap_or_default())
+            .unwrap_or_default();
+        let chain_pem = response.into_inner().cert_chain;
+        if chain_pem.len() < 2 {
+            return Err(SignError::BadResponse(format!(
+                "{} certificate(s) in the chain; expected leaf .. root",
+                chain_pem.len()
+            )));
+        }
+        Ok(SignedChain {
+            chain_pem,
+            trust_bundle_pem: bundle,
+        })
+    }
+
+    fn status_error(&self, status: tonic::Status) -> SignError {
+        use tonic::Code;
+        match status.code() {
+            Code::Unauthenticated => SignError::Unauthenticated(status.message().to_owned()),
+            Code::PermissionDenied | Code::InvalidArgument => {
+                SignError::Refused(status.message().to_owned())
+            }
+            _ => SignError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: format!("{:?}: {}", status.code(), status.message()),
+            },
+        }
+    }
+}
+
+impl CertificateSigner for CaClient {
+    fn sign(
+        &self,
+        csr_pem: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<SignedChain, SignError>> {
+        Box::pin(self.create(csr_pem, ttl))
+    }
+}

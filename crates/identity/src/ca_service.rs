@@ -1,0 +1,136 @@
+//! The CA's gRPC face: Istio's `istio.v1.auth.IstioCertificateService/CreateCertificate`, authenticated by
+//! the pod credential in `authorization: Bearer <token>`. The issued identity comes from the credential only.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::SpiffeId;
+use crate::ca::{CaError, CertificateAuthority};
+use crate::credential::{CA_AUDIENCE, CredentialAuthority, CredentialError};
+use crate::proto::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
+
+/// Response metadata carrying every trusted root (binary, concatenated PEM). Istio agents ignore it;
+/// our proxies use it to learn new roots during a root rotation.
+pub const TRUST_BUNDLE_METADATA: &str = "ironmesh-trust-bundle-bin";
+
+/// Signs CSRs for authenticated pods.
+#[derive(Clone, Debug)]
+pub struct CaService {
+    ca: Arc<CertificateAuthority>,
+    credentials: Arc<CredentialAuthority>,
+}
+
+impl CaService {
+    pub fn new(ca: Arc<CertificateAuthority>, credentials: Arc<CredentialAuthority>) -> Self {
+        CaService { ca, credentials }
+    }
+
+    /// The tonic service, ready for `Server::builder().add_service(..)` next to other services.
+    pub fn into_server(self) -> IstioCertificateServiceServer<CaService> {
+        IstioCertificateServiceServer::new(self)
+    }
+
+    fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<SpiffeId, Status> {
+        let token = match request.metadata().get("authorization") {
+            None => Err(CredentialError::Missing),
+            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+                Some(token) => Ok(token),
+                None => Err(CredentialError::Malformed(
+                    "the authorization header is not `Bearer <token>`".into(),
+                )),
+            },
+        };
+        let claims = token
+            .and_then(|token| {
+                self.credentials
+                    .verify(token, CA_AUDIENCE, SystemTime::now())
+            })
+            .map_err(|error| {
+                tracing::warn!(%error, "CA refused a certificate request: bad credential");
+                Status::unauthenticated(error.to_string())
+            })?;
+        SpiffeId::new(
+            self.ca.options().trust_domain.clone(),
+            claims.namespace.clone(),
+            claims.service_account.clone(),
+        )
+        .map_err(|error| {
+            tracing::warn!(%error, pod = %claims.pod, "CA refused a certificate request: the credential names no valid identity");
+            Status::permission_denied(format!("the credential names no valid identity: {error}"))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CaService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let identity = self.authenticate(&request)?;
+        let body = request.into_inner();
+        let ttl = Duration::from_secs(body.validity_duration.max(0) as u64);
+        let cert_chain = self
+            .ca
+            .sign_workload(&body.csr, &identity, ttl)
+            .map_err(|error| {
+                tracing::warn!(%error, %identity, "CA refused a certificate request");
+                match error {
+                    CaError::BadCsr(_) | CaError::TtlTooLong { .. } => {
+                        Status::invalid_argument(error.to_string())
+                    }
+                    CaError::WrongTrustDomain { .. } => {
+                        Status::permission_denied(error.to_string())
+                    }
+                    _ => Status::internal(error.to_string()),
+                }
+            })?;
+        tracing::debug!(%identity, ?ttl, "issued a workload certificate");
+        let mut response = Response::new(IstioCertificateResponse { cert_chain });
+        let bundle = self.ca.trust_bundle_pem();
+        response.metadata_mut().insert_bin(
+            TRUST_BUNDLE_METADATA,
+            MetadataValue::from_bytes(bundle.as_bytes()),
+        );
+        Ok(response)
+    }
+}
+
+/// Why the Unix-socket server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {path}: {source}; remove a stale socket or check the directory")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves only the CA on a Unix socket until `shutdown` completes (the control plane mounts the service
+/// on its own router; this is for tests, benches and standalone use). Removes a stale socket first.
+pub async fn serve_unix(
+    path: &Path,
+    service: CaService,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

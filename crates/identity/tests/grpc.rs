@@ -1,0 +1,268 @@
+//! The real CA gRPC service over a Unix socket in a temp dir: issues the credential's identity whatever the
+//! CSR asks, refuses missing/expired/forged/wrong-audience credentials, and feeds a workload manager.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ironmesh_identity::ca_service::{CaService, serve_unix};
+use ironmesh_identity::proto::IstioCertificateRequest;
+use ironmesh_identity::proto::istio_certificate_service_client::IstioCertificateServiceClient;
+use ironmesh_identity::{
+    CA_AUDIENCE, CaClient, CertificateAuthority, CertificateSigner, CredentialAuthority, PodClaims,
+    SignError, WorkloadCertificates, csr_for, write_token_file,
+};
+use support::*;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    token_file: PathBuf,
+    ca: Arc<CertificateAuthority>,
+    credentials: Arc<CredentialAuthority>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(&dir.path().join("ca"));
+    let credentials =
+        Arc::new(CredentialAuthority::load_or_create(&dir.path().join("ca")).unwrap());
+    let socket = dir.path().join("xds.sock");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = CaService::new(ca.clone(), credentials.clone());
+    let path = socket.clone();
+    tokio::spawn(async move {
+        serve_unix(&path, service, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token_file = dir.path().join("token");
+    Harness {
+        socket,
+        token_file,
+        ca,
+        credentials,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+fn sleep_pod() -> PodClaims {
+    PodClaims {
+        namespace: "foo".into(),
+        service_account: "sleep".into(),
+        pod: "sleep-5d8f".into(),
+    }
+}
+
+impl Harness {
+    fn client(&self) -> CaClient {
+        CaClient::new(
+            &format!("unix://{}", self.socket.display()),
+            &self.token_file,
+        )
+        .unwrap()
+    }
+
+    fn write_token(&self, token: &str) {
+        write_token_file(&self.token_file, token).unwrap();
+    }
+
+    async fn sign_as_admin(&self) -> Result<Vec<String>, SignError> {
+        let (csr, _) = csr_for(&id("kube-system", "admin")).unwrap();
+        self.client()
+            .sign(csr, Duration::from_secs(600))
+            .await
+            .map(|signed| signed.chain_pem)
+    }
+}
+
+fn leaf_ids(chain: &[String]) -> Vec<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain[0].as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn issues_the_credential_identity_not_the_requested_one() {
+    let h = harness().await;
+    h.write_token(&h.credentials.issue(&sleep_pod(), Duration::from_secs(600)));
+    let chain = h.sign_as_admin().await.unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(
+        leaf_ids(&chain),
+        vec!["URI(spiffe://cluster.local/ns/foo/sa/sleep)"]
+    );
+    assert_eq!(chain[1], h.ca.current_root_pem());
+}
+
+#[tokio::test]
+async fn refuses_an_expired_credential() {
+    let h = harness().await;
+    let issued = SystemTime::now() - Duration::from_secs(3600);
+    h.write_token(&h.credentials.issue_at(
+        &sleep_pod(),
+        CA_AUDIENCE,
+        issued,
+        Duration::from_secs(60),
+    ));
+    let err = h.sign_as_admin().await.unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn refuses_a_forged_credential() {
+    let h = harness().await;
+    let forger = CredentialAuthority::from_secret(&[42; 32]);
+    h.write_token(&forger.issue(&sleep_pod(), Duration::from_secs(600)));
+    let err = h.sign_as_admin().await.unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+    assert!(
+        err.to_string().contains("signature does not match"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_wrong_audience() {
+    let h = harness().await;
+    h.write_token(&h.credentials.issue_at(
+        &sleep_pod(),
+        "istio-ca",
+        SystemTime::now(),
+        Duration::from_secs(600),
+    ));
+    let err = h.sign_as_admin().await.unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+    assert!(err.to_string().contains("audience"), "{err}");
+}
+
+#[tokio::test]
+async fn refuses_a_missing_credential() {
+    let h = harness().await;
+    // Straight through the generated client, without any authorization metadata.
+    let client = h.client();
+    drop(client);
+    let path = h.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://unused.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
+    let status = IstioCertificateServiceClient::new(channel)
+        .create_certificate(IstioCertificateRequest {
+            csr,
+            validity_duration: 60,
+            metadata: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("no credential"),
+        "{}",
+        status.message()
+    );
+    // An empty token file is a missing credential too.
+    h.write_token("");
+    let err = h.sign_as_admin().await.unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+}
+
+#[tokio::test]
+async fn refuses_an_invalid_csr_and_a_too_long_ttl() {
+    let h = harness().await;
+    h.write_token(&h.credentials.issue(&sleep_pod(), Duration::from_secs(600)));
+    let err = h
+        .client()
+        .sign("garbage".into(), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SignError::Refused(_)), "{err}");
+    let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
+    let err = h
+        .client()
+        .sign(csr, Duration::from_secs(100 * 86400))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("maximum"), "{err}");
+}
+
+#[tokio::test]
+async fn token_file_is_reread_at_every_call() {
+    let h = harness().await;
+    let client = h.client();
+    h.write_token("not-a-token");
+    let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
+    assert!(
+        client
+            .sign(csr.clone(), Duration::from_secs(60))
+            .await
+            .is_err()
+    );
+    h.write_token(&h.credentials.issue(&sleep_pod(), Duration::from_secs(600)));
+    let signed = client.sign(csr, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(signed.trust_bundle_pem, h.ca.trust_bundle_pems());
+}
+
+#[tokio::test]
+async fn workload_manager_gets_its_certificate_over_grpc() {
+    let h = harness().await;
+    h.write_token(&h.credentials.issue(&sleep_pod(), Duration::from_secs(600)));
+    let certs = WorkloadCertificates::spawn(
+        id("foo", "sleep"),
+        Arc::new(h.client()),
+        rotation(Duration::from_secs(600)),
+    );
+    let info = tokio::time::timeout(Duration::from_secs(10), certs.ready())
+        .await
+        .unwrap();
+    assert_eq!(info.spiffe_id, id("foo", "sleep"));
+    assert_eq!(
+        info.not_after.duration_since(info.not_before).unwrap(),
+        Duration::from_secs(600)
+    );
+    assert_eq!(info.trust_bundle_pem, h.ca.trust_bundle_pems());
+}
+
+#[tokio::test]
+async fn manager_keeps_retrying_while_the_credential_is_refused() {
+    let h = harness().await;
+    h.write_token("not-a-token");
+    let certs = WorkloadCertificates::spawn(
+        id("foo", "sleep"),
+        Arc::new(h.client()),
+        rotation(Duration::from_secs(600)),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(certs.snapshot().is_none());
+    // Once the runtime writes a valid token, the backoff loop picks it up.
+    h.write_token(&h.credentials.issue(&sleep_pod(), Duration::from_secs(600)));
+    tokio::time::timeout(Duration::from_secs(5), certs.ready())
+        .await
+        .unwrap();
+}
