@@ -137,6 +137,8 @@ impl Cluster {
         if cmd::list_netns()?.contains(&netns) {
             remove_netns(&netns);
         }
+        // Again per pod: br_netfilter may have been loaded on the host since the node was created.
+        disable_bridge_netfilter(&node)?;
         self.write_pod_files(&netns, namespace, name, pod_ip, &self.lock().names)?;
         ip(&["netns", "add", &netns])?;
         let setup = || -> Result<()> {
@@ -295,6 +297,25 @@ impl Cluster {
     pub fn cleanup_stale(&self) -> Result<()> {
         self.teardown()
     }
+}
+
+/// Pods are routed, not bridged: if `br_netfilter` is loaded on the host (Docker loads it), it would push
+/// frames between bridge ports through iptables at L2, and a DNAT back to the sender (hairpin) would be
+/// "bridged" out of the port it came in, and dropped. Switching it off in the node namespace keeps all pod
+/// traffic on the routed path; `-e` makes it a no-op when the module is not loaded.
+fn disable_bridge_netfilter(node: &str) -> Result<()> {
+    in_netns(
+        node,
+        "sysctl",
+        &[
+            "-qwe",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ],
+        None,
+    )
+    .map(|_| ())
 }
 
 /// SIGKILLs every process in `netns`, waits briefly for them to exit, then deletes the namespace and its

@@ -131,7 +131,8 @@ fn refresh_phase(status: &mut PodStatus) {
     };
 }
 
-/// A running pod. Dropping it does not stop the processes: call [`PodHandle::stop`].
+/// A running pod. Dropping the handle tells the supervisor to stop the pod (in the background, while the
+/// runtime lives); call [`PodHandle::stop`] to wait for it.
 pub struct PodHandle {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -201,6 +202,13 @@ impl PodHandle {
             let _ = task.await;
         }
         self.status()
+    }
+}
+
+impl Drop for PodHandle {
+    fn drop(&mut self) {
+        // No supervisor may outlive its handle: it would restart containers nobody can stop.
+        let _ = self.stop.send(true);
     }
 }
 
