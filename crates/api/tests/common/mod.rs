@@ -70,3 +70,70 @@ pub fn walkthrough_apps() -> String {
 pub const PERMISSIVE_MESH_POLICY: &str = "---\napiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata:\n  name: default\nspec:\n  peers:\n  - mtls:\n      mode: PERMISSIVE\n";
 pub const STRICT_MESH_POLICY: &str = "---\napiVersion: \"authentication.istio.io/v1alpha1\"\nkind: \"MeshPolicy\"\nmetadata:\n  name: \"default\"\nspec:\n  peers:\n  - mtls: {}\n";
 pub const ALL_INTERNAL_TRAFFIC: &str = "---\napiVersion: \"networking.istio.io/v1alpha3\"\nkind: \"DestinationRule\"\nmetadata:\n  name: \"default\"\n  namespace: \"default\"\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+
+/// One YAML document; `spec` is the text after `spec:` (flow `" {..}"` or an indented block).
+pub fn doc(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    spec: &str,
+) -> String {
+    let namespace = namespace
+        .map(|ns| format!("  namespace: {ns}\n"))
+        .unwrap_or_default();
+    format!(
+        "---\napiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n{namespace}spec:{spec}\n"
+    )
+}
+
+pub fn mesh_policy(spec: &str) -> String {
+    doc(
+        "authentication.istio.io/v1alpha1",
+        "MeshPolicy",
+        None,
+        "default",
+        spec,
+    )
+}
+
+pub fn policy(namespace: &str, name: &str, spec: &str) -> String {
+    doc(
+        "authentication.istio.io/v1alpha1",
+        "Policy",
+        Some(namespace),
+        name,
+        spec,
+    )
+}
+
+pub fn peer_authn(namespace: &str, name: &str, spec: &str) -> String {
+    doc(
+        "security.istio.io/v1beta1",
+        "PeerAuthentication",
+        Some(namespace),
+        name,
+        spec,
+    )
+}
+
+pub fn rule(namespace: &str, name: &str, spec: &str) -> String {
+    doc(
+        "networking.istio.io/v1alpha3",
+        "DestinationRule",
+        Some(namespace),
+        name,
+        spec,
+    )
+}
+
+pub fn service(namespace: &str, name: &str, spec: &str) -> String {
+    doc("v1", "Service", Some(namespace), name, spec)
+}
+
+/// `Kind namespace/name`, or `-` when nothing decided.
+pub fn who(decided_by: &Option<ironmesh_api::policy::PolicyRef>) -> String {
+    decided_by
+        .as_ref()
+        .map_or("-".to_string(), |r| format!("{} {r}", r.kind))
+}
