@@ -1,1 +1,263 @@
-fn main() {}
+//! ironmesh-proxy: the transparent mTLS sidecar (`run`) and its interception rules (`iptables`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ironmesh_identity::{CaClient, RotationOptions, SpiffeId, WorkloadCertificates};
+use ironmesh_proto::pb::ProxyConfig;
+use ironmesh_proto::{ConfigClient, ConfigClientOptions, TokenSource};
+use ironmesh_proxy::admin::{AdminState, LogLevelSetter, Surface};
+use ironmesh_proxy::{
+    DataPlane, DataPlaneOptions, InterceptionRules, Metrics, SystemSockets, WorkloadInfo,
+};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "ironmesh-proxy",
+    version,
+    about = "The ironmesh transparent mTLS sidecar"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (reads the pod environment).
+    Run(RunArgs),
+    /// Print (or apply with --apply) the iptables-restore script that redirects the pod's traffic.
+    Iptables(IptablesArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: String,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// `unix:///var/lib/ironmesh/run/xds.sock` or `http://host:port`.
+    #[arg(long, env = "IRONMESH_CONTROL_PLANE")]
+    control_plane: String,
+    #[arg(long, env = "IRONMESH_TOKEN_FILE")]
+    token_file: PathBuf,
+    #[arg(long, env = "IRONMESH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[arg(long, env = "IRONMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Certificate lifetime asked of the CA, in seconds.
+    #[arg(long, env = "IRONMESH_CERT_TTL_SECONDS", default_value_t = 24 * 3600)]
+    cert_ttl_seconds: u64,
+    /// Data-plane worker threads (1 keeps memory smallest).
+    #[arg(long, env = "IRONMESH_CONCURRENCY", default_value_t = 1)]
+    concurrency: usize,
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    outbound_listen: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_listen: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_listen: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    readiness_listen: SocketAddr,
+    /// Mark put on the proxy's own sockets (0 disables it).
+    #[arg(long, default_value_t = ironmesh_proxy::PROXY_MARK)]
+    proxy_mark: u32,
+    /// Access log and logs as JSON lines.
+    #[arg(long, env = "IRONMESH_LOG_JSON")]
+    log_json: bool,
+    /// Seconds to let open connections finish after SIGTERM.
+    #[arg(long, default_value_t = 5)]
+    drain_seconds: u64,
+}
+
+#[derive(Args)]
+struct IptablesArgs {
+    #[arg(long)]
+    apply: bool,
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
+    #[arg(long, default_value_t = 1337)]
+    proxy_mark: u32,
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    #[arg(long, value_delimiter = ',', default_value = "15000,15020,15021")]
+    exclude_inbound_ports: Vec<u16>,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Iptables(args) => iptables(args),
+        Command::Run(args) => run(args),
+    }
+}
+
+fn iptables(args: IptablesArgs) -> anyhow::Result<()> {
+    let rules = InterceptionRules {
+        proxy_uid: args.proxy_uid,
+        proxy_mark: args.proxy_mark,
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        exclude_inbound_ports: args.exclude_inbound_ports,
+    };
+    if args.apply {
+        ironmesh_proxy::apply_rules(&rules)?;
+    } else {
+        print!("{}", ironmesh_proxy::render_rules(&rules));
+    }
+    Ok(())
+}
+
+fn init_logging(json: bool) -> LogLevelSetter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false),
+            )
+            .init();
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).init();
+    }
+    Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// What the control runtime hands to the data plane.
+struct ControlHandles {
+    certs: WorkloadCertificates,
+    config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    ironmesh_identity::install_crypto_provider();
+    let set_log_level = init_logging(args.log_json);
+    let identity = SpiffeId::new(
+        &args.trust_domain,
+        &args.pod_namespace,
+        &args.service_account,
+    )
+    .context("the pod's identity is not a valid SPIFFE ID")?;
+    let signer = CaClient::new(&args.control_plane, &args.token_file)?;
+    let address = args
+        .control_plane
+        .parse()
+        .context("IRONMESH_CONTROL_PLANE")?;
+    let proxy_id = format!("{}.{}", args.pod_name, args.pod_namespace);
+    let metrics = Arc::new(Metrics::default());
+
+    // Control plane client, certificates and admin live on their own small runtime and thread.
+    let (handles_tx, handles_rx) = std::sync::mpsc::channel();
+    let control_metrics = metrics.clone();
+    let rotation = RotationOptions {
+        ttl: Duration::from_secs(args.cert_ttl_seconds),
+        ..Default::default()
+    };
+    let (admin_listen, metrics_listen, readiness_listen) = (
+        args.admin_listen,
+        args.metrics_listen,
+        args.readiness_listen,
+    );
+    let state_dir = args.state_dir.clone();
+    let token = TokenSource::File(args.token_file.clone());
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let certs = WorkloadCertificates::spawn(identity, Arc::new(signer), rotation);
+                let client =
+                    ConfigClient::spawn(ConfigClientOptions::new(address, proxy_id, token));
+                let state = AdminState {
+                    certs: certs.clone(),
+                    config: client.config(),
+                    metrics: control_metrics,
+                    set_log_level: Some(set_log_level),
+                };
+                for (address, surface) in [
+                    (admin_listen, Surface::Admin),
+                    (metrics_listen, Surface::Metrics),
+                    (readiness_listen, Surface::Readiness),
+                ] {
+                    let listener = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address}"))?;
+                    tokio::spawn(ironmesh_proxy::admin::serve(
+                        listener,
+                        state.clone(),
+                        surface,
+                    ));
+                }
+                if let Some(dir) = state_dir {
+                    tokio::spawn(keep_chain_copy(certs.clone(), dir));
+                }
+                let _ = handles_tx.send(ControlHandles {
+                    certs,
+                    config: client.config(),
+                });
+                // Keep the client alive for the life of the process.
+                let _client = client;
+                std::future::pending::<anyhow::Result<()>>().await
+            })
+        })?;
+    let handles = handles_rx
+        .recv()
+        .context("the control thread failed to start (see the log above)")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .thread_name("dataplane")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut options = DataPlaneOptions::new(WorkloadInfo { name: args.pod_name.clone(), namespace: args.pod_namespace.clone() });
+        options.outbound_listen = args.outbound_listen;
+        options.inbound_listen = args.inbound_listen;
+        let mark = (args.proxy_mark != 0).then_some(args.proxy_mark);
+        let data_plane = DataPlane::start(options, handles.certs, handles.config, Arc::new(SystemSockets { mark }), metrics).await?;
+        tracing::info!(outbound = %data_plane.outbound_addr(), inbound = %data_plane.inbound_addr(), "proxy started");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!(active = data_plane.active_connections(), "draining");
+        data_plane.drain(Duration::from_secs(args.drain_seconds)).await;
+        Ok(())
+    })
+}
+
+/// Writes the current chain to the state dir for debugging; the key never leaves memory.
+async fn keep_chain_copy(certs: WorkloadCertificates, dir: PathBuf) {
+    let mut updates = certs.subscribe();
+    loop {
+        let current = updates.borrow_and_update().clone();
+        if let Some(info) = current {
+            let _ = tokio::fs::create_dir_all(&dir).await;
+            let _ = tokio::fs::write(dir.join("cert-chain.pem"), info.chain_pem.concat()).await;
+        }
+        if updates.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! What every data-plane task shares: sockets, certificates, the current config index, metrics, and the
+//! counters that let a drain wait for connections to finish.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use ironmesh_identity::WorkloadCertificates;
+
+use crate::index::ConfigIndex;
+use crate::metrics::Metrics;
+use crate::sockets::SocketLayer;
+use crate::upstream::ClientConfigs;
+
+/// Who this proxy runs for (from the pod environment).
+#[derive(Debug, Clone)]
+pub struct WorkloadInfo {
+    pub name: String,
+    pub namespace: String,
+}
+
+pub(crate) struct Context {
+    pub sockets: Arc<dyn SocketLayer>,
+    pub certs: WorkloadCertificates,
+    pub index: ArcSwap<ConfigIndex>,
+    pub metrics: Arc<Metrics>,
+    pub workload: WorkloadInfo,
+    pub client_configs: ClientConfigs,
+    pub active_connections: AtomicUsize,
+}
+
+/// Counts a connection as active for as long as it lives.
+pub(crate) struct ActiveGuard(pub Arc<Context>);
+
+impl ActiveGuard {
+    pub fn new(context: &Arc<Context>) -> Self {
+        context.active_connections.fetch_add(1, Ordering::Relaxed);
+        Self(context.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,297 @@
+//! The inbound listener (15006): peek at the first bytes, apply the port's server mode (reset, forward
+//! raw, pass application TLS through, or terminate mTLS) and forward to the app on the pod's loopback,
+//! adding `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use ironmesh_identity::{SpiffeId, peer_identity};
+use ironmesh_proto::pb::ServerMode;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::context::{ActiveGuard, Context};
+use crate::detect::{
+    CLASSIFY_BYTES, FirstBytes, InboundAction, TlsAction, after_client_hello, classify_first_bytes,
+    inbound_action,
+};
+use crate::index::UpstreamTls;
+use crate::metrics::{ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal};
+use crate::sockets::reset;
+use crate::tcp::relay;
+use crate::upstream::{self, Alpn, Pools, ProxyBody};
+
+/// The largest ClientHello we wait for before giving up on reading its ALPN.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+pub(crate) async fn serve(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    listener: TcpListener,
+    peek_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(handle(context.clone(), pools.clone(), stream, peer, peek_timeout));
+                }
+                Err(error) => tracing::warn!(%error, "inbound accept failed"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Peeks until the first bytes can be classified; a silent client (server-first protocol) counts as
+/// plaintext after `timeout`. `None` when the client closed before sending anything.
+async fn peek_first_bytes(stream: &TcpStream, timeout: Duration) -> Option<FirstBytes> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buffer = [0u8; CLASSIFY_BYTES];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
+            Err(_) => return Some(FirstBytes::Plaintext),
+            Ok(Err(_)) | Ok(Ok(0)) => return None,
+            Ok(Ok(read)) => match classify_first_bytes(&buffer[..read]) {
+                FirstBytes::NeedMore if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                FirstBytes::NeedMore => return Some(FirstBytes::Plaintext),
+                decided => return Some(decided),
+            },
+        }
+    }
+}
+
+/// Reads (without consuming) the ClientHello's ALPN list; `None` if it is not parseable in time.
+async fn peek_client_hello_alpn(stream: &TcpStream, timeout: Duration) -> Option<Vec<Vec<u8>>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.peek(&mut buffer))
+            .await
+            .ok()?
+            .ok()?;
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut cursor = &buffer[..read];
+        while !cursor.is_empty() {
+            match acceptor.read_tls(&mut cursor) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let alpn = accepted
+                    .client_hello()
+                    .alpn()
+                    .map(|list| list.map(<[u8]>::to_vec).collect());
+                return Some(alpn.unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if read == buffer.len() && buffer.len() < MAX_CLIENT_HELLO {
+            buffer.resize(buffer.len() * 2, 0);
+        } else if tokio::time::Instant::now() >= deadline {
+            return None;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn labels(context: &Context, peer: Option<&SpiffeId>, port: u16) -> ConnectionLabels {
+    let (source_workload_namespace, security) = match peer {
+        Some(id) => (id.namespace().to_string(), SecurityPolicy::mutual_tls),
+        None => ("unknown".to_string(), SecurityPolicy::none),
+    };
+    ConnectionLabels {
+        reporter: Reporter::destination,
+        source_workload: "unknown".to_string(),
+        source_workload_namespace,
+        source_principal: principal(peer),
+        destination_workload: context.workload.name.clone(),
+        destination_workload_namespace: context.workload.namespace.clone(),
+        destination_principal: principal(Some(context.certs.identity())),
+        destination_service: format!(
+            "{}.{}:{port}",
+            context.workload.name, context.workload.namespace
+        ),
+        connection_security_policy: security,
+    }
+}
+
+async fn handle(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    peek_timeout: Duration,
+) {
+    let _active = ActiveGuard::new(&context);
+    let Ok(original) = context.sockets.original_destination(&stream) else {
+        return reset(stream);
+    };
+    let port = original.port();
+    let app = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (mode, http) = context.index.load().inbound(port);
+    let Some(first) = peek_first_bytes(&stream, peek_timeout).await else {
+        return;
+    };
+    match inbound_action(mode, first) {
+        InboundAction::Reset => {
+            tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
+            reset(stream);
+        }
+        InboundAction::ForwardRaw => forward_raw(&context, stream, app, port).await,
+        InboundAction::ReadClientHello => {
+            let action = if mode == ServerMode::Strict {
+                TlsAction::TerminateMtls
+            } else {
+                match peek_client_hello_alpn(&stream, peek_timeout).await {
+                    Some(alpn) => after_client_hello(mode, alpn.iter().map(Vec::as_slice)),
+                    None => TlsAction::PassThrough,
+                }
+            };
+            match action {
+                TlsAction::PassThrough => forward_raw(&context, stream, app, port).await,
+                TlsAction::TerminateMtls => {
+                    terminate(context, pools, stream, app, port, http).await
+                }
+            }
+        }
+    }
+}
+
+async fn forward_raw(context: &Context, stream: TcpStream, app: SocketAddr, port: u16) {
+    match upstream::connect(context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+        Ok(upstream) => relay(context, labels(context, None, port), stream, upstream).await,
+        Err(error) => {
+            tracing::info!(target: "access", %error, "application not reachable");
+            reset(stream);
+        }
+    }
+}
+
+async fn terminate(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    stream: TcpStream,
+    app: SocketAddr,
+    port: u16,
+    http: bool,
+) {
+    let tls = match TlsAcceptor::from(context.certs.server_config())
+        .accept(stream)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::info!(target: "access", %error, port, "inbound mTLS handshake failed");
+            return;
+        }
+    };
+    let connection = tls.get_ref().1;
+    let peer = peer_identity(connection);
+    let leaf_hash = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+            digest
+                .as_ref()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<String>()
+        });
+    if !http {
+        return match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+            Ok(upstream) => {
+                relay(
+                    &context,
+                    labels(&context, peer.as_ref(), port),
+                    tls,
+                    upstream,
+                )
+                .await
+            }
+            Err(error) => tracing::info!(target: "access", %error, "application not reachable"),
+        };
+    }
+    let xfcc = format!(
+        "By=spiffe://{};Hash={};Subject=\"\";URI={}",
+        context.certs.identity().principal(),
+        leaf_hash.unwrap_or_default(),
+        principal(peer.as_ref()),
+    );
+    let xfcc =
+        Arc::new(HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static("")));
+    let peer = Arc::new(peer);
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let (context, pools, xfcc, peer) =
+            (context.clone(), pools.clone(), xfcc.clone(), peer.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                forward(
+                    &context,
+                    &pools,
+                    request,
+                    app,
+                    &xfcc,
+                    peer.as_ref().as_ref(),
+                )
+                .await,
+            )
+        }
+    });
+    if let Err(error) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(error = %error, "inbound HTTP connection ended with an error");
+    }
+}
+
+async fn forward(
+    context: &Context,
+    pools: &Pools,
+    mut request: http::Request<Incoming>,
+    app: SocketAddr,
+    xfcc: &HeaderValue,
+    peer: Option<&SpiffeId>,
+) -> http::Response<ProxyBody> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    // Replace whatever the client claimed: only the proxy vouches for the peer.
+    request
+        .headers_mut()
+        .insert("x-forwarded-client-cert", xfcc.clone());
+    let response = pools.send(request, app, &UpstreamTls::Plaintext).await;
+    let labels = RequestLabels {
+        connection: labels(context, peer, app.port()),
+        request_protocol: "http".to_string(),
+        response_code: response.status().as_u16(),
+    };
+    context.metrics.record_request(labels, started.elapsed());
+    tracing::info!(
+        target: "access",
+        reporter = "destination",
+        %method,
+        %path,
+        code = response.status().as_u16(),
+        source_principal = %principal(peer),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    response
+}

@@ -1,0 +1,264 @@
+//! The proxy's lookup view of a `ProxyConfig`: inbound mode per port, outbound service by original
+//! destination, endpoint choice (round robin) and the client TLS decision.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ironmesh_identity::SpiffeId;
+use ironmesh_proto::pb::{
+    ClientTlsMode, Endpoint, Protocol, ProxyConfig, ServerMode, Service, ServicePort,
+};
+
+/// Whether a port is proxied as HTTP (Istio: http, http2, grpc) or copied as TCP.
+pub(crate) fn is_http(protocol: i32) -> bool {
+    matches!(
+        Protocol::try_from(protocol),
+        Ok(Protocol::Http | Protocol::Http2 | Protocol::Grpc)
+    )
+}
+
+struct Target {
+    service: usize,
+    port: usize,
+    /// The destination was a pod IP: keep that endpoint instead of balancing.
+    pinned_endpoint: Option<usize>,
+    next: AtomicUsize,
+}
+
+/// What the outbound side decided for one connection or request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub hostname: String,
+    pub namespace: String,
+    pub http: bool,
+    pub upstream: SocketAddr,
+    pub tls: UpstreamTls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpstreamTls {
+    Plaintext,
+    /// mTLS; the server must prove one of these identities (secure naming).
+    Mutual(Vec<SpiffeId>),
+}
+
+#[derive(Default)]
+pub(crate) struct ConfigIndex {
+    pub config: Option<Arc<ProxyConfig>>,
+    targets: HashMap<SocketAddr, Target>,
+    inbound: HashMap<u16, (ServerMode, bool)>,
+    default_mode: Option<ServerMode>,
+}
+
+fn mode_of(value: i32) -> ServerMode {
+    match ServerMode::try_from(value) {
+        Ok(ServerMode::Unspecified) | Err(_) => ServerMode::Permissive,
+        Ok(mode) => mode,
+    }
+}
+
+impl ConfigIndex {
+    pub fn new(config: Arc<ProxyConfig>) -> Self {
+        let mut targets = HashMap::new();
+        for (service_index, service) in config.services.iter().enumerate() {
+            for (port_index, port) in service.ports.iter().enumerate() {
+                let target = |pinned_endpoint| Target {
+                    service: service_index,
+                    port: port_index,
+                    pinned_endpoint,
+                    next: AtomicUsize::new(0),
+                };
+                if let Ok(vip) = service.vip.parse::<IpAddr>() {
+                    targets.insert(SocketAddr::new(vip, port.port as u16), target(None));
+                }
+                let target_port = if port.target_port == 0 {
+                    port.port
+                } else {
+                    port.target_port
+                } as u16;
+                for (endpoint_index, endpoint) in service.endpoints.iter().enumerate() {
+                    if let Ok(ip) = endpoint.ip.parse::<IpAddr>() {
+                        targets
+                            .entry(SocketAddr::new(ip, target_port))
+                            .or_insert_with(|| target(Some(endpoint_index)));
+                    }
+                }
+            }
+        }
+        let (inbound, default_mode) = match &config.workload {
+            Some(workload) => (
+                workload
+                    .ports
+                    .iter()
+                    .map(|p| (p.port as u16, (mode_of(p.mode), is_http(p.protocol))))
+                    .collect(),
+                Some(mode_of(workload.default_mode)),
+            ),
+            None => (HashMap::new(), None),
+        };
+        Self {
+            config: Some(config),
+            targets,
+            inbound,
+            default_mode,
+        }
+    }
+
+    /// Mode and "is HTTP" of an inbound port. Before the first configuration every connection is refused
+    /// (STRICT without mTLS material is a reset), as Istio has no listeners yet.
+    pub fn inbound(&self, port: u16) -> (ServerMode, bool) {
+        match (self.inbound.get(&port), self.default_mode) {
+            (Some(known), _) => *known,
+            (None, Some(mode)) => (mode, false),
+            (None, None) => (ServerMode::Strict, false),
+        }
+    }
+
+    /// The route for an intercepted outbound connection, or `None` to pass it through untouched.
+    pub fn route(&self, original: SocketAddr) -> Option<Route> {
+        let config = self.config.as_ref()?;
+        let target = self.targets.get(&original)?;
+        let service = &config.services[target.service];
+        let port = &service.ports[target.port];
+        let endpoint_index = match target.pinned_endpoint {
+            Some(index) => index,
+            None if service.endpoints.is_empty() => return None,
+            None => target.next.fetch_add(1, Ordering::Relaxed) % service.endpoints.len(),
+        };
+        let endpoint = &service.endpoints[endpoint_index];
+        let ip = endpoint.ip.parse::<IpAddr>().ok()?;
+        let target_port = if port.target_port == 0 {
+            port.port
+        } else {
+            port.target_port
+        } as u16;
+        Some(Route {
+            hostname: service.hostname.clone(),
+            namespace: service.namespace.clone(),
+            http: is_http(port.protocol),
+            upstream: SocketAddr::new(ip, target_port),
+            tls: client_tls(service, port, endpoint, config.auto_mtls),
+        })
+    }
+}
+
+fn parse_ids<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<SpiffeId> {
+    ids.filter_map(|id| id.parse().ok()).collect()
+}
+
+/// ISTIO_MUTUAL: mTLS checked against the SANs (or the endpoint's identity); DISABLE: plaintext;
+/// AUTO: mTLS iff auto mTLS is on and the endpoint has a sidecar that accepts it.
+pub(crate) fn client_tls(
+    _service: &Service,
+    port: &ServicePort,
+    endpoint: &Endpoint,
+    auto_mtls: bool,
+) -> UpstreamTls {
+    let tls = port.tls.clone().unwrap_or_default();
+    let endpoint_ids = || parse_ids(std::iter::once(&endpoint.spiffe_id));
+    match ClientTlsMode::try_from(tls.mode) {
+        Ok(ClientTlsMode::IstioMutual) if !tls.subject_alt_names.is_empty() => {
+            UpstreamTls::Mutual(parse_ids(tls.subject_alt_names.iter()))
+        }
+        Ok(ClientTlsMode::IstioMutual) => UpstreamTls::Mutual(endpoint_ids()),
+        Ok(ClientTlsMode::Auto) if auto_mtls && endpoint.mtls_ready => {
+            UpstreamTls::Mutual(endpoint_ids())
+        }
+        _ => UpstreamTls::Plaintext,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironmesh_proto::pb::{ClientTls, InboundPort, Workload};
+
+    fn config(mode: ClientTlsMode) -> ProxyConfig {
+        ProxyConfig {
+            version: "1".into(),
+            auto_mtls: true,
+            workload: Some(Workload {
+                name: "a".into(),
+                namespace: "foo".into(),
+                ports: vec![InboundPort {
+                    port: 80,
+                    protocol: Protocol::Http as i32,
+                    mode: ServerMode::Strict as i32,
+                }],
+                ..Default::default()
+            }),
+            services: vec![Service {
+                hostname: "httpbin.foo.svc.cluster.local".into(),
+                namespace: "foo".into(),
+                vip: "10.96.0.10".into(),
+                ports: vec![ServicePort {
+                    port: 8000,
+                    target_port: 80,
+                    protocol: Protocol::Http as i32,
+                    tls: Some(ClientTls {
+                        mode: mode as i32,
+                        ..Default::default()
+                    }),
+                }],
+                endpoints: vec![
+                    Endpoint {
+                        ip: "10.0.0.1".into(),
+                        has_sidecar: true,
+                        mtls_ready: true,
+                        spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
+                    },
+                    Endpoint {
+                        ip: "10.0.0.2".into(),
+                        ..Default::default()
+                    },
+                ],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vip_routes_round_robin_and_pod_ip_is_pinned() {
+        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        let vip: SocketAddr = "10.96.0.10:8000".parse().unwrap();
+        let first = index.route(vip).unwrap();
+        let second = index.route(vip).unwrap();
+        assert_ne!(first.upstream, second.upstream);
+        assert!(first.http);
+        let pod: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(index.route(pod).unwrap().upstream, pod);
+        assert_eq!(index.route(pod).unwrap().upstream, pod);
+        assert!(index.route("10.96.0.10:9999".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn auto_mtls_follows_the_endpoint_and_istio_mutual_always_encrypts() {
+        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        let with_sidecar = index.route("10.0.0.1:80".parse().unwrap()).unwrap();
+        assert!(matches!(with_sidecar.tls, UpstreamTls::Mutual(ref ids) if ids.len() == 1));
+        assert_eq!(
+            index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
+            UpstreamTls::Plaintext
+        );
+        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::IstioMutual)));
+        assert!(matches!(
+            index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
+            UpstreamTls::Mutual(_)
+        ));
+        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::ClientDisable)));
+        assert_eq!(
+            index.route("10.0.0.1:80".parse().unwrap()).unwrap().tls,
+            UpstreamTls::Plaintext
+        );
+    }
+
+    #[test]
+    fn inbound_modes() {
+        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        assert_eq!(index.inbound(80), (ServerMode::Strict, true));
+        assert_eq!(index.inbound(81), (ServerMode::Permissive, false));
+        assert_eq!(ConfigIndex::default().inbound(80).0, ServerMode::Strict);
+    }
+}

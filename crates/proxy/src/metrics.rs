@@ -1,0 +1,143 @@
+//! Istio's standard metrics (names and labels) with prometheus-client, and the access log line.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `reporter` label: which side of the call reported it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Reporter {
+    source,
+    destination,
+}
+
+/// `connection_security_policy` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SecurityPolicy {
+    mutual_tls,
+    none,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reporter: Reporter,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_service: String,
+    pub connection_security_policy: SecurityPolicy,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    #[prometheus(flatten)]
+    pub connection: ConnectionLabels,
+    pub request_protocol: String,
+    pub response_code: u16,
+}
+
+/// Envoy's default millisecond buckets.
+const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS_MS)
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub tcp_opened: Family<ConnectionLabels, Counter>,
+    pub tcp_closed: Family<ConnectionLabels, Counter>,
+    pub tcp_sent: Family<ConnectionLabels, Counter>,
+    pub tcp_received: Family<ConnectionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        let tcp_opened = Family::<ConnectionLabels, Counter>::default();
+        let tcp_closed = Family::<ConnectionLabels, Counter>::default();
+        let tcp_sent = Family::<ConnectionLabels, Counter>::default();
+        let tcp_received = Family::<ConnectionLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters itself.
+        registry.register(
+            "istio_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+            request_duration.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the destination",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the destination",
+            tcp_received.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_request(&self, labels: RequestLabels, duration: std::time::Duration) {
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64() * 1000.0);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// `name` of a `spiffe://td/ns/<ns>/sa/<sa>` principal without the scheme, "unknown" when absent.
+pub(crate) fn principal(id: Option<&ironmesh_identity::SpiffeId>) -> String {
+    id.map_or_else(
+        || "unknown".to_string(),
+        |id| format!("spiffe://{}", id.principal()),
+    )
+}

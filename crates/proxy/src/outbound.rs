@@ -1,0 +1,176 @@
+//! The outbound listener (15001): find the service by original destination, pick an endpoint, apply the
+//! client TLS decision, proxy HTTP with pooled upstreams or copy TCP; unknown destinations pass through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::context::{ActiveGuard, Context};
+use crate::index::{Route, UpstreamTls};
+use crate::metrics::{ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal};
+use crate::sockets::reset;
+use crate::tcp::relay;
+use crate::upstream::{self, Alpn, Pools, ProxyBody};
+
+pub(crate) async fn serve(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(context.clone(), pools.clone(), stream));
+                }
+                Err(error) => tracing::warn!(%error, "outbound accept failed"),
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> ConnectionLabels {
+    let (destination_principal, security) = match tls {
+        UpstreamTls::Mutual(ids) => (principal(ids.first()), SecurityPolicy::mutual_tls),
+        UpstreamTls::Plaintext => ("unknown".to_string(), SecurityPolicy::none),
+    };
+    ConnectionLabels {
+        reporter: Reporter::source,
+        source_workload: context.workload.name.clone(),
+        source_workload_namespace: context.workload.namespace.clone(),
+        source_principal: principal(Some(context.certs.identity())),
+        destination_workload: "unknown".to_string(),
+        destination_workload_namespace: "unknown".to_string(),
+        destination_principal,
+        destination_service,
+        connection_security_policy: security,
+    }
+}
+
+async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream) {
+    let _active = ActiveGuard::new(&context);
+    let original = match context.sockets.original_destination(&stream) {
+        Ok(original) => original,
+        Err(error) => {
+            tracing::warn!(%error, "no original destination on an outbound connection; closing it");
+            return reset(stream);
+        }
+    };
+    if stream.local_addr().ok() == Some(original) {
+        // Someone dialed the capture port itself: passing it through would loop forever.
+        return reset(stream);
+    }
+    let _ = stream.set_nodelay(true);
+    let route = context.index.load().route(original);
+    match route {
+        None => passthrough(&context, stream, original).await,
+        Some(route) if route.http => serve_http(context, pools, stream, original).await,
+        Some(route) => tcp(&context, stream, route).await,
+    }
+}
+
+async fn passthrough(context: &Context, stream: TcpStream, original: SocketAddr) {
+    match upstream::connect(context, original, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+        Ok(upstream) => {
+            relay(
+                context,
+                labels(context, original.ip().to_string(), &UpstreamTls::Plaintext),
+                stream,
+                upstream,
+            )
+            .await
+        }
+        Err(error) => {
+            tracing::debug!(%error, "passthrough connect failed");
+            reset(stream);
+        }
+    }
+}
+
+async fn tcp(context: &Context, stream: TcpStream, route: Route) {
+    match upstream::connect(context, route.upstream, &route.tls, Alpn::Tcp).await {
+        Ok(upstream) => {
+            relay(
+                context,
+                labels(context, route.hostname.clone(), &route.tls),
+                stream,
+                upstream,
+            )
+            .await
+        }
+        Err(error) => {
+            tracing::info!(target: "access", %error, destination_service = %route.hostname, "tcp upstream failed");
+            reset(stream);
+        }
+    }
+}
+
+async fn serve_http(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    stream: TcpStream,
+    original: SocketAddr,
+) {
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let context = context.clone();
+        let pools = pools.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(forward(&context, &pools, request, original).await)
+        }
+    });
+    if let Err(error) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %error, "outbound HTTP connection ended with an error");
+    }
+}
+
+async fn forward(
+    context: &Context,
+    pools: &Pools,
+    request: http::Request<Incoming>,
+    original: SocketAddr,
+) -> http::Response<ProxyBody> {
+    let started = Instant::now();
+    let protocol = if request.version() == http::Version::HTTP_2 {
+        "grpc_or_http2"
+    } else {
+        "http"
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    // Route per request so requests on one connection are balanced over endpoints.
+    let Some(route) = context.index.load().route(original) else {
+        return upstream::upstream_503("no healthy upstream");
+    };
+    let response = pools.send(request, route.upstream, &route.tls).await;
+    let labels = RequestLabels {
+        connection: labels(context, route.hostname.clone(), &route.tls),
+        request_protocol: protocol.to_string(),
+        response_code: response.status().as_u16(),
+    };
+    context.metrics.record_request(labels, started.elapsed());
+    tracing::info!(
+        target: "access",
+        reporter = "source",
+        %method,
+        %path,
+        code = response.status().as_u16(),
+        upstream = %route.upstream,
+        destination_service = %route.hostname,
+        mtls = matches!(route.tls, UpstreamTls::Mutual(_)),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    response
+}

@@ -1,0 +1,46 @@
+//! Copying an opaque TCP connection both ways, with Istio's TCP metrics and one access-log line.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::context::Context;
+use crate::metrics::ConnectionLabels;
+
+/// Copies until both sides are done; records opened/closed/bytes. `downstream` is the side that connected.
+pub(crate) async fn relay<D, U>(
+    context: &Context,
+    labels: ConnectionLabels,
+    mut downstream: D,
+    mut upstream: U,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    context.metrics.tcp_opened.get_or_create(&labels).inc();
+    let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let (sent, received) = result
+        .as_ref()
+        .map_or((0, 0), |&(sent, received)| (sent, received));
+    context.metrics.tcp_sent.get_or_create(&labels).inc_by(sent);
+    context
+        .metrics
+        .tcp_received
+        .get_or_create(&labels)
+        .inc_by(received);
+    context.metrics.tcp_closed.get_or_create(&labels).inc();
+    tracing::info!(
+        target: "access",
+        reporter = ?labels.reporter,
+        destination_service = %labels.destination_service,
+        source_principal = %labels.source_principal,
+        destination_principal = %labels.destination_principal,
+        security = ?labels.connection_security_policy,
+        bytes_sent = sent,
+        bytes_received = received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        error = result.err().map(|e| e.to_string()),
+        "tcp connection"
+    );
+}

@@ -1,0 +1,295 @@
+//! Connections from the proxy to an upstream (plaintext or mTLS with secure naming), the pooled hyper
+//! clients that reuse them, and the Envoy-style 503 for failures before response headers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use http::{Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ironmesh_identity::SpiffeId;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::context::Context;
+use crate::index::UpstreamTls;
+
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// ALPN a client sidecar offers, by what it carries (Istio's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Alpn {
+    Http1,
+    Http2,
+    Tcp,
+}
+
+impl Alpn {
+    fn protocols(self) -> Vec<Vec<u8>> {
+        let list: &[&[u8]] = match self {
+            Alpn::Http1 => &[b"istio-http/1.1", b"istio", b"http/1.1"],
+            Alpn::Http2 => &[b"istio-peer-exchange", b"istio", b"h2"],
+            Alpn::Tcp => &[b"istio-peer-exchange", b"istio"],
+        };
+        list.iter().map(|p| p.to_vec()).collect()
+    }
+}
+
+/// Why an upstream connection could not be made; `reason` is Envoy's reset reason.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, io::Error),
+    #[error("mTLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, io::Error),
+}
+
+pub(crate) enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            UpstreamIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// Builds mTLS client configs once per (expected identities, ALPN); they follow certificate rotation.
+#[derive(Default)]
+pub(crate) struct ClientConfigs {
+    cache: Mutex<HashMap<(Vec<SpiffeId>, Alpn), Arc<ClientConfig>>>,
+}
+
+impl ClientConfigs {
+    fn get(&self, context: &Context, expected: &[SpiffeId], alpn: Alpn) -> Arc<ClientConfig> {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry((expected.to_vec(), alpn))
+            .or_insert_with(|| context.certs.client_config(expected, alpn.protocols()))
+            .clone()
+    }
+}
+
+/// Dials `address` through the socket layer and wraps it in mTLS when asked.
+pub(crate) async fn connect(
+    context: &Context,
+    address: SocketAddr,
+    tls: &UpstreamTls,
+    alpn: Alpn,
+) -> Result<UpstreamIo, UpstreamError> {
+    let stream = context
+        .sockets
+        .connect(address)
+        .await
+        .map_err(|error| UpstreamError::Connect(address, error))?;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        UpstreamTls::Plaintext => Ok(UpstreamIo::Plain(stream)),
+        UpstreamTls::Mutual(expected) => {
+            let config = context.client_configs.get(context, expected, alpn);
+            // The name is not checked (secure naming checks the SPIFFE ID) and an IP sends no SNI.
+            let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
+            let tls = TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+                .map_err(|error| UpstreamError::Tls(address, error))?;
+            Ok(UpstreamIo::Tls(Box::new(tls)))
+        }
+    }
+}
+
+/// The hyper connector: `http://ip:port` dials plaintext, `https://ip:port` dials mTLS expecting the
+/// identities registered for that address just before the request (see [`Pools::send`]).
+#[derive(Clone)]
+pub(crate) struct Connector {
+    context: Arc<Context>,
+    alpn: Alpn,
+    expected: Arc<Mutex<HashMap<SocketAddr, Vec<SpiffeId>>>>,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<UpstreamIo>;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            let address: SocketAddr = uri
+                .authority()
+                .and_then(|authority| authority.as_str().parse().ok())
+                .ok_or_else(|| {
+                    UpstreamError::Connect(
+                        SocketAddr::from(([0, 0, 0, 0], 0)),
+                        io::Error::other("bad upstream uri"),
+                    )
+                })?;
+            let tls = if uri.scheme_str() == Some("https") {
+                let expected = connector
+                    .expected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&address)
+                    .cloned();
+                UpstreamTls::Mutual(expected.unwrap_or_default())
+            } else {
+                UpstreamTls::Plaintext
+            };
+            connect(&connector.context, address, &tls, connector.alpn)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
+/// Pooled keep-alive clients: HTTP/1.1 and HTTP/2 (chosen by the downstream request's version).
+pub(crate) struct Pools {
+    http1: Client<Connector, Incoming>,
+    http2: Client<Connector, Incoming>,
+    expected: Arc<Mutex<HashMap<SocketAddr, Vec<SpiffeId>>>>,
+}
+
+impl Pools {
+    pub fn new(context: Arc<Context>) -> Self {
+        let expected = Arc::new(Mutex::default());
+        let connector = |alpn| Connector {
+            context: context.clone(),
+            alpn,
+            expected: expected.clone(),
+        };
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector(Alpn::Http1));
+        let http2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector(Alpn::Http2));
+        Self {
+            http1,
+            http2,
+            expected,
+        }
+    }
+
+    /// Sends `request` to `upstream`; any failure before response headers becomes Envoy's 503.
+    pub async fn send(
+        &self,
+        mut request: http::Request<Incoming>,
+        upstream: SocketAddr,
+        tls: &UpstreamTls,
+    ) -> Response<ProxyBody> {
+        let scheme = match tls {
+            UpstreamTls::Plaintext => "http",
+            UpstreamTls::Mutual(expected) => {
+                self.expected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(upstream, expected.clone());
+                "https"
+            }
+        };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        match format!("{scheme}://{upstream}{path}").parse::<Uri>() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request path".into()),
+        }
+        let client = if request.version() == http::Version::HTTP_2 {
+            &self.http2
+        } else {
+            &self.http1
+        };
+        match client.request(request).await {
+            Ok(response) => response.map(|body| body.boxed()),
+            Err(error) => {
+                let reason = if error.is_connect() {
+                    "connection failure"
+                } else {
+                    "connection termination"
+                };
+                tracing::debug!(%upstream, error = ?error, reason, "upstream failed before headers");
+                upstream_503(reason)
+            }
+        }
+    }
+}
+
+/// Envoy's local reply for a failure before response headers.
+pub(crate) fn upstream_503(reason: &str) -> Response<ProxyBody> {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
+        ),
+    )
+}
+
+pub(crate) fn error_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    response
+}
