@@ -2,9 +2,12 @@
 //! and a container's log printed (optionally followed).
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+use nix::sys::signal::{SigHandler, Signal, signal};
 
 use crate::error::{Result, RuntimeError};
 use crate::process;
@@ -42,14 +45,45 @@ pub fn exec_with_env(
     if tty && std::env::var_os("TERM").is_none() {
         command.env("TERM", "xterm");
     }
-    let status = command
-        .status()
-        .map_err(|source| RuntimeError::MissingProgram {
-            program: "ip".into(),
-            package: "iproute2",
-            source,
-        })?;
+    // Like system(3): while the command owns the terminal, Ctrl-C and Ctrl-\ are for it, not for us.
+    // Ignored dispositions survive exec, so the child gets the defaults back first.
+    // SAFETY: installing SIG_IGN/SIG_DFL runs no handler code; the pre_exec closure only calls the
+    // async-signal-safe sigaction.
+    let previous = unsafe { ignore_interactive_signals() };
+    unsafe {
+        command.pre_exec(|| {
+            let _ = signal(Signal::SIGINT, SigHandler::SigDfl);
+            let _ = signal(Signal::SIGQUIT, SigHandler::SigDfl);
+            Ok(())
+        });
+    }
+    let status = command.status();
+    // SAFETY: puts back exactly the handlers that were installed before.
+    unsafe { restore_signals(previous) };
+    let status = status.map_err(|source| RuntimeError::MissingProgram {
+        program: "ip".into(),
+        package: "iproute2",
+        source,
+    })?;
     Ok(exit_code(Some(status)).0)
+}
+
+type SavedHandlers = [(Signal, Option<SigHandler>); 2];
+
+unsafe fn ignore_interactive_signals() -> SavedHandlers {
+    let mut saved = [(Signal::SIGINT, None), (Signal::SIGQUIT, None)];
+    for (sig, previous) in saved.iter_mut() {
+        *previous = unsafe { signal(*sig, SigHandler::SigIgn) }.ok();
+    }
+    saved
+}
+
+unsafe fn restore_signals(saved: SavedHandlers) {
+    for (sig, previous) in saved {
+        if let Some(handler) = previous {
+            let _ = unsafe { signal(sig, handler) };
+        }
+    }
 }
 
 /// Copies the container's log to `out`; with `follow`, keeps copying what is appended until writing to

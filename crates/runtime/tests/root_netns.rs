@@ -349,6 +349,61 @@ async fn root_service_vip_names_hairpin_and_teardown() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn root_names_update_in_place_for_running_containers() {
+    let mut guard = ClusterGuard::new();
+    let net = guard
+        .cluster
+        .add_pod("foo", "watcher", Ipv4Addr::new(198, 18, 0, 20))
+        .expect("add pod");
+    // The container's mount namespace was made at start: only an in-place rewrite reaches it.
+    let watcher = ContainerSpec {
+        name: "watcher".into(),
+        image: "x".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "until getent hosts late.foo; do sleep 0.1; done; exec sleep 3650d".into(),
+        ],
+        ..Default::default()
+    };
+    let spec = pod_spec(&guard, &net, vec![watcher]);
+    let log = log_path(&spec.pod_dir, "watcher");
+    guard.pods.push(PodHandle::start(spec));
+    let handle = &guard.pods[0];
+    eventually("the watcher to run", Duration::from_secs(10), || {
+        running_pid(handle, "watcher")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("198.19"),
+        "late.foo resolved too early"
+    );
+    let vip = Ipv4Addr::new(198, 19, 3, 4);
+    guard
+        .cluster
+        .sync_names(&[ServiceName {
+            namespace: "foo".into(),
+            name: "late".into(),
+            vip,
+        }])
+        .expect("sync names");
+    let seen = eventually(
+        "the running container to resolve the new name",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("late.foo"))
+        },
+    )
+    .await;
+    assert!(seen.starts_with("198.19.3.4"), "resolved to {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn root_two_clusters_coexist() {
     let (first, first_a, _) = httpbin_cluster().await;
     let (second, second_a, _) = httpbin_cluster().await;
