@@ -1,0 +1,159 @@
+//! The `ironmesh` command line (clap derive): commands and flags with kubectl's and istioctl's habits.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ironmesh",
+    version,
+    about = "A service mesh with kubectl and istioctl habits"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the control plane (idempotent).
+    Up(UpArgs),
+    /// Stop the control plane; --purge also forgets all state.
+    Down {
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Say what runs.
+    Status,
+    /// Create a resource: `create ns NAME`.
+    Create {
+        /// `ns` or `namespace`.
+        kind: String,
+        name: String,
+    },
+    /// Add, change (`--overwrite`) or remove (`k-`) labels: `label ns NAME k=v`.
+    Label {
+        kind: String,
+        name: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Apply every document of a file (`-` for stdin) in one all-or-nothing transaction.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Delete `-f FILE` or `KIND NAME`.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        file: Option<String>,
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Show resources.
+    Get(GetArgs),
+    /// Show one resource in a readable form.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Check client and server TLS settings per service.
+    TlsCheck {
+        /// A pod (`NAME[.NAMESPACE]`) whose view to check.
+        pod: Option<String>,
+        /// Only this service host.
+        host: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Print a manifest with the sidecar added.
+    #[command(alias = "inject")]
+    KubeInject {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Run a command in a container of a pod.
+    Exec {
+        pod: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a container's log.
+    Logs {
+        pod: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Show a pod's proxy configuration (`secret`).
+    ProxyConfig {
+        what: String,
+        pod: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Print a shell completion script.
+    Completion { shell: clap_complete::Shell },
+    /// Run the control plane in the foreground (what `up` starts).
+    #[command(hide = true)]
+    ControlPlane,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Clients send mTLS to sidecars without a DestinationRule (modern Istio).
+    #[arg(long)]
+    pub auto_mtls: bool,
+    /// Lifetime of workload certificates, e.g. `24h`, `90m`.
+    #[arg(long, default_value = "24h")]
+    pub workload_cert_ttl: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Plug-in CA: certificate (with --ca-key).
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    #[arg(long, requires = "ca_cert")]
+    pub ca_chain: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// `pods`, `po`, `svc`, `meshpolicies.authentication.istio.io`, ...
+    pub kind: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// yaml, json, wide, name, jsonpath=TEMPLATE
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+}

@@ -1,0 +1,302 @@
+//! Sidecar injection of manifests (`ironmesh kube-inject`, and `apply` in namespaces labelled for
+//! injection): a pure transform of objects. Adds the `ironmesh-init` init container, the `ironmesh-proxy`
+//! container, the `security.istio.io/tlsMode: istio` label and the `sidecar.istio.io/status` annotation to
+//! every pod template (Deployment) and Pod. Idempotent; honours `sidecar.istio.io/inject: "false"`.
+
+use ironmesh_api::Object;
+use serde_json::{Map, Value, json};
+
+pub const PROXY_CONTAINER: &str = "ironmesh-proxy";
+pub const INIT_CONTAINER: &str = "ironmesh-init";
+pub const PROXY_IMAGE: &str = "ironmesh/proxy";
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
+pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
+/// Namespace labels that turn automatic injection on (either one, value `enabled`).
+pub const NAMESPACE_INJECTION_LABELS: [&str; 2] = ["ironmesh-injection", "istio-injection"];
+
+/// Injects every Deployment and Pod of `objects`; other objects pass through unchanged.
+pub fn inject_objects(objects: Vec<Object>) -> Vec<Object> {
+    objects
+        .into_iter()
+        .map(|mut object| {
+            inject_object(&mut object);
+            object
+        })
+        .collect()
+}
+
+/// Whether a namespace's labels ask for automatic injection.
+pub fn namespace_wants_injection(labels: Option<&Value>) -> bool {
+    NAMESPACE_INJECTION_LABELS
+        .iter()
+        .any(|key| labels.and_then(|l| l.get(*key)).and_then(Value::as_str) == Some("enabled"))
+}
+
+/// Injects one object in place; `true` when the sidecar was added (false: not a workload, opted out, or
+/// already injected).
+pub fn inject_object(object: &mut Object) -> bool {
+    match object.kind.as_str() {
+        "Deployment" => {
+            let Some(template) = object
+                .body
+                .get_mut("spec")
+                .and_then(|s| s.get_mut("template"))
+                .and_then(Value::as_object_mut)
+            else {
+                return false;
+            };
+            let mut metadata = template
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) else {
+                return false;
+            };
+            let injected = inject_pod(&mut metadata, spec);
+            if injected {
+                // Replacing an existing key keeps its position in the template.
+                template.insert("metadata".into(), Value::Object(metadata));
+            }
+            injected
+        }
+        "Pod" => {
+            let mut metadata = Map::new();
+            for (key, value) in &object.metadata.labels {
+                let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+                labels[key] = Value::from(value.as_str());
+            }
+            for (key, value) in &object.metadata.annotations {
+                let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+                annotations[key] = Value::from(value.as_str());
+            }
+            let Some(spec) = object.body.get_mut("spec").and_then(Value::as_object_mut) else {
+                return false;
+            };
+            let injected = inject_pod(&mut metadata, spec);
+            if injected {
+                object
+                    .metadata
+                    .labels
+                    .insert(TLS_MODE_LABEL.into(), "istio".into());
+                object
+                    .metadata
+                    .annotations
+                    .insert(STATUS_ANNOTATION.into(), status_annotation());
+            }
+            injected
+        }
+        _ => false,
+    }
+}
+
+fn status_annotation() -> String {
+    json!({
+        "version": concat!("ironmesh-", env!("CARGO_PKG_VERSION")),
+        "initContainers": [INIT_CONTAINER],
+        "containers": [PROXY_CONTAINER],
+        "volumes": [],
+        "imagePullSecrets": null,
+    })
+    .to_string()
+}
+
+fn has_container(spec: &Map<String, Value>, list: &str, name: &str) -> bool {
+    spec.get(list)
+        .and_then(Value::as_array)
+        .is_some_and(|items| {
+            items
+                .iter()
+                .any(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        })
+}
+
+fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) -> bool {
+    let opted_out = metadata
+        .get("annotations")
+        .and_then(|a| a.get(INJECT_ANNOTATION))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    if opted_out || has_container(spec, "containers", PROXY_CONTAINER) {
+        return false;
+    }
+    let push = |spec: &mut Map<String, Value>, list: &str, container: Value| {
+        let items = spec.entry(list).or_insert_with(|| json!([]));
+        if let Some(items) = items.as_array_mut() {
+            items.push(container);
+        }
+    };
+    if !has_container(spec, "initContainers", INIT_CONTAINER) {
+        push(
+            spec,
+            "initContainers",
+            json!({
+                "name": INIT_CONTAINER,
+                "image": PROXY_IMAGE,
+                "command": ["ironmesh-proxy", "iptables", "--apply"],
+                "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}, "runAsUser": 0},
+            }),
+        );
+    }
+    push(
+        spec,
+        "containers",
+        json!({
+            "name": PROXY_CONTAINER,
+            "image": PROXY_IMAGE,
+            "command": ["ironmesh-proxy", "run"],
+            "ports": [
+                {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"},
+                {"containerPort": 15021, "name": "health", "protocol": "TCP"},
+            ],
+            "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+            "securityContext": {"runAsUser": 1337},
+        }),
+    );
+    let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+    labels[TLS_MODE_LABEL] = Value::from("istio");
+    let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+    annotations[STATUS_ANNOTATION] = Value::from(status_annotation());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Vec<Object> {
+        ironmesh_api::load_documents("test.yaml", yaml)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.object)
+            .collect()
+    }
+
+    const SLEEP: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: sleep
+  labels:
+    app: sleep
+spec:
+  ports:
+  - port: 80
+    name: http
+  selector:
+    app: sleep
+---
+apiVersion: extensions/v1beta1
+kind: Deployment
+metadata:
+  name: sleep
+spec:
+  replicas: 1
+  template:
+    metadata:
+      labels:
+        app: sleep
+    spec:
+      containers:
+      - name: sleep
+        image: pstauffer/curl
+        command: ["/bin/sleep", "3650d"]
+        imagePullPolicy: IfNotPresent
+"#;
+
+    fn names(spec: &Value, list: &str) -> Vec<String> {
+        spec[list]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn deployments_get_the_sidecar_and_services_stay_unchanged() {
+        let original = load(SLEEP);
+        let injected = inject_objects(original.clone());
+        assert_eq!(injected[0], original[0], "the Service is untouched");
+        let template = &injected[1].body["spec"]["template"];
+        assert_eq!(
+            names(&template["spec"], "containers"),
+            ["sleep", "ironmesh-proxy"]
+        );
+        assert_eq!(
+            names(&template["spec"], "initContainers"),
+            ["ironmesh-init"]
+        );
+        let proxy = &template["spec"]["containers"][1];
+        assert_eq!(proxy["command"], json!(["ironmesh-proxy", "run"]));
+        let ports: Vec<_> = proxy["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].clone())
+            .collect();
+        assert_eq!(ports, [json!(15090), json!(15021)]);
+        assert_eq!(
+            template["spec"]["initContainers"][0]["command"],
+            json!(["ironmesh-proxy", "iptables", "--apply"])
+        );
+        assert_eq!(template["metadata"]["labels"][TLS_MODE_LABEL], "istio");
+        assert_eq!(template["metadata"]["labels"]["app"], "sleep");
+        let status: Value = serde_json::from_str(
+            template["metadata"]["annotations"][STATUS_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(status["containers"], json!(["ironmesh-proxy"]));
+        // The injected object is still valid for the API.
+        ironmesh_api::validate_object(&injected[1]).unwrap();
+    }
+
+    #[test]
+    fn injecting_twice_adds_nothing() {
+        let once = inject_objects(load(SLEEP));
+        let twice = inject_objects(once.clone());
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn the_opt_out_annotation_is_honoured() {
+        let yaml = SLEEP.replace(
+            "      labels:\n        app: sleep\n    spec:",
+            "      labels:\n        app: sleep\n      annotations:\n        sidecar.istio.io/inject: \"false\"\n    spec:",
+        );
+        let original = load(&yaml);
+        assert_eq!(inject_objects(original.clone()), original);
+    }
+
+    #[test]
+    fn bare_pods_are_injected_too() {
+        let pod = load(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: app\n    image: x\n",
+        );
+        let injected = inject_objects(pod);
+        assert_eq!(
+            names(&injected[0].body["spec"], "containers"),
+            ["app", "ironmesh-proxy"]
+        );
+        assert_eq!(injected[0].metadata.labels[TLS_MODE_LABEL], "istio");
+    }
+
+    #[test]
+    fn namespace_labels_turn_injection_on() {
+        assert!(namespace_wants_injection(Some(
+            &json!({"istio-injection": "enabled"})
+        )));
+        assert!(namespace_wants_injection(Some(
+            &json!({"ironmesh-injection": "enabled"})
+        )));
+        assert!(!namespace_wants_injection(Some(
+            &json!({"istio-injection": "disabled"})
+        )));
+        assert!(!namespace_wants_injection(None));
+    }
+}

@@ -1,0 +1,117 @@
+//! ironmesh: the command line, with kubectl and istioctl habits. The library target holds what other
+//! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
+
+mod cli;
+mod error;
+mod get;
+mod home;
+pub mod inject;
+pub mod jsonpath;
+mod lifecycle;
+mod table;
+mod write;
+mod yaml_out;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use ironmesh_store::client::ApiClient;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+use crate::home::Home;
+
+pub use crate::lifecycle::MeshOptions;
+
+/// Runs the `ironmesh` command line with the process's arguments.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.print();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_yet(what: &str) -> Result<(), CliError> {
+    Err(CliError::Usage(format!(
+        "`ironmesh {what}` is not yet available: it needs the local runtime, which this build does not \
+         include yet"
+    )))
+}
+
+fn dispatch(command: Command) -> Result<(), CliError> {
+    let home = Home::from_env();
+    let client = ApiClient::new(&home.socket());
+    let block_on =
+        |work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + '_>>| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?
+                .block_on(work)
+        };
+    match command {
+        Command::Up(args) => lifecycle::up(&home, &args),
+        Command::Down { purge } => lifecycle::down(&home, purge),
+        Command::Status => lifecycle::status(&home),
+        Command::ControlPlane => lifecycle::control_plane(&home),
+        Command::Create { kind, name } => block_on(Box::pin(write::create(&client, &kind, &name))),
+        Command::Label {
+            kind,
+            name,
+            labels,
+            overwrite,
+            namespace,
+        } => block_on(Box::pin(write::label(
+            &client,
+            &kind,
+            &name,
+            &labels,
+            overwrite,
+            namespace.as_deref(),
+        ))),
+        Command::Apply { file, namespace } => {
+            block_on(Box::pin(write::apply(&client, &file, namespace.as_deref())))
+        }
+        Command::Delete {
+            file,
+            kind,
+            name,
+            namespace,
+        } => block_on(Box::pin(write::delete(
+            &client,
+            file.as_deref(),
+            kind.as_deref(),
+            name.as_deref(),
+            namespace.as_deref(),
+        ))),
+        Command::Get(args) => block_on(Box::pin(get::get(&client, &args))),
+        Command::Describe {
+            kind,
+            name,
+            namespace,
+        } => block_on(Box::pin(get::describe(
+            &client,
+            &kind,
+            &name,
+            namespace.as_deref(),
+        ))),
+        Command::KubeInject { file } => write::kube_inject(&file),
+        Command::TlsCheck { .. } => not_yet("tls-check"),
+        Command::Exec { .. } => not_yet("exec"),
+        Command::Logs { .. } => not_yet("logs"),
+        Command::ProxyConfig { .. } => not_yet("proxy-config"),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ironmesh",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `up`, `down`, `status` and the hidden `control-plane` command that `up` starts in the background.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironmesh_store::Store;
+use ironmesh_store::client::ApiClient;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::UpArgs;
+use crate::error::CliError;
+use crate::home::Home;
+
+/// How long `up` waits for the API socket to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `down` waits for the control plane to exit before signalling it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `mesh.json`: the mesh options given to `up`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshOptions {
+    pub trust_domain: String,
+    pub auto_mtls: bool,
+    /// Seconds.
+    pub workload_cert_ttl_seconds: u64,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub ca_chain: Option<String>,
+}
+
+/// Parses `24h`, `90m`, `1h30m`, `3600s`, `7d`.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "invalid duration {text:?}: write it like 24h, 90m, 1h30m or 3600s"
+        ))
+    };
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total += n * unit;
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+fn answers(home: &Home) -> Option<ironmesh_store::wire::ServerInfo> {
+    let client = ApiClient::new(&home.socket());
+    runtime().ok()?.block_on(client.info()).ok()
+}
+
+fn create_dirs(home: &Home) -> Result<(), CliError> {
+    for dir in [home.root().to_path_buf(), home.run_dir(), home.logs_dir()] {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::Usage(format!(
+                "cannot create {}: {e}; set IRONMESH_HOME to a writable directory or run as root",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
+    let options = MeshOptions {
+        trust_domain: args.trust_domain.clone(),
+        auto_mtls: args.auto_mtls,
+        workload_cert_ttl_seconds: parse_duration(&args.workload_cert_ttl)?,
+        ca_cert: args.ca_cert.as_ref().map(|p| p.display().to_string()),
+        ca_key: args.ca_key.as_ref().map(|p| p.display().to_string()),
+        ca_chain: args.ca_chain.as_ref().map(|p| p.display().to_string()),
+    };
+    for file in [&args.ca_cert, &args.ca_key, &args.ca_chain]
+        .into_iter()
+        .flatten()
+    {
+        if !file.is_file() {
+            return Err(CliError::Usage(format!(
+                "plug-in CA file {} does not exist; pass the paths of your CA's PEM files",
+                file.display()
+            )));
+        }
+    }
+    // The local runtime (network namespaces, iptables) needs root; the API alone does not.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && std::env::var_os("IRONMESH_NO_RUNTIME").is_none() {
+        return Err(CliError::Usage(
+            "ironmesh up needs root: the local runtime creates network namespaces, veth links and \
+             iptables rules. Run it with sudo, or set IRONMESH_NO_RUNTIME=1 to run only the control \
+             plane and its API"
+                .into(),
+        ));
+    }
+    create_dirs(home)?;
+    if let Some(info) = answers(home) {
+        println!("ironmesh is already up (control plane pid {})", info.pid);
+        return Ok(());
+    }
+    let json = serde_json::to_string_pretty(&options).unwrap_or_default();
+    std::fs::write(home.mesh_options(), json + "\n").map_err(|e| {
+        CliError::Usage(format!(
+            "cannot write {}: {e}",
+            home.mesh_options().display()
+        ))
+    })?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.log_file())
+        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", home.log_file().display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find the ironmesh binary: {e}")))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("control-plane")
+        .env("IRONMESH_HOME", home.root())
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        )
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the control plane from our terminal and
+    // process group so it outlives this command and ignores the terminal's Ctrl-C.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| CliError::Usage(format!("cannot start the control plane: {e}")))?;
+    let _ = std::fs::write(home.pid_file(), format!("{}\n", child.id()));
+    let started = Instant::now();
+    while started.elapsed() < START_TIMEOUT {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(CliError::Usage(format!(
+                "the control plane exited at start ({status}); see {}:\n{}",
+                home.log_file().display(),
+                log_tail(home)
+            )));
+        }
+        if answers(home).is_some() {
+            println!(
+                "control plane started (pid {}), API on {}",
+                child.id(),
+                home.socket().display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(CliError::Usage(format!(
+        "the control plane (pid {}) did not answer on {} within {}s; see {}",
+        child.id(),
+        home.socket().display(),
+        START_TIMEOUT.as_secs(),
+        home.log_file().display()
+    )))
+}
+
+fn log_tail(home: &Home) -> String {
+    let text = std::fs::read_to_string(home.log_file()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !alive(pid)
+}
+
+pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
+    let pid = home
+        .read_pid()
+        .or_else(|| answers(home).map(|i| i.pid as i32));
+    match pid {
+        Some(pid) if alive(pid) => {
+            let client = ApiClient::new(&home.socket());
+            let asked = runtime()?.block_on(client.shutdown()).is_ok();
+            if !asked || !wait_gone(pid, STOP_TIMEOUT) {
+                // SAFETY: kill with a pid we started (recorded in our pid file) has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                if !wait_gone(pid, Duration::from_secs(5)) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    wait_gone(pid, Duration::from_secs(5));
+                }
+            }
+            println!("control plane stopped (pid {pid})");
+        }
+        _ => println!("ironmesh is not running"),
+    }
+    let _ = std::fs::remove_file(home.pid_file());
+    let _ = std::fs::remove_file(home.socket());
+    if purge && home.root().exists() {
+        std::fs::remove_dir_all(home.root()).map_err(|e| {
+            CliError::Usage(format!("cannot remove {}: {e}", home.root().display()))
+        })?;
+        println!("state removed: {}", home.root().display());
+    }
+    Ok(())
+}
+
+pub(crate) fn status(home: &Home) -> Result<(), CliError> {
+    match answers(home) {
+        Some(info) => {
+            println!("control plane: running (pid {})", info.pid);
+            println!("api:           {}", home.socket().display());
+            println!(
+                "store:         {} ({} objects, resourceVersion {})",
+                info.store_path, info.objects, info.resource_version
+            );
+            if let Ok(options) = std::fs::read_to_string(home.mesh_options())
+                && let Ok(options) = serde_json::from_str::<MeshOptions>(&options)
+            {
+                println!(
+                    "mesh:          trust domain {}, auto mTLS {}, workload certificate TTL {}s",
+                    options.trust_domain,
+                    if options.auto_mtls { "on" } else { "off" },
+                    options.workload_cert_ttl_seconds
+                );
+            }
+        }
+        None => println!("control plane: not running (start it with `ironmesh up`)"),
+    }
+    Ok(())
+}
+
+/// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request.
+pub(crate) fn control_plane(home: &Home) -> Result<(), CliError> {
+    create_dirs(home)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let store = Store::open(&home.store()).map_err(|e| CliError::Usage(e.to_string()))?;
+        let store = Arc::new(store);
+        std::fs::write(home.pid_file(), format!("{}\n", std::process::id()))
+            .map_err(|e| CliError::Usage(format!("cannot write the pid file: {e}")))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        tracing::info!(home = %home.root().display(), "control plane starting");
+        let served = ironmesh_store::serve_api(store, &home.socket(), shutdown).await;
+        if home.read_pid() == Some(std::process::id() as i32) {
+            let _ = std::fs::remove_file(home.pid_file());
+        }
+        tracing::info!("control plane stopped");
+        served.map_err(|e| CliError::Usage(e.to_string()))
+    })
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("24h").unwrap(), 86400);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("7d").unwrap(), 7 * 86400);
+        for bad in ["", "24", "h", "1x", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
