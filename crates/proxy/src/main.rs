@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar (reads the pod environment).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print (or apply with --apply) the iptables-restore script that redirects the pod's traffic.
     Iptables(IptablesArgs),
 }
@@ -100,7 +100,7 @@ struct IptablesArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Iptables(args) => iptables(args),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 

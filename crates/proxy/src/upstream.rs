@@ -105,10 +105,12 @@ impl Connection for UpstreamIo {
     }
 }
 
+type ClientConfigKey = (Vec<SpiffeId>, Alpn);
+
 /// Builds mTLS client configs once per (expected identities, ALPN); they follow certificate rotation.
 #[derive(Default)]
 pub(crate) struct ClientConfigs {
-    cache: Mutex<HashMap<(Vec<SpiffeId>, Alpn), Arc<ClientConfig>>>,
+    cache: Mutex<HashMap<ClientConfigKey, Arc<ClientConfig>>>,
 }
 
 impl ClientConfigs {

@@ -1,0 +1,399 @@
+//! PRODUCT §6 decisions through the real proxy in-process (fake sockets over loopback, real CA, real hub).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ironmesh_proto::pb::{
+    ClientTls, ClientTlsMode, Endpoint, InboundPort, Protocol, ProxyConfig, ServerMode, Service,
+    ServicePort, Workload,
+};
+use support::{Mesh, Outcome, http_get, ip, spiffe, start_http_app};
+
+const SLEEP_IP: &str = "10.0.0.1";
+const HTTPBIN_IP: &str = "10.0.0.2";
+const LEGACY_IP: &str = "10.0.0.3";
+const OUTSIDE_IP: &str = "10.0.0.9";
+const HTTPBIN_VIP: &str = "10.96.0.2:8000";
+const LEGACY_VIP: &str = "10.96.0.3:8000";
+const BODY_TERMINATION: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+const BODY_FAILURE: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+
+fn vip(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// The client TLS settings sleep's proxy uses for both services.
+struct ClientSide {
+    tls: ClientTlsMode,
+    subject_alt_names: Vec<String>,
+    auto_mtls: bool,
+}
+
+fn services(client: &ClientSide, httpbin_mode: ServerMode) -> Vec<Service> {
+    let port = || ServicePort {
+        port: 8000,
+        target_port: 80,
+        protocol: Protocol::Http as i32,
+        tls: Some(ClientTls {
+            mode: client.tls as i32,
+            sni: String::new(),
+            subject_alt_names: client.subject_alt_names.clone(),
+        }),
+    };
+    vec![
+        Service {
+            hostname: "httpbin.foo.svc.cluster.local".into(),
+            namespace: "foo".into(),
+            vip: HTTPBIN_VIP.split(':').next().unwrap().into(),
+            ports: vec![port()],
+            endpoints: vec![Endpoint {
+                ip: HTTPBIN_IP.into(),
+                has_sidecar: true,
+                mtls_ready: httpbin_mode != ServerMode::Disable,
+                spiffe_id: spiffe("foo", "httpbin").to_string(),
+            }],
+        },
+        Service {
+            hostname: "legacy.legacy.svc.cluster.local".into(),
+            namespace: "legacy".into(),
+            vip: LEGACY_VIP.split(':').next().unwrap().into(),
+            ports: vec![port()],
+            endpoints: vec![Endpoint {
+                ip: LEGACY_IP.into(),
+                ..Default::default()
+            }],
+        },
+    ]
+}
+
+fn workload(name: &str, sa: &str, mode: ServerMode) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "foo".into(),
+        service_account: sa.into(),
+        spiffe_id: spiffe("foo", sa).to_string(),
+        ports: vec![InboundPort {
+            port: 80,
+            protocol: Protocol::Http as i32,
+            mode: mode as i32,
+        }],
+        default_mode: mode as i32,
+        ..Default::default()
+    }
+}
+
+/// sleep (sidecar) and httpbin (sidecar) in foo, legacy (no sidecar) in legacy, an outside pod unknown to the mesh.
+async fn mesh(client: ClientSide, httpbin_mode: ServerMode) -> Mesh {
+    let mut mesh = Mesh::new().await;
+    mesh.add_app(ip(HTTPBIN_IP), 80, start_http_app("httpbin").await);
+    mesh.add_app(ip(LEGACY_IP), 80, start_http_app("legacy").await);
+    mesh.add_app(ip(OUTSIDE_IP), 80, start_http_app("outside").await);
+    mesh.add_proxy(ip(SLEEP_IP), "sleep-1", "foo", "sleep")
+        .await;
+    mesh.add_proxy(ip(HTTPBIN_IP), "httpbin-1", "foo", "httpbin")
+        .await;
+    let services = services(&client, httpbin_mode);
+    let config = |workload| ProxyConfig {
+        version: "v1".into(),
+        workload: Some(workload),
+        services: services.clone(),
+        auto_mtls: client.auto_mtls,
+        trust_domain: "cluster.local".into(),
+    };
+    mesh.publish(
+        ip(SLEEP_IP),
+        "sleep-1.foo",
+        config(workload("sleep-1", "sleep", ServerMode::Permissive)),
+    )
+    .await;
+    mesh.publish(
+        ip(HTTPBIN_IP),
+        "httpbin-1.foo",
+        config(workload("httpbin-1", "httpbin", httpbin_mode)),
+    )
+    .await;
+    mesh
+}
+
+fn mutual() -> ClientSide {
+    ClientSide {
+        tls: ClientTlsMode::IstioMutual,
+        subject_alt_names: vec![],
+        auto_mtls: true,
+    }
+}
+
+fn plaintext() -> ClientSide {
+    ClientSide {
+        tls: ClientTlsMode::ClientDisable,
+        subject_alt_names: vec![],
+        auto_mtls: false,
+    }
+}
+
+fn expect_response(outcome: Outcome) -> (u16, String) {
+    match outcome {
+        Outcome::Response { status, body } => (status, body),
+        other => panic!("expected an HTTP response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sidecar_to_strict_sidecar_over_istio_mutual_is_200_with_xfcc() {
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/ip").await);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("pod=httpbin xfcc=By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash="),
+        "{body}"
+    );
+    assert!(
+        body.ends_with(";Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep"),
+        "{body}"
+    );
+    // Istio's metric names and labels on both sides.
+    let client_metrics = mesh.proxies[&ip(SLEEP_IP)].metrics.encode();
+    let server_metrics = mesh.proxies[&ip(HTTPBIN_IP)].metrics.encode();
+    for (text, reporter) in [
+        (&client_metrics, "source"),
+        (&server_metrics, "destination"),
+    ] {
+        let line = text
+            .lines()
+            .find(|line| {
+                line.starts_with("istio_requests_total{")
+                    && line.contains(&format!("reporter=\"{reporter}\""))
+            })
+            .unwrap_or_else(|| panic!("no istio_requests_total for {reporter} in\n{text}"));
+        assert!(
+            line.contains("connection_security_policy=\"mutual_tls\""),
+            "{line}"
+        );
+        assert!(line.contains("response_code=\"200\""), "{line}");
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+    assert!(server_metrics.contains("istio_request_duration_milliseconds_bucket{"));
+}
+
+#[tokio::test]
+async fn sidecar_to_permissive_sidecar_over_istio_mutual_is_200() {
+    let mesh = mesh(mutual(), ServerMode::Permissive).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("URI=spiffe://cluster.local/ns/foo/sa/sleep"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_sidecar_to_strict_sidecar_is_503_connection_termination() {
+    let mesh = mesh(plaintext(), ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!((status, body.as_str()), (503, BODY_TERMINATION));
+}
+
+#[tokio::test]
+async fn plaintext_sidecar_to_permissive_and_disable_is_200_without_xfcc() {
+    for mode in [ServerMode::Permissive, ServerMode::Disable] {
+        let mesh = mesh(plaintext(), mode).await;
+        let (status, body) =
+            expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "pod=httpbin xfcc=-"),
+            "{mode:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn istio_mutual_to_disable_sidecar_is_503() {
+    let mesh = mesh(mutual(), ServerMode::Disable).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with(
+            "upstream connect error or disconnect/reset before headers. reset reason: "
+        ),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn istio_mutual_to_a_pod_without_sidecar_is_503_and_plaintext_is_200() {
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(LEGACY_VIP), "/").await);
+    assert_eq!(status, 503);
+    assert!(body == BODY_FAILURE || body == BODY_TERMINATION, "{body}");
+    let mesh = self::mesh(plaintext(), ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(LEGACY_VIP), "/").await);
+    assert_eq!((status, body.as_str()), (200, "pod=legacy xfcc=-"));
+}
+
+#[tokio::test]
+async fn client_without_sidecar_to_strict_is_reset_and_to_permissive_is_200() {
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    // legacy has no sidecar: it dials the httpbin pod directly, which redirects into the inbound listener.
+    let outcome = http_get(
+        &mesh.network,
+        ip(LEGACY_IP),
+        SocketAddr::new(ip(HTTPBIN_IP), 80),
+        "/",
+    )
+    .await;
+    assert!(
+        matches!(outcome, Outcome::Reset),
+        "expected a reset (curl exit 56), got {outcome:?}"
+    );
+    let mesh = self::mesh(mutual(), ServerMode::Permissive).await;
+    let (status, body) = expect_response(
+        http_get(
+            &mesh.network,
+            ip(LEGACY_IP),
+            SocketAddr::new(ip(HTTPBIN_IP), 80),
+            "/",
+        )
+        .await,
+    );
+    assert_eq!((status, body.as_str()), (200, "pod=httpbin xfcc=-"));
+}
+
+#[tokio::test]
+async fn secure_naming_refuses_a_server_with_the_wrong_identity() {
+    let client = ClientSide {
+        tls: ClientTlsMode::IstioMutual,
+        subject_alt_names: vec![spiffe("foo", "not-httpbin").to_string()],
+        auto_mtls: true,
+    };
+    let mesh = mesh(client, ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!((status, body.as_str()), (503, BODY_FAILURE));
+}
+
+#[tokio::test]
+async fn auto_mtls_encrypts_to_sidecars_and_not_to_legacy_pods() {
+    let client = ClientSide {
+        tls: ClientTlsMode::Auto,
+        subject_alt_names: vec![],
+        auto_mtls: true,
+    };
+    let mesh = mesh(client, ServerMode::Strict).await;
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("URI=spiffe://cluster.local/ns/foo/sa/sleep"),
+        "{body}"
+    );
+    let (status, body) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(LEGACY_VIP), "/").await);
+    assert_eq!((status, body.as_str()), (200, "pod=legacy xfcc=-"));
+}
+
+#[tokio::test]
+async fn unknown_destinations_pass_through_untouched() {
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let outcome = http_get(
+        &mesh.network,
+        ip(SLEEP_IP),
+        SocketAddr::new(ip(OUTSIDE_IP), 80),
+        "/",
+    )
+    .await;
+    let (status, body) = expect_response(outcome);
+    assert_eq!((status, body.as_str()), (200, "pod=outside xfcc=-"));
+}
+
+#[tokio::test]
+async fn strict_never_forwards_arbitrary_plaintext_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let probes: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"\x16\x03",
+        b"\x16\x03\x01\x00\x05hello",
+        b"\x00\x01\x02",
+    ];
+    for probe in probes {
+        let mut stream = mesh
+            .network
+            .dial(ip(LEGACY_IP), SocketAddr::new(ip(HTTPBIN_IP), 80))
+            .await
+            .unwrap();
+        let _ = stream.write_all(probe).await;
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+            .await
+            .unwrap();
+        // Whatever happened (reset, alert, close), the app never answered.
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("pod=httpbin"),
+            "{probe:?} reached the app: {read:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_needs_a_certificate_and_a_configuration() {
+    let mut mesh = Mesh::new().await;
+    mesh.add_proxy(ip(SLEEP_IP), "sleep-1", "foo", "sleep")
+        .await;
+    let proxy = &mesh.proxies[&ip(SLEEP_IP)];
+    proxy.certs.ready().await;
+    assert!(!proxy.admin.is_ready(), "ready without configuration");
+    mesh.publish(
+        ip(SLEEP_IP),
+        "sleep-1.foo",
+        ProxyConfig {
+            version: "v1".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(mesh.proxies[&ip(SLEEP_IP)].admin.is_ready());
+}
+
+#[tokio::test]
+async fn killing_the_hub_keeps_traffic_flowing_and_proxies_reconnect() {
+    let mut mesh = mesh(mutual(), ServerMode::Strict).await;
+    mesh.hub_server.take().unwrap().kill();
+    let mut connected = mesh.proxies[&ip(SLEEP_IP)].client.connected();
+    tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|c| !*c))
+        .await
+        .unwrap()
+        .unwrap();
+    // New connections keep working on cached config and certificates.
+    for _ in 0..3 {
+        let (status, _) =
+            expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+        assert_eq!(status, 200);
+    }
+    // The control plane comes back; the proxies reconnect by themselves and take new config.
+    mesh.hub_server = Some(support::HubServer::start(&mesh.hub, &mesh.socket));
+    tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|c| *c))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut changed = (*mesh.proxies[&ip(SLEEP_IP)]
+        .data_plane
+        .current_config()
+        .unwrap())
+    .clone();
+    changed.version = "v2".into();
+    changed
+        .services
+        .retain(|s| s.hostname.starts_with("legacy"));
+    mesh.publish(ip(SLEEP_IP), "sleep-1.foo", changed).await;
+}
