@@ -168,3 +168,15 @@ fn validate_object_reports_paths_without_positions() {
     assert_eq!(errors[0].path, "spec.portLevelMtls");
     assert!(errors[0].message.contains("requires a selector"));
 }
+
+#[test]
+fn hostile_nesting_is_refused_not_a_crash() {
+    for text in [
+        "[".repeat(100_000),
+        "{a: ".repeat(50_000),
+        "- ".repeat(10_000),
+    ] {
+        let err = load_documents("deep.yaml", &text).unwrap_err();
+        assert!(!err.problems.is_empty());
+    }
+}
