@@ -1,1 +1,165 @@
-//! The control plane: resource store, CLI API, CA and configuration streaming, local runtime orchestration.
+//! The control plane: wires the store, the CA and the configuration stream, and runs the controllers of the
+//! local runtime.
+//!
+//! [`run`] is what `ironmesh control-plane` (started by `ironmesh up`) executes. It serves
+//! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api`]);
+//! - gRPC for proxies on `$IRONMESH_HOME/run/xds.sock`: Istio's CA service and the configuration stream;
+//!
+//! and runs the controllers, level-triggered on every store change ([`controller`]): Deployments → Pods,
+//! Pods → processes in network namespaces (the kubelet), Services → virtual IPs, NAT and names, and every
+//! sidecar's configuration, computed with the policy engine and pushed through the hub.
+
+pub mod controller;
+pub mod deployments;
+mod grpc;
+pub mod kubelet;
+pub mod objects;
+pub mod options;
+pub mod proxy_config;
+pub mod services;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ironmesh_identity::{CaOptions, CertificateAuthority, CredentialAuthority, MAX_WORKLOAD_TTL};
+use ironmesh_runtime::Cluster;
+use ironmesh_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use options::{MESH_FILE, MeshOptions, OptionsError};
+
+/// Socket of the CLI API under `$IRONMESH_HOME`.
+pub const API_SOCKET: &str = "run/api.sock";
+/// Socket of the proxies' gRPC (CA + configuration) under `$IRONMESH_HOME`.
+pub const XDS_SOCKET: &str = "run/xds.sock";
+/// Pid file of the running control plane under `$IRONMESH_HOME`.
+pub const PID_FILE: &str = "run/control-plane.pid";
+
+/// Why the control plane stopped or could not start; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("cannot prepare {path}: {source}; check that $IRONMESH_HOME is writable")]
+    Home {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the resource store: {0}")]
+    Store(#[from] ironmesh_store::StoreError),
+    #[error("the certificate authority cannot start: {0}")]
+    Ca(#[from] ironmesh_identity::CaError),
+    #[error("the pod credential key cannot be loaded: {0}")]
+    Credentials(#[from] ironmesh_identity::CredentialError),
+    #[error(
+        "the local runtime cannot start: {0}; it needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), iproute2 and iptables"
+    )]
+    Runtime(#[from] ironmesh_runtime::RuntimeError),
+    #[error("the CLI API stopped: {0}")]
+    Api(#[from] ironmesh_store::ServeError),
+    #[error("the proxies' gRPC server stopped: {0}")]
+    Grpc(String),
+}
+
+fn prepare_dir(path: &Path) -> Result<(), ControlError> {
+    std::fs::create_dir_all(path).map_err(|source| ControlError::Home {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, ControlError> {
+    std::fs::read_to_string(path).map_err(|source| ControlError::Home {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Opens the CA: the user's own when `up` was given one, else the self-signed root kept under `ca/`.
+fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
+    let dir = home.join("ca");
+    prepare_dir(&dir)?;
+    let options = CaOptions {
+        default_workload_ttl: mesh.workload_cert_ttl(),
+        max_workload_ttl: MAX_WORKLOAD_TTL,
+        ..CaOptions::new(mesh.trust_domain.clone())
+    };
+    Ok(match (&mesh.ca_cert, &mesh.ca_key) {
+        (Some(cert), Some(key)) => {
+            let chain = mesh
+                .ca_chain
+                .as_deref()
+                .map(read_file)
+                .transpose()?
+                .unwrap_or_default();
+            CertificateAuthority::plug_in(
+                &dir,
+                options,
+                &read_file(cert)?,
+                &read_file(key)?,
+                &chain,
+            )?
+        }
+        _ => CertificateAuthority::load_or_create(&dir, options)?,
+    })
+}
+
+/// Runs the control plane for `home` until `shutdown` is cancelled (SIGTERM, or `ironmesh down` through
+/// the API); then stops every pod and removes the cluster's network, keeping the stored state.
+pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), ControlError> {
+    ironmesh_identity::install_crypto_provider();
+    for dir in ["run", "logs", "pods"] {
+        prepare_dir(&home.join(dir))?;
+    }
+    let mesh = MeshOptions::load(home)?;
+    let store = Arc::new(Store::open(&home.join("store.redb"))?);
+    let ca = Arc::new(open_ca(home, &mesh)?);
+    let credentials = Arc::new(CredentialAuthority::load_or_create(&home.join("ca"))?);
+    tracing::info!(root = %ca.root_fingerprint(), trust_domain = %mesh.trust_domain, "certificate authority ready");
+
+    let cluster = Arc::new(Cluster::open(home)?);
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.cleanup_stale()?;
+            cluster.ensure_node()
+        })
+        .await
+        .map_err(|e| ControlError::Grpc(e.to_string()))??;
+    }
+    std::fs::write(home.join(PID_FILE), std::process::id().to_string()).map_err(|source| {
+        ControlError::Home {
+            path: home.join(PID_FILE),
+            source,
+        }
+    })?;
+
+    let hub = grpc::hub(credentials.clone());
+    let grpc_server = tokio::spawn(grpc::serve(
+        home.join(XDS_SOCKET),
+        ca.clone(),
+        credentials.clone(),
+        hub.clone(),
+        shutdown.clone(),
+    ));
+    let controllers = tokio::spawn(controller::run(controller::Context {
+        home: home.to_path_buf(),
+        store: store.clone(),
+        cluster: cluster.clone(),
+        credentials,
+        hub,
+        mesh,
+        shutdown: shutdown.clone(),
+    }));
+    let api = ironmesh_store::serve_api(store, &home.join(API_SOCKET), shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = controllers.await;
+    let grpc = grpc_server.await;
+    let _ = tokio::task::spawn_blocking(move || cluster.teardown()).await;
+    let _ = std::fs::remove_file(home.join(PID_FILE));
+    api?;
+    match grpc {
+        Ok(result) => result,
+        Err(e) => Err(ControlError::Grpc(e.to_string())),
+    }
+}

@@ -1,0 +1,173 @@
+//! The controllers' loop: on every store change (debounced), read one snapshot of all objects and converge
+//! everything to it, in dependency order: Service addresses, Deployment pods, running pods, NAT and names,
+//! sidecar configurations. Level-triggered: each pass looks at the whole state, so a missed event or a
+//! restart never leaves anything behind.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironmesh_api::Object;
+use ironmesh_identity::CredentialAuthority;
+use ironmesh_proto::ConfigHub;
+use ironmesh_runtime::Cluster;
+use ironmesh_store::{ApplyItem, ApplyOptions, LabelSelector, ObjectKey, Store, WriteMode};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
+
+use crate::kubelet::Kubelet;
+use crate::objects::PodView;
+use crate::options::MeshOptions;
+use crate::proxy_config::ClusterSnapshot;
+use crate::{deployments, services};
+
+/// Wait after a change so that a burst (an apply of many documents, status updates) is one pass.
+const DEBOUNCE: Duration = Duration::from_millis(25);
+/// Pod credentials are rewritten this often.
+const TOKEN_REFRESH: Duration = Duration::from_secs(3600);
+
+/// What the controllers work with.
+pub struct Context {
+    pub home: PathBuf,
+    pub store: Arc<Store>,
+    pub cluster: Arc<Cluster>,
+    pub credentials: Arc<CredentialAuthority>,
+    pub hub: ConfigHub,
+    pub mesh: MeshOptions,
+    pub shutdown: CancellationToken,
+}
+
+fn snapshot(store: &Store) -> Vec<Object> {
+    match store.list(None, None, &LabelSelector::default()) {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|value| serde_json::from_value(value).ok())
+            .collect(),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the store; retrying on the next change");
+            Vec::new()
+        }
+    }
+}
+
+fn write(store: &Store, object: &Object, mode: WriteMode, why: &str) {
+    let item = ApplyItem {
+        object: object.to_value(),
+        origin: why.to_owned(),
+    };
+    if let Err(error) = store.apply(
+        &[item],
+        &ApplyOptions {
+            namespace: None,
+            mode,
+        },
+    ) {
+        tracing::warn!(object = %crate::objects::key(object), %error, "{why}: write refused");
+    }
+}
+
+struct Loop {
+    ctx: Context,
+    kubelet: Kubelet,
+    applied_network: Option<services::Desired>,
+    configured_proxies: BTreeSet<String>,
+}
+
+impl Loop {
+    /// One pass; returns whether it wrote to the store (then another pass follows from the events).
+    async fn converge(&mut self) {
+        let store = self.ctx.store.clone();
+        let objects = snapshot(&store);
+
+        for (service, ip) in services::allocate_vips(&objects) {
+            tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
+            write(&store, &service, WriteMode::Apply, "service address");
+        }
+        let plan = deployments::plan(&objects, rand::random::<u64>);
+        for pod in &plan.create {
+            write(&store, pod, WriteMode::Create, "deployment controller");
+        }
+        for (namespace, name) in &plan.delete {
+            if let Err(error) = store.delete(&ObjectKey::new("pods", Some(namespace), name)) {
+                tracing::debug!(pod = %name, %error, "pod already gone");
+            }
+        }
+
+        self.kubelet.reconcile(&objects).await;
+
+        let desired = services::desired(&objects);
+        if self.applied_network.as_ref() != Some(&desired) {
+            let cluster = self.ctx.cluster.clone();
+            let (nat, names) = (desired.nat.clone(), desired.names.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                cluster.sync_services(&nat)?;
+                cluster.sync_names(&names)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => self.applied_network = Some(desired),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "cannot apply service NAT rules and names")
+                }
+                Err(error) => tracing::error!(%error, "service sync task failed"),
+            }
+        }
+
+        let snapshot = ClusterSnapshot::new(&objects, &self.ctx.mesh);
+        let mut proxies = BTreeSet::new();
+        for pod in objects.iter().filter(|o| o.kind == "Pod").map(PodView::of) {
+            if pod.has_sidecar() {
+                let id = format!("{}.{}", pod.name, pod.namespace);
+                self.ctx.hub.publish(&id, snapshot.proxy_config(&pod));
+                proxies.insert(id);
+            }
+        }
+        for gone in self.configured_proxies.difference(&proxies) {
+            self.ctx.hub.remove(gone);
+        }
+        self.configured_proxies = proxies;
+    }
+}
+
+/// Runs the controllers until `ctx.shutdown`, then stops every pod.
+pub async fn run(ctx: Context) {
+    let mut events = ctx.store.subscribe();
+    let kubelet = Kubelet::new(
+        &ctx.home,
+        ctx.cluster.clone(),
+        ctx.store.clone(),
+        ctx.credentials.clone(),
+        ctx.mesh.clone(),
+    );
+    let shutdown = ctx.shutdown.clone();
+    let mut state = Loop {
+        ctx,
+        kubelet,
+        applied_network: None,
+        configured_proxies: BTreeSet::new(),
+    };
+    let mut token_refresh = tokio::time::interval(TOKEN_REFRESH);
+    token_refresh.tick().await;
+    loop {
+        state.converge().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = token_refresh.tick() => {
+                let objects = snapshot(&state.ctx.store);
+                state.kubelet.refresh_tokens(&objects);
+                continue;
+            }
+            event = events.recv() => {
+                if let Err(RecvError::Closed) = event {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        // Everything that arrived meanwhile is covered by the next pass's fresh snapshot.
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+    }
+    state.kubelet.stop_all().await;
+}
