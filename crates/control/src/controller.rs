@@ -31,7 +31,8 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(3600);
 pub struct Context {
     pub home: PathBuf,
     pub store: Arc<Store>,
-    pub cluster: Arc<Cluster>,
+    /// `None` when the local runtime is off (no pods run).
+    pub cluster: Option<Arc<Cluster>>,
     pub credentials: Arc<CredentialAuthority>,
     pub hub: ConfigHub,
     pub mesh: MeshOptions,
@@ -70,13 +71,13 @@ fn write(store: &Store, object: &Object, mode: WriteMode, why: &str) {
 
 struct Loop {
     ctx: Context,
-    kubelet: Kubelet,
+    kubelet: Option<Kubelet>,
     applied_network: Option<services::Desired>,
     configured_proxies: BTreeSet<String>,
 }
 
 impl Loop {
-    /// One pass; returns whether it wrote to the store (then another pass follows from the events).
+    /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
         let store = self.ctx.store.clone();
         let objects = snapshot(&store);
@@ -95,11 +96,15 @@ impl Loop {
             }
         }
 
-        self.kubelet.reconcile(&objects).await;
+        if let Some(kubelet) = &mut self.kubelet {
+            kubelet.reconcile(&objects).await;
+        }
 
         let desired = services::desired(&objects);
-        if self.applied_network.as_ref() != Some(&desired) {
-            let cluster = self.ctx.cluster.clone();
+        if let Some(cluster) = &self.ctx.cluster
+            && self.applied_network.as_ref() != Some(&desired)
+        {
+            let cluster = cluster.clone();
             let (nat, names) = (desired.nat.clone(), desired.names.clone());
             let result = tokio::task::spawn_blocking(move || {
                 cluster.sync_services(&nat)?;
@@ -134,13 +139,15 @@ impl Loop {
 /// Runs the controllers until `ctx.shutdown`, then stops every pod.
 pub async fn run(ctx: Context) {
     let mut events = ctx.store.subscribe();
-    let kubelet = Kubelet::new(
-        &ctx.home,
-        ctx.cluster.clone(),
-        ctx.store.clone(),
-        ctx.credentials.clone(),
-        ctx.mesh.clone(),
-    );
+    let kubelet = ctx.cluster.clone().map(|cluster| {
+        Kubelet::new(
+            &ctx.home,
+            cluster,
+            ctx.store.clone(),
+            ctx.credentials.clone(),
+            ctx.mesh.clone(),
+        )
+    });
     let shutdown = ctx.shutdown.clone();
     let mut state = Loop {
         ctx,
@@ -156,7 +163,9 @@ pub async fn run(ctx: Context) {
             _ = shutdown.cancelled() => break,
             _ = token_refresh.tick() => {
                 let objects = snapshot(&state.ctx.store);
-                state.kubelet.refresh_tokens(&objects);
+                if let Some(kubelet) = &state.kubelet {
+                    kubelet.refresh_tokens(&objects);
+                }
                 continue;
             }
             event = events.recv() => {
@@ -169,5 +178,7 @@ pub async fn run(ctx: Context) {
         // Everything that arrived meanwhile is covered by the next pass's fresh snapshot.
         while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
     }
-    state.kubelet.stop_all().await;
+    if let Some(kubelet) = &mut state.kubelet {
+        kubelet.stop_all().await;
+    }
 }

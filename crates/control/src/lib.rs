@@ -104,6 +104,11 @@ fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, Cont
     })
 }
 
+/// Whether pods run: `IRONMESH_NO_RUNTIME` (for unprivileged use of the API alone) turns the runtime off.
+fn runtime_enabled() -> bool {
+    std::env::var_os("IRONMESH_NO_RUNTIME").is_none_or(|v| v.is_empty())
+}
+
 /// Runs the control plane for `home` until `shutdown` is cancelled (SIGTERM, or `ironmesh down` through
 /// the API); then stops every pod and removes the cluster's network, keeping the stored state.
 pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), ControlError> {
@@ -117,16 +122,22 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     let credentials = Arc::new(CredentialAuthority::load_or_create(&home.join("ca"))?);
     tracing::info!(root = %ca.root_fingerprint(), trust_domain = %mesh.trust_domain, "certificate authority ready");
 
-    let cluster = Arc::new(Cluster::open(home)?);
-    {
-        let cluster = cluster.clone();
+    let cluster = if runtime_enabled() {
+        let cluster = Arc::new(Cluster::open(home)?);
+        let setup = cluster.clone();
         tokio::task::spawn_blocking(move || {
-            cluster.cleanup_stale()?;
-            cluster.ensure_node()
+            setup.cleanup_stale()?;
+            setup.ensure_node()
         })
         .await
         .map_err(|e| ControlError::Grpc(e.to_string()))??;
-    }
+        Some(cluster)
+    } else {
+        tracing::warn!(
+            "IRONMESH_NO_RUNTIME is set: serving the API, CA and configuration only; no pods run"
+        );
+        None
+    };
     std::fs::write(home.join(PID_FILE), std::process::id().to_string()).map_err(|source| {
         ControlError::Home {
             path: home.join(PID_FILE),
@@ -155,7 +166,9 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     shutdown.cancel();
     let _ = controllers.await;
     let grpc = grpc_server.await;
-    let _ = tokio::task::spawn_blocking(move || cluster.teardown()).await;
+    if let Some(cluster) = cluster {
+        let _ = tokio::task::spawn_blocking(move || cluster.teardown()).await;
+    }
     let _ = std::fs::remove_file(home.join(PID_FILE));
     api?;
     match grpc {
