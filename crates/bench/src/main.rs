@@ -1,0 +1,169 @@
+//! `ironmesh-bench`: `run` is the whole benchmark (as root); `upstream`, `load` and `handshakes` are the
+//! pieces it starts inside the namespaces.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ironmesh-bench",
+    about = "Side-by-side benchmark: ironmesh vs direct, nginx, haproxy, stunnel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Runs every configuration and writes bench/results (needs root).
+    Run {
+        /// Short steps (whole run < 3 minutes); what CI runs.
+        #[arg(long)]
+        quick: bool,
+        /// Where latest.md/json/png and timestamped copies go.
+        #[arg(long, default_value = "bench/results")]
+        results_dir: PathBuf,
+    },
+    /// The upstream HTTP server (1 kB at /bytes/1024).
+    Upstream {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// The load generator; rate 0 is closed loop.
+    Load {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 16)]
+        connections: u32,
+        #[arg(long, default_value_t = 1000)]
+        warmup_ms: u64,
+        #[arg(long, default_value_t = 10000)]
+        duration_ms: u64,
+        #[arg(long, default_value = "/bytes/1024")]
+        path: String,
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+    /// Full mTLS handshakes per second against a server-side listener.
+    Handshakes {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = ironmesh_bench::certs::SERVER_NAME)]
+        server_name: String,
+        #[arg(long, default_value_t = 4)]
+        concurrency: u32,
+        #[arg(long)]
+        alpn: Vec<String>,
+        #[arg(long, default_value_t = 5000)]
+        duration_ms: u64,
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    ironmesh_bench::measure::INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn write_json(path: Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string(value)?;
+    match path {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Run { quick, results_dir } => {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+            }
+            let self_exe = std::env::current_exe().context("locating the ironmesh-bench binary")?;
+            let report =
+                ironmesh_bench::run(quick, self_exe, &mut |step| eprintln!("bench: {step}"))?;
+            let written = ironmesh_bench::write_results(&report, &results_dir)?;
+            print!("{}", report.markdown());
+            for path in written {
+                eprintln!("bench: wrote {}", path.display());
+            }
+        }
+        Commands::Upstream { listen } => {
+            single_thread()?.block_on(async {
+                let servers: Vec<_> = listen
+                    .into_iter()
+                    .map(|addr| tokio::spawn(ironmesh_bench::upstream::serve(addr)))
+                    .collect();
+                for server in servers {
+                    server.await??;
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        Commands::Load {
+            target,
+            rate,
+            connections,
+            warmup_ms,
+            duration_ms,
+            path,
+            json_out,
+        } => {
+            let plan = ironmesh_bench::load::LoadPlan {
+                target,
+                path,
+                rate: (rate > 0).then_some(rate),
+                connections,
+                warmup: Duration::from_millis(warmup_ms),
+                duration: Duration::from_millis(duration_ms),
+            };
+            let summary = single_thread()?.block_on(ironmesh_bench::load::run(&plan))?;
+            write_json(json_out, &summary)?;
+        }
+        Commands::Handshakes {
+            target,
+            cert,
+            key,
+            server_name,
+            concurrency,
+            alpn,
+            duration_ms,
+            json_out,
+        } => {
+            let config = ironmesh_bench::handshake::client_config(&cert, &key, &alpn)?;
+            let summary = single_thread()?.block_on(ironmesh_bench::handshake::run(
+                target,
+                config,
+                &server_name,
+                concurrency,
+                Duration::from_millis(duration_ms),
+            ))?;
+            write_json(json_out, &summary)?;
+        }
+    }
+    Ok(())
+}

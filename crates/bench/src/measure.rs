@@ -1,0 +1,333 @@
+//! One measurement step each: fixed-rate latency (with proxy CPU and RSS sampled from `/proc`),
+//! closed-loop maximum rps (wrk), full handshakes per second, and bulk throughput (iperf3). Every tool
+//! runs as a child inside the client namespace, pinned to CPU 0, bounded in time.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BenchError, Result};
+use crate::handshake::HandshakeSummary;
+use crate::load::LoadSummary;
+use crate::process::{Launch, Running, Usage, which};
+
+/// Set by SIGINT/SIGTERM; every wait loop checks it so the run unwinds and cleans up.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// CPU the generators (and the upstream) are pinned to; proxies go on the other one.
+pub const GENERATOR_CPUS: &str = "0";
+
+/// Context shared by every step of one run.
+#[derive(Debug, Clone)]
+pub struct Bench {
+    pub client_namespace: String,
+    pub work_dir: PathBuf,
+    pub self_exe: PathBuf,
+}
+
+/// Per-proxy resource figures around one fixed-rate run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProxyUsage {
+    /// Average vCPU used during the run.
+    pub vcpu: f64,
+    /// CPU seconds per 1,000 requests.
+    pub cpu_seconds_per_1k: f64,
+    pub rss_idle_kib: u64,
+    pub rss_load_kib: u64,
+}
+
+/// The shape of one open-loop run.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedRate {
+    pub rate: u32,
+    pub connections: u32,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// A fixed-rate run with the usage of each proxy (client side first).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LatencyRun {
+    pub connections: u32,
+    pub rate: u32,
+    pub summary: LoadSummary,
+    pub proxies: Vec<ProxyUsage>,
+}
+
+impl Bench {
+    fn launch<'a>(&'a self, name: &'a str, argv: Vec<String>) -> Launch<'a> {
+        Launch {
+            name,
+            namespace: &self.client_namespace,
+            cpus: GENERATOR_CPUS,
+            argv,
+            env: Vec::new(),
+            log_dir: &self.work_dir,
+        }
+    }
+
+    /// Open-loop run at `rate` over `connections`, sampling the proxies' CPU and RSS.
+    pub fn latency(
+        &self,
+        label: &str,
+        target: SocketAddr,
+        shape: FixedRate,
+        proxies: &[&Running],
+    ) -> Result<LatencyRun> {
+        let FixedRate {
+            rate,
+            connections,
+            warmup,
+            duration,
+        } = shape;
+        let json = self
+            .work_dir
+            .join(format!("load-{label}-{connections}.json"));
+        let argv = vec![
+            self.self_exe.display().to_string(),
+            "load".into(),
+            "--target".into(),
+            target.to_string(),
+            "--rate".into(),
+            rate.to_string(),
+            "--connections".into(),
+            connections.to_string(),
+            "--warmup-ms".into(),
+            warmup.as_millis().to_string(),
+            "--duration-ms".into(),
+            duration.as_millis().to_string(),
+            "--json-out".into(),
+            json.display().to_string(),
+        ];
+        let name = format!("load-{label}-{connections}");
+        let idle: Vec<Usage> = proxies.iter().map(|proxy| proxy.usage()).collect();
+        let mut generator = self.launch(&name, argv).spawn()?;
+        // Measure CPU over the same window as the latency histogram: from the end of warm-up.
+        wait_for(
+            &mut generator,
+            warmup + Duration::from_millis(50),
+            false,
+            None,
+        )?;
+        let before: Vec<Usage> = proxies.iter().map(|proxy| proxy.usage()).collect();
+        let started = Instant::now();
+        let mut peak_rss: Vec<u64> = before.iter().map(|usage| usage.rss_kib).collect();
+        wait_for(
+            &mut generator,
+            duration + Duration::from_secs(30),
+            true,
+            Some(&mut |_| {
+                for (peak, proxy) in peak_rss.iter_mut().zip(proxies) {
+                    *peak = (*peak).max(proxy.usage().rss_kib);
+                }
+            }),
+        )?;
+        let elapsed = started
+            .elapsed()
+            .as_secs_f64()
+            .min(duration.as_secs_f64())
+            .max(1e-3);
+        let summary: LoadSummary = read_json(&json, "load generator")?;
+        let usages = proxies
+            .iter()
+            .enumerate()
+            .map(|(index, proxy)| {
+                // The final sample is taken right after the generator exits; no requests flow after that.
+                let cpu = (proxy.usage().cpu_seconds - before[index].cpu_seconds).max(0.0);
+                ProxyUsage {
+                    vcpu: cpu / elapsed,
+                    cpu_seconds_per_1k: cpu / (summary.requests.max(1) as f64 / 1000.0),
+                    rss_idle_kib: idle[index].rss_kib,
+                    rss_load_kib: peak_rss[index],
+                }
+            })
+            .collect();
+        Ok(LatencyRun {
+            connections,
+            rate,
+            summary,
+            proxies: usages,
+        })
+    }
+
+    /// Closed-loop maximum rps with wrk (1 thread, `connections` keep-alive connections).
+    pub fn max_rps(
+        &self,
+        label: &str,
+        target: SocketAddr,
+        connections: u32,
+        duration: Duration,
+    ) -> Result<f64> {
+        let url = format!("http://{target}/bytes/1024");
+        let argv = vec![
+            "wrk".into(),
+            "-t1".into(),
+            format!("-c{connections}"),
+            format!("-d{}s", duration.as_secs().max(1)),
+            url,
+        ];
+        let name = format!("wrk-{label}");
+        let mut wrk = self.launch(&name, argv).spawn()?;
+        wait_for(&mut wrk, duration + Duration::from_secs(30), true, None)?;
+        let text =
+            std::fs::read_to_string(&wrk.log).map_err(|error| BenchError::io(&wrk.log, error))?;
+        parse_wrk_rps(&text)
+    }
+
+    /// Full mTLS handshakes per second against `target`, with the server proxy's CPU over the window.
+    pub fn handshakes(
+        &self,
+        label: &str,
+        target: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        duration: Duration,
+        server_proxy: &Running,
+    ) -> Result<(HandshakeSummary, f64)> {
+        let json = self.work_dir.join(format!("handshakes-{label}.json"));
+        let argv = vec![
+            self.self_exe.display().to_string(),
+            "handshakes".into(),
+            "--target".into(),
+            target.to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+            "--duration-ms".into(),
+            duration.as_millis().to_string(),
+            "--json-out".into(),
+            json.display().to_string(),
+        ];
+        let before = server_proxy.usage().cpu_seconds;
+        let name = format!("handshakes-{label}");
+        let mut client = self.launch(&name, argv).spawn()?;
+        wait_for(&mut client, duration + Duration::from_secs(30), true, None)?;
+        let server_cpu = (server_proxy.usage().cpu_seconds - before).max(0.0);
+        let summary: HandshakeSummary = read_json(&json, "handshake client")?;
+        Ok((summary, server_cpu))
+    }
+
+    /// Bulk throughput in Gbit/s with one iperf3 stream to `target`.
+    pub fn bulk(&self, label: &str, target: SocketAddr, duration: Duration) -> Result<f64> {
+        let argv = vec![
+            "iperf3".into(),
+            "-c".into(),
+            target.ip().to_string(),
+            "-p".into(),
+            target.port().to_string(),
+            "-t".into(),
+            duration.as_secs().max(1).to_string(),
+            "-J".into(),
+        ];
+        let name = format!("iperf3-{label}");
+        let mut iperf = self.launch(&name, argv).spawn()?;
+        wait_for(&mut iperf, duration + Duration::from_secs(30), true, None)?;
+        let text = std::fs::read_to_string(&iperf.log)
+            .map_err(|error| BenchError::io(&iperf.log, error))?;
+        parse_iperf_gbps(&text)
+    }
+}
+
+/// Waits for `child` to exit or `limit` to pass, calling `tick` every 200 ms; honours Ctrl-C.
+/// With `must_exit`, still running at `limit` is an error; without, it is the normal end of a pause.
+fn wait_for(
+    child: &mut Running,
+    limit: Duration,
+    must_exit: bool,
+    mut tick: Option<&mut dyn FnMut(&Running)>,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(BenchError::Interrupted);
+        }
+        if !child.is_alive() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return if !must_exit {
+                Ok(())
+            } else {
+                Err(BenchError::Command {
+                    command: child.name.clone(),
+                    detail: format!(
+                        "still running after {} s; log {}",
+                        limit.as_secs(),
+                        child.log.display()
+                    ),
+                })
+            };
+        }
+        if let Some(tick) = tick.as_mut() {
+            tick(child);
+        }
+        std::thread::sleep(
+            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
+        );
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, tool: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|error| BenchError::io(path, error))?;
+    serde_json::from_str(&text).map_err(|error| BenchError::Parse {
+        tool: tool.into(),
+        detail: error.to_string(),
+    })
+}
+
+/// Whether wrk and iperf3 are installed (the closed-loop and bulk steps are skipped without them).
+pub fn have(tool: &str) -> bool {
+    which(tool).is_some()
+}
+
+pub(crate) fn parse_wrk_rps(text: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| BenchError::Parse {
+            tool: "wrk".into(),
+            detail: format!("no Requests/sec line in: {text}"),
+        })
+}
+
+pub(crate) fn parse_iperf_gbps(text: &str) -> Result<f64> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| BenchError::Parse {
+            tool: "iperf3".into(),
+            detail: error.to_string(),
+        })?;
+    value
+        .pointer("/end/sum_received/bits_per_second")
+        .and_then(|bits| bits.as_f64())
+        .map(|bits| bits / 1e9)
+        .ok_or_else(|| BenchError::Parse {
+            tool: "iperf3".into(),
+            detail: value
+                .pointer("/error")
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no end.sum_received".into()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_requests_per_second_is_parsed() {
+        let text = "Running 2s test @ http://x\n  1 threads and 64 connections\nRequests/sec:  23456.78\nTransfer/sec: 1MB\n";
+        assert!((parse_wrk_rps(text).unwrap() - 23456.78).abs() < 1e-6);
+        assert!(parse_wrk_rps("nothing").is_err());
+    }
+
+    #[test]
+    fn iperf_json_gives_gigabits() {
+        let text = r#"{"end":{"sum_received":{"bits_per_second":12500000000.0}}}"#;
+        assert!((parse_iperf_gbps(text).unwrap() - 12.5).abs() < 1e-9);
+        assert!(parse_iperf_gbps(r#"{"error":"unable to connect"}"#).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The run's report: JSON (everything measured) and Markdown (latency table with added latency over
+//! direct, resource table, CA and push figures, the PRODUCT §8 bars side by side).
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::ConfigResult;
+
+/// Machine and tool versions recorded with every result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub versions: Vec<(String, String)>,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("model name")
+                    .and_then(|rest| rest.split(':').nth(1))
+            })
+            .unwrap_or("unknown")
+            .trim()
+            .to_string();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let probes: [(&str, &[&str]); 6] = [
+            ("nginx", &["-v"]),
+            ("haproxy", &["-v"]),
+            ("stunnel4", &["-version"]),
+            ("iperf3", &["--version"]),
+            ("openssl", &["version"]),
+            ("wrk", &["--version"]),
+        ];
+        let versions = probes
+            .iter()
+            .filter_map(|(tool, args)| {
+                let binary = crate::process::which(tool)?;
+                let output = Command::new(binary).args(*args).output().ok()?;
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                // stunnel prints configuration chatter before its version line.
+                let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+                let line = lines
+                    .clone()
+                    .find(|line| line.to_lowercase().starts_with(&tool[..4]))
+                    .or_else(|| lines.next())?
+                    .to_string();
+                Some((tool.to_string(), line))
+            })
+            .collect();
+        Machine {
+            cpu_model,
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            kernel,
+            versions,
+        }
+    }
+}
+
+/// CA signing figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CaFigures {
+    pub signings: u64,
+    pub seconds: f64,
+    pub per_second_per_core: f64,
+    pub p99_ms_at_fixed_rate: Option<f64>,
+}
+
+/// Control-plane push figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PushFigures {
+    pub streams: u32,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Everything one run produced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    pub started_utc: String,
+    pub mode: String,
+    pub wall_seconds: f64,
+    pub machine: Machine,
+    pub configs: Vec<ConfigResult>,
+    pub ca: Option<CaFigures>,
+    pub push: Option<PushFigures>,
+    pub notes: Vec<String>,
+}
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl RunReport {
+    fn direct(&self) -> Option<&ConfigResult> {
+        self.configs.iter().find(|config| config.name == "direct")
+    }
+
+    /// The Markdown report.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# ironmesh side-by-side benchmark ({} mode)\n",
+            self.mode
+        );
+        let _ = writeln!(
+            out,
+            "Run {} UTC, {:.0} s wall. Machine: {} × {}, kernel {}.\n",
+            self.started_utc,
+            self.wall_seconds,
+            self.machine.cpus,
+            self.machine.cpu_model,
+            self.machine.kernel
+        );
+        let _ = writeln!(
+            out,
+            "## Latency at a fixed 1,000 rps (open loop, corrected), HTTP/1.1 keep-alive, 1 kB\n"
+        );
+        let _ = writeln!(
+            out,
+            "| configuration | conns | p50 ms | p90 ms | p99 ms | p99.9 ms | +p50 | +p90 | +p99 | +p99.9 | rps | errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for config in &self.configs {
+            for run in &config.latency {
+                let s = &run.summary;
+                let base = self
+                    .direct()
+                    .and_then(|direct| {
+                        direct
+                            .latency
+                            .iter()
+                            .find(|d| d.connections == run.connections)
+                    })
+                    .map(|d| &d.summary);
+                let added = |value: f64, pick: fn(&crate::load::LoadSummary) -> f64| {
+                    base.map(|b| format!("{:+.3}", value - pick(b)))
+                        .unwrap_or_else(|| "–".into())
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {:.0} | {} |",
+                    config.name,
+                    run.connections,
+                    s.p50_ms,
+                    s.p90_ms,
+                    s.p99_ms,
+                    s.p999_ms,
+                    added(s.p50_ms, |b| b.p50_ms),
+                    added(s.p90_ms, |b| b.p90_ms),
+                    added(s.p99_ms, |b| b.p99_ms),
+                    added(s.p999_ms, |b| b.p999_ms),
+                    s.achieved_rps,
+                    s.errors
+                );
+            }
+        }
+        let _ = writeln!(out, "\n## Resources, throughput, handshakes\n");
+        let _ = writeln!(
+            out,
+            "CPU and RSS per proxy (client / server) during the 1,000 rps, 16-connection run.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| configuration | vCPU | CPU s per 1k req | RSS idle MB | RSS load MB | max rps (wrk, 64 conns) | full mTLS hs/s | hs/s per server core | bulk Gbit/s |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let direct_bulk = self.direct().and_then(|d| d.bulk_gbps);
+        for config in &self.configs {
+            let usage = config
+                .latency
+                .iter()
+                .find(|run| run.connections == 16)
+                .map(|run| &run.proxies);
+            let pair = |f: &dyn Fn(&crate::measure::ProxyUsage) -> String| match usage {
+                Some(proxies) if !proxies.is_empty() => {
+                    proxies.iter().map(f).collect::<Vec<_>>().join(" / ")
+                }
+                _ => "–".into(),
+            };
+            let bulk = match (config.bulk_gbps, direct_bulk) {
+                (Some(gbps), Some(direct)) if config.name != "direct" => {
+                    format!("{gbps:.2} ({:.0}%)", 100.0 * gbps / direct)
+                }
+                (Some(gbps), _) => format!("{gbps:.2}"),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                config.name,
+                pair(&|p| format!("{:.3}", p.vcpu)),
+                pair(&|p| format!("{:.3}", p.cpu_seconds_per_1k)),
+                pair(&|p| format!("{:.1}", mb(p.rss_idle_kib))),
+                pair(&|p| format!("{:.1}", mb(p.rss_load_kib))),
+                config
+                    .max_rps
+                    .map(|r| format!("{r:.0}"))
+                    .unwrap_or_else(|| "–".into()),
+                config
+                    .handshakes
+                    .as_ref()
+                    .map(|h| format!("{:.0}", h.run.per_second))
+                    .unwrap_or_else(|| "–".into()),
+                config
+                    .handshakes
+                    .as_ref()
+                    .map(|h| format!("{:.0}", h.per_server_core))
+                    .unwrap_or_else(|| "–".into()),
+                bulk,
+            );
+        }
+        let _ = writeln!(out, "\n## Control plane\n");
+        match &self.ca {
+            Some(ca) => {
+                let _ = writeln!(
+                    out,
+                    "- CA: {:.0} signed CSRs/s per core ({} in {:.1} s){}",
+                    ca.per_second_per_core,
+                    ca.signings,
+                    ca.seconds,
+                    ca.p99_ms_at_fixed_rate
+                        .map(|p| format!("; p99 {p:.2} ms at 1,000/s"))
+                        .unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "- CA: not measured (see notes)");
+            }
+        }
+        match &self.push {
+            Some(push) => {
+                let _ = writeln!(
+                    out,
+                    "- Push to {} streams: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (change → applied)",
+                    push.streams, push.p50_ms, push.p99_ms, push.max_ms
+                );
+            }
+            None => {
+                let _ = writeln!(out, "- Push: not measured (see notes)");
+            }
+        }
+        let skipped: Vec<String> = self
+            .configs
+            .iter()
+            .flat_map(|config| {
+                config
+                    .skipped
+                    .iter()
+                    .map(move |reason| format!("{}: {reason}", config.name))
+            })
+            .chain(self.notes.iter().cloned())
+            .collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(out, "\n## Notes and skipped steps\n");
+            for line in skipped {
+                let _ = writeln!(out, "- {line}");
+            }
+        }
+        let _ = writeln!(out, "\n## Versions\n");
+        for (tool, version) in &self.machine.versions {
+            let _ = writeln!(out, "- {tool}: {version}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::LoadSummary;
+    use crate::measure::LatencyRun;
+
+    fn row(name: &str, p90: f64) -> ConfigResult {
+        ConfigResult {
+            name: name.into(),
+            latency: vec![LatencyRun {
+                connections: 16,
+                rate: 1000,
+                summary: LoadSummary {
+                    p90_ms: p90,
+                    ..Default::default()
+                },
+                proxies: Vec::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn added_latency_is_relative_to_direct_at_the_same_connection_count() {
+        let report = RunReport {
+            mode: "quick".into(),
+            configs: vec![row("direct", 0.200), row("nginx", 0.450)],
+            ..Default::default()
+        };
+        let markdown = report.markdown();
+        let nginx_line = markdown
+            .lines()
+            .find(|line| line.starts_with("| nginx | 16"))
+            .unwrap();
+        assert!(nginx_line.contains("+0.250"), "{nginx_line}");
+        let json = serde_json::to_string(&report).unwrap();
+        let back: RunReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+    }
+}
