@@ -1,0 +1,479 @@
+//! End-to-end tests of the real `ironmesh` binary against a control plane it starts with `up` in a
+//! temporary IRONMESH_HOME (API only: `IRONMESH_NO_RUNTIME=1`, so no root and no network runtime).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
+}
+
+/// A cluster of its own; `down` (and, failing that, SIGKILL of its pid) when dropped.
+struct Cluster {
+    home: tempfile::TempDir,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Ran {
+    fn from(output: Output) -> Ran {
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let cluster = Cluster {
+            home: tempfile::tempdir().unwrap(),
+        };
+        let up = cluster.run(&["up"]);
+        assert_eq!(up.code, 0, "up failed: {}{}", up.stdout, up.stderr);
+        cluster
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .env("IRONMESH_HOME", self.home.path())
+            .env("IRONMESH_NO_RUNTIME", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        self.command().args(args).output().unwrap().into()
+    }
+
+    /// Runs a bash line with `$IM` bound to the binary (for process substitution and redirects).
+    fn bash(&self, line: &str) -> Ran {
+        Command::new("bash")
+            .arg("-c")
+            .arg(line)
+            .current_dir(samples().join(".."))
+            .env("IM", BIN)
+            .env("IRONMESH_HOME", self.home.path())
+            .env("IRONMESH_NO_RUNTIME", "1")
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let ran = self.run(args);
+        assert_eq!(ran.code, 0, "ironmesh {args:?} failed: {}", ran.stderr);
+        ran.stdout
+    }
+
+    fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.home.path().join("run/control-plane.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.home.path().join("run/control-plane.pid")).ok();
+        let _ = self.run(&["down"]);
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok())
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn walkthrough_apply_messages_and_gets() {
+    let c = Cluster::up();
+    assert_eq!(c.ok(&["create", "ns", "foo"]), "namespace/foo created\n");
+    let injected = c.bash("$IM apply -f <($IM kube-inject -f samples/httpbin/httpbin.yaml) -n foo");
+    assert_eq!(injected.code, 0, "{}", injected.stderr);
+    assert_eq!(
+        injected.stdout,
+        "service/httpbin created\ndeployment.extensions/httpbin created\n"
+    );
+    let sleep = c.bash("$IM apply -f <($IM inject -f samples/sleep/sleep.yaml) -n foo");
+    assert_eq!(
+        sleep.stdout,
+        "service/sleep created\ndeployment.extensions/sleep created\n"
+    );
+    assert_eq!(
+        c.ok(&["create", "ns", "legacy"]),
+        "namespace/legacy created\n"
+    );
+    let legacy = c.bash("$IM apply -f - -n legacy < samples/sleep/sleep.yaml");
+    assert_eq!(
+        legacy.stdout,
+        "service/sleep created\ndeployment.extensions/sleep created\n"
+    );
+
+    // The walkthrough's checks before any policy.
+    let policies = c.run(&[
+        "get",
+        "policies.authentication.istio.io",
+        "--all-namespaces",
+    ]);
+    assert_eq!((policies.code, policies.stdout.as_str()), (0, ""));
+    assert_eq!(policies.stderr, "No resources found.\n");
+    assert_eq!(
+        c.ok(&["get", "meshpolicies.authentication.istio.io"]),
+        "NAME      KIND\ndefault   MeshPolicy.v1alpha1.authentication.istio.io\n"
+    );
+
+    let mesh = c.bash(
+        "$IM apply -f <(printf 'apiVersion: \"authentication.istio.io/v1alpha1\"\\nkind: \"MeshPolicy\"\\nmetadata:\\n  name: \"default\"\\nspec:\\n  peers:\\n  - mtls: {}\\n')",
+    );
+    assert_eq!(
+        mesh.stdout, "meshpolicy.authentication.istio.io/default configured\n",
+        "{}",
+        mesh.stderr
+    );
+    let rule = c.bash(
+        "$IM apply -f <(printf 'apiVersion: \"networking.istio.io/v1alpha3\"\\nkind: \"DestinationRule\"\\nmetadata:\\n  name: \"default\"\\n  namespace: \"default\"\\nspec:\\n  host: \"*.local\"\\n  trafficPolicy:\\n    tls:\\n      mode: ISTIO_MUTUAL\\n')",
+    );
+    assert_eq!(
+        rule.stdout, "destinationrule.networking.istio.io/default created\n",
+        "{}",
+        rule.stderr
+    );
+
+    let yaml = c.ok(&[
+        "get",
+        "destinationrules.networking.istio.io",
+        "--all-namespaces",
+        "-o",
+        "yaml",
+    ]);
+    assert!(yaml.starts_with("apiVersion: v1\nitems:\n- apiVersion: networking.istio.io/v1alpha3\n  kind: DestinationRule\n  metadata:\n    creationTimestamp: "), "{yaml}");
+    assert!(yaml.contains("\n    generation: 1\n    name: default\n    namespace: default\n    resourceVersion: \""), "{yaml}");
+    assert!(yaml.contains("\n  spec:\n    host: '*.local'\n    trafficPolicy:\n      tls:\n        mode: ISTIO_MUTUAL\n"), "{yaml}");
+    assert!(
+        yaml.ends_with("kind: List\nmetadata: {}\nresourceVersion: \"\"\nselfLink: \"\"\n"),
+        "{yaml}"
+    );
+    let hosts: Vec<&str> = yaml.lines().filter(|l| l.contains("host:")).collect();
+    assert_eq!(hosts, ["    host: '*.local'"]);
+
+    // -A adds the NAMESPACE column; rows are sorted by namespace then name.
+    let services = c.ok(&["get", "svc", "-A"]);
+    let rows: Vec<Vec<&str>> = services
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAMESPACE",
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    let names: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[5])).collect();
+    assert_eq!(
+        names,
+        [
+            ("foo", "httpbin", "8000/TCP"),
+            ("foo", "sleep", "80/TCP"),
+            ("legacy", "sleep", "80/TCP")
+        ]
+    );
+    let wide = c.ok(&["get", "services", "httpbin", "-o", "wide", "-n", "foo"]);
+    assert!(wide.starts_with("NAME      TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)    AGE       SELECTOR\nhttpbin   ClusterIP   "), "{wide}");
+    assert!(wide.ends_with("app=httpbin\n"), "{wide}");
+
+    // jsonpath, as the walkthrough types it (unquoted and quoted).
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "-n",
+            "foo",
+            "-o",
+            "jsonpath={.items..metadata.name}"
+        ]),
+        "httpbin sleep"
+    );
+    assert_eq!(
+        c.bash(
+            "$IM get deployment sleep -n foo -o jsonpath='{.spec.template.spec.containers[*].name}'"
+        )
+        .stdout,
+        "sleep ironmesh-proxy"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "services",
+            "-l",
+            "app=sleep",
+            "-A",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}"
+        ]),
+        "foo/sleep\nlegacy/sleep\n"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "sleep",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ]),
+        "sleep",
+        "legacy pods have no sidecar"
+    );
+    assert_eq!(
+        c.ok(&["get", "deploy", "-n", "foo", "-o", "name"]),
+        "deployment.extensions/httpbin\ndeployment.extensions/sleep\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "svc", "sleep", "-n", "foo", "-o", "json"])).unwrap();
+    assert_eq!(json["metadata"]["generation"], 1);
+    assert_eq!(json["metadata"]["uid"].as_str().map(str::len), Some(36));
+}
+
+#[test]
+fn a_file_with_one_invalid_document_changes_nothing_and_names_its_line() {
+    let c = Cluster::up();
+    let mut text = String::new();
+    let mut bad_line = 0;
+    for i in 0..6 {
+        if !text.is_empty() {
+            text.push_str("---\n");
+        }
+        let start = text.lines().count() + 1;
+        if i == 4 {
+            // The error points at the `kind:` line of the fifth document.
+            bad_line = start + 1;
+            text.push_str("apiVersion: v1\nkind: Servic\nmetadata:\n  name: broken\n");
+        } else {
+            text.push_str(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc{i}\nspec:\n  ports:\n  - port: 80\n"
+            ));
+        }
+    }
+    let file = c.home.path().join("six.yaml");
+    std::fs::write(&file, text).unwrap();
+    let before = c.ok(&["get", "svc", "-A", "-o", "json"]);
+    let applied = c.run(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(applied.code, 1);
+    assert_eq!(applied.stdout, "");
+    let expected = format!("{}:{bad_line}:", file.display());
+    assert!(
+        applied.stderr.starts_with(&format!("error: {expected}")),
+        "{}",
+        applied.stderr
+    );
+    assert_eq!(c.ok(&["get", "svc", "-A", "-o", "json"]), before);
+    let none = c.run(&["get", "svc"]);
+    assert_eq!(none.stderr, "No resources found.\n");
+}
+
+#[test]
+fn errors_read_as_kubectl() {
+    let c = Cluster::up();
+    let missing = c.run(&["get", "ns", "foo"]);
+    assert_eq!(
+        (missing.code, missing.stderr.as_str()),
+        (
+            1,
+            "Error from server (NotFound): namespaces \"foo\" not found\n"
+        )
+    );
+    let applied = c.run(&[
+        "apply",
+        "-f",
+        samples().join("sleep/sleep.yaml").to_str().unwrap(),
+        "-n",
+        "foo",
+    ]);
+    assert_eq!(
+        applied.stderr,
+        "Error from server (NotFound): namespaces \"foo\" not found\n"
+    );
+    let deleted = c.run(&["delete", "svc", "httpbin"]);
+    assert_eq!(
+        deleted.stderr,
+        "Error from server (NotFound): services \"httpbin\" not found\n"
+    );
+    let kind = c.run(&["get", "widgets"]);
+    assert_eq!(
+        kind.stderr,
+        "error: the server doesn't have a resource type \"widgets\"\n"
+    );
+    c.ok(&["create", "ns", "foo"]);
+    let again = c.run(&["create", "ns", "foo"]);
+    assert_eq!(
+        again.stderr,
+        "Error from server (AlreadyExists): namespaces \"foo\" already exists\n"
+    );
+    let path = c.run(&["apply", "-f", "/nonexistent/x.yaml"]);
+    assert_eq!(
+        path.stderr,
+        "error: the path \"/nonexistent/x.yaml\" does not exist\n"
+    );
+}
+
+#[test]
+fn labels_delete_and_namespace_auto_injection() {
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "bar"]);
+    assert_eq!(
+        c.ok(&["label", "ns", "bar", "ironmesh-injection=enabled"]),
+        "namespace/bar labeled\n"
+    );
+    let conflict = c.run(&["label", "ns", "bar", "ironmesh-injection=disabled"]);
+    assert_eq!(
+        conflict.stderr,
+        "error: 'ironmesh-injection' already has a value (enabled), and --overwrite is false\n"
+    );
+    let sleep = samples().join("sleep/sleep.yaml");
+    let sleep = sleep.to_str().unwrap();
+    c.ok(&["apply", "-f", sleep, "-n", "bar"]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "sleep",
+            "-n",
+            "bar",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ]),
+        "sleep ironmesh-proxy"
+    );
+    // Re-applying the same file leaves the injected deployment unchanged.
+    assert_eq!(
+        c.ok(&["apply", "-f", sleep, "-n", "bar"]),
+        "service/sleep unchanged\ndeployment.extensions/sleep unchanged\n"
+    );
+    assert_eq!(
+        c.ok(&["delete", "-f", sleep, "-n", "bar"]),
+        "service \"sleep\" deleted\ndeployment.extensions \"sleep\" deleted\n"
+    );
+    assert_eq!(
+        c.ok(&["delete", "ns", "bar"]),
+        "namespace \"bar\" deleted\n"
+    );
+}
+
+#[test]
+fn kill_dash_nine_after_an_acknowledged_apply_loses_nothing() {
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "foo"]);
+    let httpbin = samples().join("httpbin/httpbin.yaml");
+    c.ok(&["apply", "-f", httpbin.to_str().unwrap(), "-n", "foo"]);
+    let before = c.ok(&["get", "deploy", "httpbin", "-n", "foo", "-o", "json"]);
+    let pid = c.pid();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    while alive(pid) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the control plane survived kill -9");
+    let status = c.ok(&["status"]);
+    assert!(status.contains("not running"), "{status}");
+    c.ok(&["up"]);
+    assert_ne!(c.pid(), pid);
+    assert_eq!(
+        c.ok(&["get", "deploy", "httpbin", "-n", "foo", "-o", "json"]),
+        before
+    );
+}
+
+#[test]
+fn up_is_idempotent_and_down_purge_forgets_state() {
+    let c = Cluster::up();
+    let pid = c.pid();
+    assert_eq!(
+        c.ok(&["up"]),
+        format!("ironmesh is already up (control plane pid {pid})\n")
+    );
+    let options: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.home.path().join("mesh.json")).unwrap())
+            .unwrap();
+    assert_eq!(options["trustDomain"], "cluster.local");
+    assert_eq!(options["workloadCertTtlSeconds"], 86400);
+    c.ok(&["create", "ns", "foo"]);
+    assert_eq!(
+        c.ok(&["down"]),
+        format!("control plane stopped (pid {pid})\n")
+    );
+    assert!(!alive(pid));
+    assert!(c.ok(&["status"]).contains("not running"));
+    // State is kept across down/up...
+    c.ok(&["up"]);
+    c.ok(&["get", "ns", "foo"]);
+    // ...until --purge.
+    c.ok(&["down", "--purge"]);
+    assert!(!c.home.path().exists());
+    c.ok(&["up"]);
+    assert_eq!(c.run(&["get", "ns", "foo"]).code, 1);
+}
+
+#[test]
+fn completion_and_kube_inject_outputs() {
+    let c = Cluster {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let bash = c.ok(&["completion", "bash"]);
+    assert!(
+        bash.contains("_ironmesh()"),
+        "{}",
+        &bash[..200.min(bash.len())]
+    );
+    let injected = c.ok(&[
+        "kube-inject",
+        "-f",
+        samples().join("sleep/sleep.yaml").to_str().unwrap(),
+    ]);
+    let docs: Vec<&str> = injected.split("---\n").collect();
+    assert_eq!(docs.len(), 2);
+    assert!(
+        docs[0].starts_with("apiVersion: v1\nkind: Service\n"),
+        "{injected}"
+    );
+    assert!(
+        docs[1].contains("security.istio.io/tlsMode: istio"),
+        "{injected}"
+    );
+    assert!(docs[1].contains("- name: ironmesh-proxy\n"), "{injected}");
+    assert!(docs[1].contains("- name: ironmesh-init\n"), "{injected}");
+    // The output loads back and injecting it again changes nothing.
+    let file = c.home.path().join("injected.yaml");
+    std::fs::write(&file, &injected).unwrap();
+    assert_eq!(
+        c.ok(&["kube-inject", "-f", file.to_str().unwrap()]),
+        injected
+    );
+}
