@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::index::{Rule, Tls, Traffic, subset_of};
+use super::resources::{Rule, Tls, Traffic, subset_of};
 use super::{CLUSTER_DOMAIN, ClientDecision, ClientTlsMode, PolicyIndex};
 
 /// Rules of one scope, arranged for host lookups. Vectors hold indexes into `RuleTables::rules`,
@@ -13,7 +13,8 @@ use super::{CLUSTER_DOMAIN, ClientDecision, ClientTlsMode, PolicyIndex};
 #[derive(Debug, Default)]
 struct HostTable {
     exact: HashMap<String, Vec<usize>>,
-    /// Wildcard hosts (`*`, `*.local`, ...), most specific (longest) first, then oldest.
+    /// Wildcard hosts (`*`, `*.local`, ...), most specific (longest) first, grouped by host, then
+    /// oldest first.
     wildcards: Vec<usize>,
 }
 
@@ -25,8 +26,7 @@ pub(crate) struct RuleTables {
     everywhere: HostTable,
 }
 
-/// Specificity of a rule host for a concrete needle: exact beats any wildcard; longer wildcards beat
-/// shorter ones. `None` when the host does not match.
+/// Whether a rule host covers a concrete host: equal, `*`, or a `*.suffix` wildcard.
 fn host_matches(rule_host: &str, needle: &str) -> bool {
     if rule_host == needle || rule_host == "*" {
         return true;
@@ -56,6 +56,7 @@ impl HostTable {
                 .host
                 .len()
                 .cmp(&rules[*a].host.len())
+                .then_with(|| rules[*a].host.cmp(&rules[*b].host))
                 .then_with(|| by_age(a, b))
         });
     }
@@ -95,7 +96,7 @@ impl HostTable {
 }
 
 impl RuleTables {
-    pub(crate) fn build(rules: Vec<Rule>, _root_namespace: &str) -> RuleTables {
+    pub(crate) fn build(rules: Vec<Rule>) -> RuleTables {
         let mut tables = RuleTables {
             rules,
             ..RuleTables::default()

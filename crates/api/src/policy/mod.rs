@@ -8,6 +8,7 @@
 
 mod client;
 mod index;
+mod resources;
 mod server;
 mod tls_check;
 
@@ -153,7 +154,7 @@ impl PolicyIndex {
     /// Indexes `objects` (any kinds; unrelated ones are ignored, malformed policies are skipped).
     pub fn new(objects: &[Object], mesh: MeshConfig) -> PolicyIndex {
         PolicyIndex {
-            index: Index::build(objects, &mesh),
+            index: Index::build(objects),
             mesh,
         }
     }

@@ -2,7 +2,7 @@
 //! §2.2–§2.3): PeerAuthentication (workload > namespace > root namespace, UNSET inherits, port-level
 //! keys are container ports) when any applies, else the legacy Policy/MeshPolicy chain.
 
-use super::index::{
+use super::resources::{
     LegacyPolicy, PeerAuthn, PeerMode, PortSelector, Service, Target, TargetPort, subset_of,
 };
 use super::{PolicyIndex, ServerDecision, ServerMode, Workload};

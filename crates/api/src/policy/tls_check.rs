@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::index::{Service, TargetPort, subset_of};
+use super::resources::{Service, TargetPort, subset_of};
 use super::{ClientTlsMode, PolicyIndex, PolicyRef, ServerMode, Workload};
 
 /// Whether client and server agree.
