@@ -112,7 +112,8 @@ pub(crate) fn stored_form(incoming: &Value, previous: Option<&Value>, stamp: Sta
     if let Some(ns) = namespace_of(incoming) {
         meta.insert("namespace".into(), Value::from(ns));
     }
-    for field in ["labels", "annotations"] {
+    // ownerReferences tie a Deployment's pods to it (garbage collection, `describe`).
+    for field in ["labels", "annotations", "ownerReferences"] {
         if let Some(v) = user_meta_field(incoming, field) {
             meta.insert(field.into(), v.clone());
         }
@@ -159,6 +160,30 @@ pub(crate) fn change_between(stored: &Value, incoming: &Value) -> Change {
         Change::None
     } else {
         Change::MetadataOnly
+    }
+}
+
+/// `spec` fields the control plane assigns; an apply that leaves them out keeps them, as Kubernetes keeps
+/// a Service's `clusterIP`.
+const SERVER_ASSIGNED_SPEC: &[(&str, &[&str])] = &[("services", &["clusterIP", "clusterIPs"])];
+
+/// Copies server-assigned `spec` fields of `stored` into `incoming` where `incoming` has none.
+pub(crate) fn keep_server_assigned(plural: &str, stored: &Value, incoming: &mut Value) {
+    let Some((_, fields)) = SERVER_ASSIGNED_SPEC.iter().find(|(p, _)| *p == plural) else {
+        return;
+    };
+    let Some(stored_spec) = stored.get("spec").and_then(Value::as_object) else {
+        return;
+    };
+    let Some(spec) = incoming.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for field in *fields {
+        if let Some(value) = stored_spec.get(*field)
+            && !spec.contains_key(*field)
+        {
+            spec.insert((*field).to_string(), value.clone());
+        }
     }
 }
 
