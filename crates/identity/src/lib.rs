@@ -1,9 +1,33 @@
 //! SPIFFE identities, the certificate authority, pod credentials, rustls configs and verifiers, rotation.
 //!
-//! Control-plane side: [`CertificateAuthority`] (root, plug-in CA, root rotation, CSR signing).
-//! Proxy side: [`WorkloadCertificates`] (key + CSR per renewal, rotation, rustls configs that follow
-//! rotations), fed by any [`CertificateSigner`] ([`LocalSigner`] in-process).
-//! Call [`install_crypto_provider`] once at the top of every binary (idempotent).
+//! # Control-plane side
+//! - [`CertificateAuthority::load_or_create`]`(ca_dir, CaOptions::new(td))`: self-signed ECDSA P-256 root
+//!   (10 years, key 0600 written atomically), reused on later starts; or
+//!   [`CertificateAuthority::plug_in`]`(ca_dir, opts, cert_pem, key_pem, chain_pem)` (Istio `cacerts`).
+//!   [`CertificateAuthority::rotate_root`] / [`CertificateAuthority::retire_root`],
+//!   [`CertificateAuthority::trust_bundle_pem`], [`CertificateAuthority::root_fingerprint`],
+//!   [`CertificateAuthority::sign_workload`]`(csr_pem, &SpiffeId, ttl) -> Vec<String>` (leaf first, root last;
+//!   the CSR only contributes its public key).
+//! - [`CredentialAuthority`]: pod tokens (HS256, key `ca_dir/token-key` 0600), [`CredentialAuthority::issue`],
+//!   [`CredentialAuthority::verify`], [`write_token_file`] (0600).
+//! - [`ca_service::CaService`]: `istio.v1.auth.IstioCertificateService/CreateCertificate`; mount
+//!   `CaService::new(ca, creds).into_server()` on the control plane's tonic router, or use
+//!   [`ca_service::serve_unix`]. The trust bundle rides along in the `ironmesh-trust-bundle-bin` response
+//!   metadata.
+//!
+//! # Proxy side
+//! - [`CaClient::new`]`("unix:///…/xds.sock" | "http://127.0.0.1:15012", token_file)` implements
+//!   [`CertificateSigner`]; [`LocalSigner`] signs in-process (tests, the control plane itself).
+//! - [`WorkloadCertificates::spawn`]`(id, signer, RotationOptions)` (inside a tokio runtime): new key per CSR,
+//!   renewal at half life with jitter, capped jittered backoff on failure while the valid certificate stays
+//!   in use. [`WorkloadCertificates::ready`], [`WorkloadCertificates::server_config`],
+//!   [`WorkloadCertificates::client_config`]`(&expected_ids, alpn)`, [`WorkloadCertificates::snapshot`],
+//!   [`WorkloadCertificates::subscribe`], [`WorkloadCertificates::set_trust_bundle`] (root-rotation push).
+//!   Configs are built once and follow rotations (cert resolver and trust bundle behind `ArcSwap`), so keep
+//!   and reuse them; cloning a config to change its ALPN keeps that property.
+//! - [`peer_identity`]`(&rustls::CommonState)` gives the peer's SPIFFE ID after a handshake.
+//!
+//! Call [`install_crypto_provider`] once at the top of every binary (idempotent; ring only).
 
 mod ca;
 mod ca_client;
