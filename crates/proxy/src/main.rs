@@ -156,7 +156,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.service_account,
     )
     .context("the pod's identity is not a valid SPIFFE ID")?;
-    let signer = CaClient::new(&args.control_plane, &args.token_file)?;
+    let (ca_endpoint, token_file) = (args.control_plane.clone(), args.token_file.clone());
     let address = args
         .control_plane
         .parse()
@@ -185,6 +185,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
+                // Built here: tonic's lazy channel needs a running runtime.
+                let signer = CaClient::new(&ca_endpoint, token_file)?;
                 let certs = WorkloadCertificates::spawn(identity, Arc::new(signer), rotation);
                 let client =
                     ConfigClient::spawn(ConfigClientOptions::new(address, proxy_id, token));

@@ -1,0 +1,352 @@
+//! ROOT ONLY: two pods with sidecars in network namespaces this test creates (veth pairs, the real
+//! iptables script, the real `ironmesh-proxy` binary, a tiny HTTP app, real `curl`), plus a third namespace
+//! without a sidecar. Fails loudly when it cannot set up; the Drop guard removes everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ironmesh_identity::ca_service::CaService;
+use ironmesh_identity::{
+    CA_AUDIENCE, CaOptions, CertificateAuthority, CredentialAuthority, PodClaims, write_token_file,
+};
+use ironmesh_proto::pb::{
+    ClientTls, ClientTlsMode, Endpoint, InboundPort, Protocol, ProxyConfig, ServerMode, Service,
+    ServicePort, Workload,
+};
+use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
+
+const APP_PORT: u16 = 8080;
+
+/// Everything the test created, removed on drop even when an assertion failed.
+struct Topology {
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for namespace in &self.namespaces {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Topology {
+    fn netns(&mut self, name: &str) {
+        sh(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    fn veth(&self, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str), tag: &str) {
+        let (a_if, b_if) = (format!("v{tag}a"), format!("v{tag}b"));
+        sh(&[
+            "ip", "link", "add", &a_if, "netns", a, "type", "veth", "peer", "name", &b_if, "netns",
+            b,
+        ]);
+        for (ns, interface, address) in [(a, &a_if, a_ip), (b, &b_if, b_ip)] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                interface,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", interface, "up"]);
+        }
+    }
+
+    fn spawn_in(&mut self, namespace: &str, program: &str, args: &[&str], env: &[(&str, String)]) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", namespace, program])
+            .args(args)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        self.children.push(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {program} in {namespace}: {e}")),
+        );
+    }
+}
+
+fn curl(namespace: &str, url: &str) -> (i32, String) {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()
+        .expect("curl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
+}
+
+fn wait_ready(namespace: &str) {
+    for _ in 0..100 {
+        if curl(namespace, "http://127.0.0.1:15021/healthz/ready").1 == "200" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the proxy in {namespace} never became ready");
+}
+
+fn wait_for_app(namespace: &str) {
+    for _ in 0..100 {
+        if curl(namespace, &format!("http://127.0.0.1:{APP_PORT}/")).1 == "200" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the app in {namespace} never answered on 127.0.0.1:{APP_PORT}");
+}
+
+fn proxy_env(
+    dir: &Path,
+    socket: &Path,
+    credentials: &CredentialAuthority,
+    pod: &str,
+    sa: &str,
+) -> Vec<(&'static str, String)> {
+    let token_file = dir.join(format!("{pod}.token"));
+    let claims = PodClaims {
+        namespace: "foo".into(),
+        service_account: sa.into(),
+        pod: pod.into(),
+    };
+    write_token_file(
+        &token_file,
+        &credentials.issue(&claims, Duration::from_secs(3600)),
+    )
+    .unwrap();
+    vec![
+        ("POD_NAME", pod.to_string()),
+        ("POD_NAMESPACE", "foo".to_string()),
+        ("SERVICE_ACCOUNT", sa.to_string()),
+        (
+            "IRONMESH_CONTROL_PLANE",
+            format!("unix://{}", socket.display()),
+        ),
+        ("IRONMESH_TOKEN_FILE", token_file.display().to_string()),
+        ("IRONMESH_STATE_DIR", dir.join(pod).display().to_string()),
+        ("IRONMESH_TRUST_DOMAIN", "cluster.local".to_string()),
+        (
+            "RUST_LOG",
+            std::env::var("IRONMESH_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_string()),
+        ),
+    ]
+}
+
+fn configs(server_ip: &str) -> (ProxyConfig, ProxyConfig) {
+    let workload = |name: &str, sa: &str, mode: ServerMode| Workload {
+        name: name.into(),
+        namespace: "foo".into(),
+        service_account: sa.into(),
+        spiffe_id: format!("spiffe://cluster.local/ns/foo/sa/{sa}"),
+        ports: vec![InboundPort {
+            port: APP_PORT.into(),
+            protocol: Protocol::Http as i32,
+            mode: mode as i32,
+        }],
+        default_mode: mode as i32,
+        ..Default::default()
+    };
+    let services = vec![Service {
+        hostname: "httpbin.foo.svc.cluster.local".into(),
+        namespace: "foo".into(),
+        vip: String::new(),
+        ports: vec![ServicePort {
+            port: APP_PORT.into(),
+            target_port: APP_PORT.into(),
+            protocol: Protocol::Http as i32,
+            tls: Some(ClientTls {
+                mode: ClientTlsMode::IstioMutual as i32,
+                ..Default::default()
+            }),
+        }],
+        endpoints: vec![Endpoint {
+            ip: server_ip.into(),
+            has_sidecar: true,
+            mtls_ready: true,
+            spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
+        }],
+    }];
+    let config = |workload| ProxyConfig {
+        version: String::new(),
+        workload: Some(workload),
+        services: services.clone(),
+        auto_mtls: true,
+        trust_domain: "cluster.local".into(),
+    };
+    (
+        config(workload("sleep-1", "sleep", ServerMode::Permissive)),
+        config(workload("httpbin-1", "httpbin", ServerMode::Strict)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
+    assert!(
+        nix_is_root(),
+        "root_* tests need root (network namespaces and iptables)"
+    );
+    ironmesh_identity::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = dir.path().join("xds.sock");
+
+    // The control plane side: CA + config hub on one Unix socket in the host namespace.
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(
+            &dir.path().join("ca"),
+            CaOptions::new("cluster.local"),
+        )
+        .unwrap(),
+    );
+    let credentials = Arc::new(CredentialAuthority::from_secret(
+        b"root-test-secret-0123456789abcdef",
+    ));
+    let verifier = credentials.clone();
+    let hub = ConfigHub::new(
+        Arc::new(move |token: &str, proxy_id: &str| {
+            let claims = verifier
+                .verify(token, CA_AUDIENCE, SystemTime::now())
+                .map_err(|e| AuthError(e.to_string()))?;
+            if format!("{}.{}", claims.pod, claims.namespace) == proxy_id {
+                Ok(())
+            } else {
+                Err(AuthError("not your proxy id".into()))
+            }
+        }),
+        HubOptions::default(),
+    );
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let server = tonic::transport::Server::builder()
+        .add_service(CaService::new(ca, credentials.clone()).into_server())
+        .add_service(hub.service())
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+    let server = tokio::spawn(server);
+
+    let tag = std::process::id() % 100_000;
+    let (client_ns, server_ns, legacy_ns) = (
+        format!("imc{tag}"),
+        format!("ims{tag}"),
+        format!("iml{tag}"),
+    );
+    let mut topology = Topology {
+        namespaces: vec![],
+        children: vec![],
+    };
+    for ns in [&client_ns, &server_ns, &legacy_ns] {
+        topology.netns(ns);
+    }
+    topology.veth(
+        (&client_ns, "10.201.0.1"),
+        (&server_ns, "10.201.0.2"),
+        &format!("{tag}c"),
+    );
+    topology.veth(
+        (&legacy_ns, "10.202.0.3"),
+        (&server_ns, "10.202.0.2"),
+        &format!("{tag}l"),
+    );
+
+    let (client_config, server_config) = configs("10.201.0.2");
+    hub.publish("sleep-1.foo", client_config);
+    hub.publish("httpbin-1.foo", server_config);
+
+    let binary = env!("CARGO_BIN_EXE_ironmesh-proxy");
+    for ns in [&client_ns, &server_ns] {
+        sh(&["ip", "netns", "exec", ns, binary, "iptables", "--apply"]);
+    }
+    topology.spawn_in(
+        &server_ns,
+        "python3",
+        &[
+            "-m",
+            "http.server",
+            "--bind",
+            "0.0.0.0",
+            &APP_PORT.to_string(),
+        ],
+        &[],
+    );
+    let client_env = proxy_env(dir.path(), &socket, &credentials, "sleep-1", "sleep");
+    let server_env = proxy_env(dir.path(), &socket, &credentials, "httpbin-1", "httpbin");
+    topology.spawn_in(&client_ns, binary, &["run"], &client_env);
+    topology.spawn_in(&server_ns, binary, &["run"], &server_env);
+    let (client_ns2, server_ns2, legacy_ns2) =
+        (client_ns.clone(), server_ns.clone(), legacy_ns.clone());
+    let results = tokio::task::spawn_blocking(move || {
+        wait_ready(&client_ns2);
+        wait_ready(&server_ns2);
+        wait_for_app(&server_ns2);
+        let sidecar_to_sidecar = curl(&client_ns2, &format!("http://10.201.0.2:{APP_PORT}/"));
+        let no_sidecar_to_strict = curl(&legacy_ns2, &format!("http://10.202.0.2:{APP_PORT}/"));
+        (sidecar_to_sidecar, no_sidecar_to_strict)
+    })
+    .await
+    .unwrap();
+    let (sidecar_to_sidecar, no_sidecar_to_strict) = results;
+    assert_eq!(
+        sidecar_to_sidecar,
+        (0, "200".to_string()),
+        "sidecar -> sidecar over ISTIO_MUTUAL"
+    );
+    assert_eq!(
+        no_sidecar_to_strict,
+        (56, "000".to_string()),
+        "no sidecar -> STRICT must be reset"
+    );
+    assert!(
+        hub.status("sleep-1.foo")
+            .and_then(|s| s.acked_version)
+            .is_some()
+    );
+    drop(topology);
+    server.abort();
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
