@@ -137,6 +137,8 @@ impl Cluster {
         if cmd::list_netns()?.contains(&netns) {
             remove_netns(&netns);
         }
+        // A deleted namespace frees its veth pair asynchronously; delete our end now so the name is free.
+        let _ = ip(&["-n", &node, "link", "del", &veth]);
         // Again per pod: br_netfilter may have been loaded on the host since the node was created.
         disable_bridge_netfilter(&node)?;
         self.write_pod_files(&netns, namespace, name, pod_ip, &self.lock().names)?;
@@ -201,6 +203,14 @@ impl Cluster {
     /// Kills whatever still runs in the pod's namespace and deletes it (the veth pair goes with it).
     pub fn remove_pod(&self, namespace: &str, name: &str) {
         let netns = self.id.pod_netns(namespace, name);
+        // Deleting the node end first removes the pair synchronously (namespace teardown is deferred).
+        let _ = ip(&[
+            "-n",
+            &self.node_netns(),
+            "link",
+            "del",
+            &self.id.host_veth(namespace, name),
+        ]);
         remove_netns(&netns);
         self.lock()
             .pods

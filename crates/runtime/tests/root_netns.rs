@@ -592,7 +592,7 @@ async fn root_cleanup_stale_removes_what_a_crash_left() {
     require_root();
     let home = tempfile::tempdir().unwrap();
     let crashed = Cluster::open(home.path()).unwrap();
-    let mut guard = ClusterGuard {
+    let guard = ClusterGuard {
         cluster: Cluster::open(home.path()).unwrap(),
         pods: Vec::new(),
         _home: home,
@@ -615,7 +615,15 @@ async fn root_cleanup_stale_removes_what_a_crash_left() {
     assert_cluster_gone(&id, &[orphan_pid]);
     // And the cluster comes back up on the same home.
     guard.cluster.ensure_node().unwrap();
-    guard.pods.clear();
+    let again = guard
+        .cluster
+        .add_pod("foo", "orphan", Ipv4Addr::new(198, 18, 0, 9))
+        .expect("re-add the same pod");
+    guard.cluster.remove_pod("foo", "orphan");
+    guard
+        .cluster
+        .add_pod("foo", "orphan", again.ip)
+        .expect("re-add right after removal (veth name reused)");
     drop(guard);
     assert_cluster_gone(&id, &[]);
 }
