@@ -6,6 +6,9 @@ mod common;
 use common::*;
 use ironmesh_api::load_documents;
 
+/// (rule, YAML, expected (field path, message fragment) or `None` for valid).
+type Case = (&'static str, String, Option<(&'static str, &'static str)>);
+
 fn first_problem(yaml: &str) -> Option<(String, String)> {
     load_documents("case.yaml", yaml)
         .err()
@@ -19,7 +22,7 @@ fn validation_table() {
             "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:{template}\n"
         )
     };
-    let cases: Vec<(&str, String, Option<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("§1.1 MeshPolicy must be named default", doc("authentication.istio.io/v1alpha1", "MeshPolicy", None, "mesh", " {}"), Some(("metadata.name", "expected \"default\""))),
         ("§1.1 MeshPolicy must not have targets", mesh_policy(" {targets: [{name: httpbin}]}"), Some(("spec.targets", "expected none"))),
         ("§1.1 Policy without targets must be named default", policy("foo", "ns-wide", " {peers: [{mtls: {}}]}"), Some(("metadata.name", "must be named default"))),
