@@ -22,10 +22,6 @@ impl Home {
         &self.root
     }
 
-    pub(crate) fn store(&self) -> PathBuf {
-        self.root.join("store.redb")
-    }
-
     pub(crate) fn run_dir(&self) -> PathBuf {
         self.root.join("run")
     }

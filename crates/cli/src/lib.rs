@@ -9,6 +9,7 @@ pub mod inject;
 pub mod jsonpath;
 mod lifecycle;
 mod table;
+mod tls_check;
 mod write;
 mod yaml_out;
 
@@ -20,8 +21,6 @@ use ironmesh_store::client::ApiClient;
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
 use crate::home::Home;
-
-pub use crate::lifecycle::MeshOptions;
 
 /// Runs the `ironmesh` command line with the process's arguments.
 pub fn run() -> ExitCode {
@@ -100,7 +99,17 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             namespace.as_deref(),
         ))),
         Command::KubeInject { file } => write::kube_inject(&file),
-        Command::TlsCheck { .. } => not_yet("tls-check"),
+        Command::TlsCheck {
+            pod,
+            host,
+            namespace,
+        } => block_on(Box::pin(tls_check::tls_check(
+            &client,
+            &home,
+            pod.as_deref(),
+            host.as_deref(),
+            namespace.as_deref(),
+        ))),
         Command::Exec { .. } => not_yet("exec"),
         Command::Logs { .. } => not_yet("logs"),
         Command::ProxyConfig { .. } => not_yet("proxy-config"),

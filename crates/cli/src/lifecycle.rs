@@ -3,12 +3,10 @@
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ironmesh_store::Store;
+use ironmesh_control::MeshOptions;
 use ironmesh_store::client::ApiClient;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::UpArgs;
@@ -18,20 +16,7 @@ use crate::home::Home;
 /// How long `up` waits for the API socket to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `down` waits for the control plane to exit before signalling it.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `mesh.json`: the mesh options given to `up`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct MeshOptions {
-    pub trust_domain: String,
-    pub auto_mtls: bool,
-    /// Seconds.
-    pub workload_cert_ttl_seconds: u64,
-    pub ca_cert: Option<String>,
-    pub ca_key: Option<String>,
-    pub ca_chain: Option<String>,
-}
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Parses `24h`, `90m`, `1h30m`, `3600s`, `7d`.
 pub(crate) fn parse_duration(text: &str) -> Result<u64, CliError> {
@@ -64,6 +49,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<u64, CliError> {
     Ok(total)
 }
 
+/// The control plane runs from its own directory; relative CA paths must not depend on ours.
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -93,9 +83,9 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         trust_domain: args.trust_domain.clone(),
         auto_mtls: args.auto_mtls,
         workload_cert_ttl_seconds: parse_duration(&args.workload_cert_ttl)?,
-        ca_cert: args.ca_cert.as_ref().map(|p| p.display().to_string()),
-        ca_key: args.ca_key.as_ref().map(|p| p.display().to_string()),
-        ca_chain: args.ca_chain.as_ref().map(|p| p.display().to_string()),
+        ca_cert: args.ca_cert.as_ref().map(|p| absolute(p)),
+        ca_key: args.ca_key.as_ref().map(|p| absolute(p)),
+        ca_chain: args.ca_chain.as_ref().map(|p| absolute(p)),
     };
     for file in [&args.ca_cert, &args.ca_key, &args.ca_chain]
         .into_iter()
@@ -288,19 +278,12 @@ pub(crate) fn control_plane(home: &Home) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let store = Store::open(&home.store()).map_err(|e| CliError::Usage(e.to_string()))?;
-        let store = Arc::new(store);
-        std::fs::write(home.pid_file(), format!("{}\n", std::process::id()))
-            .map_err(|e| CliError::Usage(format!("cannot write the pid file: {e}")))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         tracing::info!(home = %home.root().display(), "control plane starting");
-        let served = ironmesh_store::serve_api(store, &home.socket(), shutdown).await;
-        if home.read_pid() == Some(std::process::id() as i32) {
-            let _ = std::fs::remove_file(home.pid_file());
-        }
+        let result = ironmesh_control::run(home.root(), shutdown).await;
         tracing::info!("control plane stopped");
-        served.map_err(|e| CliError::Usage(e.to_string()))
+        result.map_err(|e| CliError::Usage(e.to_string()))
     })
 }
 

@@ -254,7 +254,8 @@ fn walkthrough_apply_messages_and_gets() {
         "deployment.extensions/httpbin\ndeployment.extensions/sleep\n"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&c.ok(&["get", "svc", "sleep", "-n", "foo", "-o", "json"])).unwrap();
+        serde_json::from_str(&c.ok(&["get", "dr", "default", "-n", "default", "-o", "json"]))
+            .unwrap();
     assert_eq!(json["metadata"]["generation"], 1);
     assert_eq!(json["metadata"]["uid"].as_str().map(str::len), Some(36));
 }
@@ -475,5 +476,54 @@ fn completion_and_kube_inject_outputs() {
     assert_eq!(
         c.ok(&["kube-inject", "-f", file.to_str().unwrap()]),
         injected
+    );
+}
+
+#[test]
+fn tls_check_follows_the_walkthrough_policies() {
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "foo"]);
+    let injected = c.bash("$IM apply -f <($IM kube-inject -f samples/httpbin/httpbin.yaml) -n foo");
+    assert_eq!(injected.code, 0, "{}", injected.stderr);
+    let row = |out: &str, host: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("no row for {host} in\n{out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let host = "httpbin.foo.svc.cluster.local:8000";
+    assert_eq!(row(&c.ok(&["tls-check"]), host)[1..3], ["OK", "PERMISSIVE"]);
+    let strict = c.home.path().join("mesh-policy.yaml");
+    std::fs::write(
+        &strict,
+        "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata:\n  name: default\nspec:\n  peers:\n  - mtls: {}\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", strict.to_str().unwrap()]);
+    let after_policy = row(&c.ok(&["tls-check", "httpbin.foo"]), host);
+    assert_eq!(
+        after_policy,
+        [host, "CONFLICT", "STRICT", "-", "/default", "-"]
+    );
+    let rule = c.home.path().join("rule.yaml");
+    std::fs::write(
+        &rule,
+        "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", rule.to_str().unwrap()]);
+    let after_rule = row(&c.ok(&["tls-check", "httpbin.foo"]), host);
+    assert_eq!(
+        after_rule,
+        [
+            host,
+            "OK",
+            "STRICT",
+            "ISTIO_MUTUAL",
+            "/default",
+            "default/default"
+        ]
     );
 }

@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use crate::error::StoreError;
 use crate::kinds::{KindFacts, facts_for, plural_is_namespaced};
 use crate::object::{
-    Change, ObjectKey, Stamp, change_between, creation_timestamp_of, generation_of, name_of,
-    namespace_of, stored_form, uid_of,
+    Change, ObjectKey, Stamp, change_between, creation_timestamp_of, generation_of,
+    keep_server_assigned, name_of, namespace_of, stored_form, uid_of,
 };
 use crate::selector::LabelSelector;
 
@@ -478,7 +478,7 @@ fn apply_in(
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut results = Vec::with_capacity(checked.len());
-    for c in checked {
+    for mut c in checked {
         let encoded_key = c.key.encode();
         let previous = table
             .get(encoded_key.as_str())
@@ -499,6 +499,9 @@ fn apply_in(
                 plural: c.key.plural.clone(),
                 name: c.key.name.clone(),
             });
+        }
+        if let Some(stored) = &previous {
+            keep_server_assigned(&c.key.plural, stored, &mut c.object);
         }
         let namespace = (!c.key.namespace.is_empty()).then_some(c.key.namespace.as_str());
         let self_link = c.facts.self_link(namespace, &c.key.name);

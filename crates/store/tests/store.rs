@@ -131,6 +131,28 @@ fn apply_reports_created_unchanged_configured_and_stamps_metadata() {
 }
 
 #[test]
+fn reapplying_a_service_keeps_the_cluster_ip_the_control_plane_assigned() {
+    let (_dir, store) = open();
+    store
+        .apply(&[item(service("httpbin", 8000), "a:1")], &in_ns("default"))
+        .unwrap();
+    let mut assigned = service("httpbin", 8000);
+    assigned["spec"]["clusterIP"] = json!("198.19.0.10");
+    store
+        .apply(&[item(assigned, "controller")], &in_ns("default"))
+        .unwrap();
+    let again = store
+        .apply(&[item(service("httpbin", 8000), "a:1")], &in_ns("default"))
+        .unwrap();
+    assert_eq!(again[0].action, ApplyAction::Unchanged);
+    assert_eq!(again[0].object["spec"]["clusterIP"], "198.19.0.10");
+    let changed = store
+        .apply(&[item(service("httpbin", 8001), "a:1")], &in_ns("default"))
+        .unwrap();
+    assert_eq!(changed[0].object["spec"]["clusterIP"], "198.19.0.10");
+}
+
+#[test]
 fn a_batch_with_one_bad_document_changes_nothing() {
     let (_dir, store) = open();
     let before = store.list(None, None, &LabelSelector::default()).unwrap();
