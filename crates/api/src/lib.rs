@@ -1,12 +1,26 @@
 //! Istio-compatible resource model, YAML loading, validation and the pure policy engine.
 //!
 //! This crate does no I/O: callers pass text in and get values out, and timestamps are strings the
-//! caller supplies.
+//! caller supplies (the store sets `metadata.creationTimestamp`, which "oldest wins" compares).
 //!
-//! - [`object`]: the generic [`Object`] envelope (`apiVersion`, `kind`, `metadata`, open body).
-//! - [`kinds`]: the served kinds and their kubectl spellings ([`kind_for_spelling`], [`kind_for_type`]).
-//! - [`load`]: multi-document YAML/JSON loading with `file:line:col: path: message` errors
-//!   ([`load_documents`]), and [`validate_object`] for JSON arriving over an API.
+//! - [`object`]: the generic [`Object`] envelope (`apiVersion`, `kind`, `metadata`, open body), kept
+//!   JSON-shaped so Kubernetes fields we do not model survive a round trip.
+//! - [`kinds`]: the served kinds (PRODUCT §5) and their kubectl spellings ([`kind_for_spelling`],
+//!   [`kind_for_type`], [`KindInfo::display_group`] for `meshpolicy.authentication.istio.io/default`).
+//! - [`load`]: multi-document YAML or JSON ([`load_documents`]): `---`, empty documents skipped,
+//!   `kind: List` expanded, every document validated, every problem reported as
+//!   `file:line:col: field.path: found X, expected Y (did you mean Z?)`. [`validate_object`] applies
+//!   the same rules to JSON arriving over an API. Istio kinds are strict (unknown fields are errors);
+//!   Kubernetes kinds are checked where it matters and keep everything else.
+//! - [`policy`]: the engine. Build a [`policy::PolicyIndex`] from the stored objects and a
+//!   [`policy::MeshConfig`], then ask for a workload's server mode on a container port, a client
+//!   namespace's TLS towards a host and port, or `tls-check` rows.
+//!
+//! Semantics follow `reference/istio-semantics.md`. Where it leaves a choice we take: the code over
+//! the docs (oldest policy wins, not "random"); Istio 1.4's full replacement of the top-level `tls` by a
+//! matching `portLevelSettings` entry; and, in `tls-check`, an unset client TLS without auto mTLS
+//! counts as plaintext (CONFLICT against STRICT, as the walkthrough's 503 shows) and a server whose
+//! workloads run no sidecar counts as plaintext-only.
 
 pub mod kinds;
 pub mod load;

@@ -1,7 +1,7 @@
 //! The generic resource envelope every kind shares: `apiVersion`, `kind`, `metadata` and an open body.
 //!
-//! Objects stay JSON-shaped (Kubernetes objects carry many fields we do not model); typed views of the
-//! Istio specs live in [`crate::spec`] and are produced on demand.
+//! Objects stay JSON-shaped (Kubernetes objects carry many fields we do not model); validation and the
+//! policy engine read the fields they need from the body.
 
 use std::collections::BTreeMap;
 
