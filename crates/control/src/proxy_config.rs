@@ -8,7 +8,9 @@ use ironmesh_api::Object;
 use ironmesh_api::policy::{ClientTlsMode, PolicyIndex, ServerMode, Workload};
 use ironmesh_proto::pb;
 
-use crate::objects::{AppProtocol, PodView, ServiceView, app_protocol, selector_matches};
+use crate::objects::{
+    AppProtocol, PROXY_CONTAINER, PodView, ServiceView, app_protocol, selector_matches,
+};
 use crate::options::MeshOptions;
 
 /// One consistent view of the cluster, indexed for computing proxy configurations.
@@ -97,6 +99,7 @@ impl ClusterSnapshot {
         let mut ports: BTreeMap<u16, AppProtocol> = pod
             .containers
             .iter()
+            .filter(|c| c.name != PROXY_CONTAINER)
             .flat_map(|c| c.ports.iter().map(|(_, n)| (*n, AppProtocol::Tcp)))
             .collect();
         for service in &self.services {
