@@ -108,6 +108,16 @@ mod tests {
     }
 
     #[test]
+    fn yaml_output_quotes_yaml11_booleans_and_reloads_identically() {
+        let mut obj = Object::new("v1", "Namespace", None, "no");
+        obj.metadata.labels.insert("on".into(), "yes".into());
+        let yaml = obj.to_yaml();
+        assert!(yaml.contains("\"yes\""), "{yaml}");
+        let loaded = crate::load_documents("out.yaml", &yaml).unwrap();
+        assert_eq!(loaded[0].object, obj);
+    }
+
+    #[test]
     fn api_version_splits_core_and_grouped() {
         assert_eq!(split_api_version("v1"), ("", "v1"));
         assert_eq!(

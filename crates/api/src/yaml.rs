@@ -100,6 +100,8 @@ enum Frame {
         anchor: usize,
         nodes: usize,
         pending_key: Option<(String, Position)>,
+        /// Keys that came from a `<<` merge; an explicit key may override them once.
+        merged: Vec<String>,
     },
 }
 
@@ -223,6 +225,7 @@ impl Builder {
                         anchor,
                         nodes: 1,
                         pending_key: None,
+                        merged: Vec::new(),
                     }
                 };
                 self.stack.push(frame);
@@ -322,6 +325,7 @@ impl Builder {
                 path,
                 pending_key,
                 nodes: parent_nodes,
+                merged,
                 ..
             }) => match pending_key.take() {
                 None => {
@@ -329,7 +333,9 @@ impl Builder {
                         Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    if entries.contains_key(&key) {
+                    if let Some(i) = merged.iter().position(|m| *m == key) {
+                        merged.swap_remove(i);
+                    } else if entries.contains_key(&key) {
                         return Err(SyntaxError {
                             position: at,
                             message: format!(
@@ -338,6 +344,28 @@ impl Builder {
                         });
                     }
                     *pending_key = Some((key, at));
+                }
+                Some((key, _)) if key == "<<" => {
+                    // YAML merge key: copy the entries of the aliased map(s) that are not set here.
+                    let sources = match value {
+                        Value::Array(items) => items,
+                        other => vec![other],
+                    };
+                    for source in sources {
+                        let Value::Object(source) = source else {
+                            return Err(SyntaxError {
+                                position: at,
+                                message: "a `<<` merge needs a map or a list of maps".into(),
+                            });
+                        };
+                        for (k, v) in source {
+                            if !entries.contains_key(&k) {
+                                merged.push(k.clone());
+                                entries.insert(k, v);
+                            }
+                        }
+                    }
+                    *parent_nodes += nodes;
                 }
                 Some((key, key_at)) => {
                     self.positions.insert(
@@ -451,6 +479,15 @@ mod tests {
         );
         assert_eq!(doc.position_of("spec.peers[1].mtls", true).line, 8);
         assert_eq!(doc.position_of("spec.peers[1].mtls.nothing", true).line, 8);
+    }
+
+    #[test]
+    fn merge_keys_copy_entries_and_explicit_keys_win() {
+        let text = "base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\n  c: 4\n";
+        let docs = parse_documents(text).unwrap();
+        assert_eq!(docs[0].value["x"], json!({"a": 1, "b": 3, "c": 4}));
+        let err = parse_documents("x:\n  <<: 5\n").unwrap_err();
+        assert!(err.message.contains("merge"));
     }
 
     #[test]
