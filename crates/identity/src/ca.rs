@@ -27,6 +27,8 @@ pub const ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 const ROOT_CERT: &str = "root-cert.pem";
 const ROOT_KEY: &str = "root-key.pem";
 const TRUST_BUNDLE: &str = "trust-bundle.pem";
+/// The new root re-issued by the previous root's key, presented during a root rotation overlap.
+const CROSS_SIGNED_ROOT: &str = "cross-signed-root.pem";
 const PLUGIN_CERT: &str = "ca-cert.pem";
 const PLUGIN_KEY: &str = "ca-key.pem";
 const PLUGIN_CHAIN: &str = "cert-chain.pem";
@@ -92,6 +94,8 @@ pub enum CaError {
 /// The key and certificate that sign workload certificates right now.
 struct SigningCa {
     issuer: Issuer<'static, KeyPair>,
+    /// The certificate of `issuer`'s key (the root itself for a self-signed CA).
+    signing_cert_pem: String,
     /// The signing certificate followed by any intermediates and the root (leaf excluded).
     chain_after_leaf: Vec<String>,
 }
@@ -134,7 +138,7 @@ impl CertificateAuthority {
         } else if ca_dir.join(ROOT_CERT).exists() {
             load_self_signed(ca_dir)?
         } else {
-            let state = new_self_signed(&options.trust_domain, Vec::new())?;
+            let state = new_self_signed(&options.trust_domain, Vec::new(), None)?;
             write_root(ca_dir, &state)?;
             state
         };
@@ -204,13 +208,19 @@ impl CertificateAuthority {
     }
 
     /// Adds a new self-signed root: both roots are trusted, new certificates come from the new one.
+    /// Until [`retire_root`](Self::retire_root), chains also carry the new root cross-signed by the old
+    /// one, so peers that have not learned the new root yet still accept the new certificates.
     pub fn rotate_root(&self) -> Result<(), CaError> {
         let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.state.load();
         if old.plugged_in {
             return Err(CaError::RotatePlugIn);
         }
-        let state = new_self_signed(&self.options.trust_domain, old.trust_bundle.clone())?;
+        let state = new_self_signed(
+            &self.options.trust_domain,
+            old.trust_bundle.clone(),
+            Some(&old.signing),
+        )?;
         write_root(&self.dir, &state)?;
         tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), "CA root rotated; old root still trusted");
         self.state.store(Arc::new(state));
@@ -228,12 +238,15 @@ impl CertificateAuthority {
         let state = CaState {
             signing: SigningCa {
                 issuer: clone_issuer(&old.signing)?,
-                chain_after_leaf: old.signing.chain_after_leaf.clone(),
+                signing_cert_pem: old.signing.signing_cert_pem.clone(),
+                // The cross-signed root only served peers that trust the old root: drop it with the root.
+                chain_after_leaf: vec![current.clone()],
             },
             trust_bundle: vec![current],
             plugged_in: old.plugged_in,
         };
         write_bundle(&self.dir, &state.trust_bundle)?;
+        remove_cross_signed(&self.dir)?;
         tracing::info!("old CA roots retired; trust bundle holds the current root only");
         self.state.store(Arc::new(state));
         Ok(())
@@ -308,7 +321,11 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn new_self_signed(trust_domain: &str, older_roots: Vec<String>) -> Result<CaState, CaError> {
+fn new_self_signed(
+    trust_domain: &str,
+    older_roots: Vec<String>,
+    previous: Option<&SigningCa>,
+) -> Result<CaState, CaError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -335,10 +352,18 @@ fn new_self_signed(trust_domain: &str, older_roots: Vec<String>) -> Result<CaSta
     let root_pem = cert.pem();
     let mut trust_bundle = vec![root_pem.clone()];
     trust_bundle.extend(older_roots.into_iter().filter(|r| *r != root_pem));
+    let mut chain_after_leaf = vec![root_pem.clone()];
+    if let Some(previous) = previous {
+        // Same subject, key and key id as the new root, issued by the previous root: a path
+        // leaf -> cross-signed root -> previous root exists for verifiers that only know the previous one.
+        let cross = params.signed_by(&key, &previous.issuer)?;
+        chain_after_leaf.insert(0, cross.pem());
+    }
     Ok(CaState {
         signing: SigningCa {
             issuer: Issuer::new(params, key),
-            chain_after_leaf: vec![root_pem],
+            signing_cert_pem: root_pem,
+            chain_after_leaf,
         },
         trust_bundle,
         plugged_in: false,
@@ -354,17 +379,37 @@ fn write_root(dir: &Path, state: &CaState) -> Result<(), CaError> {
         source,
     })?;
     let cert_path = dir.join(ROOT_CERT);
-    write_atomic(
-        &cert_path,
-        state.signing.chain_after_leaf[0].as_bytes(),
-        0o644,
-    )
-    .map_err(|source| CaError::Io {
-        action: "write",
-        path: cert_path,
-        source,
-    })?;
-    write_bundle(dir, &state.trust_bundle)
+    write_atomic(&cert_path, state.signing.signing_cert_pem.as_bytes(), 0o644).map_err(
+        |source| CaError::Io {
+            action: "write",
+            path: cert_path,
+            source,
+        },
+    )?;
+    write_bundle(dir, &state.trust_bundle)?;
+    match state.signing.chain_after_leaf.as_slice() {
+        [cross, _root] => {
+            let path = dir.join(CROSS_SIGNED_ROOT);
+            write_atomic(&path, cross.as_bytes(), 0o644).map_err(|source| CaError::Io {
+                action: "write",
+                path,
+                source,
+            })
+        }
+        _ => remove_cross_signed(dir),
+    }
+}
+
+fn remove_cross_signed(dir: &Path) -> Result<(), CaError> {
+    let path = dir.join(CROSS_SIGNED_ROOT);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CaError::Io {
+            action: "remove",
+            path,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn write_bundle(dir: &Path, bundle: &[String]) -> Result<(), CaError> {
@@ -403,10 +448,16 @@ fn load_self_signed(dir: &Path) -> Result<CaState, CaError> {
         .next()
         .ok_or_else(|| bad(dir, ROOT_CERT, "no certificate in the file"))?;
     let trust_bundle = load_bundle(dir, &root)?;
+    let mut chain_after_leaf = vec![root.clone()];
+    if trust_bundle.len() > 1 && dir.join(CROSS_SIGNED_ROOT).exists() {
+        let cross = read(dir, CROSS_SIGNED_ROOT)?;
+        chain_after_leaf.insert(0, cross);
+    }
     Ok(CaState {
         signing: SigningCa {
             issuer,
-            chain_after_leaf: vec![root],
+            signing_cert_pem: root,
+            chain_after_leaf,
         },
         trust_bundle,
         plugged_in: false,
@@ -478,6 +529,7 @@ fn load_plug_in(dir: &Path) -> Result<CaState, CaError> {
     Ok(CaState {
         signing: SigningCa {
             issuer,
+            signing_cert_pem: chain_after_leaf[0].clone(),
             chain_after_leaf,
         },
         trust_bundle: vec![root],
@@ -488,7 +540,7 @@ fn load_plug_in(dir: &Path) -> Result<CaState, CaError> {
 /// Issuers are not `Clone`; rebuild one from the same certificate and key.
 fn clone_issuer(signing: &SigningCa) -> Result<Issuer<'static, KeyPair>, CaError> {
     let key = KeyPair::from_pem(&signing.issuer.key().serialize_pem())?;
-    Ok(Issuer::from_ca_cert_pem(&signing.chain_after_leaf[0], key)?)
+    Ok(Issuer::from_ca_cert_pem(&signing.signing_cert_pem, key)?)
 }
 
 fn fingerprint(pem: &str) -> String {

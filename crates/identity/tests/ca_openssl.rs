@@ -221,6 +221,31 @@ fn root_rotation_trusts_both_then_only_the_new_root() {
     let new_leaf = ca
         .sign_workload(&csr, &id("foo", "sleep"), Duration::from_secs(600))
         .unwrap();
+    assert_eq!(
+        new_leaf.len(),
+        3,
+        "leaf, new root cross-signed by the old one, new root"
+    );
+    // A verifier that only knows the old root still accepts the new leaf through the cross-signed root.
+    let old_root_only = ca.trust_bundle_pems()[1].clone();
+    write(work, "old-root.pem", &old_root_only);
+    write(work, "cross.pem", &new_leaf[1]);
+    write(work, "new-leaf.pem", &new_leaf[0]);
+    let through_cross = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "old-root.pem",
+            "-untrusted",
+            "cross.pem",
+            "new-leaf.pem",
+        ],
+        work,
+    );
+    assert!(
+        through_cross.contains("new-leaf.pem: OK"),
+        "{through_cross}"
+    );
     write(work, "bundle.pem", &ca.trust_bundle_pem());
     write(work, "old.pem", &old_leaf[0]);
     write(work, "new.pem", &new_leaf[0]);
@@ -233,8 +258,32 @@ fn root_rotation_trusts_both_then_only_the_new_root() {
         CertificateAuthority::load_or_create(&work.join("ca"), CaOptions::new(TD)).unwrap();
     assert_eq!(reopened.trust_bundle_pems().len(), 2);
     assert_eq!(reopened.root_fingerprint(), ca.root_fingerprint());
+    let reopened_chain = reopened
+        .sign_workload(&csr, &id("foo", "sleep"), Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(
+        reopened_chain.len(),
+        3,
+        "the cross-signed root survives a restart"
+    );
     ca.retire_root().unwrap();
     assert_eq!(ca.trust_bundle_pems(), vec![ca.current_root_pem()]);
+    let after_retire = ca
+        .sign_workload(&csr, &id("foo", "sleep"), Duration::from_secs(600))
+        .unwrap();
+    assert_eq!(
+        after_retire.len(),
+        2,
+        "no cross-signed root once the old root is retired"
+    );
+    assert_eq!(
+        CertificateAuthority::load_or_create(&work.join("ca"), CaOptions::new(TD))
+            .unwrap()
+            .sign_workload(&csr, &id("foo", "sleep"), Duration::from_secs(600))
+            .unwrap()
+            .len(),
+        2
+    );
     write(work, "bundle.pem", &ca.trust_bundle_pem());
     openssl(&["verify", "-CAfile", "bundle.pem", "new.pem"], work);
     let refused = Command::new("openssl")

@@ -45,9 +45,9 @@ fn push_bundle(ca: &CertificateAuthority, managers: &[&WorkloadCertificates]) {
     }
 }
 
-// current_thread keeps rotate_root + push_bundle atomic with respect to the renewal tasks, like a control
-// plane that distributes the bundle before any proxy renews.
-#[tokio::test(flavor = "current_thread")]
+// No bundle is pushed: workloads learn the new root from their own renewals, and until then the
+// cross-signed root in every new chain lets them accept peers that already renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_survives_workload_and_root_rotations_without_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let ca = new_ca(dir.path());
@@ -108,7 +108,6 @@ async fn traffic_survives_workload_and_root_rotations_without_a_failure() {
     // Root rotation: both roots trusted, new certificates from the new root.
     let old_root = ca.current_root_pem();
     ca.rotate_root().unwrap();
-    push_bundle(&ca, &[&server, &client]);
     let new_root = ca.current_root_pem();
     assert_ne!(old_root, new_root);
     wait_for("renewal from the new root", Duration::from_secs(20), || {
@@ -118,7 +117,6 @@ async fn traffic_survives_workload_and_root_rotations_without_a_failure() {
     // Let traffic run with new-root certificates for a while, then drop the old root.
     tokio::time::sleep(Duration::from_millis(500)).await;
     ca.retire_root().unwrap();
-    push_bundle(&ca, &[&server, &client]);
     let generation_at_retire = generation(&server).min(generation(&client));
     wait_for(
         "two more rotations after retiring",
