@@ -277,22 +277,8 @@ impl Kubelet {
         let Some(running) = self.running.remove(key) else {
             return;
         };
-        running.status_writer.abort();
-        let _ = running.status_writer.await;
-        match Arc::try_unwrap(running.handle) {
-            Ok(handle) => {
-                handle.stop().await;
-            }
-            // Unreachable once the writer is gone; dropping the handle still stops the pod.
-            Err(handle) => drop(handle),
-        }
-        let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
-        let cluster = self.cluster.clone();
-        let (ns, n) = (namespace.to_owned(), name.to_owned());
-        let _ = tokio::task::spawn_blocking(move || cluster.remove_pod(&ns, &n)).await;
-        let _ = std::fs::remove_dir_all(pod_dir(&self.home, namespace, name));
+        teardown_pod(running, self.cluster.clone(), self.home.clone(), key).await;
         self.ipam.release(key);
-        tracing::info!(pod = %key, "pod stopped");
     }
 
     /// Rewrites every running pod's credential (they expire after a day).
@@ -306,13 +292,41 @@ impl Kubelet {
         }
     }
 
-    /// Stops every pod (for `ironmesh down`).
+    /// Stops every pod at once (for `ironmesh down`): each gets its grace period, in parallel.
     pub async fn stop_all(&mut self) {
-        let keys: Vec<String> = self.running.keys().cloned().collect();
-        for key in keys {
-            self.stop(&key).await;
+        let running: Vec<(String, RunningPod)> = self.running.drain().collect();
+        let stops = running
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect::<Vec<_>>();
+        futures::future::join_all(running.into_iter().map(|(key, running)| {
+            let (cluster, home) = (self.cluster.clone(), self.home.clone());
+            async move { teardown_pod(running, cluster, home, &key).await }
+        }))
+        .await;
+        for key in stops {
+            self.ipam.release(&key);
         }
     }
+}
+
+/// Stops the status writer, then the containers (SIGTERM, grace, SIGKILL), then removes the pod's
+/// network namespace and directory.
+async fn teardown_pod(running: RunningPod, cluster: Arc<Cluster>, home: PathBuf, key: &str) {
+    running.status_writer.abort();
+    let _ = running.status_writer.await;
+    match Arc::try_unwrap(running.handle) {
+        Ok(handle) => {
+            handle.stop().await;
+        }
+        // Unreachable once the writer is gone; dropping the handle still stops the pod.
+        Err(handle) => drop(handle),
+    }
+    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+    let (ns, n) = (namespace.to_owned(), name.to_owned());
+    let _ = tokio::task::spawn_blocking(move || cluster.remove_pod(&ns, &n)).await;
+    let _ = std::fs::remove_dir_all(pod_dir(&home, namespace, name));
+    tracing::info!(pod = %key, "pod stopped");
 }
 
 /// Mirrors the supervisor's status into the store whenever it changes (coalescing bursts).
