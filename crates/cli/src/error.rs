@@ -11,16 +11,27 @@ pub(crate) enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Load(#[from] ironmesh_api::LoadError),
+    /// A command run in a pod failed with this code (already reported); `ironmesh` exits with it.
+    #[error("")]
+    Exit(i32),
     /// Already printed (e.g. some deletions of a file failed); only the exit code is left.
     #[error("")]
     Reported,
 }
 
 impl CliError {
+    /// The process exit code for this error.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Exit(code) => u8::try_from(*code).unwrap_or(1).max(1),
+            _ => 1,
+        }
+    }
+
     /// Prints the error as kubectl would, to stderr.
     pub(crate) fn print(&self) {
         match self {
-            CliError::Reported => {}
+            CliError::Reported | CliError::Exit(_) => {}
             CliError::Client(e @ ClientError::Server { .. }) => eprintln!("{e}"),
             other => eprintln!("error: {other}"),
         }

@@ -279,7 +279,19 @@ fn events_text(events: Option<&Value>) -> String {
             field(event, "type"),
             field(event, "reason"),
             age,
-            field(event, "from"),
+            event
+                .get("from")
+                .or_else(|| event.pointer("/source/component"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    // The local runtime's pod events come from its scheduler or its kubelet.
+                    if field(event, "reason") == "Scheduled" {
+                        "default-scheduler".into()
+                    } else {
+                        "kubelet".into()
+                    }
+                }),
             field(event, "message"),
         ]);
     }

@@ -8,6 +8,7 @@ mod home;
 pub mod inject;
 pub mod jsonpath;
 mod lifecycle;
+mod pods;
 mod table;
 mod tls_check;
 mod write;
@@ -29,7 +30,7 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             e.print();
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -110,8 +111,37 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             host.as_deref(),
             namespace.as_deref(),
         ))),
-        Command::Exec { .. } => not_yet("exec"),
-        Command::Logs { .. } => not_yet("logs"),
+        Command::Exec {
+            pod,
+            namespace,
+            container,
+            stdin: _,
+            tty,
+            command,
+        } => block_on(Box::pin(pods::exec(
+            &client,
+            &home,
+            pods::ExecRequest {
+                pod: &pod,
+                namespace: namespace.as_deref().unwrap_or("default"),
+                container: container.as_deref(),
+                tty,
+                command: &command,
+            },
+        ))),
+        Command::Logs {
+            pod,
+            namespace,
+            container,
+            follow,
+        } => block_on(Box::pin(pods::logs(
+            &client,
+            &home,
+            &pod,
+            namespace.as_deref().unwrap_or("default"),
+            container.as_deref(),
+            follow,
+        ))),
         Command::ProxyConfig { .. } => not_yet("proxy-config"),
         Command::Completion { shell } => {
             clap_complete::generate(

@@ -14,6 +14,8 @@ fn samples() -> PathBuf {
 /// A cluster of its own; `down` (and, failing that, SIGKILL of its pid) when dropped.
 struct Cluster {
     home: tempfile::TempDir,
+    /// Whether pods really run (root only); otherwise `IRONMESH_NO_RUNTIME=1`.
+    runtime: bool,
 }
 
 struct Ran {
@@ -34,8 +36,13 @@ impl From<Output> for Ran {
 
 impl Cluster {
     fn up() -> Cluster {
+        Cluster::start(false)
+    }
+
+    fn start(runtime: bool) -> Cluster {
         let cluster = Cluster {
             home: tempfile::tempdir().unwrap(),
+            runtime,
         };
         let up = cluster.run(&["up"]);
         assert_eq!(up.code, 0, "up failed: {}{}", up.stdout, up.stderr);
@@ -46,8 +53,10 @@ impl Cluster {
         let mut command = Command::new(BIN);
         command
             .env("IRONMESH_HOME", self.home.path())
-            .env("IRONMESH_NO_RUNTIME", "1")
             .stdin(Stdio::null());
+        if !self.runtime {
+            command.env("IRONMESH_NO_RUNTIME", "1");
+        }
         command
     }
 
@@ -446,6 +455,7 @@ fn up_is_idempotent_and_down_purge_forgets_state() {
 fn completion_and_kube_inject_outputs() {
     let c = Cluster {
         home: tempfile::tempdir().unwrap(),
+        runtime: false,
     };
     let bash = c.ok(&["completion", "bash"]);
     assert!(
@@ -525,5 +535,68 @@ fn tls_check_follows_the_walkthrough_policies() {
             "/default",
             "default/default"
         ]
+    );
+}
+
+/// Root only: pods run in network namespaces. `down` (the Drop guard) removes them even on failure.
+#[test]
+fn root_exec_and_logs_in_a_running_pod() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: the local runtime creates network namespaces"
+    );
+    let c = Cluster::start(true);
+    c.ok(&["create", "ns", "legacy"]);
+    let pod = c.home.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: two\nspec:\n  containers:\n  - name: sleep\n    image: busybox\n    command: [\"/bin/sh\", \"-c\", \"echo started; exec sleep 3650d\"]\n  - name: other\n    image: busybox\n    command: [\"/bin/sleep\", \"3650d\"]\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", pod.to_str().unwrap(), "-n", "legacy"]);
+    let started = Instant::now();
+    loop {
+        let phase = c.ok(&[
+            "get",
+            "pod",
+            "two",
+            "-n",
+            "legacy",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pod never ran (phase {phase:?}); see {}",
+            c.home.path().join("logs/control-plane.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failed = c.run(&[
+        "exec", "two", "-n", "legacy", "-c", "sleep", "--", "/bin/sh", "-c", "exit 3",
+    ]);
+    assert_eq!(failed.code, 3);
+    assert_eq!(failed.stderr, "command terminated with exit code 3\n");
+    let defaulted = c.run(&["exec", "two", "-n", "legacy", "--", "/bin/echo", "hello"]);
+    assert_eq!(defaulted.code, 0, "{}", defaulted.stderr);
+    assert_eq!(defaulted.stdout, "hello\n");
+    assert!(
+        defaulted
+            .stderr
+            .starts_with("Defaulting container name to sleep.\n"),
+        "{}",
+        defaulted.stderr
+    );
+    let logs = c.run(&["logs", "two", "-n", "legacy", "-c", "sleep"]);
+    assert_eq!(logs.stdout, "started\n", "{}", logs.stderr);
+    let missing = c.run(&["exec", "nope", "-n", "legacy", "--", "true"]);
+    assert_eq!(
+        missing.stderr,
+        "Error from server (NotFound): pods \"nope\" not found\n"
     );
 }
