@@ -1,0 +1,149 @@
+//! Added latency of a sidecar pair (mTLS, HTTP/1.1 keep-alive, 1 kB response) over calling the app
+//! directly, in-process on loopback (fake socket layer, real CA, real hub).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use ironmesh_proto::pb::{
+    ClientTls, ClientTlsMode, Endpoint, InboundPort, Protocol, ProxyConfig, ServerMode, Service,
+    ServicePort, Workload,
+};
+use support::{Mesh, ip, spiffe};
+
+const KILOBYTE_APP_PORT: u16 = 80;
+
+async fn kilobyte_app() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+fn config(workload: Workload) -> ProxyConfig {
+    ProxyConfig {
+        version: "v1".into(),
+        workload: Some(workload),
+        services: vec![Service {
+            hostname: "app.foo.svc.cluster.local".into(),
+            namespace: "foo".into(),
+            vip: "10.96.0.2".into(),
+            ports: vec![ServicePort {
+                port: 8000,
+                target_port: KILOBYTE_APP_PORT.into(),
+                protocol: Protocol::Http as i32,
+                tls: Some(ClientTls {
+                    mode: ClientTlsMode::IstioMutual as i32,
+                    ..Default::default()
+                }),
+            }],
+            endpoints: vec![Endpoint {
+                ip: "10.0.0.2".into(),
+                has_sidecar: true,
+                mtls_ready: true,
+                spiffe_id: spiffe("foo", "app").to_string(),
+            }],
+        }],
+        auto_mtls: true,
+        trust_domain: "cluster.local".into(),
+    }
+}
+
+fn workload(name: &str, sa: &str) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "foo".into(),
+        service_account: sa.into(),
+        ports: vec![InboundPort {
+            port: KILOBYTE_APP_PORT.into(),
+            protocol: Protocol::Http as i32,
+            mode: ServerMode::Strict as i32,
+        }],
+        default_mode: ServerMode::Strict as i32,
+        ..Default::default()
+    }
+}
+
+async fn connect(stream: tokio::net::TcpStream) -> SendRequest<Empty<Bytes>> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn get(sender: &mut SendRequest<Empty<Bytes>>) {
+    sender.ready().await.unwrap();
+    let request = http::Request::get("/")
+        .header("host", "app")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 1024);
+}
+
+fn proxy_pair(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mesh, mut direct, mut through_pair) = runtime.block_on(async {
+        let mut mesh = Mesh::new().await;
+        let app = kilobyte_app().await;
+        mesh.add_app(ip("10.0.0.2"), KILOBYTE_APP_PORT, app);
+        mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
+            .await;
+        mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
+        mesh.publish(
+            ip("10.0.0.1"),
+            "client-1.foo",
+            config(workload("client-1", "client")),
+        )
+        .await;
+        mesh.publish(
+            ip("10.0.0.2"),
+            "app-1.foo",
+            config(workload("app-1", "app")),
+        )
+        .await;
+        let direct = connect(tokio::net::TcpStream::connect(app).await.unwrap()).await;
+        let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+        let through_pair = connect(mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap()).await;
+        (mesh, direct, through_pair)
+    });
+    let mut group = c.benchmark_group("http1_1kB_keepalive");
+    group.bench_function("direct", |b| b.iter(|| runtime.block_on(get(&mut direct))));
+    group.bench_function("through_mtls_proxy_pair", |b| {
+        b.iter(|| runtime.block_on(get(&mut through_pair)))
+    });
+    group.finish();
+    drop(mesh);
+}
+
+criterion_group!(benches, proxy_pair);
+criterion_main!(benches);
