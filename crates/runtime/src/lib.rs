@@ -47,6 +47,14 @@
 //!   start-time") let [`Cluster::cleanup_stale`] kill even processes whose namespace is already gone; the
 //!   control plane then recreates the pods.
 //! * Stop [`PodHandle`]s before [`Cluster::teardown`], or their supervisors restart what it kills.
+//! * `ironmesh exec`: [`exec`]`(&pod_network.netns, &argv, tty)` returns the command's exit code;
+//!   `ironmesh logs`: [`logs`]`(&pod_dir, container, follow, &mut stdout, &|| true)`.
+//! * Container states, restart counts and events: [`PodHandle::status`] (kubectl columns via
+//!   [`PodStatus::ready_count`], [`PodStatus::restarts`], [`PodStatus::display_status`]); changes are
+//!   signalled by [`PodHandle::subscribe`].
+//!
+//! Tests: `cargo test -p ironmesh-runtime` (the `root_*` tests need root); benches:
+//! `cargo bench -p ironmesh-runtime --bench root_network` (root).
 
 mod cmd;
 mod error;
