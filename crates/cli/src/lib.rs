@@ -9,6 +9,7 @@ pub mod inject;
 pub mod jsonpath;
 mod lifecycle;
 mod pods;
+mod proxy_config;
 mod table;
 mod tls_check;
 mod write;
@@ -33,13 +34,6 @@ pub fn run() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn not_yet(what: &str) -> Result<(), CliError> {
-    Err(CliError::Usage(format!(
-        "`ironmesh {what}` is not yet available: it needs the local runtime, which this build does not \
-         include yet"
-    )))
 }
 
 fn dispatch(command: Command) -> Result<(), CliError> {
@@ -142,7 +136,25 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             container.as_deref(),
             follow,
         ))),
-        Command::ProxyConfig { .. } => not_yet("proxy-config"),
+        Command::ProxyConfig {
+            what,
+            pod,
+            namespace,
+            output,
+        } => {
+            if what != "secret" {
+                return Err(CliError::Usage(format!(
+                    "proxy-config shows `secret` only (got {what:?}): ironmesh proxy-config secret POD"
+                )));
+            }
+            block_on(Box::pin(proxy_config::secret(
+                &client,
+                &home,
+                &pod,
+                namespace.as_deref().unwrap_or("default"),
+                output.as_deref(),
+            )))
+        }
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
