@@ -312,7 +312,10 @@ async fn renew_once(
     let presented: Vec<CertificateDer<'static>> = chain_der[..chain_der.len() - 1].to_vec();
     let certified = Arc::new(CertifiedKey::new(presented, key));
 
-    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    // X.509 times have whole seconds, so not_before can lie up to 1 s in the past; measure the life we
+    // actually got from now, or short test TTLs would renew almost at once.
+    let received = SystemTime::now().max(not_before);
+    let lifetime = not_after.duration_since(received).unwrap_or_default();
     let renew_after = lifetime.mul_f64(options.renew_fraction);
     let spread = lifetime.mul_f64(options.jitter_fraction);
     let renew_after = jittered_by(renew_after, spread);
@@ -322,7 +325,7 @@ async fn renew_once(
         trust_bundle_pem: bundle.pems.clone(),
         not_before,
         not_after,
-        next_rotation: not_before + renew_after,
+        next_rotation: received + renew_after,
         generation,
     };
     // Trust first, then the certificate: a peer's new certificate is never checked against an old bundle

@@ -247,6 +247,16 @@ async fn workload_manager_gets_its_certificate_over_grpc() {
         Duration::from_secs(600)
     );
     assert_eq!(info.trust_bundle_pem, h.ca.trust_bundle_pems());
+    // Renewal at half the life, jittered by 2 % of it.
+    let renew_in = info
+        .next_rotation
+        .duration_since(SystemTime::now())
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (285.0..=313.0).contains(&renew_in),
+        "renewal in {renew_in} s"
+    );
 }
 
 #[tokio::test]
