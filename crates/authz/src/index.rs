@@ -1,0 +1,216 @@
+//! Scope and evaluation order: compiling all policies once, picking the ones that apply to a workload
+//! (its namespace plus the root namespace, narrowed by `selector`), and Istio's CUSTOM→DENY→ALLOW order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::decision::{Decision, PolicyName, PolicyRef};
+use crate::error::AuthzError;
+use crate::model::{Action, AuthorizationPolicy};
+use crate::request::Request;
+
+/// Istio's default root namespace (meshConfig `rootNamespace`).
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+/// One AuthorizationPolicy object as stored: its metadata and the raw `spec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyObject {
+    pub namespace: String,
+    pub name: String,
+    /// RFC 3339 creation timestamp; older policies are evaluated (and reported) first, then by name.
+    pub creation_timestamp: Option<String>,
+    pub spec: Value,
+}
+
+#[derive(Debug)]
+struct IndexedPolicy {
+    name: PolicyName,
+    policy: AuthorizationPolicy,
+}
+
+impl IndexedPolicy {
+    /// The first rule that matches, if any.
+    fn first_match(&self, request: &Request) -> Option<usize> {
+        let http_on_tcp = self.policy.action != Action::Allow;
+        self.policy
+            .rules
+            .iter()
+            .position(|rule| rule.matches(request, http_on_tcp))
+    }
+
+    fn reference(&self, rule: usize) -> PolicyRef {
+        PolicyRef {
+            namespace: self.name.namespace.clone(),
+            name: self.name.name.clone(),
+            action: self.policy.action,
+            rule,
+        }
+    }
+}
+
+/// All policies of the mesh, parsed once. Cheap to query per workload with [`AuthzIndex::policies_for`].
+#[derive(Debug, Clone)]
+pub struct AuthzIndex {
+    root_namespace: String,
+    policies: Vec<Arc<IndexedPolicy>>,
+}
+
+impl AuthzIndex {
+    /// Parses every policy; the first invalid one fails the whole index (nothing half-enforced), naming
+    /// `namespace/name` and the field path. `root_namespace` is usually [`DEFAULT_ROOT_NAMESPACE`].
+    pub fn new(
+        policies: impl IntoIterator<Item = PolicyObject>,
+        root_namespace: &str,
+    ) -> Result<Self, AuthzError> {
+        let mut parsed = policies
+            .into_iter()
+            .map(|object| {
+                let policy = AuthorizationPolicy::from_spec(&object.spec).map_err(|source| {
+                    AuthzError::InvalidPolicy {
+                        namespace: object.namespace.clone(),
+                        name: object.name.clone(),
+                        source,
+                    }
+                })?;
+                Ok((
+                    object.creation_timestamp,
+                    object.namespace,
+                    object.name,
+                    policy,
+                ))
+            })
+            .collect::<Result<Vec<_>, AuthzError>>()?;
+        // Deterministic order (Istio orders by creation time, then name): the same input in any order
+        // yields the same decisions and explanations.
+        parsed.sort_by(|a, b| {
+            (a.0.is_none(), &a.0, &a.1, &a.2).cmp(&(b.0.is_none(), &b.0, &b.1, &b.2))
+        });
+        let policies = parsed
+            .into_iter()
+            .map(|(_, namespace, name, policy)| {
+                Arc::new(IndexedPolicy {
+                    name: PolicyName {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    },
+                    policy,
+                })
+            })
+            .collect();
+        Ok(Self {
+            root_namespace: root_namespace.to_owned(),
+            policies,
+        })
+    }
+
+    /// The root namespace whose policies apply mesh-wide.
+    pub fn root_namespace(&self) -> &str {
+        &self.root_namespace
+    }
+
+    /// Number of policies in the index.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// True when the index holds no policy (every request is allowed).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The policies that apply to a workload in `namespace` with `labels`: those of its namespace and of
+    /// the root namespace, each with no selector or a selector whose `matchLabels` all match. A root
+    /// policy with a selector applies to matching workloads in every namespace (istio-semantics §9 Scope).
+    pub fn policies_for(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> AppliedPolicies {
+        let mut applied = AppliedPolicies::default();
+        let mut allow_names = Vec::new();
+        for indexed in &self.policies {
+            let policy_ns = &*indexed.name.namespace;
+            if policy_ns != namespace && policy_ns != self.root_namespace {
+                continue;
+            }
+            let selected = indexed.policy.selector.as_ref().is_none_or(|selector| {
+                selector
+                    .iter()
+                    .all(|(key, value)| labels.get(key) == Some(value))
+            });
+            if !selected {
+                continue;
+            }
+            match indexed.policy.action {
+                Action::Allow => {
+                    allow_names.push(indexed.name.clone());
+                    applied.allow.push(indexed.clone());
+                }
+                Action::Deny => applied.deny.push(indexed.clone()),
+                Action::Audit => applied.audit.push(indexed.clone()),
+            }
+        }
+        applied.allow_names = allow_names.into();
+        applied
+    }
+}
+
+/// The policies that apply to one workload, ready to evaluate requests. Callers compute it once per
+/// workload (and again when policies change) and share it; [`AppliedPolicies::default`] allows everything.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedPolicies {
+    deny: Vec<Arc<IndexedPolicy>>,
+    allow: Vec<Arc<IndexedPolicy>>,
+    audit: Vec<Arc<IndexedPolicy>>,
+    allow_names: Arc<[PolicyName]>,
+}
+
+impl AppliedPolicies {
+    /// Istio's order (API-AP header): any DENY match denies; else with no ALLOW policy the request is
+    /// allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches are only reported.
+    /// Allocates nothing unless an AUDIT rule matches.
+    pub fn evaluate(&self, request: &Request) -> Decision {
+        let mut audited = Vec::new();
+        for policy in &self.audit {
+            if let Some(rule) = policy.first_match(request) {
+                audited.push(policy.reference(rule));
+            }
+        }
+        let decide = |allowed, by| Decision {
+            allowed,
+            by,
+            audited,
+            allow_policies: self.allow_names.clone(),
+        };
+        for policy in &self.deny {
+            if let Some(rule) = policy.first_match(request) {
+                return decide(false, Some(policy.reference(rule)));
+            }
+        }
+        if self.allow.is_empty() {
+            return decide(true, None);
+        }
+        for policy in &self.allow {
+            if let Some(rule) = policy.first_match(request) {
+                return decide(true, Some(policy.reference(rule)));
+            }
+        }
+        decide(false, None)
+    }
+
+    /// The applied policies with their actions, in evaluation order (DENY, ALLOW, AUDIT).
+    pub fn policies(&self) -> impl Iterator<Item = (&PolicyName, Action)> {
+        self.deny
+            .iter()
+            .chain(&self.allow)
+            .chain(&self.audit)
+            .map(|indexed| (&indexed.name, indexed.policy.action))
+    }
+
+    /// True when no policy applies (every request is allowed).
+    pub fn is_empty(&self) -> bool {
+        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+}

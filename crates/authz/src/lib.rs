@@ -1,0 +1,69 @@
+//! `ironmesh-authz`: the pure Istio AuthorizationPolicy engine (no I/O, no clock, no async).
+//!
+//! It owns three things:
+//! 1. the typed model of `security.istio.io/v1beta1` and `v1` AuthorizationPolicy specs, parsed from the
+//!    `spec` JSON with errors naming the field path ([`AuthorizationPolicy::from_spec`], [`SpecError`]);
+//! 2. scope: which policies apply to a workload ([`AuthzIndex::policies_for`]): its namespace's policies
+//!    and the root namespace's (mesh-wide), each narrowed by `selector.matchLabels`; a root policy with a
+//!    selector applies to matching workloads in every namespace;
+//! 3. evaluation with an explanation ([`AppliedPolicies::evaluate`] → [`Decision`]), in Istio's order:
+//!    any DENY match denies; if no ALLOW policy applies the request is allowed; otherwise it is allowed
+//!    iff some ALLOW rule matches. AUDIT matches are reported, never decisive.
+//!
+//! Semantics worth knowing (istio-semantics §9 and the Istio docs cited in the tests):
+//! - `spec: {}` is ALLOW with no rules: it applies and matches nothing, so it denies everything.
+//!   `rules: [{}]` matches every request.
+//! - Identity fields (`principals`, `namespaces`, `source.principal`, `source.namespace`) need an mTLS
+//!   peer and never match plaintext; their `not` forms do match plaintext ("not in the list", Istio
+//!   security bulletin ISTIO-SECURITY-2021-004). `requestPrincipals` and `request.auth.*` need a JWT,
+//!   which ironmesh never validates: positive forms never match, `notRequestPrincipals` always matches.
+//! - HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers[...]`) on a TCP connection
+//!   (`Request::http == None`): an ALLOW rule using them does not match; in DENY and AUDIT rules they
+//!   count as matching, so the whole TCP port is denied (Istio docs, authz-tcp task).
+//! - `CUSTOM`, `targetRef(s)`, path templates and unknown fields or `when` keys are refused.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use ironmesh_authz::{AuthzIndex, Http, Peer, PolicyObject, Request, DEFAULT_ROOT_NAMESPACE};
+//!
+//! let policy = PolicyObject {
+//!     namespace: "foo".into(),
+//!     name: "allow-foo".into(),
+//!     creation_timestamp: None,
+//!     spec: serde_json::json!({"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": ["foo"]}}]}]}),
+//! };
+//! let index = AuthzIndex::new([policy], DEFAULT_ROOT_NAMESPACE)?;
+//! // Once per workload (and again when policies change):
+//! let applied = index.policies_for("foo", &BTreeMap::from([("app".into(), "httpbin".into())]));
+//!
+//! let mut request = Request {
+//!     peer: Some(Peer::from_principal("cluster.local/ns/bar/sa/sleep")),
+//!     source_ip: "10.0.0.2".parse().unwrap(),
+//!     destination_ip: "10.0.0.3".parse().unwrap(),
+//!     destination_port: 8000,
+//!     sni: None,
+//!     http: Some(Http { method: "GET".into(), path: "/ip".into(), host: "httpbin.foo:8000".into(), headers: vec![] }),
+//! };
+//! let decision = applied.evaluate(&request);
+//! assert!(!decision.allowed);
+//! assert_eq!(decision.to_string(), "denied: ALLOW policies apply (foo/allow-foo) but none matches");
+//!
+//! request.peer = Some(Peer::from_principal("spiffe://cluster.local/ns/foo/sa/sleep"));
+//! assert_eq!(applied.evaluate(&request).to_string(), "allowed by ALLOW policy foo/allow-foo rule 0");
+//! # Ok::<(), ironmesh_authz::AuthzError>(())
+//! ```
+
+mod decision;
+mod error;
+mod eval;
+mod index;
+mod matcher;
+mod model;
+mod parse;
+mod request;
+
+pub use decision::{Decision, PolicyName, PolicyRef};
+pub use error::{AuthzError, SpecError};
+pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyObject};
+pub use model::{Action, AuthorizationPolicy};
+pub use request::{Http, Peer, Request};
