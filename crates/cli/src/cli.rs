@@ -61,10 +61,10 @@ pub(crate) enum Command {
     },
     /// Show resources.
     Get(GetArgs),
-    /// Show one resource in a readable form.
+    /// Show one resource in a readable form (`KIND NAME` or `KIND/NAME`).
     Describe {
         kind: String,
-        name: String,
+        name: Option<String>,
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },

@@ -99,9 +99,29 @@ fn parse_format(output: Option<&str>) -> Result<Format, CliError> {
     })
 }
 
+/// kubectl's `KIND/NAME` spelling (`pod/sleep-1`) or `KIND NAME`.
+pub(crate) fn kind_and_name<'a>(
+    kind: &'a str,
+    name: Option<&'a str>,
+) -> (&'a str, Option<&'a str>) {
+    match (kind.split_once('/'), name) {
+        (Some((kind, name)), None) if !name.is_empty() => (kind, Some(name)),
+        _ => (kind, name),
+    }
+}
+
 pub(crate) async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
-    let info = resolve_kind(&args.kind)?;
-    let format = parse_format(args.output.as_deref())?;
+    let (kind, mut name) = kind_and_name(&args.kind, args.name.as_deref());
+    let mut output = args.output.clone();
+    // `-o jsonpath= {.items..metadata.name}`: the shell split the template off as a second word.
+    if output.as_deref() == Some("jsonpath=")
+        && let Some(template) = name.filter(|n| n.starts_with('{') || n.starts_with('\''))
+    {
+        output = Some(format!("jsonpath={template}"));
+        name = None;
+    }
+    let info = resolve_kind(kind)?;
+    let format = parse_format(output.as_deref())?;
     let namespace = if args.all_namespaces {
         None
     } else {
@@ -112,7 +132,7 @@ pub(crate) async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliErr
         with_namespace: args.all_namespaces && info.namespaced,
         now: Utc::now(),
     };
-    if let Some(name) = &args.name {
+    if let Some(name) = name {
         let key = ObjectKey::new(info.plural, namespace.as_deref(), name);
         let object = client.get(&key).await?;
         let text = match format {
@@ -188,9 +208,15 @@ fn capitalised(key: &str) -> String {
 pub(crate) async fn describe(
     client: &ApiClient,
     kind: &str,
-    name: &str,
+    name: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<(), CliError> {
+    let (kind, name) = kind_and_name(kind, name);
+    let Some(name) = name else {
+        return Err(CliError::Usage(
+            "say which object to describe: `ironmesh describe KIND NAME` or `KIND/NAME`".into(),
+        ));
+    };
     let info = resolve_kind(kind)?;
     let key = ObjectKey::new(info.plural, scope(info, namespace).as_deref(), name);
     let object = client.get(&key).await?;

@@ -90,7 +90,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         } => block_on(Box::pin(get::describe(
             &client,
             &kind,
-            &name,
+            name.as_deref(),
             namespace.as_deref(),
         ))),
         Command::KubeInject { file } => write::kube_inject(&file),

@@ -93,7 +93,7 @@ pub(crate) async fn exec(
         |first, _| {
             eprintln!("Defaulting container name to {first}.");
             eprintln!(
-                "Use 'ironmesh describe pod {pod_name} -n {}' to see all of the containers in this pod.",
+                "Use 'ironmesh describe pod/{pod_name} -n {}' to see all of the containers in this pod.",
                 request.namespace
             );
         },

@@ -85,6 +85,17 @@ pub(crate) async fn apply(
         )));
     }
     auto_inject(client, &mut loaded, namespace).await?;
+    let warnings: Vec<String> = loaded
+        .iter()
+        .filter(|l| l.object.api_version == "extensions/v1beta1")
+        .map(|l| {
+            format!(
+                "Warning: {file}:{}: extensions/v1beta1 {} is deprecated in v1.9+, unavailable in \
+                 v1.16+; use apps/v1 {}",
+                l.line, l.object.kind, l.object.kind
+            )
+        })
+        .collect();
     let items = loaded
         .iter()
         .map(|l| ApplyItem {
@@ -96,7 +107,12 @@ pub(crate) async fn apply(
         namespace: namespace.map(str::to_string),
         mode: WriteMode::Apply,
     };
-    for result in client.apply(items, options).await? {
+    let results = client.apply(items, options).await?;
+    // Like the API server's warnings, only for a request that went through.
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
+    for result in results {
         println!("{result}");
     }
     Ok(())

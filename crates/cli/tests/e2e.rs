@@ -214,7 +214,20 @@ fn walkthrough_apply_messages_and_gets() {
     assert!(wide.starts_with("NAME      TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)    AGE       SELECTOR\nhttpbin   ClusterIP   "), "{wide}");
     assert!(wide.ends_with("app=httpbin\n"), "{wide}");
 
-    // jsonpath, as the walkthrough types it (unquoted and quoted).
+    // jsonpath, as the walkthrough types it (unquoted, quoted, and split off by a space).
+    assert_eq!(
+        c.bash("$IM get deploy -n foo -o jsonpath= {.items..metadata.name}")
+            .stdout,
+        "httpbin sleep"
+    );
+    assert!(
+        c.ok(&["describe", "deployment/sleep", "-n", "foo"])
+            .starts_with("Name:         sleep\nNamespace:    foo\n")
+    );
+    assert_eq!(
+        c.ok(&["get", "svc/sleep", "-n", "foo", "-o", "name"]),
+        "service/sleep\n"
+    );
     assert_eq!(
         c.ok(&[
             "get",
