@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ironmesh_identity::ca_service::{CaService, serve_unix};
 use ironmesh_identity::proto::IstioCertificateRequest;
 use ironmesh_identity::proto::istio_certificate_service_client::IstioCertificateServiceClient;
 use ironmesh_identity::{
@@ -17,44 +16,25 @@ use ironmesh_identity::{
 use support::*;
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    // Keeps the server running for the test.
+    _grpc: GrpcCa,
     socket: PathBuf,
     token_file: PathBuf,
     ca: Arc<CertificateAuthority>,
     credentials: Arc<CredentialAuthority>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
 }
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let ca = new_ca(&dir.path().join("ca"));
-    let credentials =
-        Arc::new(CredentialAuthority::load_or_create(&dir.path().join("ca")).unwrap());
-    let socket = dir.path().join("xds.sock");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = CaService::new(ca.clone(), credentials.clone());
-    let path = socket.clone();
-    tokio::spawn(async move {
-        serve_unix(&path, service, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let token_file = dir.path().join("token");
+    let grpc = GrpcCa::start(dir.path()).await;
     Harness {
-        socket,
-        token_file,
-        ca,
-        credentials,
+        socket: grpc.socket.clone(),
+        token_file: dir.path().join("token"),
+        ca: grpc.ca.clone(),
+        credentials: grpc.credentials.clone(),
+        _grpc: grpc,
         _dir: dir,
-        _stop: stop,
     }
 }
 

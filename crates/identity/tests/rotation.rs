@@ -53,6 +53,25 @@ async fn traffic_survives_workload_and_root_rotations_without_a_failure() {
     let ca = new_ca(dir.path());
     let server = workload(&ca, id("foo", "httpbin"), TTL).await;
     let client = workload(&ca, id("bar", "sleep"), TTL).await;
+    rotate_under_traffic(&ca, server, client).await;
+}
+
+// The same through the real gRPC service on a Unix socket: the new roots reach the proxies in the
+// trust-bundle response metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_survives_rotations_with_certificates_from_the_grpc_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = GrpcCa::start(dir.path()).await;
+    let server = grpc.workload(id("foo", "httpbin"), "httpbin-1", TTL).await;
+    let client = grpc.workload(id("bar", "sleep"), "sleep-1", TTL).await;
+    rotate_under_traffic(&grpc.ca, server, client).await;
+}
+
+async fn rotate_under_traffic(
+    ca: &CertificateAuthority,
+    server: WorkloadCertificates,
+    client: WorkloadCertificates,
+) {
     let addr = echo_server(server.clone()).await;
     let expected = [id("foo", "httpbin")];
     // One config for the whole test: it must follow every rotation by itself.

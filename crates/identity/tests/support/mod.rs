@@ -119,3 +119,73 @@ pub async fn ping(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> std::
         line.push(byte[0]);
     }
 }
+
+/// The real CA gRPC service on a Unix socket in `dir`, with the pod credentials it accepts.
+pub struct GrpcCa {
+    pub ca: Arc<CertificateAuthority>,
+    pub credentials: Arc<ironmesh_identity::CredentialAuthority>,
+    pub socket: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl GrpcCa {
+    pub async fn start(dir: &std::path::Path) -> Self {
+        let ca = new_ca(&dir.join("ca"));
+        let credentials = Arc::new(
+            ironmesh_identity::CredentialAuthority::load_or_create(&dir.join("ca")).unwrap(),
+        );
+        let socket = dir.join("xds.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service =
+            ironmesh_identity::ca_service::CaService::new(ca.clone(), credentials.clone());
+        let path = socket.clone();
+        tokio::spawn(async move {
+            ironmesh_identity::ca_service::serve_unix(&path, service, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the CA gRPC server must start");
+        });
+        for _ in 0..250 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        GrpcCa {
+            ca,
+            credentials,
+            socket,
+            dir: dir.to_owned(),
+            _stop: stop,
+        }
+    }
+
+    /// A workload manager that gets its certificates over gRPC with a pod token written for it.
+    pub async fn workload(
+        &self,
+        identity: SpiffeId,
+        pod: &str,
+        ttl: Duration,
+    ) -> WorkloadCertificates {
+        let token_file = self.dir.join(format!("{pod}.token"));
+        let claims = ironmesh_identity::PodClaims {
+            namespace: identity.namespace().to_owned(),
+            service_account: identity.service_account().to_owned(),
+            pod: pod.to_owned(),
+        };
+        let token = self.credentials.issue(&claims, Duration::from_secs(3600));
+        ironmesh_identity::write_token_file(&token_file, &token).unwrap();
+        let client = ironmesh_identity::CaClient::new(
+            &format!("unix://{}", self.socket.display()),
+            token_file,
+        )
+        .unwrap();
+        let certs = WorkloadCertificates::spawn(identity, Arc::new(client), rotation(ttl));
+        tokio::time::timeout(Duration::from_secs(10), certs.ready())
+            .await
+            .expect("first certificate over gRPC within 10 s");
+        certs
+    }
+}
