@@ -1,0 +1,284 @@
+//! Evaluation order and defaults (istio-semantics §9 "Evaluation", "Default-deny", "HTTP-only fields on
+//! TCP"; API-AP header): each row lists the policies of namespace `foo` and the expected explanation.
+
+mod common;
+
+use common::{decide, mtls_from, plaintext, policy, tcp, with_path};
+use ironmesh_authz::{PolicyObject, Request};
+use serde_json::{Value, json};
+
+fn p(name: &str, spec: Value) -> PolicyObject {
+    policy("foo", name, spec)
+}
+
+fn allow_all(name: &str) -> PolicyObject {
+    p(name, json!({"rules": [{}]}))
+}
+
+fn deny_path(name: &str, path: &str) -> PolicyObject {
+    p(
+        name,
+        json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": [path]}}]}]}),
+    )
+}
+
+struct Row {
+    name: &'static str,
+    policies: Vec<PolicyObject>,
+    request: Request,
+    expect: &'static str,
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "§9 no policy: allow",
+            policies: vec![],
+            request: plaintext(),
+            expect: "allowed: no ALLOW policy applies",
+        },
+        Row {
+            name: "§9 `spec: {}` is allow-nothing",
+            policies: vec![p("allow-nothing", json!({}))],
+            request: mtls_from("foo"),
+            expect: "denied: ALLOW policies apply (foo/allow-nothing) but none matches",
+        },
+        Row {
+            name: "§9 `rules: [{}]` (ALLOW) is allow-all",
+            policies: vec![allow_all("allow-all")],
+            request: plaintext(),
+            expect: "allowed by ALLOW policy foo/allow-all rule 0",
+        },
+        Row {
+            name: "§9 DENY + `rules: [{}]` is deny-all",
+            policies: vec![p("deny-all", json!({"action": "DENY", "rules": [{}]}))],
+            request: mtls_from("foo"),
+            expect: "denied by DENY policy foo/deny-all rule 0",
+        },
+        Row {
+            name: "§9 DENY with no rules matches nothing",
+            policies: vec![p("deny-none", json!({"action": "DENY"}))],
+            request: mtls_from("foo"),
+            expect: "allowed: no ALLOW policy applies",
+        },
+        Row {
+            name: "§9 DENY is evaluated before ALLOW",
+            policies: vec![allow_all("allow-all"), deny_path("deny-ip", "/ip")],
+            request: mtls_from("foo"),
+            expect: "denied by DENY policy foo/deny-ip rule 0",
+        },
+        Row {
+            name: "§9 a DENY that does not match falls through to ALLOW",
+            policies: vec![allow_all("allow-all"), deny_path("deny-admin", "/admin")],
+            request: mtls_from("foo"),
+            expect: "allowed by ALLOW policy foo/allow-all rule 0",
+        },
+        Row {
+            name: "§9 default deny only once an ALLOW policy applies",
+            policies: vec![deny_path("deny-admin", "/admin")],
+            request: mtls_from("bar"),
+            expect: "allowed: no ALLOW policy applies",
+        },
+        Row {
+            name: "§9 any matching ALLOW policy allows",
+            policies: vec![
+                p(
+                    "allow-bar",
+                    json!({"rules": [{"from": [{"source": {"namespaces": ["bar"]}}]}]}),
+                ),
+                p(
+                    "allow-foo",
+                    json!({"rules": [{"from": [{"source": {"namespaces": ["foo"]}}]}]}),
+                ),
+            ],
+            request: mtls_from("foo"),
+            expect: "allowed by ALLOW policy foo/allow-foo rule 0",
+        },
+        Row {
+            name: "API-AP a policy matches if any rule matches; the first matching rule is reported",
+            policies: vec![p(
+                "two-rules",
+                json!({"rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}, {"to": [{"operation": {"paths": ["/ip"]}}]}]}),
+            )],
+            request: mtls_from("foo"),
+            expect: "allowed by ALLOW policy foo/two-rules rule 1",
+        },
+        Row {
+            name: "§9 several ALLOW policies, none matches: all are named",
+            policies: vec![
+                p("a", json!({})),
+                p(
+                    "b",
+                    json!({"rules": [{"from": [{"source": {"namespaces": ["baz"]}}]}]}),
+                ),
+            ],
+            request: mtls_from("foo"),
+            expect: "denied: ALLOW policies apply (foo/a, foo/b) but none matches",
+        },
+        Row {
+            name: "API-AP AUDIT never changes the decision and is not an ALLOW policy",
+            policies: vec![p("audit-all", json!({"action": "AUDIT", "rules": [{}]}))],
+            request: mtls_from("foo"),
+            expect: "allowed: no ALLOW policy applies; audited by foo/audit-all rule 0",
+        },
+        Row {
+            name: "API-AP AUDIT is reported alongside a DENY",
+            policies: vec![
+                p("audit-all", json!({"action": "AUDIT", "rules": [{}]})),
+                deny_path("deny-ip", "/ip"),
+            ],
+            request: mtls_from("foo"),
+            expect: "denied by DENY policy foo/deny-ip rule 0; audited by foo/audit-all rule 0",
+        },
+        Row {
+            name: "API-AP AUDIT that does not match is not reported",
+            policies: vec![
+                p(
+                    "audit-admin",
+                    json!({"action": "AUDIT", "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}),
+                ),
+                allow_all("allow-all"),
+            ],
+            request: mtls_from("foo"),
+            expect: "allowed by ALLOW policy foo/allow-all rule 0",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: a DENY on a path denies the whole TCP port",
+            policies: vec![deny_path("deny-headers", "/headers")],
+            request: tcp(mtls_from("foo")),
+            expect: "denied by DENY policy foo/deny-headers rule 0",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: a DENY with notPaths also counts as matching",
+            policies: vec![p(
+                "deny-not-ip",
+                json!({"action": "DENY", "rules": [{"to": [{"operation": {"notPaths": ["/ip"]}}]}]}),
+            )],
+            request: tcp(mtls_from("foo")),
+            expect: "denied by DENY policy foo/deny-not-ip rule 0",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: a DENY on a header condition denies the TCP port",
+            policies: vec![p(
+                "deny-header",
+                json!({"action": "DENY", "rules": [{"when": [{"key": "request.headers[x-evil]", "values": ["1"]}]}]}),
+            )],
+            request: tcp(mtls_from("foo")),
+            expect: "denied by DENY policy foo/deny-header rule 0",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: the DENY still needs its TCP fields to match",
+            policies: vec![p(
+                "deny-bar-headers",
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["bar"]}}], "to": [{"operation": {"paths": ["/headers"]}}]}]}),
+            )],
+            request: tcp(mtls_from("foo")),
+            expect: "allowed: no ALLOW policy applies",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: an ALLOW with methods is ignored, so the only ALLOW denies",
+            policies: vec![p(
+                "allow-get",
+                json!({"rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
+            )],
+            request: tcp(mtls_from("foo")),
+            expect: "denied: ALLOW policies apply (foo/allow-get) but none matches",
+        },
+        Row {
+            name: "§9 HTTP-only fields on TCP: another ALLOW rule with TCP fields still allows",
+            policies: vec![p(
+                "allow-mixed",
+                json!({"rules": [{"to": [{"operation": {"methods": ["GET"]}}]}, {"to": [{"operation": {"ports": ["8000"]}}]}]}),
+            )],
+            request: tcp(mtls_from("foo")),
+            expect: "allowed by ALLOW policy foo/allow-mixed rule 1",
+        },
+        Row {
+            name: "§9 Require mTLS: DENY notPrincipals [*] denies plaintext",
+            policies: vec![p(
+                "require-mtls",
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"notPrincipals": ["*"]}}]}]}),
+            )],
+            request: plaintext(),
+            expect: "denied by DENY policy foo/require-mtls rule 0",
+        },
+        Row {
+            name: "§9 Require mTLS: DENY notPrincipals [*] lets mTLS through",
+            policies: vec![p(
+                "require-mtls",
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"notPrincipals": ["*"]}}]}]}),
+            )],
+            request: mtls_from("bar"),
+            expect: "allowed: no ALLOW policy applies",
+        },
+        Row {
+            name: "§9 isolation DENY form: notNamespaces [foo] denies bar and plaintext",
+            policies: vec![p(
+                "deny-others",
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"notNamespaces": ["foo"]}}]}]}),
+            )],
+            request: plaintext(),
+            expect: "denied by DENY policy foo/deny-others rule 0",
+        },
+        Row {
+            name: "API-AP notRequestPrincipals [*] DENY denies requests without a JWT",
+            policies: vec![p(
+                "require-jwt",
+                json!({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}),
+            )],
+            request: mtls_from("foo"),
+            expect: "denied by DENY policy foo/require-jwt rule 0",
+        },
+    ]
+}
+
+#[test]
+fn evaluation_order_table() {
+    let mut failures = Vec::new();
+    for row in rows() {
+        let decision = decide(row.policies, &row.request);
+        let got = decision.to_string();
+        if got != row.expect || decision.allowed != row.expect.starts_with("allowed") {
+            failures.push(format!(
+                "{}:\n  expected `{}`\n  got      `{got}`",
+                row.name, row.expect
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing rows:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn older_policies_are_evaluated_and_reported_first() {
+    let mut newer = deny_path("a-newer", "/ip");
+    newer.creation_timestamp = Some("2026-02-01T00:00:00Z".into());
+    let mut older = deny_path("z-older", "/ip");
+    older.creation_timestamp = Some("2026-01-01T00:00:00Z".into());
+    let decision = decide(vec![newer.clone(), older.clone()], &mtls_from("foo"));
+    assert_eq!(
+        decision.to_string(),
+        "denied by DENY policy foo/z-older rule 0"
+    );
+    assert_eq!(decide(vec![older, newer], &mtls_from("foo")), decision);
+}
+
+#[test]
+fn decision_fields_name_policy_and_rule() {
+    let decision = decide(
+        vec![deny_path("deny-headers", "/headers")],
+        &with_path(mtls_from("bar"), "/headers"),
+    );
+    let by = decision.by.expect("a DENY decided");
+    assert_eq!(
+        (&*by.namespace, &*by.name, by.rule),
+        ("foo", "deny-headers", 0)
+    );
+    assert_eq!(by.action, ironmesh_authz::Action::Deny);
+    assert!(decision.audited.is_empty());
+    assert!(decision.allow_policies.is_empty());
+}
