@@ -40,7 +40,7 @@ impl CaService {
     fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<SpiffeId, Status> {
         let token = match request.metadata().get("authorization") {
             None => Err(CredentialError::Missing),
-            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(value) => match value.to_str().ok().and_then(bearer_token) {
                 Some(token) => Ok(token),
                 None => Err(CredentialError::Malformed(
                     "the authorization header is not `Bearer <token>`".into(),
@@ -66,6 +66,14 @@ impl CaService {
             Status::permission_denied(format!("the credential names no valid identity: {error}"))
         })
     }
+}
+
+/// The token of an `authorization: Bearer <token>` value (the scheme is case-insensitive, RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 #[tonic::async_trait]
@@ -133,4 +141,17 @@ pub async fn serve_unix(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_not_tokens() {
+        assert_eq!(bearer_token("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 }

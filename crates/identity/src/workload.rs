@@ -52,7 +52,7 @@ impl Default for RotationOptions {
             renew_fraction: 0.5,
             jitter_fraction: 0.02,
             initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -144,6 +144,10 @@ impl WorkloadCertificates {
                 current: current.clone(),
             }));
         server_config.alpn_protocols = INBOUND_ALPN.iter().map(|p| p.to_vec()).collect();
+        // A resumed session skips the client-certificate check; every connection must present a cert
+        // that is valid against the trust bundle of that moment (root retirement, expiry).
+        server_config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server_config.send_tls13_tickets = 0;
         let (info, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             identity,
