@@ -22,11 +22,20 @@ fn applies(policies: Vec<PolicyObject>, namespace: &str, labels: &[(&str, &str)]
     !decide_for(policies, namespace, labels, &mtls_from("foo")).allowed
 }
 
+/// (case named after the rule, the policy, workload namespace, workload labels, whether it applies)
+type ScopeRow = (
+    &'static str,
+    PolicyObject,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+);
+
 #[test]
 fn scope_table() {
     let httpbin: &[(&str, &str)] = &[("app", "httpbin"), ("version", "v1")];
     let sleep: &[(&str, &str)] = &[("app", "sleep")];
-    let rows: Vec<(&str, PolicyObject, &str, &[(&str, &str)], bool)> = vec![
+    let rows: Vec<ScopeRow> = vec![
         (
             "§9 a namespace policy without selector applies to every workload of the namespace",
             allow_nothing("foo", "p", None),
