@@ -45,7 +45,8 @@ pub(crate) enum Command {
     },
     /// Apply every document of a file (`-` for stdin) in one all-or-nothing transaction.
     Apply {
-        #[arg(short = 'f', long = "filename")]
+        /// A path (process substitution works), or `-` (also a bare `-f`) for stdin.
+        #[arg(short = 'f', long = "filename", num_args = 0..=1, default_missing_value = "-")]
         file: String,
         #[arg(short = 'n', long)]
         namespace: Option<String>,

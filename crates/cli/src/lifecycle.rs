@@ -247,6 +247,9 @@ pub(crate) fn status(home: &Home) -> Result<(), CliError> {
                 "store:         {} ({} objects, resourceVersion {})",
                 info.store_path, info.objects, info.resource_version
             );
+            if let Some(pods) = pod_summary(home) {
+                println!("pods:          {pods}");
+            }
             if let Ok(options) = std::fs::read_to_string(home.mesh_options())
                 && let Ok(options) = serde_json::from_str::<MeshOptions>(&options)
             {
@@ -261,6 +264,34 @@ pub(crate) fn status(home: &Home) -> Result<(), CliError> {
         None => println!("control plane: not running (start it with `ironmesh up`)"),
     }
     Ok(())
+}
+
+/// `3 running, 1 pending` over every namespace, if the API answers.
+fn pod_summary(home: &Home) -> Option<String> {
+    let client = ApiClient::new(&home.socket());
+    let pods = runtime()
+        .ok()?
+        .block_on(client.list(Some("pods"), None, None))
+        .ok()?;
+    if pods.items.is_empty() {
+        return Some("none".into());
+    }
+    let mut phases: std::collections::BTreeMap<String, usize> = Default::default();
+    for pod in &pods.items {
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("Pending")
+            .to_ascii_lowercase();
+        *phases.entry(phase).or_default() += 1;
+    }
+    Some(
+        phases
+            .iter()
+            .map(|(phase, n)| format!("{n} {phase}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 /// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request.

@@ -130,7 +130,8 @@ fn walkthrough_apply_messages_and_gets() {
         c.ok(&["create", "ns", "legacy"]),
         "namespace/legacy created\n"
     );
-    let legacy = c.bash("$IM apply -f - -n legacy < samples/sleep/sleep.yaml");
+    // The walkthrough's own spelling: a bare `-f` with the file on stdin.
+    let legacy = c.bash("$IM apply -f < samples/sleep/sleep.yaml -n legacy");
     assert_eq!(
         legacy.stdout,
         "service/sleep created\ndeployment.extensions/sleep created\n"
