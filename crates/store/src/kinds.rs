@@ -73,3 +73,11 @@ pub(crate) fn plural_is_namespaced(plural: &str) -> bool {
         .find(|k| k.plural == plural)
         .is_none_or(|k| k.namespaced)
 }
+
+/// The plural (storage key prefix) of a stored object, from its `apiVersion` and `kind`.
+pub(crate) fn plural_of(object: &Value) -> Option<String> {
+    let field = |name: &str| object.get(name).and_then(Value::as_str);
+    kind_for_type(field("apiVersion")?, field("kind")?)
+        .ok()
+        .map(|info| info.plural.to_string())
+}

@@ -204,7 +204,10 @@ fn watch(store: Arc<Store>, shutdown: CancellationToken, request: WatchRequest) 
                     .into_iter()
                     .map(|object| WatchEvent {
                         event_type: EventType::Added,
-                        plural: plural.clone().unwrap_or_default(),
+                        plural: plural
+                            .clone()
+                            .or_else(|| crate::kinds::plural_of(&object))
+                            .unwrap_or_default(),
                         resource_version: crate::object::resource_version_of(&object),
                         object,
                     })

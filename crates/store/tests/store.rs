@@ -390,6 +390,17 @@ async fn the_cli_api_round_trips_over_a_unix_socket() {
     let list = client.list(Some("namespaces"), None, None).await.unwrap();
     assert_eq!(list.items.len(), 3);
 
+    // A watch of every kind names each object's plural from the start.
+    let mut everything = client.watch(&WatchRequest::default()).await.unwrap();
+    let mut plurals = Vec::new();
+    for _ in 0..4 {
+        plurals.push(everything.next().await.unwrap().unwrap().plural);
+    }
+    assert_eq!(
+        plurals,
+        ["meshpolicies", "namespaces", "namespaces", "namespaces"]
+    );
+
     client.shutdown().await.unwrap();
     server.await.unwrap().unwrap();
     assert!(!socket.exists(), "the socket file is removed on shutdown");
