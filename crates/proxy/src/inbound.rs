@@ -23,7 +23,9 @@ use crate::detect::{
     inbound_action,
 };
 use crate::index::UpstreamTls;
-use crate::metrics::{ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal};
+use crate::metrics::{
+    ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
+};
 use crate::sockets::reset;
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody};
@@ -272,6 +274,7 @@ async fn forward(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let protocol = request_protocol(&request);
     // Replace whatever the client claimed: only the proxy vouches for the peer.
     request
         .headers_mut()
@@ -279,7 +282,7 @@ async fn forward(
     let response = pools.send(request, app, &UpstreamTls::Plaintext).await;
     let labels = RequestLabels {
         connection: labels(context, peer, app.port()),
-        request_protocol: "http".to_string(),
+        request_protocol: protocol.to_string(),
         response_code: response.status().as_u16(),
     };
     context.metrics.record_request(labels, started.elapsed());

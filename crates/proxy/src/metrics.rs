@@ -141,3 +141,13 @@ pub(crate) fn principal(id: Option<&ironmesh_identity::SpiffeId>) -> String {
         |id| format!("spiffe://{}", id.principal()),
     )
 }
+
+/// Istio's `request_protocol`: `grpc` for gRPC content, `http` otherwise.
+pub(crate) fn request_protocol<B>(request: &http::Request<B>) -> &'static str {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc { "grpc" } else { "http" }
+}

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::context::{ActiveGuard, Context};
 use crate::index::{Route, UpstreamTls};
-use crate::metrics::{ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal};
+use crate::metrics::{
+    ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
+};
 use crate::sockets::reset;
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody};
@@ -142,11 +144,7 @@ async fn forward(
     original: SocketAddr,
 ) -> http::Response<ProxyBody> {
     let started = Instant::now();
-    let protocol = if request.version() == http::Version::HTTP_2 {
-        "grpc_or_http2"
-    } else {
-        "http"
-    };
+    let protocol = request_protocol(&request);
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     // Route per request so requests on one connection are balanced over endpoints.

@@ -342,6 +342,16 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
             .and_then(|s| s.acked_version)
             .is_some()
     );
+    // A figure, not an assertion: resident memory of each proxy after the requests.
+    for child in &topology.children[1..] {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS"))
+            .unwrap_or("VmRSS: ?");
+        eprintln!("ironmesh-proxy pid {} {rss}", child.id());
+    }
     drop(topology);
     server.abort();
 }
