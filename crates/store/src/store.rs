@@ -170,7 +170,14 @@ impl Store {
             ),
         ];
         self.write(|txn, next_rv, events| {
-            let results = apply_in(txn, &items, &ApplyOptions::default(), next_rv, events)?;
+            let results = apply_in(
+                &self.path,
+                txn,
+                &items,
+                &ApplyOptions::default(),
+                next_rv,
+                events,
+            )?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert(BOOTSTRAPPED, 1).map_err(|e| self.err(e))?;
             Ok(results)
@@ -226,7 +233,9 @@ impl Store {
                 "no objects passed to apply: the input holds no documents".into(),
             ));
         }
-        self.write(|txn, next_rv, events| apply_in(txn, items, options, next_rv, events))
+        self.write(|txn, next_rv, events| {
+            apply_in(&self.path, txn, items, options, next_rv, events)
+        })
     }
 
     /// One object, or `NotFound`.
@@ -397,14 +406,13 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Value, StoreError> {
 }
 
 /// A validated item: its facts, key and the object with its namespace settled.
-struct Checked<'a> {
-    item: &'a ApplyItem,
+struct Checked {
     facts: KindFacts,
     key: ObjectKey,
     object: Value,
 }
 
-fn check_item<'a>(item: &'a ApplyItem, options: &ApplyOptions) -> Result<Checked<'a>, StoreError> {
+fn check_item(item: &ApplyItem, options: &ApplyOptions) -> Result<Checked, StoreError> {
     let origin = &item.origin;
     let facts = facts_for(&item.object, origin)?;
     let Some(name) = name_of(&item.object).filter(|n| !n.is_empty()) else {
@@ -437,25 +445,18 @@ fn check_item<'a>(item: &'a ApplyItem, options: &ApplyOptions) -> Result<Checked
         None
     };
     let key = ObjectKey::new(facts.plural, namespace.as_deref(), name);
-    Ok(Checked {
-        item,
-        facts,
-        key,
-        object,
-    })
+    Ok(Checked { facts, key, object })
 }
 
 fn apply_in(
+    path: &Path,
     txn: &redb::WriteTransaction,
     items: &[ApplyItem],
     options: &ApplyOptions,
     next_rv: &mut dyn FnMut() -> u64,
     events: &mut Vec<WatchEvent>,
 ) -> Result<Vec<ApplyResult>, StoreError> {
-    let err = |e: redb::Error| StoreError::Storage {
-        path: "store.redb".into(),
-        message: e.to_string(),
-    };
+    let err = |e: redb::Error| storage_error(path, e);
     let checked = items
         .iter()
         .map(|item| check_item(item, options))
@@ -484,16 +485,7 @@ fn apply_in(
             .get(encoded_key.as_str())
             .map_err(|e| err(e.into()))?
             .map(|g| g.value().to_vec());
-        let previous =
-            match previous {
-                Some(bytes) => Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                    StoreError::Storage {
-                        path: "store.redb".into(),
-                        message: format!("a stored object is not valid JSON ({e})"),
-                    }
-                })?),
-                None => None,
-            };
+        let previous = previous.map(|bytes| decode(path, &bytes)).transpose()?;
         if previous.is_some() && options.mode == WriteMode::Create {
             return Err(StoreError::AlreadyExists {
                 plural: c.key.plural.clone(),
@@ -552,7 +544,6 @@ fn apply_in(
             object: object.clone(),
             resource_version: rv,
         });
-        let _ = c.item;
         results.push(ApplyResult {
             reference,
             action,
