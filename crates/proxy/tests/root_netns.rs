@@ -314,19 +314,22 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
     let server_env = proxy_env(dir.path(), &socket, &credentials, "httpbin-1", "httpbin");
     topology.spawn_in(&client_ns, binary, &["run"], &client_env);
     topology.spawn_in(&server_ns, binary, &["run"], &server_env);
+    let proxy_pids: Vec<u32> = topology.children[1..].iter().map(Child::id).collect();
     let (client_ns2, server_ns2, legacy_ns2) =
         (client_ns.clone(), server_ns.clone(), legacy_ns.clone());
     let results = tokio::task::spawn_blocking(move || {
         wait_ready(&client_ns2);
         wait_ready(&server_ns2);
         wait_for_app(&server_ns2);
+        report_rss("idle (ready, no request yet)", &proxy_pids);
         let sidecar_to_sidecar = curl(&client_ns2, &format!("http://10.201.0.2:{APP_PORT}/"));
         let no_sidecar_to_strict = curl(&legacy_ns2, &format!("http://10.202.0.2:{APP_PORT}/"));
-        (sidecar_to_sidecar, no_sidecar_to_strict)
+        let load = load_phase(&client_ns2, &proxy_pids);
+        (sidecar_to_sidecar, no_sidecar_to_strict, load)
     })
     .await
     .unwrap();
-    let (sidecar_to_sidecar, no_sidecar_to_strict) = results;
+    let (sidecar_to_sidecar, no_sidecar_to_strict, load) = results;
     assert_eq!(
         sidecar_to_sidecar,
         (0, "200".to_string()),
@@ -342,18 +345,55 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
             .and_then(|s| s.acked_version)
             .is_some()
     );
-    // A figure, not an assertion: resident memory of each proxy after the requests.
-    for child in &topology.children[1..] {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find(|line| line.starts_with("VmRSS"))
-            .unwrap_or("VmRSS: ?");
-        eprintln!("ironmesh-proxy pid {} {rss}", child.id());
+    if let Some(summary) = load {
+        assert!(
+            !summary.contains("Non-2xx") && !summary.contains("Socket errors"),
+            "requests failed under load:\n{summary}"
+        );
     }
     drop(topology);
     server.abort();
+}
+
+/// Prints (does not assert) each proxy's resident memory.
+fn report_rss(moment: &str, pids: &[u32]) {
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .map_or("?".to_string(), |l| {
+                    l.split_whitespace().nth(1).unwrap_or("?").to_string()
+                })
+        };
+        eprintln!(
+            "ironmesh-proxy pid {pid} {moment}: VmRSS {} kB (anon {} kB, file {} kB)",
+            field("VmRSS"),
+            field("RssAnon"),
+            field("RssFile")
+        );
+    }
+}
+
+/// With IRONMESH_ROOT_LOAD_SECONDS=N (bounded to 30), drives `wrk` (closed loop, 16 connections) through the
+/// sidecar pair for N seconds and reports RSS afterwards; returns wrk's summary.
+fn load_phase(client_ns: &str, pids: &[u32]) -> Option<String> {
+    let seconds: u64 = std::env::var("IRONMESH_ROOT_LOAD_SECONDS")
+        .ok()?
+        .parse()
+        .ok()?;
+    let seconds = seconds.clamp(1, 30).to_string();
+    let output = Command::new("ip")
+        .args(["netns", "exec", client_ns, "wrk", "-t1", "-c16", "-d"])
+        .arg(format!("{seconds}s"))
+        .arg(format!("http://10.201.0.2:{APP_PORT}/"))
+        .output()
+        .expect("wrk runs (install it to measure under load)");
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    eprintln!("wrk through the pair:\n{summary}");
+    report_rss("right after the load", pids);
+    Some(summary)
 }
 
 fn nix_is_root() -> bool {
