@@ -368,13 +368,41 @@ async fn readiness_needs_a_certificate_and_a_configuration() {
 #[tokio::test]
 async fn killing_the_hub_keeps_traffic_flowing_and_proxies_reconnect() {
     let mut mesh = mesh(mutual(), ServerMode::Strict).await;
+    // A keep-alive connection opened before the control plane dies.
+    let stream = mesh
+        .network
+        .dial(ip(SLEEP_IP), vip(HTTPBIN_VIP))
+        .await
+        .unwrap();
+    let (mut existing, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "httpbin")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = existing.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
     mesh.hub_server.take().unwrap().kill();
     let mut connected = mesh.proxies[&ip(SLEEP_IP)].client.connected();
     tokio::time::timeout(Duration::from_secs(5), connected.wait_for(|c| !*c))
         .await
         .unwrap()
         .unwrap();
-    // New connections keep working on cached config and certificates.
+    // The existing connection and new connections keep working on cached config and certificates.
+    existing.ready().await.unwrap();
+    let response = existing.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
     for _ in 0..3 {
         let (status, _) =
             expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
@@ -396,4 +424,37 @@ async fn killing_the_hub_keeps_traffic_flowing_and_proxies_reconnect() {
         .services
         .retain(|s| s.hostname.starts_with("legacy"));
     mesh.publish(ip(SLEEP_IP), "sleep-1.foo", changed).await;
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_goes_through_the_mtls_pair() {
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let stream = mesh
+        .network
+        .dial(ip(SLEEP_IP), vip(HTTPBIN_VIP))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = http::Request::get("http://httpbin.foo.svc.cluster.local:8000/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body).to_string();
+        assert!(
+            body.contains("URI=spiffe://cluster.local/ns/foo/sa/sleep"),
+            "{body}"
+        );
+    }
 }
