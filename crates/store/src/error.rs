@@ -9,6 +9,8 @@ pub enum Reason {
     AlreadyExists,
     Invalid,
     BadRequest,
+    /// A watch asked for changes older than the store keeps (Kubernetes' 410 Gone).
+    Expired,
     InternalError,
 }
 
@@ -20,6 +22,7 @@ impl Reason {
             Reason::AlreadyExists => "AlreadyExists",
             Reason::Invalid => "Invalid",
             Reason::BadRequest => "BadRequest",
+            Reason::Expired => "Expired",
             Reason::InternalError => "InternalError",
         }
     }
@@ -31,6 +34,7 @@ impl Reason {
             Reason::AlreadyExists => 409,
             Reason::Invalid => 422,
             Reason::BadRequest => 400,
+            Reason::Expired => 410,
             Reason::InternalError => 500,
         }
     }
@@ -49,6 +53,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error(
+        "too old resource version: {resource_version}; the store no longer keeps those changes, list again and watch from the list's resourceVersion"
+    )]
+    Expired { resource_version: u64 },
     /// The database failed; the message says which file and what to check.
     #[error("store {path}: {message} (check disk space and permissions of the state directory)")]
     Storage { path: String, message: String },
@@ -61,6 +69,7 @@ impl StoreError {
             StoreError::AlreadyExists { .. } => Reason::AlreadyExists,
             StoreError::Invalid(_) => Reason::Invalid,
             StoreError::BadRequest(_) => Reason::BadRequest,
+            StoreError::Expired { .. } => Reason::Expired,
             StoreError::Storage { .. } => Reason::InternalError,
         }
     }

@@ -195,7 +195,23 @@ fn watch(store: Arc<Store>, shutdown: CancellationToken, request: WatchRequest) 
     let plural = request.plural.clone();
     let namespace = request.namespace.clone();
     let (initial, since, receiver) = if let Some(rv) = request.resource_version {
-        (Vec::new(), rv, store.subscribe())
+        match store.subscribe_from(rv) {
+            Ok((backlog, receiver)) => {
+                // The backlog is replayed; live events start after its last one.
+                let last = backlog.last().map_or(rv, |e| e.resource_version);
+                let wanted_backlog: Vec<WatchEvent> = backlog
+                    .into_iter()
+                    .filter(|e| {
+                        plural.as_ref().is_none_or(|p| p == &e.plural)
+                            && namespace
+                                .as_deref()
+                                .is_none_or(|ns| crate::object::namespace_of(&e.object) == Some(ns))
+                    })
+                    .collect();
+                (wanted_backlog, last, receiver)
+            }
+            Err(e) => return error_response(e.reason(), e.to_string()),
+        }
     } else {
         match store.list_and_subscribe(plural.as_deref(), namespace.as_deref()) {
             Ok((list, receiver)) => {

@@ -3,6 +3,7 @@
 //!
 //! The API is synchronous (redb is); async callers wrap calls in `spawn_blocking`.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -113,8 +114,9 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     events: broadcast::Sender<WatchEvent>,
-    /// Serialises writers so events leave in commit order.
-    write_order: Mutex<()>,
+    /// Serialises writers so events leave in commit order; holds the recent events (oldest first) that
+    /// a watch from a past resourceVersion replays.
+    write_order: Mutex<VecDeque<WatchEvent>>,
 }
 
 impl Store {
@@ -128,7 +130,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             events,
-            write_order: Mutex::new(()),
+            write_order: Mutex::new(VecDeque::new()),
         };
         store.create_tables()?;
         store.bootstrap()?;
@@ -195,7 +197,7 @@ impl Store {
             &mut Vec<WatchEvent>,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _order = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut rv = {
             let meta = txn.open_table(META).map_err(|e| self.err(e))?;
@@ -215,6 +217,10 @@ impl Store {
         // Immediate durability (redb's default): once commit returns, a kill -9 loses nothing.
         txn.commit().map_err(|e| self.err(e))?;
         for event in events {
+            if history.len() == WATCH_BUFFER {
+                history.pop_front();
+            }
+            history.push_back(event.clone());
             // No subscriber is fine: nobody is watching.
             let _ = self.events.send(event);
         }
@@ -379,6 +385,36 @@ impl Store {
         let receiver = self.subscribe();
         let list = self.list(plural, namespace, &LabelSelector::default())?;
         Ok((list, receiver))
+    }
+
+    /// "Watch from resourceVersion": the events committed after `resource_version` (oldest first) and a
+    /// receiver of every later one, with no gap between them. `Expired` when those events are no longer
+    /// kept (more than 4096 changes ago): list again and watch from the list's resourceVersion.
+    pub fn subscribe_from(
+        &self,
+        resource_version: u64,
+    ) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
+        // Holding the writers' lock: no commit can fall between the backlog and the receiver.
+        let history = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = self.events.subscribe();
+        let current = self.list_resource_version()?;
+        let oldest_kept = history.front().map_or(current + 1, |e| e.resource_version);
+        if resource_version < current && resource_version + 1 < oldest_kept {
+            return Err(StoreError::Expired { resource_version });
+        }
+        let backlog = history
+            .iter()
+            .filter(|e| e.resource_version > resource_version)
+            .cloned()
+            .collect();
+        Ok((backlog, receiver))
+    }
+
+    fn list_resource_version(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let current = meta.get(RESOURCE_VERSION).map_err(|e| self.err(e))?;
+        Ok(current.map(|g| g.value()).unwrap_or(0))
     }
 
     /// The file the store lives in.

@@ -39,7 +39,8 @@ pub struct StatusRequest {
 }
 
 /// `/v1/watch`. Without `resource_version` the stream starts with the current objects as `ADDED` events
-/// (list then watch, without a gap); with it, only later events are sent.
+/// (list then watch, without a gap); with it, every event after that version (replayed from the store's
+/// recent history, then live), or `Expired` (410) when it is too old: list again.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchRequest {

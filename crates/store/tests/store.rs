@@ -322,6 +322,43 @@ fn watch_sees_committed_changes_in_order_and_failed_batches_send_nothing() {
 }
 
 #[test]
+fn watching_from_a_resource_version_replays_what_came_after_it() {
+    let (_dir, store) = open();
+    let list = store
+        .list(Some("services"), None, &LabelSelector::default())
+        .unwrap();
+    // Changes between the list and the watch are not lost.
+    store
+        .apply(&[item(service("a", 80), "a:1")], &in_ns("default"))
+        .unwrap();
+    store
+        .apply(&[item(service("b", 80), "a:1")], &in_ns("default"))
+        .unwrap();
+    let (backlog, mut live) = store.subscribe_from(list.resource_version).unwrap();
+    let names: Vec<_> = backlog
+        .iter()
+        .map(|e| e.object["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("a"), json!("b")]);
+    store
+        .apply(&[item(service("c", 80), "a:1")], &in_ns("default"))
+        .unwrap();
+    assert_eq!(live.try_recv().unwrap().object["metadata"]["name"], "c");
+    assert!(live.try_recv().is_err());
+    // After a restart the history is gone: an old version is Expired, the current one is fine.
+    let path = store.path().to_path_buf();
+    let current = store
+        .list(None, None, &LabelSelector::default())
+        .unwrap()
+        .resource_version;
+    drop(store);
+    let reopened = Store::open(&path).unwrap();
+    let err = reopened.subscribe_from(list.resource_version).unwrap_err();
+    assert_eq!(err.reason(), Reason::Expired);
+    assert!(reopened.subscribe_from(current).unwrap().0.is_empty());
+}
+
+#[test]
 fn objects_survive_reopening_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
@@ -389,6 +426,17 @@ async fn the_cli_api_round_trips_over_a_unix_socket() {
     );
     let list = client.list(Some("namespaces"), None, None).await.unwrap();
     assert_eq!(list.items.len(), 3);
+
+    // A watch from a resourceVersion replays what came after it, over the socket too.
+    let mut replay = client
+        .watch(&WatchRequest {
+            resource_version: Some(list.resource_version - 1),
+            ..WatchRequest::default()
+        })
+        .await
+        .unwrap();
+    let replayed = replay.next().await.unwrap().unwrap();
+    assert_eq!(replayed.resource_version, list.resource_version);
 
     // A watch of every kind names each object's plural from the start.
     let mut everything = client.watch(&WatchRequest::default()).await.unwrap();
