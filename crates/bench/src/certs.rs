@@ -1,13 +1,15 @@
-//! Benchmark certificates: one P-256 root and two workload certificates (client and server sidecar)
-//! with SPIFFE URI SANs and a DNS SAN the peers verify (`server.bench.svc`), written as PEM files the
-//! peer proxies read. Minted with rcgen exactly as our CA profile does (ECDSA P-256, SPIFFE URI SAN).
+//! Benchmark certificates from OUR CA: `ironmesh-identity`'s `CertificateAuthority` creates the root in
+//! `<dir>/ca` (the same root the in-process control plane signs proxy certificates with), and the two
+//! peer workload certificates (client and server sidecar) are signed by that root's key with a SPIFFE
+//! URI SAN plus a DNS SAN the peers verify (`server.bench.svc`): nginx, haproxy and stunnel check DNS
+//! names, which `sign_workload` (SPIFFE only, by design) does not put in.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ironmesh_identity::{CaOptions, CertificateAuthority};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::error::{BenchError, Result};
@@ -39,26 +41,19 @@ fn mint_error(error: rcgen::Error) -> BenchError {
     BenchError::Certificates(error.to_string())
 }
 
-/// Mints the root and both workload certificates into `dir`.
+/// Creates (or loads) our CA under `dir/ca` and mints both workload certificates into `dir`.
 pub fn mint(dir: &Path) -> Result<BenchCerts> {
-    let ca_key = KeyPair::generate().map_err(mint_error)?;
-    let mut ca_params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::OrganizationName, TRUST_DOMAIN);
-    name.push(DnType::CommonName, "ironmesh bench root");
-    ca_params.distinguished_name = name;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    ca_params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(mint_error)?;
+    let ca_dir = dir.join("ca");
+    let ca = CertificateAuthority::load_or_create(&ca_dir, CaOptions::new(TRUST_DOMAIN))
+        .map_err(|error| BenchError::Certificates(error.to_string()))?;
     let ca_path = dir.join("ca.pem");
-    write(&ca_path, &ca_cert.pem())?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    write(&ca_path, &ca.trust_bundle_pem())?;
+    let read = |name: &str| {
+        let path = ca_dir.join(name);
+        fs::read_to_string(&path).map_err(|error| BenchError::io(&path, error))
+    };
+    let root_key = KeyPair::from_pem(&read("root-key.pem")?).map_err(mint_error)?;
+    let issuer = Issuer::from_ca_cert_pem(&read("root-cert.pem")?, root_key).map_err(mint_error)?;
     let client = workload(dir, &issuer, "client", "bench-client", None)?;
     let server = workload(dir, &issuer, "server", "bench-server", Some(SERVER_NAME))?;
     Ok(BenchCerts {

@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
@@ -125,6 +125,7 @@ pub async fn run(
     server_name: &str,
     concurrency: u32,
     duration: Duration,
+    mark: Option<u32>,
 ) -> Result<HandshakeSummary> {
     let connector = TlsConnector::from(Arc::new(config));
     let name = ServerName::try_from(server_name.to_string())
@@ -139,7 +140,7 @@ pub async fn run(
             while Instant::now() < end {
                 match tokio::time::timeout(
                     Duration::from_secs(5),
-                    one_handshake(&connector, target, name.clone()),
+                    one_handshake(&connector, target, name.clone(), mark),
                 )
                 .await
                 {
@@ -167,8 +168,17 @@ async fn one_handshake(
     connector: &TlsConnector,
     target: SocketAddr,
     name: ServerName<'static>,
+    mark: Option<u32>,
 ) -> std::io::Result<()> {
-    let stream = TcpStream::connect(target).await?;
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(mark) = mark {
+        set_mark(&socket, mark)?;
+    }
+    let stream = socket.connect(target).await?;
     stream.set_nodelay(true)?;
     let mut tls = connector.connect(name, stream).await?;
     tls.write_all(b"GET /bytes/16 HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n")
@@ -186,5 +196,25 @@ async fn one_handshake(
         Ok(())
     } else {
         Err(std::io::Error::other("no 200 response after the handshake"))
+    }
+}
+
+/// Puts SO_MARK on the socket so interception rules that exempt the proxy's mark let it through.
+fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live u32 and its exact size.
+    let status = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -68,6 +68,9 @@ enum Commands {
         alpn: Vec<String>,
         #[arg(long, default_value_t = 5000)]
         duration_ms: u64,
+        /// SO_MARK for the client sockets (1337 bypasses ironmesh's outbound capture).
+        #[arg(long)]
+        mark: Option<u32>,
         #[arg(long)]
         json_out: Option<PathBuf>,
     },
@@ -88,6 +91,21 @@ fn write_json(path: Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::R
     Ok(())
 }
 
+/// The push benchmark holds 1,000 streams (two sockets each) in this process.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max.min(65536).max(limit.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,6 +121,7 @@ fn main() -> anyhow::Result<()> {
                 libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
                 libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
             }
+            raise_open_files_limit();
             let self_exe = std::env::current_exe().context("locating the ironmesh-bench binary")?;
             let report =
                 ironmesh_bench::run(quick, self_exe, &mut |step| eprintln!("bench: {step}"))?;
@@ -152,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             alpn,
             duration_ms,
+            mark,
             json_out,
         } => {
             let config = ironmesh_bench::handshake::client_config(&cert, &key, &alpn)?;
@@ -161,6 +181,7 @@ fn main() -> anyhow::Result<()> {
                 &server_name,
                 concurrency,
                 Duration::from_millis(duration_ms),
+                mark,
             ))?;
             write_json(json_out, &summary)?;
         }

@@ -39,6 +39,14 @@ pub struct ProxyUsage {
     pub rss_load_kib: u64,
 }
 
+/// How the handshake client reaches a server sidecar.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeClient {
+    /// SO_MARK, to bypass an outbound capture in the client namespace.
+    pub mark: Option<u32>,
+    pub alpn: Vec<String>,
+}
+
 /// The shape of one open-loop run.
 #[derive(Debug, Clone, Copy)]
 pub struct FixedRate {
@@ -182,9 +190,9 @@ impl Bench {
         &self,
         label: &str,
         target: SocketAddr,
-        cert: &Path,
-        key: &Path,
+        (cert, key): (&Path, &Path),
         duration: Duration,
+        client: &HandshakeClient,
         server_proxy: &Running,
     ) -> Result<(HandshakeSummary, f64)> {
         let json = self.work_dir.join(format!("handshakes-{label}.json"));
@@ -202,6 +210,13 @@ impl Bench {
             "--json-out".into(),
             json.display().to_string(),
         ];
+        let mut argv = argv;
+        if let Some(mark) = client.mark {
+            argv.extend(["--mark".to_string(), mark.to_string()]);
+        }
+        for alpn in &client.alpn {
+            argv.extend(["--alpn".to_string(), alpn.clone()]);
+        }
         let before = server_proxy.usage().cpu_seconds;
         let name = format!("handshakes-{label}");
         let mut client = self.launch(&name, argv).spawn()?;

@@ -114,3 +114,35 @@ fn quiet(argv: &[&str]) -> std::io::Result<std::process::ExitStatus> {
         .stderr(std::process::Stdio::null())
         .status()
 }
+
+#[cfg(test)]
+mod root_only_tests {
+    use super::*;
+
+    /// ROOT ONLY: creates real namespaces; fails loudly without root, and the guard removes them.
+    #[test]
+    fn root_only_topology_links_both_namespaces_and_is_removed_on_drop() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "root_only tests need root (ip netns)"
+        );
+        let (client, server) = {
+            let topology = Topology::create().expect("creating the bench namespaces");
+            assert!(namespace_exists(&topology.client) && namespace_exists(&topology.server));
+            let addresses = run(&["ip", "-n", &topology.client, "-4", "addr"]).unwrap();
+            assert!(addresses.contains(CLIENT_IP), "{addresses}");
+            let route = run(&["ip", "-n", &topology.client, "route", "get", SERVER_IP]).unwrap();
+            assert!(
+                route.contains("dev imb"),
+                "the server must be reached over the veth: {route}"
+            );
+            (topology.client.clone(), topology.server.clone())
+        };
+        assert!(
+            !namespace_exists(&client) && !namespace_exists(&server),
+            "drop must remove both namespaces"
+        );
+    }
+}

@@ -55,7 +55,10 @@ impl Machine {
                 let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
                 let line = lines
                     .clone()
-                    .find(|line| line.to_lowercase().starts_with(&tool[..4]))
+                    .find(|line| {
+                        line.to_lowercase()
+                            .starts_with(tool.get(..4).unwrap_or(tool))
+                    })
                     .or_else(|| lines.next())?
                     .to_string();
                 Some((tool.to_string(), line))

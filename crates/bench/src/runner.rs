@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::certs::{self, BenchCerts};
+use crate::controlplane::ControlPlane;
 use crate::error::Result;
 use crate::handshake::HandshakeSummary;
 use crate::ironmesh::{self, IronmeshMode};
-use crate::measure::{self, Bench, FixedRate, GENERATOR_CPUS, LatencyRun};
+use crate::measure::{self, Bench, FixedRate, GENERATOR_CPUS, HandshakeClient, LatencyRun};
 use crate::netns::{SERVER_IP, Topology};
 use crate::peers::{self, Peer};
 use crate::process::{Launch, Running};
@@ -84,6 +85,7 @@ pub(crate) struct Pair {
     pub server: Option<Running>,
     pub http_target: SocketAddr,
     pub handshake_target: Option<SocketAddr>,
+    pub handshake_client: HandshakeClient,
     pub bulk_target: Option<SocketAddr>,
     /// Kept alive for the pair's lifetime (the ironmesh control plane, for instance).
     pub _keep: Vec<Box<dyn std::any::Any>>,
@@ -95,6 +97,7 @@ pub struct Runner {
     pub topology: Topology,
     pub bench: Bench,
     pub certs: BenchCerts,
+    pub control: ControlPlane,
     _upstream: Running,
     _iperf: Option<Running>,
     _work: tempfile::TempDir,
@@ -109,6 +112,8 @@ impl Runner {
             .map_err(|e| crate::error::BenchError::io("/tmp", e))?;
         let topology = Topology::create()?;
         let certs = certs::mint(work.path())?;
+        // Loads the root certs::mint just created: peers and ironmesh share one CA.
+        let control = ControlPlane::start(work.path())?;
         let upstream_argv = vec![
             self_exe.display().to_string(),
             "upstream".into(),
@@ -157,6 +162,7 @@ impl Runner {
             topology,
             bench,
             certs,
+            control,
             _upstream: upstream,
             _iperf: iperf,
             _work: work,
@@ -174,6 +180,7 @@ impl Runner {
             server: None,
             http_target: server(peers::UPSTREAM_PORT),
             handshake_target: None,
+            handshake_client: HandshakeClient::default(),
             bulk_target: Some(server(peers::IPERF_PORT)),
             _keep: Vec::new(),
         };
@@ -222,6 +229,7 @@ impl Runner {
             server: Some(server),
             http_target: local(peers::CLIENT_SIDECAR_PORT),
             handshake_target: Some(server_addr),
+            handshake_client: HandshakeClient::default(),
             bulk_target: peer
                 .has_tcp_tunnel()
                 .then(|| local(peers::CLIENT_SIDECAR_TCP_PORT)),
@@ -288,9 +296,9 @@ impl Runner {
             match self.bench.handshakes(
                 name,
                 target,
-                &self.certs.client.cert,
-                &self.certs.client.key,
+                (&self.certs.client.cert, &self.certs.client.key),
                 d.handshakes,
+                &pair.handshake_client,
                 server,
             ) {
                 Ok((run, server_cpu)) => {
