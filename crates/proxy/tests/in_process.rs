@@ -458,3 +458,99 @@ async fn http2_prior_knowledge_goes_through_the_mtls_pair() {
         );
     }
 }
+
+async fn admin_get(address: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test]
+async fn admin_metrics_and_readiness_endpoints() {
+    use ironmesh_proxy::admin::{Surface, serve};
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    let (status, _) =
+        expect_response(http_get(&mesh.network, ip(SLEEP_IP), vip(HTTPBIN_VIP), "/").await);
+    assert_eq!(status, 200);
+    let state = mesh.proxies[&ip(SLEEP_IP)].admin.clone();
+    let mut addresses = Vec::new();
+    for surface in [Surface::Admin, Surface::Metrics, Surface::Readiness] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addresses.push(listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, state.clone(), surface));
+    }
+    let (admin, metrics, readiness) = (addresses[0], addresses[1], addresses[2]);
+    assert_eq!(admin_get(readiness, "/healthz/ready").await.0, 200);
+    let (status, dump) = admin_get(admin, "/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["version"], "v1");
+    assert_eq!(
+        dump["services"][0]["ports"][0]["tls"]["mode"],
+        "ISTIO_MUTUAL"
+    );
+    let (status, certs) = admin_get(admin, "/certs").await;
+    assert_eq!(status, 200);
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/foo/sa/sleep"),
+        "{certs}"
+    );
+    let (status, text) = admin_get(metrics, "/stats/prometheus").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("istio_requests_total{reporter=\"source\""),
+        "{text}"
+    );
+    // The admin port is not served on the metrics listener.
+    assert_eq!(admin_get(metrics, "/config_dump").await.0, 404);
+}
+
+#[tokio::test]
+async fn drain_stops_accepting_and_lets_open_connections_finish() {
+    let mut mesh = mesh(mutual(), ServerMode::Strict).await;
+    let stream = mesh
+        .network
+        .dial(ip(SLEEP_IP), vip(HTTPBIN_VIP))
+        .await
+        .unwrap();
+    let (mut open, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "httpbin")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let response = open.send_request(get()).await.unwrap();
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    let proxy = mesh.proxies.remove(&ip(SLEEP_IP)).unwrap();
+    let outbound = proxy.data_plane.outbound_addr();
+    assert!(proxy.data_plane.active_connections() >= 1);
+    let drain = tokio::spawn(proxy.data_plane.drain(Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // New connections are refused while the open one still serves requests.
+    assert!(
+        tokio::net::TcpStream::connect(outbound).await.is_err(),
+        "still accepting after drain began"
+    );
+    open.ready().await.unwrap();
+    assert_eq!(open.send_request(get()).await.unwrap().status(), 200);
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("drain ends once connections close")
+        .unwrap();
+}
