@@ -1,10 +1,12 @@
 //! Rule matching (API-AP Rule/Source): a rule matches when one `from`, one `to` and all `when` match;
 //! fields inside one source or operation are AND-ed; an empty list means "any". Nothing here allocates.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::matcher::{StringMatch, any_block, any_string};
 use crate::model::{Attribute, Condition, Operation, Rule, Source, Values};
+use crate::path::normalize_path;
 use crate::request::{Http, Request};
 
 /// How HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers`) evaluate on a TCP connection:
@@ -12,10 +14,32 @@ use crate::request::{Http, Request};
 /// istio-semantics §9 "HTTP-only fields on TCP"; Istio docs tasks/security/authorization/authz-tcp.
 pub(crate) type HttpFieldsOnTcp = bool;
 
+/// A request plus what is derived from it once per evaluation (the normalized path), shared by all rules.
+pub(crate) struct Attributes<'a> {
+    request: &'a Request,
+    /// Normalized path without query; empty for TCP.
+    path: Cow<'a, str>,
+}
+
+impl<'a> Attributes<'a> {
+    pub(crate) fn new(request: &'a Request) -> Self {
+        let path = request
+            .http
+            .as_ref()
+            .map_or(Cow::Borrowed(""), |http| normalize_path(http.url_path()));
+        Self { request, path }
+    }
+}
+
 impl Rule {
-    pub(crate) fn matches(&self, request: &Request, http_on_tcp: HttpFieldsOnTcp) -> bool {
+    pub(crate) fn matches(
+        &self,
+        attributes: &Attributes<'_>,
+        http_on_tcp: HttpFieldsOnTcp,
+    ) -> bool {
+        let request = attributes.request;
         (self.from.is_empty() || self.from.iter().any(|source| source.matches(request)))
-            && (self.to.is_empty() || self.to.iter().any(|op| op.matches(request, http_on_tcp)))
+            && (self.to.is_empty() || self.to.iter().any(|op| op.matches(attributes, http_on_tcp)))
             && self
                 .when
                 .iter()
@@ -54,7 +78,8 @@ impl Source {
 }
 
 impl Operation {
-    fn matches(&self, request: &Request, http_on_tcp: HttpFieldsOnTcp) -> bool {
+    fn matches(&self, attributes: &Attributes<'_>, http_on_tcp: HttpFieldsOnTcp) -> bool {
+        let request = attributes.request;
         let port = request.destination_port;
         let ports_match = (self.ports.is_empty() || self.ports.contains(&port))
             && (self.not_ports.is_empty() || !self.not_ports.contains(&port));
@@ -62,7 +87,7 @@ impl Operation {
             return false;
         }
         match &request.http {
-            Some(http) => self.http_fields_match(http),
+            Some(http) => self.http_fields_match(http, &attributes.path),
             None => !self.uses_http_fields() || http_on_tcp,
         }
     }
@@ -76,13 +101,12 @@ impl Operation {
             && self.not_paths.is_empty())
     }
 
-    fn http_fields_match(&self, http: &Http) -> bool {
+    fn http_fields_match(&self, http: &Http, path: &str) -> bool {
         let host_matches = |patterns: &[StringMatch]| {
             patterns.iter().any(|p| {
                 p.matches_ignore_case(&http.host) || p.matches_ignore_case(http.host_without_port())
             })
         };
-        let path = http.url_path();
         (self.hosts.is_empty() || host_matches(&self.hosts))
             && (self.not_hosts.is_empty() || !host_matches(&self.not_hosts))
             && positive(&self.methods, Some(&http.method))

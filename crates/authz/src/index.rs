@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::decision::{Decision, PolicyName, PolicyRef};
 use crate::error::AuthzError;
+use crate::eval::Attributes;
 use crate::model::{Action, AuthorizationPolicy};
 use crate::request::Request;
 
@@ -32,12 +33,12 @@ struct IndexedPolicy {
 
 impl IndexedPolicy {
     /// The first rule that matches, if any.
-    fn first_match(&self, request: &Request) -> Option<usize> {
+    fn first_match(&self, attributes: &Attributes<'_>) -> Option<usize> {
         let http_on_tcp = self.policy.action != Action::Allow;
         self.policy
             .rules
             .iter()
-            .position(|rule| rule.matches(request, http_on_tcp))
+            .position(|rule| rule.matches(attributes, http_on_tcp))
     }
 
     fn reference(&self, rule: usize) -> PolicyRef {
@@ -170,8 +171,10 @@ pub struct AppliedPolicies {
 impl AppliedPolicies {
     /// Istio's order (API-AP header): any DENY match denies; else with no ALLOW policy the request is
     /// allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches are only reported.
-    /// Allocates nothing unless an AUDIT rule matches.
+    /// Allocates nothing unless an AUDIT rule matches or the path needs normalizing.
     pub fn evaluate(&self, request: &Request) -> Decision {
+        let attributes = Attributes::new(request);
+        let request = &attributes;
         let mut audited = Vec::new();
         for policy in &self.audit {
             if let Some(rule) = policy.first_match(request) {

@@ -20,6 +20,8 @@
 //! - HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers[...]`) on a TCP connection
 //!   (`Request::http == None`): an ALLOW rule using them does not match; in DENY and AUDIT rules they
 //!   count as matching, so the whole TCP port is denied (Istio docs, authz-tcp task).
+//! - `paths` match the path without query, normalized as Istio's default `BASE` normalization
+//!   ([`normalize_path`]: unreserved `%XX` decoded, `.`/`..` removed); `hosts` ignore case and `:port`.
 //! - `CUSTOM`, `targetRef(s)`, path templates and unknown fields or `when` keys are refused.
 //!
 //! ```
@@ -60,10 +62,12 @@ mod index;
 mod matcher;
 mod model;
 mod parse;
+mod path;
 mod request;
 
 pub use decision::{Decision, PolicyName, PolicyRef};
 pub use error::{AuthzError, SpecError};
 pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyObject};
 pub use model::{Action, AuthorizationPolicy};
+pub use path::normalize_path;
 pub use request::{Http, Peer, Request};

@@ -194,6 +194,24 @@ fn rows() -> Vec<Row> {
             expect: "allowed by ALLOW policy foo/allow-mixed rule 1",
         },
         Row {
+            name: "Istio pathNormalization BASE: a DENY on /headers also catches /./headers",
+            policies: vec![deny_path("deny-headers", "/headers")],
+            request: with_path(mtls_from("bar"), "/./headers"),
+            expect: "denied by DENY policy foo/deny-headers rule 0",
+        },
+        Row {
+            name: "Istio pathNormalization BASE: a DENY on /headers also catches /ip/../headers",
+            policies: vec![deny_path("deny-headers", "/headers")],
+            request: with_path(mtls_from("bar"), "/ip/../headers?x=1"),
+            expect: "denied by DENY policy foo/deny-headers rule 0",
+        },
+        Row {
+            name: "Istio pathNormalization BASE: a DENY on /headers also catches /%68eaders",
+            policies: vec![deny_path("deny-headers", "/headers")],
+            request: with_path(mtls_from("bar"), "/%68eaders"),
+            expect: "denied by DENY policy foo/deny-headers rule 0",
+        },
+        Row {
             name: "§9 Require mTLS: DENY notPrincipals [*] denies plaintext",
             policies: vec![p(
                 "require-mtls",
