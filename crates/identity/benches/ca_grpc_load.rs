@@ -25,6 +25,7 @@ fn main() {
     let rate = env_u64("LOAD_RATE", 1000).clamp(1, 5000);
     let seconds = env_u64("LOAD_SECONDS", if is_bench { 10 } else { 1 }).clamp(1, 60);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
@@ -38,14 +39,27 @@ async fn run(rate: u64, seconds: u64) {
         CertificateAuthority::load_or_create(dir.path(), CaOptions::new("cluster.local")).unwrap(),
     );
     let credentials = Arc::new(CredentialAuthority::load_or_create(dir.path()).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    // The CA runs on its own runtime and OS thread, as the control plane is a separate process from the
+    // proxies calling it; the load generator keeps the bench's runtime.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
     let service = CaService::new(ca, credentials.clone()).into_server();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    std::thread::spawn(move || {
+        let server_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        server_runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+    });
     let token_file = dir.path().join("token");
     let claims = PodClaims {
         namespace: "foo".into(),
