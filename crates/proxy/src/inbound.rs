@@ -111,7 +111,7 @@ async fn peek_client_hello_alpn(stream: &TcpStream, timeout: Duration) -> Option
     }
 }
 
-fn labels(context: &Context, peer: Option<&SpiffeId>, port: u16) -> ConnectionLabels {
+fn labels(context: &Context, peer: Option<&SpiffeId>, original: SocketAddr) -> ConnectionLabels {
     let (source_workload_namespace, security) = match peer {
         Some(id) => (id.namespace().to_string(), SecurityPolicy::mutual_tls),
         None => ("unknown".to_string(), SecurityPolicy::none),
@@ -124,10 +124,18 @@ fn labels(context: &Context, peer: Option<&SpiffeId>, port: u16) -> ConnectionLa
         destination_workload: context.workload.name.clone(),
         destination_workload_namespace: context.workload.namespace.clone(),
         destination_principal: principal(Some(context.certs.identity())),
-        destination_service: format!(
-            "{}.{}:{port}",
-            context.workload.name, context.workload.namespace
-        ),
+        destination_service: context
+            .index
+            .load()
+            .service_at(original)
+            .unwrap_or_else(|| {
+                format!(
+                    "{}.{}:{}",
+                    context.workload.name,
+                    context.workload.namespace,
+                    original.port()
+                )
+            }),
         connection_security_policy: security,
     }
 }
@@ -154,7 +162,7 @@ async fn handle(
             tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
             reset(stream);
         }
-        InboundAction::ForwardRaw => forward_raw(&context, stream, app, port).await,
+        InboundAction::ForwardRaw => forward_raw(&context, stream, app, original).await,
         InboundAction::ReadClientHello => {
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
@@ -165,18 +173,18 @@ async fn handle(
                 }
             };
             match action {
-                TlsAction::PassThrough => forward_raw(&context, stream, app, port).await,
+                TlsAction::PassThrough => forward_raw(&context, stream, app, original).await,
                 TlsAction::TerminateMtls => {
-                    terminate(context, pools, stream, app, port, http).await
+                    terminate(context, pools, stream, app, original, http).await
                 }
             }
         }
     }
 }
 
-async fn forward_raw(context: &Context, stream: TcpStream, app: SocketAddr, port: u16) {
+async fn forward_raw(context: &Context, stream: TcpStream, app: SocketAddr, original: SocketAddr) {
     match upstream::connect(context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
-        Ok(upstream) => relay(context, labels(context, None, port), stream, upstream).await,
+        Ok(upstream) => relay(context, labels(context, None, original), stream, upstream).await,
         Err(error) => {
             tracing::info!(target: "access", %error, "application not reachable");
             reset(stream);
@@ -189,9 +197,10 @@ async fn terminate(
     pools: Arc<Pools>,
     stream: TcpStream,
     app: SocketAddr,
-    port: u16,
+    original: SocketAddr,
     http: bool,
 ) {
+    let port = original.port();
     let tls = match TlsAcceptor::from(context.certs.server_config())
         .accept(stream)
         .await
@@ -220,7 +229,7 @@ async fn terminate(
             Ok(upstream) => {
                 relay(
                     &context,
-                    labels(&context, peer.as_ref(), port),
+                    labels(&context, peer.as_ref(), original),
                     tls,
                     upstream,
                 )
@@ -247,7 +256,7 @@ async fn terminate(
                     &context,
                     &pools,
                     request,
-                    app,
+                    (app, original),
                     &xfcc,
                     peer.as_ref().as_ref(),
                 )
@@ -267,7 +276,7 @@ async fn forward(
     context: &Context,
     pools: &Pools,
     mut request: http::Request<Incoming>,
-    app: SocketAddr,
+    (app, original): (SocketAddr, SocketAddr),
     xfcc: &HeaderValue,
     peer: Option<&SpiffeId>,
 ) -> http::Response<ProxyBody> {
@@ -281,7 +290,7 @@ async fn forward(
         .insert("x-forwarded-client-cert", xfcc.clone());
     let response = pools.send(request, app, &UpstreamTls::Plaintext).await;
     let labels = RequestLabels {
-        connection: labels(context, peer, app.port()),
+        connection: labels(context, peer, original),
         request_protocol: protocol.to_string(),
         response_code: response.status().as_u16(),
     };

@@ -116,6 +116,13 @@ impl ConfigIndex {
         }
     }
 
+    /// The service an inbound connection addressed (by pod IP and target port), for metrics.
+    pub fn service_at(&self, destination: SocketAddr) -> Option<String> {
+        let config = self.config.as_ref()?;
+        let target = self.targets.get(&destination)?;
+        Some(config.services[target.service].hostname.clone())
+    }
+
     /// The route for an intercepted outbound connection, or `None` to pass it through untouched.
     pub fn route(&self, original: SocketAddr) -> Option<Route> {
         let config = self.config.as_ref()?;

@@ -173,6 +173,10 @@ async fn sidecar_to_strict_sidecar_over_istio_mutual_is_200_with_xfcc() {
             line.contains("connection_security_policy=\"mutual_tls\""),
             "{line}"
         );
+        assert!(
+            line.contains("destination_service=\"httpbin.foo.svc.cluster.local\""),
+            "{line}"
+        );
         assert!(line.contains("response_code=\"200\""), "{line}");
         assert!(line.ends_with(" 1"), "{line}");
     }
