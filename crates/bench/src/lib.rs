@@ -11,6 +11,7 @@
 //! [`certs`] certificates; [`peers`] peer configs; [`measure`] one step each; [`runner`] the sequence;
 //! [`report`] and [`plot`] the output.
 
+mod bars;
 pub mod certs;
 pub mod controlplane;
 pub mod error;
