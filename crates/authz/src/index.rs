@@ -158,6 +158,17 @@ impl AuthzIndex {
     }
 }
 
+/// One line of [`AppliedPolicies::explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyMatch {
+    pub policy: PolicyName,
+    pub action: Action,
+    /// How many rules the policy has (0 for `spec: {}`).
+    pub rule_count: usize,
+    /// The first rule that matches the request, if any.
+    pub matching_rule: Option<usize>,
+}
+
 /// The policies that apply to one workload, ready to evaluate requests. Callers compute it once per
 /// workload (and again when policies change) and share it; [`AppliedPolicies::default`] allows everything.
 #[derive(Debug, Clone, Default)]
@@ -201,6 +212,24 @@ impl AppliedPolicies {
             }
         }
         decide(false, None)
+    }
+
+    /// Every applied policy, in evaluation order (DENY, ALLOW, AUDIT), with the first of its rules that
+    /// matches `request` (`None`: no rule matches). For `ironmesh authz check` to show the whole picture
+    /// behind a [`Decision`]; allocates, so not for the data path.
+    pub fn explain(&self, request: &Request) -> Vec<PolicyMatch> {
+        let attributes = Attributes::new(request);
+        self.deny
+            .iter()
+            .chain(&self.allow)
+            .chain(&self.audit)
+            .map(|indexed| PolicyMatch {
+                policy: indexed.name.clone(),
+                action: indexed.policy.action,
+                rule_count: indexed.policy.rules.len(),
+                matching_rule: indexed.first_match(&attributes),
+            })
+            .collect()
     }
 
     /// The applied policies with their actions, in evaluation order (DENY, ALLOW, AUDIT).

@@ -67,7 +67,19 @@ mod request;
 
 pub use decision::{Decision, PolicyName, PolicyRef};
 pub use error::{AuthzError, SpecError};
-pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyObject};
+pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyMatch, PolicyObject};
 pub use model::{Action, AuthorizationPolicy};
 pub use path::normalize_path;
 pub use request::{Http, Peer, Request};
+
+#[cfg(test)]
+mod tests {
+    /// The proxy shares indexes and applied policies across tasks and threads.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::AuthzIndex>();
+        assert_send_sync::<crate::AppliedPolicies>();
+        assert_send_sync::<crate::Decision>();
+    }
+}

@@ -300,3 +300,37 @@ fn decision_fields_name_policy_and_rule() {
     assert!(decision.audited.is_empty());
     assert!(decision.allow_policies.is_empty());
 }
+
+#[test]
+fn explain_lists_every_applied_policy_with_its_matching_rule() {
+    let policies = vec![
+        deny_path("deny-admin", "/admin"),
+        p("allow-nothing", json!({})),
+        p(
+            "allow-foo",
+            json!({"rules": [{"from": [{"source": {"namespaces": ["bar"]}}]}, {"from": [{"source": {"namespaces": ["foo"]}}]}]}),
+        ),
+        p("audit-all", json!({"action": "AUDIT", "rules": [{}]})),
+    ];
+    let index = ironmesh_authz::AuthzIndex::new(policies, "istio-system").expect("valid");
+    let applied = index.policies_for("foo", &Default::default());
+    let lines: Vec<String> = applied
+        .explain(&mtls_from("foo"))
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {}/{:?}",
+                m.action, m.policy, m.rule_count, m.matching_rule
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "DENY foo/deny-admin 1/None",
+            "ALLOW foo/allow-foo 2/Some(1)",
+            "ALLOW foo/allow-nothing 0/None",
+            "AUDIT foo/audit-all 1/Some(0)",
+        ]
+    );
+}
