@@ -177,6 +177,28 @@ impl CertificateAuthority {
         Self::load_or_create(ca_dir, options)
     }
 
+    /// Reads the trust bundle a CA keeps in `ca_dir` without loading any key (for `ironmesh ca root`
+    /// and other readers that must not touch key material).
+    pub fn read_trust_bundle(ca_dir: &Path) -> Result<String, CaError> {
+        // Same precedence as `load_or_create`: a plug-in CA wins over an older self-signed root.
+        if !ca_dir.join(PLUGIN_CERT).exists() {
+            return match read(ca_dir, TRUST_BUNDLE) {
+                Err(_) => read(ca_dir, ROOT_CERT),
+                bundle => bundle,
+            };
+        }
+        // A plug-in CA's bundle is the last certificate of its chain (or the CA certificate itself).
+        let chain = if ca_dir.join(PLUGIN_CHAIN).exists() {
+            read(ca_dir, PLUGIN_CHAIN)?
+        } else {
+            read(ca_dir, PLUGIN_CERT)?
+        };
+        split_certs(&chain)
+            .map_err(|e| bad(ca_dir, PLUGIN_CHAIN, e))?
+            .pop()
+            .ok_or_else(|| bad(ca_dir, PLUGIN_CHAIN, "no certificate in the file"))
+    }
+
     pub fn options(&self) -> &CaOptions {
         &self.options
     }

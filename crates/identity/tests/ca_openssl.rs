@@ -172,6 +172,10 @@ fn reopening_the_ca_dir_keeps_the_root_and_keys_are_0600() {
     drop(first);
     let again = CertificateAuthority::load_or_create(dir.path(), CaOptions::new(TD)).unwrap();
     assert_eq!(again.root_fingerprint(), fingerprint);
+    assert_eq!(
+        CertificateAuthority::read_trust_bundle(dir.path()).unwrap(),
+        again.trust_bundle_pem()
+    );
     let openssl_fp = openssl(
         &[
             "x509",
@@ -430,6 +434,10 @@ fn plug_in_ca_issues_leaves_that_chain_through_it() {
     // Reopening the directory keeps using the plug-in CA.
     let again = CertificateAuthority::load_or_create(&work.join("ca"), CaOptions::new(TD)).unwrap();
     assert_eq!(again.trust_bundle_pem(), read("user-root.pem"));
+    assert_eq!(
+        CertificateAuthority::read_trust_bundle(&work.join("ca")).unwrap(),
+        read("user-root.pem")
+    );
     let mode = std::fs::metadata(work.join("ca/ca-key.pem"))
         .unwrap()
         .permissions()
