@@ -119,6 +119,12 @@ pub(crate) enum Command {
     },
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
+    /// Run the whole mutual TLS walkthrough on a local cluster of its own, with a results table.
+    Demo {
+        /// Leave the cluster up afterwards, to explore it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run the control plane in the foreground (what `up` starts).
     #[command(hide = true)]
     ControlPlane,

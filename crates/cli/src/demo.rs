@@ -107,14 +107,21 @@ impl Demo {
     fn write_file(&self, name: &str, contents: &str) -> Result<String, CliError> {
         let path = self.files.join(name);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
-        std::fs::write(&path, contents).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, contents)
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
         Ok(path.display().to_string())
     }
 
     /// `ironmesh apply -f <(ironmesh kube-inject -f FILE) -n NS`, as the walkthrough types it.
-    fn apply_injected(&self, file: &str, shown_file: &str, namespace: &str) -> Result<(), CliError> {
+    fn apply_injected(
+        &self,
+        file: &str,
+        shown_file: &str,
+        namespace: &str,
+    ) -> Result<(), CliError> {
         let injected = self
             .command(&["kube-inject", "-f", file])
             .output()
@@ -125,7 +132,13 @@ impl Demo {
                 String::from_utf8_lossy(&injected.stderr)
             )));
         }
-        let name = format!("injected/{namespace}-{}", Path::new(shown_file).file_name().unwrap_or_default().to_string_lossy());
+        let name = format!(
+            "injected/{namespace}-{}",
+            Path::new(shown_file)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        );
         let injected_file = self.write_file(&name, &String::from_utf8_lossy(&injected.stdout))?;
         self.step(
             &format!("ironmesh apply -f <(ironmesh kube-inject -f {shown_file}) -n {namespace}"),
@@ -134,16 +147,35 @@ impl Demo {
         Ok(())
     }
 
+    /// The name of the sleep pod of `namespace`, once its Deployment has made it.
     fn sleep_pod(&self, namespace: &str) -> Result<String, CliError> {
-        let output = self
-            .command(&["get", "pod", "-l", "app=sleep", "-n", namespace, "-o", "jsonpath={.items..metadata.name}"])
-            .output()
-            .map_err(|e| fail(e.to_string()))?;
-        let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        if name.is_empty() || name.contains(' ') {
-            return Err(fail(format!("expected one sleep pod in {namespace}, found {name:?}")));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let output = self
+                .command(&[
+                    "get",
+                    "pod",
+                    "-l",
+                    "app=sleep",
+                    "-n",
+                    namespace,
+                    "-o",
+                    "jsonpath={.items..metadata.name}",
+                ])
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|e| fail(e.to_string()))?;
+            let name = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if !name.is_empty() && !name.contains(' ') {
+                return Ok(name);
+            }
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "expected one sleep pod in {namespace}, found {name:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(name)
     }
 
     /// `curl http://httpbin.DST:8000/ip` from the sleep pod of `src`: `(http code, curl exit)`.
@@ -156,13 +188,33 @@ impl Demo {
             .unwrap_or_default();
         let url = format!("http://httpbin.{dst}:8000/ip");
         let output = self
-            .command(&["exec", pod, "-n", src, "-c", "sleep", "--", "curl", "-s", "-o", "/dev/null", "-m", "5", &url, "-w", "%{http_code}"])
+            .command(&[
+                "exec",
+                pod,
+                "-n",
+                src,
+                "-c",
+                "sleep",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "5",
+                &url,
+                "-w",
+                "%{http_code}",
+            ])
             .stderr(Stdio::null())
             .output();
         match output {
             Ok(out) => {
                 let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                (if code.is_empty() { "none".into() } else { code }, out.status.code().unwrap_or(-1))
+                (
+                    if code.is_empty() { "none".into() } else { code },
+                    out.status.code().unwrap_or(-1),
+                )
             }
             Err(_) => ("none".into(), -1),
         }
@@ -178,7 +230,7 @@ impl Demo {
                 let ok = code == want_code && exit == want_exit;
                 misses += usize::from(!ok);
                 table.push(format!(
-                    "{:<32} {:<24} {:<10} {:<10} {}",
+                    "{:<32} {:<32} {:<12} {:<10} {}",
                     phase.title(),
                     format!("sleep.{src} -> httpbin.{dst}"),
                     format!("{want_code}/{want_exit}"),
@@ -193,9 +245,11 @@ impl Demo {
     fn wait_until_open(&self) -> Result<(), CliError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let all_open = NAMESPACES
-                .iter()
-                .all(|src| NAMESPACES.iter().all(|dst| self.call(src, dst) == ("200".into(), 0)));
+            let all_open = NAMESPACES.iter().all(|src| {
+                NAMESPACES
+                    .iter()
+                    .all(|dst| self.call(src, dst) == ("200".into(), 0))
+            });
             if all_open {
                 return Ok(());
             }
@@ -216,22 +270,39 @@ fn demo_home() -> Result<(PathBuf, bool), CliError> {
         return Ok((PathBuf::from(home), false));
     }
     let base = std::env::temp_dir().join(format!("ironmesh-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&base).map_err(|e| fail(format!("cannot create {}: {e}", base.display())))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| fail(format!("cannot create {}: {e}", base.display())))?;
     Ok((base, true))
 }
 
 /// Runs the walkthrough; `keep` leaves the cluster up afterwards.
 pub(crate) fn run(keep: bool) -> Result<(), CliError> {
     let started = Instant::now();
-    let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find the ironmesh binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("cannot find the ironmesh binary: {e}")))?;
     let (home, temporary) = demo_home()?;
-    let mut demo = Demo { exe, files: home.join("demo"), home, sleep_pods: Vec::new() };
-    println!("# ironmesh demo: the mutual TLS walkthrough on a local cluster (IRONMESH_HOME={})\n", demo.home.display());
+    let mut demo = Demo {
+        exe,
+        files: home.join("demo"),
+        home,
+        sleep_pods: Vec::new(),
+    };
+    println!(
+        "# ironmesh demo: the mutual TLS walkthrough on a local cluster (IRONMESH_HOME={})\n",
+        demo.home.display()
+    );
     let result = walkthrough(&mut demo);
     if keep {
-        println!("\nThe cluster is still up. Explore it with:\n  export IRONMESH_HOME={}\n  ironmesh get pods -A", demo.home.display());
+        println!(
+            "\nThe cluster is still up. Explore it with:\n  export IRONMESH_HOME={}\n  ironmesh get pods -A",
+            demo.home.display()
+        );
     } else {
-        let _ = demo.command(&["down"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = demo
+            .command(&["down"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if temporary {
             let _ = std::fs::remove_dir_all(&demo.home);
         }
@@ -247,13 +318,22 @@ fn walkthrough(demo: &mut Demo) -> Result<(), CliError> {
     let sleep = demo.write_file("samples/sleep/sleep.yaml", SLEEP_YAML)?;
     println!("\n## Provision foo and bar (with sidecars) and legacy (without)\n");
     for namespace in ["foo", "bar"] {
-        demo.step(&format!("ironmesh create ns {namespace}"), &["create", "ns", namespace])?;
+        demo.step(
+            &format!("ironmesh create ns {namespace}"),
+            &["create", "ns", namespace],
+        )?;
         demo.apply_injected(&httpbin, "samples/httpbin/httpbin.yaml", namespace)?;
         demo.apply_injected(&sleep, "samples/sleep/sleep.yaml", namespace)?;
     }
     demo.step("ironmesh create ns legacy", &["create", "ns", "legacy"])?;
-    demo.step("ironmesh apply -f samples/httpbin/httpbin.yaml -n legacy", &["apply", "-f", &httpbin, "-n", "legacy"])?;
-    demo.step("ironmesh apply -f samples/sleep/sleep.yaml -n legacy", &["apply", "-f", &sleep, "-n", "legacy"])?;
+    demo.step(
+        "ironmesh apply -f samples/httpbin/httpbin.yaml -n legacy",
+        &["apply", "-f", &httpbin, "-n", "legacy"],
+    )?;
+    demo.step(
+        "ironmesh apply -f samples/sleep/sleep.yaml -n legacy",
+        &["apply", "-f", &sleep, "-n", "legacy"],
+    )?;
     for namespace in NAMESPACES {
         let pod = demo.sleep_pod(namespace)?;
         demo.sleep_pods.push((namespace.to_owned(), pod));
@@ -261,44 +341,100 @@ fn walkthrough(demo: &mut Demo) -> Result<(), CliError> {
     demo.wait_until_open()?;
     let bar_sleep = demo.sleep_pods[1].1.clone();
     println!("\n## Review the pods and services\n");
-    demo.step("ironmesh get pod -l app=sleep -n bar -o jsonpath={.items..metadata.name}", &["get", "pod", "-l", "app=sleep", "-n", "bar", "-o", "jsonpath={.items..metadata.name}"])?;
+    demo.step(
+        "ironmesh get pod -l app=sleep -n bar -o jsonpath={.items..metadata.name}",
+        &[
+            "get",
+            "pod",
+            "-l",
+            "app=sleep",
+            "-n",
+            "bar",
+            "-o",
+            "jsonpath={.items..metadata.name}",
+        ],
+    )?;
     println!();
     demo.step(
         &format!("ironmesh get pods {bar_sleep} -n bar -o jsonpath='{{.spec.containers[*].name}}'"),
-        &["get", "pods", &bar_sleep, "-n", "bar", "-o", "jsonpath={.spec.containers[*].name}"],
+        &[
+            "get",
+            "pods",
+            &bar_sleep,
+            "-n",
+            "bar",
+            "-o",
+            "jsonpath={.spec.containers[*].name}",
+        ],
     )?;
     println!();
-    demo.step("ironmesh get services httpbin -o wide -n foo", &["get", "services", "httpbin", "-o", "wide", "-n", "foo"])?;
+    demo.step(
+        "ironmesh get services httpbin -o wide -n foo",
+        &["get", "services", "httpbin", "-o", "wide", "-n", "foo"],
+    )?;
 
     let mut table = Vec::new();
     let mut misses = demo.phase(Phase::NoPolicy, &mut table);
 
     println!("\n## Turn mutual TLS on for the whole mesh\n");
-    demo.step("ironmesh get policies.authentication.istio.io --all-namespaces", &["get", "policies.authentication.istio.io", "--all-namespaces"])?;
-    demo.step("ironmesh get meshpolicies.authentication.istio.io", &["get", "meshpolicies.authentication.istio.io"])?;
+    demo.step(
+        "ironmesh get policies.authentication.istio.io --all-namespaces",
+        &[
+            "get",
+            "policies.authentication.istio.io",
+            "--all-namespaces",
+        ],
+    )?;
+    demo.step(
+        "ironmesh get meshpolicies.authentication.istio.io",
+        &["get", "meshpolicies.authentication.istio.io"],
+    )?;
     let mesh_policy = demo.write_file("default-mesh-policy.yaml", MESH_POLICY_YAML)?;
-    demo.step("ironmesh apply -f default-mesh-policy.yaml", &["apply", "-f", &mesh_policy])?;
+    demo.step(
+        "ironmesh apply -f default-mesh-policy.yaml",
+        &["apply", "-f", &mesh_policy],
+    )?;
     std::thread::sleep(SETTLE);
-    demo.step("ironmesh tls-check httpbin.foo.svc.cluster.local", &["tls-check", "httpbin.foo.svc.cluster.local"])?;
+    demo.step(
+        "ironmesh tls-check httpbin.foo.svc.cluster.local",
+        &["tls-check", "httpbin.foo.svc.cluster.local"],
+    )?;
     misses += demo.phase(Phase::StrictMeshPolicy, &mut table);
 
     println!("\n## Let sidecar clients speak mTLS to every service in the cluster\n");
     let rule = demo.write_file("all-internal-traffic.yml", DESTINATION_RULE_YAML)?;
-    demo.step("ironmesh apply -f all-internal-traffic.yml", &["apply", "-f", &rule])?;
+    demo.step(
+        "ironmesh apply -f all-internal-traffic.yml",
+        &["apply", "-f", &rule],
+    )?;
     std::thread::sleep(SETTLE);
-    demo.step("ironmesh tls-check httpbin.foo.svc.cluster.local", &["tls-check", "httpbin.foo.svc.cluster.local"])?;
+    demo.step(
+        "ironmesh tls-check httpbin.foo.svc.cluster.local",
+        &["tls-check", "httpbin.foo.svc.cluster.local"],
+    )?;
     misses += demo.phase(Phase::IstioMutualRule, &mut table);
 
-    println!("\n## Results: curl http://httpbin.<dst>:8000/ip from each sleep (HTTP code / curl exit)\n");
-    println!("{:<32} {:<24} {:<10} {:<10} {}", "PHASE", "CALL", "WALKTHROUGH", "IRONMESH", "");
+    println!(
+        "\n## Results: curl http://httpbin.<dst>:8000/ip from each sleep (HTTP code / curl exit)\n"
+    );
+    println!(
+        "{:<32} {:<32} {:<12} {:<10} RESULT",
+        "PHASE", "CALL", "WALKTHROUGH", "IRONMESH"
+    );
     for row in &table {
         println!("{row}");
     }
-    println!("\n{} of {} outcomes as in the walkthrough", table.len() - misses, table.len());
+    println!(
+        "\n{} of {} outcomes as in the walkthrough",
+        table.len() - misses,
+        table.len()
+    );
     if misses == 0 {
         Ok(())
     } else {
-        Err(fail(format!("{misses} outcomes differ from the walkthrough (marked DIFFERS above)")))
+        Err(fail(format!(
+            "{misses} outcomes differ from the walkthrough (marked DIFFERS above)"
+        )))
     }
 }
 
@@ -316,11 +452,23 @@ mod tests {
                 .count()
         };
         assert_eq!(count(Phase::NoPolicy, ("200", 0)), 9);
-        assert_eq!(count(Phase::StrictMeshPolicy, ("503", 0)), 4, "sidecar to sidecar");
-        assert_eq!(count(Phase::StrictMeshPolicy, ("000", 56)), 2, "legacy to sidecars");
+        assert_eq!(
+            count(Phase::StrictMeshPolicy, ("503", 0)),
+            4,
+            "sidecar to sidecar"
+        );
+        assert_eq!(
+            count(Phase::StrictMeshPolicy, ("000", 56)),
+            2,
+            "legacy to sidecars"
+        );
         assert_eq!(count(Phase::StrictMeshPolicy, ("200", 0)), 3);
         assert_eq!(count(Phase::IstioMutualRule, ("200", 0)), 5);
-        assert_eq!(count(Phase::IstioMutualRule, ("503", 0)), 2, "sidecars to legacy");
+        assert_eq!(
+            count(Phase::IstioMutualRule, ("503", 0)),
+            2,
+            "sidecars to legacy"
+        );
         assert_eq!(count(Phase::IstioMutualRule, ("000", 56)), 2);
     }
 }

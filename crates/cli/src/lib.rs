@@ -2,6 +2,7 @@
 //! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
 
 mod cli;
+mod demo;
 mod error;
 mod get;
 mod home;
@@ -155,6 +156,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
                 output.as_deref(),
             )))
         }
+        Command::Demo { keep } => demo::run(keep),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
