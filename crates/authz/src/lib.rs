@@ -16,7 +16,9 @@
 //! - Identity fields (`principals`, `namespaces`, `source.principal`, `source.namespace`) need an mTLS
 //!   peer and never match plaintext; their `not` forms do match plaintext ("not in the list", Istio
 //!   security bulletin ISTIO-SECURITY-2021-004). `requestPrincipals` and `request.auth.*` need a JWT,
-//!   which ironmesh never validates: positive forms never match, `notRequestPrincipals` always matches.
+//!   which ironmesh never validates: positive forms never match, while `notRequestPrincipals` and
+//!   `notValues` on `request.auth.*` always match (no request principal is "in the list"), so a DENY
+//!   `notRequestPrincipals: ["*"]` ("require a JWT") denies everything instead of silently allowing.
 //! - HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers[...]`) on a TCP connection
 //!   (`Request::http == None`): an ALLOW rule using them does not match; in DENY and AUDIT rules they
 //!   count as matching, so the whole TCP port is denied (Istio docs, authz-tcp task).

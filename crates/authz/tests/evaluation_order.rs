@@ -239,7 +239,7 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/deny-others rule 0",
         },
         Row {
-            name: "API-AP notRequestPrincipals [*] DENY denies requests without a JWT",
+            name: "Istio authn-policy task \"require a valid token\" (from memory, unconfirmed): DENY notRequestPrincipals [*] denies requests without a JWT",
             policies: vec![p(
                 "require-jwt",
                 json!({"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}),

@@ -140,7 +140,7 @@ fn source_cases() -> Vec<Case> {
             false,
         ),
         case(
-            "API-AP notRequestPrincipals [\"*\"] matches a request without JWT",
+            "absent-attribute rule as SEC-2021-004: notRequestPrincipals [\"*\"] matches a request without JWT",
             source(json!({"notRequestPrincipals": ["*"]})),
             mtls_from("foo"),
             true,
