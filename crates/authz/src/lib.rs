@@ -26,6 +26,18 @@
 //!   ([`normalize_path`]: unreserved `%XX` decoded, `.`/`..` removed); `hosts` ignore case and `:port`.
 //! - `CUSTOM`, `targetRef(s)`, path templates and unknown fields or `when` keys are refused.
 //!
+//! Wiring, by caller:
+//! - control plane: validate each object with [`AuthorizationPolicy::from_spec`] on apply; to know which
+//!   policies a proxy needs, build an [`AuthzIndex`] and list [`AppliedPolicies::policies`] for its workload.
+//! - proxy (inbound only): rebuild the index when policies change, keep one [`AppliedPolicies`] per local
+//!   workload (it is `Send + Sync`; swap it atomically), and call [`AppliedPolicies::evaluate`] per HTTP
+//!   request (denied → 403 `RBAC: access denied`) or per TCP connection with `http: None` (denied →
+//!   close). Build [`Request::peer`] with [`Peer::from_principal`] from the verified SPIFFE ID.
+//! - CLI `ironmesh authz check`: print the [`Decision`] (its `Display` is the explanation) and, for
+//!   detail, [`AppliedPolicies::explain`].
+//!
+//! Tests: `cargo test -p ironmesh-authz`; bench: `cargo bench -p ironmesh-authz --bench authz`.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use ironmesh_authz::{AuthzIndex, Http, Peer, PolicyObject, Request, DEFAULT_ROOT_NAMESPACE};
