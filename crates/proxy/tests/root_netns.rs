@@ -97,6 +97,27 @@ impl Topology {
     }
 }
 
+/// curl's exit code and the response body.
+fn curl_body(namespace: &str, url: &str) -> (i32, String) {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()
+        .expect("curl runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+    )
+}
+
 fn curl(namespace: &str, url: &str) -> (i32, String) {
     let output = Command::new("ip")
         .args([
@@ -177,7 +198,7 @@ fn proxy_env(
     ]
 }
 
-fn configs(server_ip: &str) -> (ProxyConfig, ProxyConfig) {
+fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyConfig) {
     let workload = |name: &str, sa: &str, mode: ServerMode| Workload {
         name: name.into(),
         namespace: "foo".into(),
@@ -200,7 +221,7 @@ fn configs(server_ip: &str) -> (ProxyConfig, ProxyConfig) {
             target_port: APP_PORT.into(),
             protocol: Protocol::Http as i32,
             tls: Some(ClientTls {
-                mode: ClientTlsMode::IstioMutual as i32,
+                mode: client_tls as i32,
                 ..Default::default()
             }),
         }],
@@ -290,7 +311,7 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         &format!("{tag}l"),
     );
 
-    let (client_config, server_config) = configs("10.201.0.2");
+    let (client_config, server_config) = configs("10.201.0.2", ClientTlsMode::IstioMutual);
     hub.publish("sleep-1.foo", client_config);
     hub.publish("httpbin-1.foo", server_config);
 
@@ -344,6 +365,31 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         hub.status("sleep-1.foo")
             .and_then(|s| s.acked_version)
             .is_some()
+    );
+    // The client sidecar switches to plaintext (DestinationRule DISABLE): STRICT answers with Envoy's 503.
+    let (plaintext_config, _) = configs("10.201.0.2", ClientTlsMode::ClientDisable);
+    hub.publish("sleep-1.foo", plaintext_config);
+    let published = hub.status("sleep-1.foo").and_then(|s| s.published_version);
+    for _ in 0..200 {
+        if hub.status("sleep-1.foo").and_then(|s| s.acked_version) == published {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hub.status("sleep-1.foo").and_then(|s| s.acked_version),
+        published,
+        "plaintext config not applied"
+    );
+    let namespace = client_ns.clone();
+    let plaintext_to_strict = tokio::task::spawn_blocking(move || {
+        curl_body(&namespace, &format!("http://10.201.0.2:{APP_PORT}/"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        plaintext_to_strict,
+        (0, "upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_string())
     );
     if let Some(summary) = load {
         assert!(
