@@ -8,7 +8,16 @@ use std::borrow::Cow;
 /// path is already normal (the common case). The proxy should forward this same path upstream, as Envoy does.
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let decoded: Cow<'_, str> = if path.contains('%') {
-        Cow::Owned(decode_unreserved(path))
+        // Decode until nothing changes: `/%3%30` decodes to `/%30`, which an upstream would read as `/0`.
+        // Each pass that changes something is shorter, so this ends.
+        let mut current = decode_unreserved(path);
+        loop {
+            let next = decode_unreserved(&current);
+            if next == current {
+                break Cow::Owned(current);
+            }
+            current = next;
+        }
     } else {
         Cow::Borrowed(path)
     };
@@ -97,6 +106,8 @@ mod tests {
             ("/a%2Fb", "/a%2Fb"),
             ("/100%", "/100%"),
             ("/caf%C3%A9/é", "/caf%C3%A9/é"),
+            ("/%3%30", "/0"),
+            ("/%2530", "/%2530"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize_path(input), want, "{input}");
