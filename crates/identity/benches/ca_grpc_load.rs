@@ -52,10 +52,18 @@ async fn run(rate: u64, seconds: u64) {
             .build()
             .unwrap();
         server_runtime.block_on(async move {
+            use tokio_stream::StreamExt;
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            // Without TCP_NODELAY, Nagle + delayed ACKs add tens of ms to small gRPC replies.
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(conn) = &conn {
+                    let _ = conn.set_nodelay(true);
+                }
+                conn
+            });
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(incoming)
                 .await
                 .unwrap();
         });
