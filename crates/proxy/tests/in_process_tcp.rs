@@ -125,3 +125,82 @@ async fn tcp_is_copied_both_ways_over_mtls_and_counted() {
         );
     }
 }
+
+/// The first flight of a real TLS client offering `alpn`.
+fn client_hello(alpn: &[&[u8]]) -> Vec<u8> {
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("echo.foo.svc.cluster.local").unwrap();
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut bytes = Vec::new();
+    connection.write_tls(&mut bytes).unwrap();
+    bytes
+}
+
+/// Sends `bytes` from a pod without sidecar to the echo pod and returns what came back within a short time.
+async fn send_from_outside(mesh: &Mesh, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = mesh
+        .network
+        .dial(ip("10.0.0.3"), "10.0.0.2:9000".parse().unwrap())
+        .await
+        .unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut echoed = vec![0u8; bytes.len()];
+    match tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut echoed)).await {
+        Ok(Ok(_)) => echoed,
+        _ => Vec::new(),
+    }
+}
+
+async fn echo_mesh(mode: ServerMode) -> Mesh {
+    ironmesh_identity::install_crypto_provider();
+    let mut mesh = Mesh::new().await;
+    mesh.add_app(ip("10.0.0.2"), 9000, echo_app().await);
+    mesh.add_proxy(ip("10.0.0.2"), "echo-1", "foo", "echo")
+        .await;
+    let mut server = config("echo-1", "echo");
+    let workload = server.workload.as_mut().unwrap();
+    workload.ports[0].mode = mode as i32;
+    workload.default_mode = mode as i32;
+    mesh.publish(ip("10.0.0.2"), "echo-1.foo", server).await;
+    mesh
+}
+
+#[tokio::test]
+async fn permissive_passes_application_tls_through_and_terminates_mesh_alpn() {
+    let mesh = echo_mesh(ServerMode::Permissive).await;
+    let app_tls = client_hello(&[b"http/1.1"]);
+    assert_eq!(
+        send_from_outside(&mesh, &app_tls).await,
+        app_tls,
+        "application TLS must reach the app untouched"
+    );
+    let mesh_tls = client_hello(&[b"istio-peer-exchange", b"istio"]);
+    let reply = send_from_outside(&mesh, &mesh_tls).await;
+    assert_ne!(
+        reply, mesh_tls,
+        "mesh mTLS must be terminated by the proxy, not echoed by the app"
+    );
+    let plaintext = b"hello plaintext".to_vec();
+    assert_eq!(send_from_outside(&mesh, &plaintext).await, plaintext);
+}
+
+#[tokio::test]
+async fn disable_forwards_even_mesh_tls_bytes_unterminated() {
+    let mesh = echo_mesh(ServerMode::Disable).await;
+    let mesh_tls = client_hello(&[b"istio-peer-exchange", b"istio"]);
+    assert_eq!(send_from_outside(&mesh, &mesh_tls).await, mesh_tls);
+}
+
+#[tokio::test]
+async fn strict_terminates_application_tls_instead_of_passing_it() {
+    let mesh = echo_mesh(ServerMode::Strict).await;
+    let app_tls = client_hello(&[b"http/1.1"]);
+    assert_ne!(send_from_outside(&mesh, &app_tls).await, app_tls);
+    assert_eq!(
+        send_from_outside(&mesh, b"plaintext").await,
+        Vec::<u8>::new()
+    );
+}
