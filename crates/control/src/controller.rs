@@ -101,14 +101,23 @@ impl Loop {
         }
 
         let desired = services::desired(&objects);
-        if let Some(cluster) = &self.ctx.cluster
-            && self.applied_network.as_ref() != Some(&desired)
-        {
+        if let Some(cluster) = &self.ctx.cluster {
+            let applied = self.applied_network.take().unwrap_or_default();
+            // Endpoints change whenever a pod starts or stops; names only when Services do, and every
+            // rewrite of the pods' hosts files races with their resolvers, so each is synced on its own.
+            let (nat, names) = (
+                (applied.nat != desired.nat).then(|| desired.nat.clone()),
+                (applied.names != desired.names).then(|| desired.names.clone()),
+            );
             let cluster = cluster.clone();
-            let (nat, names) = (desired.nat.clone(), desired.names.clone());
             let result = tokio::task::spawn_blocking(move || {
-                cluster.sync_services(&nat)?;
-                cluster.sync_names(&names)
+                if let Some(nat) = nat {
+                    cluster.sync_services(&nat)?;
+                }
+                if let Some(names) = names {
+                    cluster.sync_names(&names)?;
+                }
+                Ok::<(), ironmesh_runtime::RuntimeError>(())
             })
             .await;
             match result {

@@ -63,16 +63,23 @@ pub(crate) fn render_resolv(pod_namespace: &str) -> String {
 /// Pins the lookup order whatever the host's nsswitch says (e.g. `resolve` before `files`).
 pub(crate) const NSSWITCH: &str = "# written by ironmesh\npasswd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n";
 
-/// Writes `content` into `path` keeping its inode (truncate + write), because running pods see the file
+/// Writes `content` into `path` keeping its inode (overwrite in place), because running pods see the file
 /// through a bind mount that pins the inode: a rename would leave them on the old file.
 pub(crate) fn write_in_place(path: &Path, content: &str) -> Result<()> {
+    // Resolvers in running pods read this file at any time: leave it alone when nothing changed, and
+    // never truncate first (a reader would see an empty file and fail to resolve). Overwrite from the
+    // start, then cut what is left of a longer old version.
+    if std::fs::read(path).is_ok_and(|current| current == content.as_bytes()) {
+        return Ok(());
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(path)
         .map_err(|e| RuntimeError::io("open", path, e))?;
     file.write_all(content.as_bytes())
+        .and_then(|()| file.set_len(content.len() as u64))
         .map_err(|e| RuntimeError::io("write", path, e))
 }
 
