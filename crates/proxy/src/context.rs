@@ -27,6 +27,18 @@ pub(crate) struct Context {
     pub workload: WorkloadInfo,
     pub client_configs: ClientConfigs,
     pub active_connections: AtomicUsize,
+    /// Becomes true when the data plane drains (SIGTERM).
+    pub draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Context {
+    /// Completes once draining has begun (never, if the data plane is gone without draining).
+    pub async fn drain_started(&self) {
+        let mut draining = self.draining.clone();
+        if draining.wait_for(|draining| *draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Counts a connection as active for as long as it lives.

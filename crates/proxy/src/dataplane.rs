@@ -93,6 +93,7 @@ impl DataPlane {
                     source,
                 })?;
         let initial = config.borrow_and_update().clone();
+        let (shutdown, stopped) = watch::channel(false);
         let context = Arc::new(Context {
             sockets,
             certs,
@@ -101,8 +102,8 @@ impl DataPlane {
             workload: options.workload,
             client_configs: Default::default(),
             active_connections: Default::default(),
+            draining: stopped.clone(),
         });
-        let (shutdown, stopped) = watch::channel(false);
         let follow = {
             let context = context.clone();
             tokio::spawn(async move {
@@ -156,7 +157,8 @@ impl DataPlane {
         self.context.active_connections.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, then waits up to `grace` for open connections to finish.
+    /// Stops accepting, asks HTTP connections to close after their in-flight requests (idle keep-alive
+    /// connections close at once), then waits up to `grace` for the remaining connections to finish.
     pub async fn drain(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;

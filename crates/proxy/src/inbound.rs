@@ -247,6 +247,7 @@ async fn terminate(
     let xfcc =
         Arc::new(HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static("")));
     let peer = Arc::new(peer);
+    let draining = context.clone();
     let service = service_fn(move |request: http::Request<Incoming>| {
         let (context, pools, xfcc, peer) =
             (context.clone(), pools.clone(), xfcc.clone(), peer.clone());
@@ -264,10 +265,18 @@ async fn terminate(
             )
         }
     });
-    if let Err(error) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), service)
-        .await
-    {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = draining.drain_started() => {
+            // Finish in-flight requests, then close (h1: Connection: close; h2: GOAWAY).
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(error = %error, "inbound HTTP connection ended with an error");
     }
 }

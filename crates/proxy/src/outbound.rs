@@ -122,6 +122,7 @@ async fn serve_http(
     stream: TcpStream,
     original: SocketAddr,
 ) {
+    let draining = context.clone();
     let service = service_fn(move |request: http::Request<Incoming>| {
         let context = context.clone();
         let pools = pools.clone();
@@ -129,10 +130,18 @@ async fn serve_http(
             Ok::<_, std::convert::Infallible>(forward(&context, &pools, request, original).await)
         }
     });
-    if let Err(error) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = draining.drain_started() => {
+            // Finish in-flight requests, then close (h1: Connection: close; h2: GOAWAY).
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(error = %error, "outbound HTTP connection ended with an error");
     }
 }
