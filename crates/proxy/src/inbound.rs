@@ -152,6 +152,7 @@ async fn handle(
         return reset(stream);
     };
     let port = original.port();
+    let _ = stream.set_nodelay(true);
     let app = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let (mode, http) = context.index.load().inbound(port);
     let Some(first) = peek_first_bytes(&stream, peek_timeout).await else {
