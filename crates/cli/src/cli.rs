@@ -119,6 +119,11 @@ pub(crate) enum Command {
     },
     /// Print a shell completion script.
     Completion { shell: clap_complete::Shell },
+    /// The mesh's certificate authority: trust bundle and root rotation.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Run the whole mutual TLS walkthrough on a local cluster of its own, with a results table.
     Demo {
         /// Leave the cluster up afterwards, to explore it.
@@ -128,6 +133,19 @@ pub(crate) enum Command {
     /// Run the control plane in the foreground (what `up` starts).
     #[command(hide = true)]
     ControlPlane,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Print the trust bundle (`-o pem`) or a summary of it.
+    Root {
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Add a new root: both are trusted, new certificates come from the new one.
+    RotateRoot,
+    /// Stop trusting every root but the current one (after every workload renewed).
+    RetireRoot,
 }
 
 #[derive(Debug, Args)]

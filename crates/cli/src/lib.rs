@@ -1,6 +1,7 @@
 //! ironmesh: the command line, with kubectl and istioctl habits. The library target holds what other
 //! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
 
+mod ca;
 mod cli;
 mod demo;
 mod error;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use ironmesh_store::client::ApiClient;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CaCommand, Cli, Command};
 use crate::error::CliError;
 use crate::home::Home;
 
@@ -157,6 +158,11 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             )))
         }
         Command::Demo { keep } => demo::run(keep),
+        Command::Ca { command } => match command {
+            CaCommand::Root { output } => ca::root(&home, output.as_deref()),
+            CaCommand::RotateRoot => ca::rotate_root(&home),
+            CaCommand::RetireRoot => ca::retire_root(&home),
+        },
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

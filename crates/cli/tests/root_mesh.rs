@@ -418,3 +418,97 @@ fn root_traffic_survives_a_dead_control_plane_and_down_leaves_nothing() {
         "/etc/netns files left: {etc:?}"
     );
 }
+
+const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+
+#[test]
+fn root_certificate_and_root_rotation_under_traffic_fail_no_request() {
+    require_root();
+    build_companions();
+    let c = Cluster {
+        home: tempfile::tempdir().unwrap(),
+    };
+    // Certificates live 4 s, so every workload renews (at half its life) several times during the test.
+    c.ok(&["up", "--workload-cert-ttl", "4s"]);
+    c.ok(&["create", "ns", "foo"]);
+    c.apply_injected("httpbin/httpbin.yaml", "foo");
+    c.apply_injected("sleep/sleep.yaml", "foo");
+    let rule = c.home.path().join("rule.yaml");
+    std::fs::write(&rule, ISTIO_MUTUAL_EVERYWHERE).unwrap();
+    c.ok(&["apply", "-f", rule.to_str().unwrap()]);
+    c.wait_for("foo", "foo", "200/0", READY);
+    let root_before = c.ok(&["ca", "root", "-o", "pem"]);
+    assert_eq!(root_before.matches("BEGIN CERTIFICATE").count(), 1);
+
+    // Requests flow from the sleep pod for the whole test, each on a new connection (a new curl).
+    let sleep = c.pod_netns("foo", &c.pod("sleep", "foo"));
+    let load = Command::new("ip")
+        .args(["netns", "exec", &sleep, "sh", "-c"])
+        .arg(
+            "ok=0; bad=0; end=$(($(date +%s) + 22)); while [ $(date +%s) -lt $end ]; do \
+             c=$(curl -s -o /dev/null -m 5 -w '%{http_code}' http://httpbin.foo:8000/ip); \
+             if [ \"$c\" = 200 ]; then ok=$((ok+1)); else bad=$((bad+1)); echo \"failed: $c\" >&2; fi; \
+             sleep 0.05; done; echo \"$ok $bad\"",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let rotated = c.ok(&["ca", "rotate-root"]);
+    assert!(rotated.contains("new root"), "{rotated}");
+    assert_eq!(
+        c.ok(&["ca", "root", "-o", "pem"])
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "overlap: both roots"
+    );
+    // Every workload renews from the new root within half a lifetime (plus jitter and backoff).
+    std::thread::sleep(Duration::from_secs(8));
+    c.ok(&["ca", "retire-root"]);
+    let root_after = c.ok(&["ca", "root", "-o", "pem"]);
+    assert_eq!(root_after.matches("BEGIN CERTIFICATE").count(), 1);
+    assert_ne!(root_after, root_before, "the trusted root changed");
+
+    let output = load.wait_with_output().unwrap();
+    let counts = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = counts.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+    let (ok, bad) = (numbers.next().unwrap(), numbers.next().unwrap());
+    assert!(ok > 50, "too few requests to mean anything: {ok}");
+    assert_eq!(
+        bad,
+        0,
+        "requests failed across rotations: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The workload certificate now chains to the new root and lives 4 s.
+    let secret = c.ok(&[
+        "proxy-config",
+        "secret",
+        &c.pod("httpbin", "foo"),
+        "-n",
+        "foo",
+        "-o",
+        "pem",
+    ]);
+    let leaf_end =
+        secret.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let leaf = &secret[..leaf_end];
+    let dir = c.home.path();
+    std::fs::write(dir.join("leaf.pem"), leaf).unwrap();
+    std::fs::write(dir.join("root.pem"), &root_after).unwrap();
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.join("root.pem"))
+        .arg(dir.join("leaf.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

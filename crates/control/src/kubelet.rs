@@ -240,6 +240,10 @@ impl Kubelet {
                 "IRONMESH_TRUST_DOMAIN".to_owned(),
                 self.mesh.trust_domain.clone(),
             ),
+            (
+                "IRONMESH_CERT_TTL_SECONDS".to_owned(),
+                self.mesh.workload_cert_ttl_seconds.to_string(),
+            ),
         ];
         let handle = PodHandle::start(PodSpec {
             namespace: pod.namespace.clone(),

@@ -104,6 +104,25 @@ fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, Cont
     })
 }
 
+/// `ironmesh ca rotate-root` and `retire-root` change the CA's files, then send SIGHUP: the CA re-reads
+/// them, and the certificates it signs from then on follow the new roots.
+async fn reload_ca_on_hangup(ca: Arc<CertificateAuthority>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; restart the control plane after a CA change");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => match ca.reload() {
+                Ok(()) => tracing::info!(root = %ca.root_fingerprint(), "CA reloaded"),
+                Err(error) => tracing::error!(%error, "CA reload failed; still signing with the previous roots"),
+            },
+        }
+    }
+}
+
 /// Whether pods run: `IRONMESH_NO_RUNTIME` (for unprivileged use of the API alone) turns the runtime off.
 fn runtime_enabled() -> bool {
     std::env::var_os("IRONMESH_NO_RUNTIME").is_none_or(|v| v.is_empty())
@@ -145,6 +164,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         }
     })?;
 
+    tokio::spawn(reload_ca_on_hangup(ca.clone(), shutdown.clone()));
     let hub = grpc::hub(credentials.clone());
     let grpc_server = tokio::spawn(grpc::serve(
         home.join(XDS_SOCKET),

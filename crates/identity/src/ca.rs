@@ -249,6 +249,20 @@ impl CertificateAuthority {
         Ok(())
     }
 
+    /// Re-reads the CA from its directory, for a control plane whose CA was rotated or retired by another
+    /// process (`ironmesh ca rotate-root`). Signing continues with the old state until the new one is read.
+    pub fn reload(&self) -> Result<(), CaError> {
+        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let state = if self.dir.join(PLUGIN_CERT).exists() {
+            load_plug_in(&self.dir)?
+        } else {
+            load_self_signed(&self.dir)?
+        };
+        tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), roots = state.trust_bundle.len(), "CA reloaded from disk");
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
     /// Drops every root but the current one from the trust bundle. Call it once all workloads renewed.
     pub fn retire_root(&self) -> Result<(), CaError> {
         let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
