@@ -30,6 +30,9 @@ use crate::sockets::reset;
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody};
 
+/// A client that starts a TLS handshake must finish it within this time (no slowloris on the inbound port).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The largest ClientHello we wait for before giving up on reading its ALPN.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
@@ -202,13 +205,15 @@ async fn terminate(
     http: bool,
 ) {
     let port = original.port();
-    let tls = match TlsAcceptor::from(context.certs.server_config())
-        .accept(stream)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(error) => {
+    let handshake = TlsAcceptor::from(context.certs.server_config()).accept(stream);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
             tracing::info!(target: "access", %error, port, "inbound mTLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(target: "access", port, "inbound mTLS handshake timed out");
             return;
         }
     };

@@ -26,6 +26,9 @@ use tokio_rustls::client::TlsStream;
 use crate::context::Context;
 use crate::index::UpstreamTls;
 
+/// Envoy's default cluster connect timeout; applies to the TCP connect and to the mTLS handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// ALPN a client sidecar offers, by what it carries (Istio's values).
@@ -133,10 +136,10 @@ pub(crate) async fn connect(
     tls: &UpstreamTls,
     alpn: Alpn,
 ) -> Result<UpstreamIo, UpstreamError> {
-    let stream = context
-        .sockets
-        .connect(address)
+    let connecting = context.sockets.connect(address);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
         .map_err(|error| UpstreamError::Connect(address, error))?;
     let _ = stream.set_nodelay(true);
     match tls {
@@ -145,9 +148,10 @@ pub(crate) async fn connect(
             let config = context.client_configs.get(context, expected, alpn);
             // The name is not checked (secure naming checks the SPIFFE ID) and an IP sends no SNI.
             let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
-            let tls = TlsConnector::from(config)
-                .connect(name, stream)
+            let handshake = TlsConnector::from(config).connect(name, stream);
+            let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
                 .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
                 .map_err(|error| UpstreamError::Tls(address, error))?;
             Ok(UpstreamIo::Tls(Box::new(tls)))
         }

@@ -204,3 +204,82 @@ async fn strict_terminates_application_tls_instead_of_passing_it() {
         Vec::<u8>::new()
     );
 }
+
+/// Fuzzed through the real proxy: whatever bytes a client without a sidecar sends to a STRICT port, the
+/// application never receives any of them.
+#[test]
+fn strict_never_lets_random_bytes_reach_the_app() {
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A counting app: any byte it receives is a STRICT violation.
+    let received = std::sync::Arc::new(AtomicUsize::new(0));
+    let mesh = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = listener.local_addr().unwrap();
+        let counter = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 {
+                            break;
+                        }
+                        counter.fetch_add(read, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let mut mesh = Mesh::new().await;
+        mesh.add_app(ip("10.0.0.2"), 9000, app);
+        mesh.add_proxy(ip("10.0.0.2"), "echo-1", "foo", "echo")
+            .await;
+        mesh.publish(ip("10.0.0.2"), "echo-1.foo", config("echo-1", "echo"))
+            .await;
+        mesh
+    });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config::with_cases(48));
+    let bytes = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..300),
+        // Biased towards TLS-looking starts so the ClientHello path is exercised too.
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(|mut tail| {
+            let mut bytes = vec![0x16, 0x03, 0x01];
+            bytes.append(&mut tail);
+            bytes
+        }),
+    ];
+    runner
+        .run(&bytes, |bytes| {
+            runtime.block_on(async {
+                let mut stream = mesh
+                    .network
+                    .dial(ip("10.0.0.3"), "10.0.0.2:9000".parse().unwrap())
+                    .await
+                    .unwrap();
+                let _ = stream.write_all(&bytes).await;
+                let mut sink = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut sink))
+                    .await;
+            });
+            prop_assert_eq!(
+                received.load(Ordering::SeqCst),
+                0,
+                "bytes {:?} reached the app",
+                bytes
+            );
+            Ok(())
+        })
+        .unwrap();
+    drop(mesh);
+}
