@@ -196,6 +196,7 @@ mod tests {
                 .map(|connections| LatencyRun {
                     connections,
                     rate: 1000,
+                    runs: 1,
                     summary: LoadSummary {
                         p90_ms: p90,
                         p99_ms: p90 * 2.0,

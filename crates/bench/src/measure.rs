@@ -63,6 +63,9 @@ pub struct LatencyRun {
     pub rate: u32,
     pub summary: LoadSummary,
     pub proxies: Vec<ProxyUsage>,
+    /// How many runs the figures are the median of.
+    #[serde(default)]
+    pub runs: u32,
 }
 
 impl Bench {
@@ -158,6 +161,7 @@ impl Bench {
             rate,
             summary,
             proxies: usages,
+            runs: 1,
         })
     }
 
@@ -247,6 +251,50 @@ impl Bench {
     }
 }
 
+/// Combines repeated runs of one point: the median of each per-run percentile (so one noisy run
+/// does not set the tail), summed requests and errors, median CPU figures, and the largest RSS.
+pub fn median_of_runs(runs: &[LatencyRun]) -> Option<LatencyRun> {
+    let first = runs.first()?;
+    let median = |pick: &dyn Fn(&LatencyRun) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let summary = LoadSummary {
+        requests: runs.iter().map(|run| run.summary.requests).sum(),
+        errors: runs.iter().map(|run| run.summary.errors).sum(),
+        seconds: runs.iter().map(|run| run.summary.seconds).sum(),
+        achieved_rps: median(&|run| run.summary.achieved_rps),
+        p50_ms: median(&|run| run.summary.p50_ms),
+        p90_ms: median(&|run| run.summary.p90_ms),
+        p99_ms: median(&|run| run.summary.p99_ms),
+        p999_ms: median(&|run| run.summary.p999_ms),
+        max_ms: runs
+            .iter()
+            .map(|run| run.summary.max_ms)
+            .fold(0.0, f64::max),
+    };
+    let proxies = (0..first.proxies.len())
+        .map(|index| ProxyUsage {
+            vcpu: median(&|run| run.proxies[index].vcpu),
+            cpu_seconds_per_1k: median(&|run| run.proxies[index].cpu_seconds_per_1k),
+            rss_idle_kib: first.proxies[index].rss_idle_kib,
+            rss_load_kib: runs
+                .iter()
+                .map(|run| run.proxies[index].rss_load_kib)
+                .max()
+                .unwrap_or(0),
+        })
+        .collect();
+    Some(LatencyRun {
+        connections: first.connections,
+        rate: first.rate,
+        summary,
+        proxies,
+        runs: runs.len() as u32,
+    })
+}
+
 /// Waits for `child` to exit or `limit` to pass, calling `tick` every 200 ms; honours Ctrl-C.
 /// With `must_exit`, still running at `limit` is an error; without, it is the normal end of a pause.
 fn wait_for(
@@ -331,6 +379,32 @@ pub(crate) fn parse_iperf_gbps(text: &str) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_runs_report_the_median_percentile_and_the_peak_rss() {
+        let run = |p99: f64, rss: u64| LatencyRun {
+            connections: 16,
+            rate: 1000,
+            summary: LoadSummary {
+                requests: 100,
+                p99_ms: p99,
+                ..Default::default()
+            },
+            proxies: vec![ProxyUsage {
+                rss_load_kib: rss,
+                ..Default::default()
+            }],
+            runs: 1,
+        };
+        let combined = median_of_runs(&[run(0.3, 10), run(25.0, 30), run(0.4, 20)]).unwrap();
+        assert_eq!(
+            combined.summary.p99_ms, 0.4,
+            "one noisy run must not set the tail"
+        );
+        assert_eq!(combined.summary.requests, 300);
+        assert_eq!(combined.proxies[0].rss_load_kib, 30);
+        assert_eq!(combined.runs, 3);
+    }
 
     #[test]
     fn wrk_requests_per_second_is_parsed() {

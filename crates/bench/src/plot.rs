@@ -145,6 +145,7 @@ mod tests {
                         ..Default::default()
                     },
                     proxies: Vec::new(),
+                    runs: 1,
                 })
                 .collect(),
             ..Default::default()

@@ -132,9 +132,12 @@ impl RunReport {
             self.machine.cpu_model,
             self.machine.kernel
         );
+        let _ = writeln!(out, "## PRODUCT §8 bars, same run\n");
+        out.push_str(&self.bars_markdown());
+        let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "## Latency at a fixed 1,000 rps (open loop, corrected), HTTP/1.1 keep-alive, 1 kB\n"
+            "## Latency at a fixed 1,000 rps (open loop, corrected), HTTP/1.1 keep-alive, 1 kB; median of per-run percentiles\n"
         );
         let _ = writeln!(
             out,
@@ -305,6 +308,7 @@ mod tests {
                     ..Default::default()
                 },
                 proxies: Vec::new(),
+                runs: 1,
             }],
             ..Default::default()
         }

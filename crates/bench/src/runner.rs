@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certs::{self, BenchCerts};
 use crate::controlplane::ControlPlane;
-use crate::error::Result;
+use crate::error::{BenchError, Result};
 use crate::handshake::HandshakeSummary;
 use crate::ironmesh::{self, IronmeshMode};
 use crate::measure::{self, Bench, FixedRate, GENERATOR_CPUS, HandshakeClient, LatencyRun};
@@ -31,7 +31,9 @@ pub const MAX_RPS_CONNECTIONS: u32 = 64;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Durations {
     pub warmup: Duration,
+    /// Length of one latency run; each point is `latency_runs` runs, reported as medians.
     pub latency: Duration,
+    pub latency_runs: u32,
     pub closed_loop: Duration,
     pub handshakes: Duration,
     pub bulk: Duration,
@@ -43,6 +45,7 @@ impl Durations {
             Durations {
                 warmup: Duration::from_secs(1),
                 latency: Duration::from_secs(3),
+                latency_runs: 1,
                 closed_loop: Duration::from_secs(2),
                 handshakes: Duration::from_secs(2),
                 bulk: Duration::from_secs(2),
@@ -50,7 +53,8 @@ impl Durations {
         } else {
             Durations {
                 warmup: Duration::from_secs(5),
-                latency: Duration::from_secs(30),
+                latency: Duration::from_secs(10),
+                latency_runs: 3,
                 closed_loop: Duration::from_secs(10),
                 handshakes: Duration::from_secs(5),
                 bulk: Duration::from_secs(10),
@@ -263,21 +267,29 @@ impl Runner {
         // Let the proxies settle so "idle" RSS is after start-up allocations.
         std::thread::sleep(Duration::from_millis(300));
         for connections in CONNECTIONS {
-            let shape = FixedRate {
-                rate: RATE,
-                connections,
-                warmup: d.warmup,
-                duration: d.latency,
-            };
-            match self.bench.latency(name, pair.http_target, shape, &proxies) {
-                Ok(run) => result.latency.push(run),
-                Err(crate::error::BenchError::Interrupted) => {
-                    return Err(crate::error::BenchError::Interrupted);
+            let mut runs = Vec::new();
+            for index in 0..d.latency_runs {
+                // Only the first run of a point needs the full warm-up; later ones reuse warm pools.
+                let warmup = if index == 0 {
+                    d.warmup
+                } else {
+                    d.warmup.min(Duration::from_secs(1))
+                };
+                let shape = FixedRate {
+                    rate: RATE,
+                    connections,
+                    warmup,
+                    duration: d.latency,
+                };
+                match self.bench.latency(name, pair.http_target, shape, &proxies) {
+                    Ok(run) => runs.push(run),
+                    Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+                    Err(error) => result
+                        .skipped
+                        .push(format!("latency at {connections} connections: {error}")),
                 }
-                Err(error) => result
-                    .skipped
-                    .push(format!("latency at {connections} connections: {error}")),
             }
+            result.latency.extend(measure::median_of_runs(&runs));
         }
         if measure::have("wrk") {
             match self
