@@ -111,21 +111,20 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
                     format!("unknown protocol {}", port.protocol),
                 ));
             }
-            if let Some(tls) = &port.tls {
-                if ClientTlsMode::try_from(tls.mode).is_err() {
-                    return Err(reject(
-                        resource,
-                        format!("unknown client TLS mode {}", tls.mode),
-                    ));
-                }
-                for san in &tls.subject_alt_names {
-                    check_spiffe(&resource, san)?;
-                }
+            // subject_alt_names are not checked: a non-SPIFFE SAN simply never matches (secure naming fails).
+            if let Some(tls) = &port.tls
+                && ClientTlsMode::try_from(tls.mode).is_err()
+            {
+                return Err(reject(
+                    resource,
+                    format!("unknown client TLS mode {}", tls.mode),
+                ));
             }
         }
         for endpoint in &service.endpoints {
             let resource = format!("{name}/endpoint/{}", endpoint.ip);
-            if endpoint.ip.parse::<IpAddr>().is_err() {
+            // An empty IP is a pod not scheduled yet: the proxy skips it instead of refusing the whole config.
+            if !endpoint.ip.is_empty() && endpoint.ip.parse::<IpAddr>().is_err() {
                 return Err(reject(resource, "endpoint ip is not an IP address"));
             }
             check_spiffe(&resource, &endpoint.spiffe_id)?;
@@ -187,6 +186,13 @@ mod tests {
             rejection.resource,
             "service/httpbin.foo.svc.cluster.local/endpoint/not-an-ip"
         );
+    }
+
+    #[test]
+    fn a_pending_endpoint_without_ip_is_accepted() {
+        let mut config = good();
+        config.services[0].endpoints[0].ip.clear();
+        assert_eq!(validate_config(&config), Ok(()));
     }
 
     #[test]

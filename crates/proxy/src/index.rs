@@ -24,6 +24,8 @@ struct Target {
     port: usize,
     /// The destination was a pod IP: keep that endpoint instead of balancing.
     pinned_endpoint: Option<usize>,
+    /// Endpoints with a usable IP (pending pods have none), balanced round robin.
+    usable: Arc<[usize]>,
     next: AtomicUsize,
 }
 
@@ -63,11 +65,15 @@ impl ConfigIndex {
     pub fn new(config: Arc<ProxyConfig>) -> Self {
         let mut targets = HashMap::new();
         for (service_index, service) in config.services.iter().enumerate() {
+            let usable: Arc<[usize]> = (0..service.endpoints.len())
+                .filter(|&index| service.endpoints[index].ip.parse::<IpAddr>().is_ok())
+                .collect();
             for (port_index, port) in service.ports.iter().enumerate() {
                 let target = |pinned_endpoint| Target {
                     service: service_index,
                     port: port_index,
                     pinned_endpoint,
+                    usable: usable.clone(),
                     next: AtomicUsize::new(0),
                 };
                 if let Ok(vip) = service.vip.parse::<IpAddr>() {
@@ -131,8 +137,10 @@ impl ConfigIndex {
         let port = &service.ports[target.port];
         let endpoint_index = match target.pinned_endpoint {
             Some(index) => index,
-            None if service.endpoints.is_empty() => return None,
-            None => target.next.fetch_add(1, Ordering::Relaxed) % service.endpoints.len(),
+            None if target.usable.is_empty() => return None,
+            None => {
+                target.usable[target.next.fetch_add(1, Ordering::Relaxed) % target.usable.len()]
+            }
         };
         let endpoint = &service.endpoints[endpoint_index];
         let ip = endpoint.ip.parse::<IpAddr>().ok()?;
@@ -259,6 +267,21 @@ mod tests {
             index.route("10.0.0.1:80".parse().unwrap()).unwrap().tls,
             UpstreamTls::Plaintext
         );
+    }
+
+    #[test]
+    fn pending_endpoints_without_ip_are_never_picked() {
+        let mut config = config(ClientTlsMode::Auto);
+        config.services[0].endpoints.insert(0, Endpoint::default());
+        let index = ConfigIndex::new(Arc::new(config));
+        let vip: SocketAddr = "10.96.0.10:8000".parse().unwrap();
+        for _ in 0..4 {
+            let upstream = index.route(vip).unwrap().upstream;
+            assert!(
+                upstream.ip().to_string().starts_with("10.0.0."),
+                "{upstream}"
+            );
+        }
     }
 
     #[test]
