@@ -145,5 +145,98 @@ fn proxy_pair(c: &mut Criterion) {
     drop(mesh);
 }
 
-criterion_group!(benches, proxy_pair);
+/// A TCP app that reads and discards, then answers one byte when the client half-closes.
+async fn sink_app() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                }
+                let _ = stream.write_all(b"k").await;
+            });
+        }
+    });
+    address
+}
+
+const BULK_BYTES: usize = 16 << 20;
+
+async fn push_bulk(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chunk = vec![7u8; 64 * 1024];
+    for _ in 0..BULK_BYTES / chunk.len() {
+        stream.write_all(&chunk).await.unwrap();
+    }
+    stream.shutdown().await.unwrap();
+    let mut done = [0u8; 1];
+    stream.read_exact(&mut done).await.unwrap();
+}
+
+fn tcp_bulk(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mesh, app) = runtime.block_on(async {
+        let mut mesh = Mesh::new().await;
+        let app = sink_app().await;
+        mesh.add_app(ip("10.0.0.2"), 9000, app);
+        mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
+            .await;
+        mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
+        let tcp = |workload: Workload| {
+            let mut config = config(workload);
+            config.services[0].ports[0].protocol = Protocol::Tcp as i32;
+            config.services[0].ports[0].target_port = 9000;
+            let workload = config.workload.as_mut().unwrap();
+            workload.ports = vec![InboundPort {
+                port: 9000,
+                protocol: Protocol::Tcp as i32,
+                mode: ServerMode::Strict as i32,
+            }];
+            config
+        };
+        mesh.publish(
+            ip("10.0.0.1"),
+            "client-1.foo",
+            tcp(workload("client-1", "client")),
+        )
+        .await;
+        mesh.publish(ip("10.0.0.2"), "app-1.foo", tcp(workload("app-1", "app")))
+            .await;
+        (mesh, app)
+    });
+    let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+    let mut group = c.benchmark_group("tcp_bulk_16MiB");
+    group.sample_size(10);
+    group.throughput(criterion::Throughput::Bytes(BULK_BYTES as u64));
+    group.bench_function("direct", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                push_bulk(tokio::net::TcpStream::connect(app).await.unwrap()).await
+            })
+        })
+    });
+    group.bench_function("through_mtls_proxy_pair", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                push_bulk(mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap()).await
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, proxy_pair, tcp_bulk);
 criterion_main!(benches);

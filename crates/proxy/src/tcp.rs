@@ -7,6 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::context::Context;
 use crate::metrics::ConnectionLabels;
 
+/// Per-direction buffer: one full TLS record (16 KiB), so encrypted copies write whole records.
+const RELAY_BUFFER: usize = 16 * 1024;
+
 /// Copies until both sides are done; records opened/closed/bytes. `downstream` is the side that connected.
 pub(crate) async fn relay<D, U>(
     context: &Context,
@@ -19,7 +22,13 @@ pub(crate) async fn relay<D, U>(
 {
     let started = Instant::now();
     context.metrics.tcp_opened.get_or_create(&labels).inc();
-    let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let result = tokio::io::copy_bidirectional_with_sizes(
+        &mut downstream,
+        &mut upstream,
+        RELAY_BUFFER,
+        RELAY_BUFFER,
+    )
+    .await;
     let (sent, received) = result
         .as_ref()
         .map_or((0, 0), |&(sent, received)| (sent, received));
