@@ -29,6 +29,8 @@ pub(crate) struct Context {
     pub active_connections: AtomicUsize,
     /// Becomes true when the data plane drains (SIGTERM).
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// Bumped after every new configuration is in `index`, so live connections can re-check it.
+    pub index_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {

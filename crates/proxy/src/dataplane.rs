@@ -103,6 +103,7 @@ impl DataPlane {
             client_configs: Default::default(),
             active_connections: Default::default(),
             draining: stopped.clone(),
+            index_changes: watch::Sender::new(0),
         });
         let follow = {
             let context = context.clone();
@@ -110,6 +111,9 @@ impl DataPlane {
                 while config.changed().await.is_ok() {
                     if let Some(latest) = config.borrow_and_update().clone() {
                         context.index.store(Arc::new(ConfigIndex::new(latest)));
+                        context
+                            .index_changes
+                            .send_modify(|generation| *generation += 1);
                     }
                 }
             })

@@ -151,6 +151,8 @@ async fn handle(
     peek_timeout: Duration,
 ) {
     let _active = ActiveGuard::new(&context);
+    // Subscribed before the mode is read, so no change can slip between the two.
+    let changes = context.index_changes.subscribe();
     let Ok(original) = context.sockets.original_destination(&stream) else {
         return reset(stream);
     };
@@ -166,7 +168,10 @@ async fn handle(
             tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
             reset(stream);
         }
-        InboundAction::ForwardRaw => forward_raw(&context, stream, app, original).await,
+        InboundAction::ForwardRaw => {
+            let relay = forward_raw(&context, stream, app, original);
+            until_revoked(&context, changes, port, Admitted::Plaintext, relay).await
+        }
         InboundAction::ReadClientHello => {
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
@@ -177,11 +182,63 @@ async fn handle(
                 }
             };
             match action {
-                TlsAction::PassThrough => forward_raw(&context, stream, app, original).await,
+                TlsAction::PassThrough => {
+                    let relay = forward_raw(&context, stream, app, original);
+                    until_revoked(&context, changes, port, Admitted::AppTls, relay).await
+                }
                 TlsAction::TerminateMtls => {
-                    terminate(context, pools, stream, app, original, http).await
+                    let serve = terminate(context.clone(), pools, stream, app, original, http);
+                    until_revoked(&context, changes, port, Admitted::Mtls, serve).await
                 }
             }
+        }
+    }
+}
+
+/// What a connection was let in as, under the mode its port had when it arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admitted {
+    Plaintext,
+    /// The application's own TLS, passed through unterminated.
+    AppTls,
+    Mtls,
+}
+
+/// Whether a port in `mode` still lets in a connection admitted as `admitted`: STRICT takes only mTLS,
+/// DISABLE never terminates mTLS, PERMISSIVE takes everything.
+fn admits(mode: ServerMode, admitted: Admitted) -> bool {
+    match admitted {
+        Admitted::Plaintext | Admitted::AppTls => mode != ServerMode::Strict,
+        Admitted::Mtls => mode != ServerMode::Disable,
+    }
+}
+
+/// Runs `connection` until it ends, or until a new configuration no longer admits it on `port`: then it
+/// is closed, as Envoy drains the connections of a filter chain that changed. Without this a keep-alive
+/// connection accepted in plaintext would outlive a switch to STRICT.
+async fn until_revoked(
+    context: &Context,
+    mut changes: watch::Receiver<u64>,
+    port: u16,
+    admitted: Admitted,
+    connection: impl std::future::Future<Output = ()>,
+) {
+    let revoked = async {
+        loop {
+            if changes.changed().await.is_err() {
+                // The data plane is gone; the connection ends with it.
+                std::future::pending::<()>().await;
+            }
+            let (mode, _) = context.index.load().inbound(port);
+            if !admits(mode, admitted) {
+                return mode;
+            }
+        }
+    };
+    tokio::select! {
+        () = connection => {}
+        mode = revoked => {
+            tracing::info!(target: "access", port, ?admitted, ?mode, "connection closed: the port's mTLS mode no longer admits it");
         }
     }
 }

@@ -565,3 +565,86 @@ async fn drain_stops_accepting_and_closes_idle_keep_alive_connections() {
         "the idle connection should have been closed by the drain"
     );
 }
+
+/// A GET from sleep to httpbin on a new downstream connection WITHOUT `Connection: close` (as curl sends
+/// it), so the client sidecar keeps its upstream connection pooled afterwards.
+async fn keep_alive_get(mesh: &Mesh) -> (u16, String) {
+    let stream = mesh
+        .network
+        .dial(ip(SLEEP_IP), vip(HTTPBIN_VIP))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header("host", "httpbin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Re-publishes httpbin's configuration with its port in `mode`.
+async fn switch_httpbin(mesh: &Mesh, client: &ClientSide, mode: ServerMode, version: &str) {
+    let config = ProxyConfig {
+        version: version.into(),
+        workload: Some(workload("httpbin-1", "httpbin", mode)),
+        services: services(client, mode),
+        auto_mtls: client.auto_mtls,
+        trust_domain: "cluster.local".into(),
+    };
+    mesh.publish(ip(HTTPBIN_IP), "httpbin-1.foo", config).await;
+}
+
+#[tokio::test]
+async fn a_switch_to_strict_closes_plaintext_connections_already_accepted() {
+    // The walkthrough's second phase: the client sidecar has a pooled plaintext connection to httpbin's
+    // sidecar from before the STRICT MeshPolicy; the next request must not ride it through.
+    let client = plaintext();
+    let mesh = mesh(plaintext(), ServerMode::Permissive).await;
+    for _ in 0..2 {
+        assert_eq!(
+            keep_alive_get(&mesh).await.0,
+            200,
+            "PERMISSIVE takes plaintext"
+        );
+    }
+    switch_httpbin(&mesh, &client, ServerMode::Strict, "v2").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let (status, body) = loop {
+        let outcome = keep_alive_get(&mesh).await;
+        if outcome.0 != 200 || tokio::time::Instant::now() > deadline {
+            break outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((status, body.as_str()), (503, BODY_TERMINATION));
+}
+
+#[tokio::test]
+async fn a_switch_to_disable_closes_mtls_connections_already_accepted() {
+    let client = mutual();
+    let mesh = mesh(mutual(), ServerMode::Strict).await;
+    assert_eq!(keep_alive_get(&mesh).await.0, 200);
+    switch_httpbin(&mesh, &client, ServerMode::Disable, "v2").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        let (status, _) = keep_alive_get(&mesh).await;
+        if status != 200 || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        status, 503,
+        "ISTIO_MUTUAL to a DISABLE port fails, also on a pooled connection"
+    );
+}
