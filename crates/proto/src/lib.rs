@@ -5,7 +5,9 @@
 //!   configuration and mounts [`ConfigHub::service`] on its gRPC server.
 //! - [`ConfigClient`]: the proxy side; keeps the last good configuration in a `watch` channel.
 //! - [`validate_config`] / [`decode_config`]: the checks a proxy applies before ACKing a push.
+//! - [`applied_policies`]: the workload's pushed AuthorizationPolicies compiled with `ironmesh-authz`.
 
+mod authz;
 mod client;
 mod endpoint;
 mod hub;
@@ -17,6 +19,7 @@ pub mod pb {
     tonic::include_proto!("ironmesh.mesh.v1");
 }
 
+pub use authz::{applied_policies, policy_object, policy_resource};
 pub use client::{ClientError, ConfigClient, ConfigClientOptions, ExtraValidator, TokenSource};
 pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
 pub use hub::{

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use prost::Message;
 
-use crate::pb::{ClientTlsMode, Protocol, ProxyConfig, ServerMode};
+use crate::pb::{ClientTlsMode, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode};
 
 /// A refused configuration: `resource` names what was wrong (sent back in the NACK).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +69,16 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
                 format!("unknown server mode {}", workload.default_mode),
             ));
         }
+        if OutboundTrafficPolicy::try_from(workload.outbound_traffic_policy).is_err() {
+            return Err(reject(
+                name,
+                format!(
+                    "unknown outbound traffic policy {}",
+                    workload.outbound_traffic_policy
+                ),
+            ));
+        }
+        crate::authz::applied_policies(workload)?;
         let mut seen = HashSet::new();
         for port in &workload.ports {
             let resource = format!("workload/port/{}", port.port);
