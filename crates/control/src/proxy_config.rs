@@ -1,12 +1,18 @@
 //! What each sidecar is told: its own workload with the inbound mode of every port, and every service it
 //! may call with the client TLS decision, all computed with the policy engine from one snapshot of the
-//! stored resources. Pure: the same objects give the same configurations.
+//! stored resources, plus the AuthorizationPolicies and the egress (`Sidecar`) that apply to it.
+//! Pure: the same objects give the same configurations.
 
 use std::collections::BTreeMap;
 
 use ironmesh_api::Object;
 use ironmesh_api::policy::{ClientTlsMode, PolicyIndex, ServerMode, Workload};
 use ironmesh_proto::pb;
+
+#[path = "authz.rs"]
+mod authz;
+
+use authz::{EgressScope, PolicyScope};
 
 use crate::objects::{
     AppProtocol, PROXY_CONTAINER, PodView, ServiceView, app_protocol, selector_matches,
@@ -20,6 +26,9 @@ pub struct ClusterSnapshot {
     pods: Vec<PodView>,
     trust_domain: String,
     auto_mtls: bool,
+    policies: PolicyScope,
+    egress: EgressScope,
+    root_namespace: String,
 }
 
 fn server_mode(mode: ServerMode) -> pb::ServerMode {
@@ -43,8 +52,13 @@ impl ClusterSnapshot {
     /// Indexes `objects` (all kinds from the store).
     pub fn new(objects: &[Object], mesh: &MeshOptions) -> ClusterSnapshot {
         let of_kind = |kind: &'static str| objects.iter().filter(move |o| o.kind == kind);
+        let mesh_config = mesh.mesh_config();
+        let root_namespace = mesh_config.root_namespace.clone();
         ClusterSnapshot {
-            index: PolicyIndex::new(objects, mesh.mesh_config()),
+            policies: PolicyScope::new(objects, &root_namespace),
+            egress: EgressScope::new(objects, &root_namespace),
+            root_namespace,
+            index: PolicyIndex::new(objects, mesh_config),
             services: of_kind("Service").map(ServiceView::of).collect(),
             pods: of_kind("Pod").map(PodView::of).collect(),
             trust_domain: mesh.trust_domain.clone(),
@@ -79,13 +93,20 @@ impl ClusterSnapshot {
 
     /// The configuration of the sidecar of `pod`.
     pub fn proxy_config(&self, pod: &PodView) -> pb::ProxyConfig {
+        let egress = self.egress.for_workload(&pod.namespace, &pod.labels);
+        let mut workload = self.workload_config(pod);
+        workload.authorization_policies = self.policies.for_workload(&pod.namespace, &pod.labels);
+        workload.root_namespace = self.root_namespace.clone();
+        workload.outbound_traffic_policy = egress.mode() as i32;
         pb::ProxyConfig {
             version: String::new(),
-            workload: Some(self.workload_config(pod)),
+            workload: Some(workload),
+            // A Sidecar's egress hosts hide every other service: to this proxy they are unknown
+            // destinations (passed through under ALLOW_ANY, blocked under REGISTRY_ONLY).
             services: self
                 .services
                 .iter()
-                .filter(|s| s.cluster_ip.is_some())
+                .filter(|s| s.cluster_ip.is_some() && egress.shows(&s.namespace, &s.hostname()))
                 .map(|s| self.service_config(&pod.namespace, s))
                 .collect(),
             auto_mtls: self.auto_mtls,
@@ -129,6 +150,7 @@ impl ClusterSnapshot {
                 })
                 .collect(),
             default_mode: server_mode(self.index.server_mode(&workload, 0).mode) as i32,
+            ..Default::default()
         }
     }
 
