@@ -57,7 +57,8 @@ pub fn run(quick: bool, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -> Result<
         .map_err(|error| notes_extra.push(format!("push: {error}")))
         .ok();
     let mut notes = vec![format!(
-        "latency: {} s per point after {} s warm-up; proxies pinned to CPU {}, generator and upstream to CPU {}",
+        "latency: {} run(s) of {} s per point (first after {} s warm-up), medians of per-run percentiles; proxies pinned to CPU {}, generator and upstream to CPU {}",
+        runner.durations.latency_runs,
         runner.durations.latency.as_secs(),
         runner.durations.warmup.as_secs(),
         runner::PROXY_CPUS,
