@@ -96,8 +96,10 @@ impl RunReport {
                 let _ = writeln!(
                     out,
                     "| added {label}, {connections} conns, 1,000 rps | ≤ +{goal} ms and below peers | {} | {} | {} | {} |",
-                    fmt(ours, " ms", 3),
-                    peer(best, " ms", 3),
+                    ours.map(|v| format!("{v:+.3} ms"))
+                        .unwrap_or_else(|| "–".into()),
+                    best.map(|(v, name)| format!("{v:+.3} ms ({name})"))
+                        .unwrap_or_else(|| "–".into()),
                     fmt(direct, " ms", 3),
                     verdict(met)
                 );

@@ -30,6 +30,8 @@ enum Commands {
         #[arg(long, default_value = "bench/results")]
         results_dir: PathBuf,
     },
+    /// Re-renders the Markdown report of a saved JSON result (e.g. bench/results/latest.json).
+    Report { json: PathBuf },
     /// The upstream HTTP server (1 kB at /bytes/1024).
     Upstream {
         #[arg(long, required = true)]
@@ -130,6 +132,13 @@ fn main() -> anyhow::Result<()> {
             for path in written {
                 eprintln!("bench: wrote {}", path.display());
             }
+        }
+        Commands::Report { json } => {
+            let text = std::fs::read_to_string(&json)
+                .with_context(|| format!("reading {}", json.display()))?;
+            let report: ironmesh_bench::report::RunReport = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a bench result", json.display()))?;
+            print!("{}", report.markdown());
         }
         Commands::Upstream { listen } => {
             single_thread()?.block_on(async {
