@@ -344,6 +344,7 @@ fn root_traffic_survives_a_dead_control_plane_and_down_leaves_nothing() {
     let prefix = c.netns_prefix();
     let foo_sleep = c.pod("sleep", "foo");
 
+    let root = c.ok(&["ca", "root", "-o", "pem"]);
     // Proxies keep their last configuration and certificates.
     let control_plane = c.control_plane_pid();
     kill9(control_plane);
@@ -364,6 +365,11 @@ fn root_traffic_survives_a_dead_control_plane_and_down_leaves_nothing() {
     c.ok(&["up"]);
     c.wait_for("foo", "foo", "200/0", READY);
     c.wait_for("legacy", "foo", "200/0", READY);
+    assert_eq!(
+        c.ok(&["ca", "root", "-o", "pem"]),
+        root,
+        "the restarted control plane keeps its root CA"
+    );
 
     let pids: Vec<i32> = ["foo", "legacy"]
         .iter()
@@ -510,5 +516,85 @@ fn root_certificate_and_root_rotation_under_traffic_fail_no_request() {
         "openssl verify: {}{}",
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+fn peer_authentication(namespace: &str, mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: {namespace}\nspec:\n  mtls:\n    mode: {mode}\n"
+    )
+}
+
+/// PRODUCT §6 rows the walkthrough does not visit: a DISABLE server (plaintext 200, ISTIO_MUTUAL 503) and
+/// ISTIO_MUTUAL to a PERMISSIVE server (200 over mTLS), with the modern PeerAuthentication API.
+#[test]
+fn root_disable_and_permissive_servers_behave_as_istio() {
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "foo"]);
+    c.apply_injected("httpbin/httpbin.yaml", "foo");
+    c.apply_injected("sleep/sleep.yaml", "foo");
+    c.ok(&["create", "ns", "legacy"]);
+    c.ok(&[
+        "apply",
+        "-f",
+        samples().join("sleep/sleep.yaml").to_str().unwrap(),
+        "-n",
+        "legacy",
+    ]);
+    c.wait_for("foo", "foo", "200/0", READY);
+    let apply = |name: &str, yaml: &str| {
+        let path = c.home.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        c.ok(&["apply", "-f", path.to_str().unwrap()]);
+    };
+    let settle = Duration::from_secs(5);
+
+    apply("pa.yaml", &peer_authentication("foo", "DISABLE"));
+    c.wait_for("foo", "foo", "200/0", settle);
+    c.wait_for("legacy", "foo", "200/0", settle);
+
+    apply("rule.yaml", ISTIO_MUTUAL_EVERYWHERE);
+    c.wait_for("foo", "foo", "503/0", settle);
+    let body = {
+        let pod = c.pod("sleep", "foo");
+        c.ok(&[
+            "exec",
+            &pod,
+            "-n",
+            "foo",
+            "-c",
+            "sleep",
+            "--",
+            "curl",
+            "-s",
+            "http://httpbin.foo:8000/ip",
+        ])
+    };
+    assert!(
+        body.starts_with(
+            "upstream connect error or disconnect/reset before headers. reset reason:"
+        ),
+        "Envoy's 503 body: {body}"
+    );
+
+    apply("pa.yaml", &peer_authentication("foo", "PERMISSIVE"));
+    c.wait_for("foo", "foo", "200/0", settle);
+    c.wait_for("legacy", "foo", "200/0", settle);
+    let pod = c.pod("sleep", "foo");
+    let headers = c.ok(&[
+        "exec",
+        &pod,
+        "-n",
+        "foo",
+        "-c",
+        "sleep",
+        "--",
+        "curl",
+        "-s",
+        "http://httpbin.foo:8000/headers",
+    ]);
+    assert!(
+        headers.contains("URI=spiffe://cluster.local/ns/foo/sa/default"),
+        "over mTLS the server sees the client's identity: {headers}"
     );
 }
