@@ -1,9 +1,10 @@
 //! The inbound listener (15006): peek at the first bytes, apply the port's server mode (reset, forward
-//! raw, pass application TLS through, or terminate mTLS) and forward to the app on the pod's loopback,
-//! adding `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
+//! raw, pass application TLS through, or terminate mTLS), authorize (per HTTP request, or once per TCP
+//! connection and again on every policy change) and forward to the app on the pod's loopback, adding
+//! `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -11,12 +12,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use ironmesh_authz::Request;
 use ironmesh_identity::{SpiffeId, peer_identity};
 use ironmesh_proto::pb::ServerMode;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
 use crate::context::{ActiveGuard, Context};
 use crate::detect::{
     CLASSIFY_BYTES, FirstBytes, InboundAction, TlsAction, after_client_hello, classify_first_bytes,
@@ -163,14 +167,53 @@ async fn handle(
     let Some(first) = peek_first_bytes(&stream, peek_timeout).await else {
         return;
     };
+    let recheck = Arc::new(OnceLock::new());
     match inbound_action(mode, first) {
         InboundAction::Reset => {
             tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
             reset(stream);
         }
+        InboundAction::ForwardRaw if http && !context.index.load().authz.is_empty() => {
+            // Plaintext HTTP under policies: parse it, so that paths, methods and hosts are enforced.
+            let _ = recheck.set(Recheck::PerRequest);
+            let serve = serve_http(
+                context.clone(),
+                pools,
+                stream,
+                (app, original, peer),
+                None,
+                None,
+            );
+            until_revoked(
+                &context,
+                changes,
+                port,
+                Admitted::Plaintext,
+                &recheck,
+                serve,
+            )
+            .await
+        }
         InboundAction::ForwardRaw => {
+            let request = connection_request(None, peer, original);
+            if !http && !authorize(&context, &request).allowed {
+                return;
+            }
+            let _ = recheck.set(if http {
+                Recheck::RawHttp
+            } else {
+                Recheck::Connection(Box::new(request))
+            });
             let relay = forward_raw(&context, stream, app, original);
-            until_revoked(&context, changes, port, Admitted::Plaintext, relay).await
+            until_revoked(
+                &context,
+                changes,
+                port,
+                Admitted::Plaintext,
+                &recheck,
+                relay,
+            )
+            .await
         }
         InboundAction::ReadClientHello => {
             let action = if mode == ServerMode::Strict {
@@ -183,16 +226,40 @@ async fn handle(
             };
             match action {
                 TlsAction::PassThrough => {
+                    // The application's own TLS: no identity and no HTTP attributes to read.
+                    let request = connection_request(None, peer, original);
+                    if !authorize(&context, &request).allowed {
+                        return;
+                    }
+                    let _ = recheck.set(Recheck::Connection(Box::new(request)));
                     let relay = forward_raw(&context, stream, app, original);
-                    until_revoked(&context, changes, port, Admitted::AppTls, relay).await
+                    until_revoked(&context, changes, port, Admitted::AppTls, &recheck, relay).await
                 }
                 TlsAction::TerminateMtls => {
-                    let serve = terminate(context.clone(), pools, stream, app, original, http);
-                    until_revoked(&context, changes, port, Admitted::Mtls, serve).await
+                    let serve = terminate(
+                        context.clone(),
+                        pools,
+                        stream,
+                        (app, original, peer),
+                        http,
+                        recheck.clone(),
+                    );
+                    until_revoked(&context, changes, port, Admitted::Mtls, &recheck, serve).await
                 }
             }
         }
     }
+}
+
+/// How a live connection is authorized again when the policies change.
+enum Recheck {
+    /// HTTP parsed by the proxy: every request is evaluated, the connection needs no re-check.
+    PerRequest,
+    /// Plaintext HTTP relayed as bytes (no policy applied when it arrived): closed once any policy
+    /// applies, so the client reconnects and its requests are evaluated one by one.
+    RawHttp,
+    /// A TCP connection evaluated once: closed when the new policies deny it.
+    Connection(Box<Request>),
 }
 
 /// What a connection was let in as, under the mode its port had when it arrived.
@@ -216,11 +283,14 @@ fn admits(mode: ServerMode, admitted: Admitted) -> bool {
 /// Runs `connection` until it ends, or until a new configuration no longer admits it on `port`: then it
 /// is closed, as Envoy drains the connections of a filter chain that changed. Without this a keep-alive
 /// connection accepted in plaintext would outlive a switch to STRICT.
+/// It is also closed when the policies change and `recheck` (set once the connection's identity is known)
+/// says it is no longer authorized.
 async fn until_revoked(
     context: &Context,
     mut changes: watch::Receiver<u64>,
     port: u16,
     admitted: Admitted,
+    recheck: &OnceLock<Recheck>,
     connection: impl std::future::Future<Output = ()>,
 ) {
     let revoked = async {
@@ -229,16 +299,30 @@ async fn until_revoked(
                 // The data plane is gone; the connection ends with it.
                 std::future::pending::<()>().await;
             }
-            let (mode, _) = context.index.load().inbound(port);
+            let index = context.index.load();
+            let (mode, _) = index.inbound(port);
             if !admits(mode, admitted) {
-                return mode;
+                return format!("the port's mTLS mode {mode:?} no longer admits it");
+            }
+            match recheck.get() {
+                Some(Recheck::RawHttp) if !index.authz.is_empty() => {
+                    return "authorization policies now apply to its unparsed HTTP".to_owned();
+                }
+                Some(Recheck::Connection(request)) => {
+                    drop(index);
+                    let decision = authorize(context, request);
+                    if !decision.allowed {
+                        return format!("no longer authorized ({decision})");
+                    }
+                }
+                _ => {}
             }
         }
     };
     tokio::select! {
         () = connection => {}
-        mode = revoked => {
-            tracing::info!(target: "access", port, ?admitted, ?mode, "connection closed: the port's mTLS mode no longer admits it");
+        reason = revoked => {
+            tracing::info!(target: "access", port, ?admitted, "connection closed: {reason}");
         }
     }
 }
@@ -257,10 +341,11 @@ async fn terminate(
     context: Arc<Context>,
     pools: Arc<Pools>,
     stream: TcpStream,
-    app: SocketAddr,
-    original: SocketAddr,
+    addresses: (SocketAddr, SocketAddr, SocketAddr),
     http: bool,
+    recheck: Arc<OnceLock<Recheck>>,
 ) {
+    let (app, original, source) = addresses;
     let port = original.port();
     let handshake = TlsAcceptor::from(context.certs.server_config()).accept(stream);
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -288,6 +373,12 @@ async fn terminate(
                 .collect::<String>()
         });
     if !http {
+        let request = connection_request(peer.as_ref(), source, original);
+        if !authorize(&context, &request).allowed {
+            // Dropping the TLS stream closes the connection, as Envoy's network RBAC filter does.
+            return;
+        }
+        let _ = recheck.set(Recheck::Connection(Box::new(request)));
         return match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
             Ok(upstream) => {
                 relay(
@@ -301,35 +392,58 @@ async fn terminate(
             Err(error) => tracing::info!(target: "access", %error, "application not reachable"),
         };
     }
+    let _ = recheck.set(Recheck::PerRequest);
     let xfcc = format!(
         "By=spiffe://{};Hash={};Subject=\"\";URI={}",
         context.certs.identity().principal(),
         leaf_hash.unwrap_or_default(),
         principal(peer.as_ref()),
     );
-    let xfcc =
-        Arc::new(HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static("")));
-    let peer = Arc::new(peer);
+    let xfcc = HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static(""));
+    serve_http(
+        context,
+        pools,
+        tls,
+        (app, original, source),
+        peer,
+        Some(xfcc),
+    )
+    .await
+}
+
+/// Serves HTTP from a downstream connection (mTLS-terminated, or plaintext under policies), authorizing
+/// each request. `xfcc` is set only over mTLS; otherwise a client-sent one is removed.
+async fn serve_http<T>(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    io: T,
+    addresses: (SocketAddr, SocketAddr, SocketAddr),
+    peer: Option<SpiffeId>,
+    xfcc: Option<HeaderValue>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new((peer, xfcc));
     let draining = context.clone();
     let service = service_fn(move |request: http::Request<Incoming>| {
-        let (context, pools, xfcc, peer) =
-            (context.clone(), pools.clone(), xfcc.clone(), peer.clone());
+        let (context, pools, shared) = (context.clone(), pools.clone(), shared.clone());
         async move {
+            let (peer, xfcc) = &*shared;
             Ok::<_, std::convert::Infallible>(
                 forward(
                     &context,
                     &pools,
                     request,
-                    (app, original),
-                    &xfcc,
-                    peer.as_ref().as_ref(),
+                    addresses,
+                    xfcc.as_ref(),
+                    peer.as_ref(),
                 )
                 .await,
             )
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -348,8 +462,8 @@ async fn forward(
     context: &Context,
     pools: &Pools,
     mut request: http::Request<Incoming>,
-    (app, original): (SocketAddr, SocketAddr),
-    xfcc: &HeaderValue,
+    (app, original, source): (SocketAddr, SocketAddr, SocketAddr),
+    xfcc: Option<&HeaderValue>,
     peer: Option<&SpiffeId>,
 ) -> http::Response<ProxyBody> {
     let started = Instant::now();
@@ -357,10 +471,23 @@ async fn forward(
     let path = request.uri().path().to_string();
     let protocol = request_protocol(&request);
     // Replace whatever the client claimed: only the proxy vouches for the peer.
-    request
-        .headers_mut()
-        .insert("x-forwarded-client-cert", xfcc.clone());
-    let response = pools.send(request, app, &UpstreamTls::Plaintext).await;
+    match xfcc {
+        Some(xfcc) => request
+            .headers_mut()
+            .insert("x-forwarded-client-cert", xfcc.clone()),
+        None => request.headers_mut().remove("x-forwarded-client-cert"),
+    };
+    // Skip building the attributes when no policy applies (the common case stays allocation-free).
+    let denied = !context.index.load().authz.is_empty() && {
+        let mut attributes = connection_request(peer, source, original);
+        attributes.http = Some(http_attributes(&request));
+        !authorize(context, &attributes).allowed
+    };
+    let response = if denied {
+        rbac_denied()
+    } else {
+        pools.send(request, app, &UpstreamTls::Plaintext).await
+    };
     let labels = RequestLabels {
         connection: labels(context, peer, original),
         request_protocol: protocol.to_string(),

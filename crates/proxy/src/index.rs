@@ -1,14 +1,17 @@
 //! The proxy's lookup view of a `ProxyConfig`: inbound mode per port, outbound service by original
-//! destination, endpoint choice (round robin) and the client TLS decision.
+//! destination, endpoint choice (round robin), the client TLS decision, the workload's compiled
+//! AuthorizationPolicies and its outbound traffic policy.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ironmesh_authz::{AppliedPolicies, AuthzIndex, PolicyObject};
 use ironmesh_identity::SpiffeId;
 use ironmesh_proto::pb::{
-    ClientTlsMode, Endpoint, Protocol, ProxyConfig, ServerMode, Service, ServicePort,
+    ClientTlsMode, Endpoint, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode, Service,
+    ServicePort,
 };
 
 /// Whether a port is proxied as HTTP (Istio: http, http2, grpc) or copied as TCP.
@@ -52,6 +55,12 @@ pub(crate) struct ConfigIndex {
     targets: HashMap<SocketAddr, Target>,
     inbound: HashMap<u16, (ServerMode, bool)>,
     default_mode: Option<ServerMode>,
+    /// The AuthorizationPolicies enforced on inbound traffic (none before the first configuration).
+    pub authz: AppliedPolicies,
+    /// REGISTRY_ONLY: destinations not in the configuration are blocked instead of passed through.
+    pub registry_only: bool,
+    /// Ports on which some known service speaks HTTP: a blocked destination there gets Envoy's 502.
+    http_ports: std::collections::HashSet<u16>,
 }
 
 fn mode_of(value: i32) -> ServerMode {
@@ -104,12 +113,36 @@ impl ConfigIndex {
             ),
             None => (HashMap::new(), None),
         };
+        let authz = config
+            .workload
+            .as_ref()
+            .map(compile_policies)
+            .unwrap_or_default();
+        let registry_only = config
+            .workload
+            .as_ref()
+            .is_some_and(|w| w.outbound_traffic_policy() == OutboundTrafficPolicy::RegistryOnly);
+        let http_ports = config
+            .services
+            .iter()
+            .flat_map(|s| &s.ports)
+            .filter(|p| is_http(p.protocol))
+            .map(|p| p.port as u16)
+            .collect();
         Self {
             config: Some(config),
             targets,
             inbound,
             default_mode,
+            authz,
+            registry_only,
+            http_ports,
         }
+    }
+
+    /// Whether a blocked destination on `port` is answered as HTTP (502) rather than closed.
+    pub fn is_http_port(&self, port: u16) -> bool {
+        self.http_ports.contains(&port)
     }
 
     /// Mode and "is HTTP" of an inbound port. Before the first configuration every connection is refused
@@ -156,6 +189,27 @@ impl ConfigIndex {
             upstream: SocketAddr::new(ip, target_port),
             tls: client_tls(service, port, endpoint, config.auto_mtls),
         })
+    }
+}
+
+/// The workload's policies. A configuration that reached the data plane was validated (bad policies are
+/// NACKed), so a failure here means it bypassed validation: fail closed with an allow-nothing policy
+/// rather than enforce nothing.
+fn compile_policies(workload: &ironmesh_proto::pb::Workload) -> AppliedPolicies {
+    match ironmesh_proto::applied_policies(workload) {
+        Ok(applied) => applied,
+        Err(error) => {
+            tracing::error!(%error, "authorization policies do not compile; denying all inbound traffic");
+            let allow_nothing = PolicyObject {
+                namespace: workload.namespace.clone(),
+                name: "invalid-authorization-policies".into(),
+                creation_timestamp: None,
+                spec: serde_json::json!({}),
+            };
+            AuthzIndex::new([allow_nothing], &workload.namespace)
+                .map(|index| index.policies_for(&workload.namespace, &Default::default()))
+                .unwrap_or_default()
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`detect`]: the pure inbound first-bytes decision (fuzzed).
 
 pub mod admin;
+mod authz;
 mod context;
 mod dataplane;
 pub mod detect;

@@ -43,6 +43,18 @@ pub struct RequestLabels {
     pub response_code: u16,
 }
 
+/// Labels of `ironmesh_authz_denied_total`: which policy denied, and how.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// `namespace/name` of the DENY policy that matched, or the ALLOW policies (comma-separated) none of
+    /// which matched.
+    pub policy: String,
+    /// `DENY` (a DENY rule matched) or `ALLOW` (default deny: no ALLOW rule matched).
+    pub action: String,
+    /// `http` (answered 403) or `tcp` (connection closed).
+    pub protocol: String,
+}
+
 /// Envoy's default millisecond buckets.
 const DURATION_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
@@ -61,6 +73,7 @@ pub struct Metrics {
     pub tcp_closed: Family<ConnectionLabels, Counter>,
     pub tcp_sent: Family<ConnectionLabels, Counter>,
     pub tcp_received: Family<ConnectionLabels, Counter>,
+    pub authz_denied: Family<DenialLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,7 +119,14 @@ impl Default for Metrics {
             "Bytes received from the destination",
             tcp_received.clone(),
         );
+        let authz_denied = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "ironmesh_authz_denied",
+            "Inbound requests and connections denied by AuthorizationPolicy",
+            authz_denied.clone(),
+        );
         Self {
+            authz_denied,
             registry,
             requests,
             request_duration,

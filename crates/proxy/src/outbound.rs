@@ -1,9 +1,12 @@
 //! The outbound listener (15001): find the service by original destination, pick an endpoint, apply the
-//! client TLS decision, proxy HTTP with pooled upstreams or copy TCP; unknown destinations pass through.
+//! client TLS decision, proxy HTTP with pooled upstreams or copy TCP; unknown destinations pass through
+//! (ALLOW_ANY) or are blocked (REGISTRY_ONLY: Envoy's `block_all` 502 on HTTP, closed TCP).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -19,7 +22,10 @@ use crate::metrics::{
 };
 use crate::sockets::reset;
 use crate::tcp::relay;
-use crate::upstream::{self, Alpn, Pools, ProxyBody};
+use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
+
+/// How long a blocked connection on a port not known as HTTP may take to show an HTTP request line.
+const BLOCKED_SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
 
 pub(crate) async fn serve(
     context: Arc<Context>,
@@ -72,12 +78,53 @@ async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream) {
         return reset(stream);
     }
     let _ = stream.set_nodelay(true);
-    let route = context.index.load().route(original);
+    let (route, registry_only, http_port) = {
+        let index = context.index.load();
+        (
+            index.route(original),
+            index.registry_only,
+            index.is_http_port(original.port()),
+        )
+    };
     match route {
+        None if registry_only => block(stream, original, http_port).await,
         None => passthrough(&context, stream, original).await,
         Some(route) if route.http => serve_http(context, pools, stream, original).await,
         Some(route) => tcp(&context, stream, route).await,
     }
+}
+
+/// REGISTRY_ONLY and a destination the configuration does not know: HTTP (a port some service speaks
+/// HTTP on, or a request line seen within a short sniff) gets Envoy's `block_all` 502 on every request;
+/// anything else is closed, as Envoy's BlackHoleCluster does.
+async fn block(stream: TcpStream, original: SocketAddr, http_port: bool) {
+    let http = http_port || looks_like_http(&stream).await;
+    tracing::info!(target: "access", reporter = "source", destination = %original, http, "blocked by REGISTRY_ONLY: destination not in the registry");
+    if !http {
+        return drop(stream);
+    }
+    let service = service_fn(|_request: http::Request<Incoming>| async {
+        Ok::<_, std::convert::Infallible>(error_response(StatusCode::BAD_GATEWAY, String::new()))
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Whether the client's first bytes are an HTTP/1 request line (`METHOD ` then a path).
+async fn looks_like_http(stream: &TcpStream) -> bool {
+    let mut buffer = [0u8; 16];
+    let Ok(Ok(read)) = tokio::time::timeout(BLOCKED_SNIFF_TIMEOUT, stream.peek(&mut buffer)).await
+    else {
+        return false;
+    };
+    let first = &buffer[..read];
+    [
+        "GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "PATCH ", "OPTIONS ", "CONNECT ", "TRACE ",
+        "PRI * ",
+    ]
+    .iter()
+    .any(|method| first.starts_with(method.as_bytes()))
 }
 
 async fn passthrough(context: &Context, stream: TcpStream, original: SocketAddr) {
