@@ -362,11 +362,16 @@ mod tests {
 
     #[test]
     fn an_invalid_policy_is_still_pushed_so_the_proxy_refuses_it_by_name() {
-        let objects = cluster(&policy(
-            "foo",
-            "templated",
-            "{rules: [{to: [{operation: {paths: [\"/a/{*}\"]}}]}]}",
-        ));
+        // Stored before apply-time validation knew better (e.g. by an older ironmesh): now refused.
+        let mut objects = cluster(&policy("foo", "templated", "{rules: [{}]}"));
+        let stored = objects
+            .iter_mut()
+            .find(|o| o.kind == "AuthorizationPolicy")
+            .unwrap();
+        stored.body.insert(
+            "spec".into(),
+            json!({"rules": [{"to": [{"operation": {"paths": ["/a/{*}"]}}]}]}),
+        );
         assert_eq!(policies_of(&objects, "foo", "httpbin"), ["foo/templated"]);
         assert!(policies_of(&objects, "bar", "httpbin").is_empty());
         let rejection = ironmesh_proto::validate_config(&pb::ProxyConfig {

@@ -20,6 +20,7 @@ pub(crate) fn check(kind: &str, object: &Map<String, Value>, errors: &mut Vec<Fi
         "PeerAuthentication" => peer_authentication(spec, errors),
         "DestinationRule" => destination_rule(spec, errors),
         "AuthorizationPolicy" => authorization_policy(spec, errors),
+        "Sidecar" => sidecar(spec, errors),
         "Service" => service(spec, errors),
         "Deployment" => deployment(spec, errors),
         "Pod" => pod_spec("spec", spec, errors),
@@ -207,6 +208,47 @@ fn authorization_policy(spec: &Value, errors: &mut Vec<FieldError>) {
             "spec.action",
             "found \"CUSTOM\", expected one of ALLOW, DENY, AUDIT (ironmesh has no external authorization provider)",
         ));
+        return;
+    }
+    // The engine the proxies enforce with is the judge: what it refuses would be NACKed by every proxy.
+    if let Err(error) = ironmesh_authz::AuthorizationPolicy::from_spec(spec) {
+        errors.push(FieldError::new(error.path, error.message));
+    }
+}
+
+/// A `Sidecar`: the outbound mode and Istio's `namespace/dnsName` egress hosts.
+fn sidecar(spec: &Value, errors: &mut Vec<FieldError>) {
+    if let Some(mode) = spec.pointer("/outboundTrafficPolicy/mode")
+        && !matches!(mode.as_str(), Some("ALLOW_ANY" | "REGISTRY_ONLY"))
+    {
+        errors.push(FieldError::new(
+            "spec.outboundTrafficPolicy.mode",
+            format!("found {mode}, expected ALLOW_ANY or REGISTRY_ONLY"),
+        ));
+    }
+    let listeners = spec.get("egress").and_then(Value::as_array);
+    for (index, listener) in listeners.into_iter().flatten().enumerate() {
+        let hosts = listener.get("hosts").and_then(Value::as_array);
+        if hosts.is_none_or(|hosts| hosts.is_empty()) {
+            errors.push(FieldError::new(
+                format!("spec.egress[{index}].hosts"),
+                "missing, expected a list of namespace/dnsName hosts such as \"./*\" or \"istio-system/*\"",
+            ));
+        }
+        for (h, host) in hosts.into_iter().flatten().enumerate() {
+            let well_formed = host
+                .as_str()
+                .and_then(|host| host.split_once('/'))
+                .is_some_and(|(ns, dns)| !ns.is_empty() && !dns.is_empty() && !dns.contains('/'));
+            if !well_formed {
+                errors.push(FieldError::new(
+                    format!("spec.egress[{index}].hosts[{h}]"),
+                    format!(
+                        "found {host}, expected namespace/dnsName (namespace `*`, `.` or a name; dnsName `*`, `*.suffix` or a FQDN)"
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -318,4 +360,66 @@ pub(crate) fn dns1123_subdomain(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod authz_and_sidecar_tests {
+    fn problems(yaml: &str) -> Vec<String> {
+        match crate::load_documents("t.yaml", yaml) {
+            Ok(_) => vec![],
+            Err(error) => error
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn authorization_policies_the_engine_refuses_are_refused_at_apply_time() {
+        let policy = |spec: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: foo}}\nspec: {spec}\n"
+            )
+        };
+        assert!(
+            problems(&policy(
+                "{action: ALLOW, rules: [{from: [{source: {namespaces: [foo]}}]}]}"
+            ))
+            .is_empty()
+        );
+        let refused = problems(&policy(
+            "{rules: [{to: [{operation: {paths: [\"/a/{*}\"]}}]}]}",
+        ));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("spec.rules[0].to[0].operation.paths"),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn sidecar_egress_hosts_need_istios_namespace_slash_host_form() {
+        let sidecar = |spec: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata: {{name: default, namespace: bar}}\nspec: {spec}\n"
+            )
+        };
+        assert!(
+            problems(&sidecar("{outboundTrafficPolicy: {mode: REGISTRY_ONLY}, egress: [{hosts: [\"./*\", \"istio-system/*\"]}]}"))
+                .is_empty()
+        );
+        let refused = problems(&sidecar(
+            "{outboundTrafficPolicy: {mode: BLOCK}, egress: [{hosts: [httpbin.foo]}]}",
+        ));
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused[0].starts_with("spec.outboundTrafficPolicy.mode"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[1].starts_with("spec.egress[0].hosts[0]"),
+            "{refused:?}"
+        );
+    }
 }
