@@ -78,6 +78,11 @@ pub(crate) enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
+    /// Authorization: `authz check POD` explains which AuthorizationPolicy allows or denies a request.
+    Authz {
+        #[command(subcommand)]
+        command: crate::authz::AuthzCommand,
+    },
     /// Print a manifest with the sidecar added.
     #[command(alias = "inject")]
     KubeInject {

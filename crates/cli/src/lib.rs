@@ -1,6 +1,7 @@
 //! ironmesh: the command line, with kubectl and istioctl habits. The library target holds what other
 //! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
 
+mod authz;
 mod ca;
 mod cli;
 mod demo;
@@ -96,6 +97,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             namespace.as_deref(),
         ))),
         Command::KubeInject { file } => write::kube_inject(&file),
+        Command::Authz { command } => block_on(Box::pin(authz::run(&client, &home, command))),
         Command::TlsCheck {
             pod,
             host,

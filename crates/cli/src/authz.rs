@@ -1,0 +1,407 @@
+//! `ironmesh authz check POD`: which AuthorizationPolicy allows or denies a request to a pod, computed
+//! from the stored resources exactly as the control plane computes the pod's sidecar configuration, and
+//! evaluated with the engine the sidecar enforces with (`ironmesh-authz`).
+
+use clap::Subcommand;
+use ironmesh_api::Object;
+use ironmesh_authz::{Http, Peer, PolicyMatch, Request};
+use ironmesh_control::MeshOptions;
+use ironmesh_control::objects::PodView;
+use ironmesh_control::proxy_config::ClusterSnapshot;
+use ironmesh_proto::pb;
+use ironmesh_store::client::ApiClient;
+
+use crate::error::CliError;
+use crate::home::Home;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthzCommand {
+    /// Explain which AuthorizationPolicy allows or denies a request to POD.
+    Check {
+        /// The server pod (`NAME` or `NAME.NAMESPACE`).
+        pod: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The calling pod (`NAME` or `NAME.NAMESPACE`); its service account is the caller's identity.
+        #[arg(long)]
+        from: Option<String>,
+        /// Namespace of `--from` (default: the server's); alone, a caller with a sidecar in this namespace
+        /// and service account `default`.
+        #[arg(long)]
+        from_namespace: Option<String>,
+        /// Request path (HTTP ports).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request method (HTTP ports).
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The pod's (container) port; default: its first port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+/// Splits `name.namespace` unless a namespace was given.
+fn split_pod<'a>(pod: &'a str, namespace: Option<&'a str>, default: &'a str) -> (&'a str, &'a str) {
+    match (namespace, pod.split_once('.')) {
+        (Some(ns), _) => (pod, ns),
+        (None, Some((name, ns))) => (name, ns),
+        (None, None) => (pod, default),
+    }
+}
+
+fn find_pod(objects: &[Object], name: &str, namespace: &str) -> Result<PodView, CliError> {
+    objects
+        .iter()
+        .filter(|o| o.kind == "Pod")
+        .map(PodView::of)
+        .find(|p| p.name == name && p.namespace == namespace)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "pod \"{name}\" not found in namespace \"{namespace}\"; list pods with `ironmesh get pods -n {namespace}`"
+            ))
+        })
+}
+
+/// Who calls: identity (when mTLS applies), address, and how it is described.
+struct Caller {
+    peer: Option<Peer>,
+    ip: std::net::IpAddr,
+    description: String,
+    has_sidecar: bool,
+}
+
+fn caller(
+    objects: &[Object],
+    trust_domain: &str,
+    from: Option<&str>,
+    from_namespace: Option<&str>,
+    server_namespace: &str,
+) -> Result<Caller, CliError> {
+    let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
+    let identity = |ns: &str, sa: &str| format!("{trust_domain}/ns/{ns}/sa/{sa}");
+    Ok(match (from, from_namespace) {
+        (Some(pod), namespace) => {
+            let (name, ns) = split_pod(pod, namespace, server_namespace);
+            let pod = find_pod(objects, name, ns)?;
+            let principal = identity(&pod.namespace, &pod.service_account);
+            Caller {
+                peer: Some(Peer::from_principal(&principal)),
+                ip: pod.pod_ip.map_or(unspecified, Into::into),
+                description: format!("{}.{} ({principal})", pod.name, pod.namespace),
+                has_sidecar: pod.has_sidecar(),
+            }
+        }
+        (None, Some(ns)) => {
+            let principal = identity(ns, "default");
+            Caller {
+                peer: Some(Peer::from_principal(&principal)),
+                ip: unspecified,
+                description: format!("a pod with a sidecar in namespace {ns} ({principal})"),
+                has_sidecar: true,
+            }
+        }
+        (None, None) => Caller {
+            peer: None,
+            ip: unspecified,
+            description: "a client without identity (no --from)".into(),
+            has_sidecar: false,
+        },
+    })
+}
+
+fn action_name(action: ironmesh_authz::Action) -> &'static str {
+    match action {
+        ironmesh_authz::Action::Allow => "ALLOW",
+        ironmesh_authz::Action::Deny => "DENY",
+        ironmesh_authz::Action::Audit => "AUDIT",
+    }
+}
+
+fn explain_line(line: &PolicyMatch) -> String {
+    let verdict = match line.matching_rule {
+        Some(rule) => format!("rule {rule} matches"),
+        None if line.rule_count == 0 => "no rules: matches nothing".to_owned(),
+        None => "no rule matches".to_owned(),
+    };
+    let rules = if line.rule_count == 1 {
+        "rule"
+    } else {
+        "rules"
+    };
+    format!(
+        "  {:<6} {:<40} {} {rules:<6} {verdict}",
+        action_name(line.action),
+        line.policy.to_string(),
+        line.rule_count
+    )
+}
+
+/// The service name and port a request to `pod_ip:port` would carry as its Host.
+fn host_of(config: &pb::ProxyConfig, pod: &PodView, port: u16) -> String {
+    let pod_ip = pod.pod_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    config
+        .services
+        .iter()
+        .filter(|s| s.endpoints.iter().any(|e| e.ip == pod_ip))
+        .find_map(|s| {
+            let service_port = s.ports.iter().find(|p| p.target_port == u32::from(port))?;
+            Some(format!("{}:{}", s.hostname, service_port.port))
+        })
+        .unwrap_or_else(|| format!("{pod_ip}:{port}"))
+}
+
+pub(crate) async fn run(
+    client: &ApiClient,
+    home: &Home,
+    command: AuthzCommand,
+) -> Result<(), CliError> {
+    let mesh = MeshOptions::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let objects: Vec<Object> = client
+        .list(None, None, None)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect();
+    print!("{}", check(&objects, &mesh, &command)?);
+    Ok(())
+}
+
+/// The explanation `authz check` prints, from the stored `objects`.
+fn check(
+    objects: &[Object],
+    mesh: &MeshOptions,
+    command: &AuthzCommand,
+) -> Result<String, CliError> {
+    use std::fmt::Write;
+    let AuthzCommand::Check {
+        pod,
+        namespace,
+        from,
+        from_namespace,
+        path,
+        method,
+        port,
+    } = command;
+    let port = *port;
+    let mut out = String::new();
+    let (name, ns) = split_pod(pod, namespace.as_deref(), "default");
+    let server = find_pod(objects, name, ns)?;
+    let caller = caller(
+        objects,
+        &mesh.trust_domain,
+        from.as_deref(),
+        from_namespace.as_deref(),
+        &server.namespace,
+    )?;
+    let config = ClusterSnapshot::new(objects, mesh).proxy_config(&server);
+    let workload = config.workload.clone().unwrap_or_default();
+    let inbound = match port {
+        Some(port) => workload.ports.iter().find(|p| p.port == u32::from(port)),
+        None => workload.ports.first(),
+    };
+    let port = port
+        .or(inbound.map(|p| p.port as u16))
+        .ok_or_else(|| CliError::Usage(format!("pod {name}.{ns} has no ports; pass --port")))?;
+    let protocol = inbound.map_or(pb::Protocol::Tcp, |p| p.protocol());
+    let mode = inbound.map_or(workload.default_mode(), |p| p.mode());
+    let http = matches!(
+        protocol,
+        pb::Protocol::Http | pb::Protocol::Http2 | pb::Protocol::Grpc
+    );
+    let mtls = caller.has_sidecar && server.has_sidecar() && mode != pb::ServerMode::Disable;
+
+    let _ = writeln!(
+        out,
+        "Pod {}.{} ({}), port {port} ({}, mTLS mode {})",
+        server.name,
+        server.namespace,
+        workload.spiffe_id,
+        if http { "HTTP" } else { "TCP" },
+        mode.as_str_name(),
+    );
+    if !server.has_sidecar() {
+        let _ = writeln!(
+            out,
+            "The pod has no sidecar: nothing enforces AuthorizationPolicies on it."
+        );
+        return Ok(out);
+    }
+    let peer_text = if mtls {
+        "over mTLS"
+    } else {
+        "in plaintext: identity fields never match"
+    };
+    let _ = writeln!(out, "From {} {peer_text}", caller.description);
+    if !mtls && mode == pb::ServerMode::Strict {
+        let _ = writeln!(
+            out,
+            "Decision: connection reset (plaintext to a STRICT port), before any policy"
+        );
+        return Ok(out);
+    }
+    let applied = ironmesh_proto::applied_policies(&workload)
+        .map_err(|rejection| CliError::Usage(rejection.to_string()))?;
+    let request = Request {
+        peer: if mtls { caller.peer } else { None },
+        source_ip: caller.ip,
+        destination_ip: server.pod_ip.map_or([0, 0, 0, 0].into(), Into::into),
+        destination_port: port,
+        sni: None,
+        http: http.then(|| Http {
+            method: method.clone(),
+            path: path.clone(),
+            host: host_of(&config, &server, port),
+            headers: vec![],
+        }),
+    };
+    let _ = match &request.http {
+        Some(http) => writeln!(
+            out,
+            "Request: {} {} (host {})",
+            http.method, http.path, http.host
+        ),
+        None => writeln!(
+            out,
+            "Request: a TCP connection (HTTP fields of policies do not apply)"
+        ),
+    };
+    let explanation = applied.explain(&request);
+    if explanation.is_empty() {
+        let _ = writeln!(out, "Policies: none apply to this pod");
+    } else {
+        let _ = writeln!(out, "Policies (evaluation order):");
+        for line in &explanation {
+            let _ = writeln!(out, "{}", explain_line(line));
+        }
+    }
+    let decision = applied.evaluate(&request);
+    let outcome = match (decision.allowed, http) {
+        (true, _) => "",
+        (false, true) => " -> 403 RBAC: access denied",
+        (false, false) => " -> connection closed",
+    };
+    let _ = writeln!(out, "Decision: {decision}{outcome}");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Vec<Object> {
+        ironmesh_api::load_documents("t.yaml", yaml)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.object)
+            .collect()
+    }
+
+    /// The walkthrough's pods (sidecars in foo and bar, none in legacy), STRICT, and the policies in `extra`.
+    fn cluster(extra: &str) -> Vec<Object> {
+        let mut yaml = String::from(
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n",
+        );
+        for ns in ["foo", "bar", "legacy"] {
+            yaml.push_str(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: httpbin, namespace: {ns}}}\nspec:\n  clusterIP: 198.19.0.{}\n  selector: {{app: httpbin}}\n  ports: [{{name: http, port: 8000, targetPort: 80}}]\n---\n",
+                ns.len()
+            ));
+        }
+        yaml.push_str(extra);
+        let mut objects = load(&yaml);
+        for (ns, app, sidecar) in [
+            ("foo", "httpbin", true),
+            ("foo", "sleep", true),
+            ("bar", "sleep", true),
+            ("legacy", "sleep", false),
+        ] {
+            let proxy = if sidecar {
+                "\n  - {name: ironmesh-proxy, image: ironmesh/proxy}"
+            } else {
+                ""
+            };
+            let mut pod = load(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {app}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  serviceAccountName: {app}\n  containers:\n  - {{name: {app}, image: img, ports: [{{containerPort: 80}}]}}{proxy}\n"
+            ))
+            .remove(0);
+            pod.body.insert(
+                "status".into(),
+                serde_json::json!({"podIP": "198.18.0.9", "phase": "Running"}),
+            );
+            objects.push(pod);
+        }
+        objects
+    }
+
+    fn run_check(objects: &[Object], from: Option<&str>, path: &str) -> String {
+        let command = AuthzCommand::Check {
+            pod: "httpbin.foo".into(),
+            namespace: None,
+            from: from.map(str::to_owned),
+            from_namespace: None,
+            path: path.into(),
+            method: "GET".into(),
+            port: None,
+        };
+        check(objects, &MeshOptions::default(), &command).unwrap()
+    }
+
+    const ALLOW_FOO: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: allow-foo, namespace: foo}\nspec: {action: ALLOW, rules: [{from: [{source: {namespaces: [foo]}}]}]}\n---\n";
+    const DENY_HEADERS: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: deny-headers, namespace: foo}\nspec: {action: DENY, rules: [{to: [{operation: {paths: [/headers]}}]}]}\n---\n";
+
+    #[test]
+    fn check_names_the_policy_that_allows_or_denies() {
+        let objects = cluster(&format!("{ALLOW_FOO}{DENY_HEADERS}"));
+        let foo = run_check(&objects, Some("sleep.foo"), "/ip");
+        assert!(
+            foo.contains("From sleep.foo (cluster.local/ns/foo/sa/sleep) over mTLS"),
+            "{foo}"
+        );
+        assert!(
+            foo.contains("Request: GET /ip (host httpbin.foo.svc.cluster.local:8000)"),
+            "{foo}"
+        );
+        assert!(
+            foo.ends_with("Decision: allowed by ALLOW policy foo/allow-foo rule 0\n"),
+            "{foo}"
+        );
+        let bar = run_check(&objects, Some("sleep.bar"), "/ip");
+        assert!(
+            bar.ends_with("Decision: denied: ALLOW policies apply (foo/allow-foo) but none matches -> 403 RBAC: access denied\n"),
+            "{bar}"
+        );
+        let headers = run_check(&objects, Some("sleep.foo"), "/headers");
+        assert!(headers.contains("DENY   foo/deny-headers"), "{headers}");
+        assert!(
+            headers.ends_with("Decision: denied by DENY policy foo/deny-headers rule 0 -> 403 RBAC: access denied\n"),
+            "{headers}"
+        );
+        let legacy = run_check(&objects, Some("sleep.legacy"), "/ip");
+        assert!(
+            legacy.contains("connection reset (plaintext to a STRICT port)"),
+            "{legacy}"
+        );
+    }
+
+    #[test]
+    fn check_without_policies_says_none_apply() {
+        let out = run_check(&cluster(""), Some("sleep.bar"), "/ip");
+        assert!(out.contains("Policies: none apply to this pod"), "{out}");
+        assert!(
+            out.ends_with("Decision: allowed: no ALLOW policy applies\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn pods_are_spelled_like_istioctl() {
+        assert_eq!(split_pod("sleep.bar", None, "foo"), ("sleep", "bar"));
+        assert_eq!(split_pod("sleep", None, "foo"), ("sleep", "foo"));
+        assert_eq!(
+            split_pod("sleep", Some("legacy"), "foo"),
+            ("sleep", "legacy")
+        );
+    }
+}
