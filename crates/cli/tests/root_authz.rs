@@ -1,0 +1,351 @@
+//! Root only: AuthorizationPolicy and Sidecar egress end to end, with the real binaries (`ironmesh`,
+//! `ironmesh-proxy`, `ironmesh-httpbin`), real network namespaces, iptables and `curl`: the walkthrough's
+//! namespaces under STRICT + ISTIO_MUTUAL, namespace isolation of foo (200 / 403 / reset), a DENY on
+//! `/headers` in bar (403 only there), REGISTRY_ONLY egress in bar (502), and `ironmesh authz check`.
+//! Helpers are copied from `root_mesh.rs` (each integration test file is its own crate).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
+}
+
+/// The proxy and the sample server must sit next to `ironmesh` (the runtime looks there first).
+fn build_companions() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "ironmesh-proxy",
+                "-p",
+                "ironmesh-samples",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo to build ironmesh-proxy and ironmesh-httpbin");
+        assert!(
+            status.success(),
+            "building ironmesh-proxy and ironmesh-httpbin failed"
+        );
+        let dir = Path::new(BIN).parent().unwrap();
+        for companion in ["ironmesh-proxy", "ironmesh-httpbin"] {
+            assert!(
+                dir.join(companion).exists(),
+                "{companion} is not next to {BIN}; build the workspace"
+            );
+        }
+    });
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: the local runtime creates network namespaces and iptables rules"
+    );
+}
+
+/// A cluster of its own; the Drop guard runs `down` and kills a control plane that is left.
+struct Cluster {
+    home: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        require_root();
+        build_companions();
+        let cluster = Cluster {
+            home: tempfile::tempdir().unwrap(),
+        };
+        cluster.ok(&["up"]);
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("IRONMESH_HOME", self.home.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "ironmesh {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn apply_injected(&self, file: &str, namespace: &str) {
+        let injected = self.ok(&["kube-inject", "-f", samples().join(file).to_str().unwrap()]);
+        let path = self
+            .home
+            .path()
+            .join(format!("{namespace}-{}", file.replace('/', "-")));
+        std::fs::write(&path, injected).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap(), "-n", namespace]);
+    }
+
+    fn pod(&self, app: &str, namespace: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let name = self.ok(&[
+                "get",
+                "pod",
+                "-l",
+                &format!("app={app}"),
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.items..metadata.name}",
+            ]);
+            if !name.trim().is_empty() && !name.contains(' ') {
+                return name.trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single {app} pod in {namespace}: {name:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `curl http://httpbin.DST:8000/ip` from the sleep pod of `src`: "CODE/EXIT".
+    fn call(&self, src: &str, dst: &str) -> String {
+        self.call_path(src, dst, "/ip")
+    }
+
+    /// `curl http://httpbin.DST:8000PATH` from the sleep pod of `src`: "CODE/EXIT".
+    fn call_path(&self, src: &str, dst: &str, path: &str) -> String {
+        let pod = self.pod("sleep", src);
+        let url = format!("http://httpbin.{dst}:8000{path}");
+        let output = self
+            .command(&[
+                "exec",
+                &pod,
+                "-n",
+                src,
+                "-c",
+                "sleep",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "5",
+                &url,
+                "-w",
+                "%{http_code}",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        format!(
+            "{}/{}",
+            String::from_utf8_lossy(&output.stdout).trim(),
+            output.status.code().unwrap_or(-1)
+        )
+    }
+
+    fn wait_for(&self, src: &str, dst: &str, want: &str, within: Duration) {
+        self.wait_for_path(src, dst, "/ip", want, within)
+    }
+
+    fn wait_for_path(&self, src: &str, dst: &str, path: &str, want: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.call_path(src, dst, path);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{src} -> {dst}{path}: want {want}, still {got} after {within:?}; logs in {}",
+                self.home.path().join("logs").display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn pod_netns(&self, namespace: &str, pod: &str) -> String {
+        ironmesh_runtime::ClusterId::from_home(self.home.path())
+            .unwrap()
+            .pod_netns(namespace, pod)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.home.path().join("run/control-plane.pid")).ok();
+        let _ = self.command(&["down"]).output();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok())
+            && alive(pid)
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
+impl Cluster {
+    /// Writes `yaml` to the cluster's home and applies it.
+    fn apply(&self, name: &str, yaml: &str) {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// The body `curl` prints for `http://httpbin.DST:8000PATH` from the sleep pod of `src`.
+    fn body(&self, src: &str, dst: &str, path: &str) -> String {
+        let pod = self.pod("sleep", src);
+        let url = format!("http://httpbin.{dst}:8000{path}");
+        let output = self
+            .command(&[
+                "exec", &pod, "-n", src, "-c", "sleep", "--", "curl", "-s", "-m", "5", &url,
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The Prometheus text of the sidecar of `app` in `namespace` (port 15020 inside its network namespace).
+    fn proxy_metrics(&self, app: &str, namespace: &str) -> String {
+        let netns = self.pod_netns(namespace, &self.pod(app, namespace));
+        let output = Command::new("ip")
+            .args(["netns", "exec", &netns, "curl", "-s", "-m", "5"])
+            .arg("http://127.0.0.1:15020/stats/prometheus")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+/// The walkthrough's STRICT mesh: every sidecar server takes only mTLS.
+const MESH_STRICT: &str = "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata:\n  name: default\nspec:\n  peers:\n  - mtls: {}\n";
+
+/// Every client sidecar sends ISTIO_MUTUAL to every `*.local` service.
+const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+
+/// Namespace isolation of foo (Istio's security-policy example).
+const ALLOW_FROM_FOO: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-foo\n  namespace: foo\nspec:\n  action: ALLOW\n  rules:\n  - from:\n    - source:\n        namespaces: [\"foo\"]\n";
+
+/// bar's httpbin refuses `/headers` to everyone; everything else stays open.
+const DENY_HEADERS_IN_BAR: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-headers\n  namespace: bar\nspec:\n  selector:\n    matchLabels:\n      app: httpbin\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/headers\"]\n";
+
+/// bar's sidecars only see bar's own services and block the rest.
+const BAR_REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata:\n  name: default\n  namespace: bar\nspec:\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n  egress:\n  - hosts: [\"./*\"]\n";
+
+const READY: Duration = Duration::from_secs(90);
+/// Policy updates reach proxies within a second; curl and pod lookups add their own time.
+const SETTLE: Duration = Duration::from_secs(5);
+
+#[test]
+fn root_namespace_isolation_path_deny_and_registry_only_egress() {
+    let c = Cluster::up();
+    for ns in ["foo", "bar"] {
+        c.ok(&["create", "ns", ns]);
+        c.apply_injected("httpbin/httpbin.yaml", ns);
+        c.apply_injected("sleep/sleep.yaml", ns);
+    }
+    c.ok(&["create", "ns", "legacy"]);
+    for file in ["httpbin/httpbin.yaml", "sleep/sleep.yaml"] {
+        let path = samples().join(file);
+        c.ok(&["apply", "-f", path.to_str().unwrap(), "-n", "legacy"]);
+    }
+    c.apply("mesh.yaml", MESH_STRICT);
+    c.apply("rule.yaml", ISTIO_MUTUAL_EVERYWHERE);
+    for src in ["foo", "bar"] {
+        c.wait_for(src, "foo", "200/0", READY);
+        c.wait_for(src, "bar", "200/0", READY);
+    }
+    c.wait_for("legacy", "foo", "000/56", READY);
+
+    // Namespace isolation: foo lets foo in, keeps bar out with Envoy's 403, legacy is still reset.
+    c.apply("allow-foo.yaml", ALLOW_FROM_FOO);
+    c.wait_for("bar", "foo", "403/0", SETTLE);
+    assert_eq!(c.call("foo", "foo"), "200/0");
+    assert_eq!(c.call("legacy", "foo"), "000/56");
+    assert_eq!(c.body("bar", "foo", "/ip"), "RBAC: access denied");
+    assert_eq!(c.call("foo", "bar"), "200/0", "bar has no policy");
+    let metrics = c.proxy_metrics("httpbin", "foo");
+    assert!(
+        metrics.lines().any(|line| line.starts_with(
+            "ironmesh_authz_denied_total{policy=\"foo/allow-foo\",action=\"ALLOW\",protocol=\"http\"}"
+        )),
+        "denials counted by policy:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("istio_requests_total{")
+                && line.contains("response_code=\"403\"")),
+        "Istio's request metric has the 403:\n{metrics}"
+    );
+    let explained = c.ok(&[
+        "authz",
+        "check",
+        &c.pod("httpbin", "foo"),
+        "-n",
+        "foo",
+        "--from",
+        &c.pod("sleep", "bar"),
+        "--from-namespace",
+        "bar",
+    ]);
+    assert!(
+        explained.contains(
+            "Decision: denied: ALLOW policies apply (foo/allow-foo) but none matches -> 403 RBAC: access denied"
+        ),
+        "{explained}"
+    );
+    let explained = c.ok(&[
+        "authz",
+        "check",
+        &c.pod("httpbin", "foo"),
+        "-n",
+        "foo",
+        "--from",
+        &c.pod("sleep", "foo"),
+    ]);
+    assert!(
+        explained.contains("Decision: allowed by ALLOW policy foo/allow-foo rule 0"),
+        "{explained}"
+    );
+
+    // A DENY on /headers in bar: 403 only there, for every caller; other paths and namespaces unaffected.
+    c.apply("deny-headers.yaml", DENY_HEADERS_IN_BAR);
+    c.wait_for_path("bar", "bar", "/headers", "403/0", SETTLE);
+    assert_eq!(c.call_path("foo", "bar", "/headers"), "403/0");
+    assert_eq!(c.call("bar", "bar"), "200/0");
+    assert_eq!(c.call("foo", "bar"), "200/0");
+    assert_eq!(c.call_path("foo", "foo", "/headers"), "200/0");
+
+    // REGISTRY_ONLY egress in bar with only `./*` visible: foo's service is unknown to bar -> 502.
+    c.apply("sidecar.yaml", BAR_REGISTRY_ONLY);
+    c.wait_for("bar", "foo", "502/0", SETTLE);
+    assert_eq!(
+        c.call("bar", "bar"),
+        "200/0",
+        "bar's own services stay visible"
+    );
+    assert_eq!(c.call("foo", "foo"), "200/0", "foo's egress is untouched");
+}
