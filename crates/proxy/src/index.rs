@@ -140,6 +140,12 @@ impl ConfigIndex {
         }
     }
 
+    /// Whether `original` is a service VIP or endpoint of the configuration (known to the registry),
+    /// whether or not it has a usable endpoint now.
+    pub fn knows(&self, original: SocketAddr) -> bool {
+        self.targets.contains_key(&original)
+    }
+
     /// Whether a blocked destination on `port` is answered as HTTP (502) rather than closed.
     pub fn is_http_port(&self, port: u16) -> bool {
         self.http_ports.contains(&port)
@@ -344,5 +350,36 @@ mod tests {
         assert_eq!(index.inbound(80), (ServerMode::Strict, true));
         assert_eq!(index.inbound(81), (ServerMode::Permissive, false));
         assert_eq!(ConfigIndex::default().inbound(80).0, ServerMode::Strict);
+    }
+
+    #[test]
+    fn registry_only_knows_its_services_and_bad_policies_fail_closed() {
+        let mut config = config(ClientTlsMode::Auto);
+        let workload = config.workload.as_mut().unwrap();
+        workload.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly as i32;
+        // Never validated (validation would NACK it): the proxy must not enforce nothing.
+        workload
+            .authorization_policies
+            .push(ironmesh_proto::pb::AuthorizationPolicy {
+                namespace: "foo".into(),
+                name: "custom".into(),
+                creation_timestamp: String::new(),
+                spec_json: r#"{"action":"CUSTOM"}"#.into(),
+            });
+        let index = ConfigIndex::new(Arc::new(config));
+        assert!(index.registry_only);
+        assert!(index.knows("10.96.0.10:8000".parse().unwrap()));
+        assert!(!index.knows("10.96.0.99:8000".parse().unwrap()));
+        assert!(index.is_http_port(8000));
+        let request = ironmesh_authz::Request {
+            peer: None,
+            source_ip: "10.0.0.9".parse().unwrap(),
+            destination_ip: "10.0.0.1".parse().unwrap(),
+            destination_port: 80,
+            sni: None,
+            http: None,
+        };
+        assert!(!index.authz.evaluate(&request).allowed);
+        assert!(!ConfigIndex::default().registry_only);
     }
 }

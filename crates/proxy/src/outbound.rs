@@ -78,16 +78,16 @@ async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream) {
         return reset(stream);
     }
     let _ = stream.set_nodelay(true);
-    let (route, registry_only, http_port) = {
+    let (route, blocked, http_port) = {
         let index = context.index.load();
         (
             index.route(original),
-            index.registry_only,
+            index.registry_only && !index.knows(original),
             index.is_http_port(original.port()),
         )
     };
     match route {
-        None if registry_only => block(stream, original, http_port).await,
+        None if blocked => block(stream, original, http_port).await,
         None => passthrough(&context, stream, original).await,
         Some(route) if route.http => serve_http(context, pools, stream, original).await,
         Some(route) => tcp(&context, stream, route).await,
@@ -204,8 +204,20 @@ async fn forward(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     // Route per request so requests on one connection are balanced over endpoints.
-    let Some(route) = context.index.load().route(original) else {
-        return upstream::upstream_503("no healthy upstream");
+    let (route, blocked) = {
+        let index = context.index.load();
+        (
+            index.route(original),
+            index.registry_only && !index.knows(original),
+        )
+    };
+    let Some(route) = route else {
+        // The service left this proxy's registry while the connection was open.
+        return if blocked {
+            error_response(StatusCode::BAD_GATEWAY, String::new())
+        } else {
+            upstream::upstream_503("no healthy upstream")
+        };
     };
     let response = pools.send(request, route.upstream, &route.tls).await;
     let labels = RequestLabels {
