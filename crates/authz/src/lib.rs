@@ -26,15 +26,19 @@
 //!   ([`normalize_path`]: unreserved `%XX` decoded, `.`/`..` removed); `hosts` ignore case and `:port`.
 //! - `CUSTOM`, `targetRef(s)`, path templates and unknown fields or `when` keys are refused.
 //!
-//! Wiring, by caller:
-//! - control plane: validate each object with [`AuthorizationPolicy::from_spec`] on apply; to know which
-//!   policies a proxy needs, build an [`AuthzIndex`] and list [`AppliedPolicies::policies`] for its workload.
-//! - proxy (inbound only): rebuild the index when policies change, keep one [`AppliedPolicies`] per local
-//!   workload (it is `Send + Sync`; swap it atomically), and call [`AppliedPolicies::evaluate`] per HTTP
-//!   request (denied → 403 `RBAC: access denied`) or per TCP connection with `http: None` (denied →
-//!   close). Build [`Request::peer`] with [`Peer::from_principal`] from the verified SPIFFE ID.
-//! - CLI `ironmesh authz check`: print the [`Decision`] (its `Display` is the explanation) and, for
-//!   detail, [`AppliedPolicies::explain`].
+//! Wiring, by caller (as built):
+//! - API: `ironmesh apply` refuses what [`AuthorizationPolicy::from_spec`] refuses, with its field path
+//!   (`crates/api/src/validate/rules.rs`).
+//! - control plane: `crates/control/src/authz.rs` builds an [`AuthzIndex`] per snapshot and pushes each
+//!   sidecar the policies in its scope (`Workload.authorization_policies`, spec as JSON); a stored policy
+//!   the engine refuses is pushed too, so the proxy NACKs it by name and keeps the last good set.
+//! - proxy (inbound only): `ironmesh_proto::applied_policies` compiles the pushed policies into one
+//!   [`AppliedPolicies`] per configuration; [`AppliedPolicies::evaluate`] runs per HTTP request (denied →
+//!   403 `RBAC: access denied`) or per TCP connection with `http: None` (denied → closed, and re-checked
+//!   on every policy change). [`Request::peer`] comes from [`Peer::from_principal`] of the verified
+//!   SPIFFE ID.
+//! - CLI `ironmesh authz check`: prints [`AppliedPolicies::explain`] and the [`Decision`] (its `Display`
+//!   is the explanation).
 //!
 //! Tests: `cargo test -p ironmesh-authz`; bench: `cargo bench -p ironmesh-authz --bench authz`.
 //!
