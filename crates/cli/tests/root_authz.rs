@@ -213,6 +213,16 @@ impl Cluster {
         self.ok(&["apply", "-f", path.to_str().unwrap()]);
     }
 
+    /// Applies `yaml` with the sidecar injected, in `namespace`.
+    fn apply_injected_text(&self, name: &str, yaml: &str, namespace: &str) {
+        let raw = self.home.path().join(format!("raw-{name}"));
+        std::fs::write(&raw, yaml).unwrap();
+        let injected = self.ok(&["kube-inject", "-f", raw.to_str().unwrap()]);
+        let path = self.home.path().join(name);
+        std::fs::write(&path, injected).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap(), "-n", namespace]);
+    }
+
     /// The body `curl` prints for `http://httpbin.DST:8000PATH` from the sleep pod of `src`.
     fn body(&self, src: &str, dst: &str, path: &str) -> String {
         let pod = self.pod("sleep", src);
@@ -254,6 +264,9 @@ const DENY_HEADERS_IN_BAR: &str = "apiVersion: security.istio.io/v1beta1\nkind: 
 /// bar's sidecars only see bar's own services and block the rest.
 const BAR_REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata:\n  name: default\n  namespace: bar\nspec:\n  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n  egress:\n  - hosts: [\"./*\"]\n";
 
+/// In namespace `tcp`, bar may not connect (a DENY without HTTP fields, checked once per connection).
+const DENY_BAR_IN_TCP: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-bar\n  namespace: tcp\nspec:\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [\"bar\"]\n";
+
 const READY: Duration = Duration::from_secs(90);
 /// Policy updates reach proxies within a second; curl and pod lookups add their own time.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -266,6 +279,16 @@ fn root_namespace_isolation_path_deny_and_registry_only_egress() {
         c.apply_injected("httpbin/httpbin.yaml", ns);
         c.apply_injected("sleep/sleep.yaml", ns);
     }
+    // httpbin again in namespace `tcp`, behind a Service that declares its port as TCP: the sidecars copy
+    // bytes and authorize once per connection.
+    c.ok(&["create", "ns", "tcp"]);
+    let httpbin = std::fs::read_to_string(samples().join("httpbin/httpbin.yaml")).unwrap();
+    assert!(
+        httpbin.contains("- name: http\n"),
+        "the sample names its port http"
+    );
+    let tcp_httpbin = httpbin.replacen("- name: http\n", "- name: tcp\n", 1);
+    c.apply_injected_text("tcp-httpbin.yaml", &tcp_httpbin, "tcp");
     c.ok(&["create", "ns", "legacy"]);
     for file in ["httpbin/httpbin.yaml", "sleep/sleep.yaml"] {
         let path = samples().join(file);
@@ -278,6 +301,30 @@ fn root_namespace_isolation_path_deny_and_registry_only_egress() {
         c.wait_for(src, "bar", "200/0", READY);
     }
     c.wait_for("legacy", "foo", "000/56", READY);
+    c.wait_for("bar", "tcp", "200/0", READY);
+
+    // A TCP port: bar's connection is closed (curl gets no HTTP reply at all), foo's goes through.
+    c.apply("deny-bar.yaml", DENY_BAR_IN_TCP);
+    let deadline = Instant::now() + SETTLE;
+    let closed = loop {
+        let got = c.call("bar", "tcp");
+        if got == "000/52" || got == "000/56" || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        closed == "000/52" || closed == "000/56",
+        "bar -> tcp: want a closed connection (curl 52 or 56), got {closed}"
+    );
+    assert_eq!(c.call("foo", "tcp"), "200/0");
+    let metrics = c.proxy_metrics("httpbin", "tcp");
+    assert!(
+        metrics.lines().any(|line| line.starts_with(
+            "ironmesh_authz_denied_total{policy=\"tcp/deny-bar\",action=\"DENY\",protocol=\"tcp\"}"
+        )),
+        "TCP denials counted by policy:\n{metrics}"
+    );
 
     // Namespace isolation: foo lets foo in, keeps bar out with Envoy's 403, legacy is still reset.
     c.apply("allow-foo.yaml", ALLOW_FROM_FOO);
