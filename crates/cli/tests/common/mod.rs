@@ -1,0 +1,304 @@
+//! Shared harness of the root end-to-end tests: a cluster of its own per test (real `ironmesh`,
+//! `ironmesh-proxy` and `ironmesh-httpbin` binaries, network namespaces, iptables, `curl`), torn down by a
+//! Drop guard even when the test fails. Each test file uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
+
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
+}
+
+/// The proxy and the sample server must sit next to `ironmesh` (the runtime looks there first).
+pub fn build_companions() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "ironmesh-proxy",
+                "-p",
+                "ironmesh-samples",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo to build ironmesh-proxy and ironmesh-httpbin");
+        assert!(
+            status.success(),
+            "building ironmesh-proxy and ironmesh-httpbin failed"
+        );
+        let dir = Path::new(BIN).parent().unwrap();
+        for companion in ["ironmesh-proxy", "ironmesh-httpbin"] {
+            assert!(
+                dir.join(companion).exists(),
+                "{companion} is not next to {BIN}; build the workspace"
+            );
+        }
+    });
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root: the local runtime creates network namespaces and iptables rules"
+    );
+}
+
+/// A cluster of its own; the Drop guard runs `down` and kills a control plane that is left.
+pub struct Cluster {
+    pub home: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn up() -> Cluster {
+        require_root();
+        build_companions();
+        let cluster = Cluster {
+            home: tempfile::tempdir().unwrap(),
+        };
+        cluster.ok(&["up"]);
+        cluster
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("IRONMESH_HOME", self.home.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "ironmesh {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn apply_injected(&self, file: &str, namespace: &str) {
+        let injected = self.ok(&["kube-inject", "-f", samples().join(file).to_str().unwrap()]);
+        let path = self
+            .home
+            .path()
+            .join(format!("{namespace}-{}", file.replace('/', "-")));
+        std::fs::write(&path, injected).unwrap();
+        self.ok(&["apply", "-f", path.to_str().unwrap(), "-n", namespace]);
+    }
+
+    pub fn deploy(&self) {
+        self.ok(&["create", "ns", "foo"]);
+        self.apply_injected("httpbin/httpbin.yaml", "foo");
+        self.apply_injected("sleep/sleep.yaml", "foo");
+        self.ok(&["create", "ns", "legacy"]);
+        for file in ["httpbin/httpbin.yaml", "sleep/sleep.yaml"] {
+            self.ok(&[
+                "apply",
+                "-f",
+                samples().join(file).to_str().unwrap(),
+                "-n",
+                "legacy",
+            ]);
+        }
+    }
+
+    pub fn pod(&self, app: &str, namespace: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let name = self.ok(&[
+                "get",
+                "pod",
+                "-l",
+                &format!("app={app}"),
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.items..metadata.name}",
+            ]);
+            if !name.trim().is_empty() && !name.contains(' ') {
+                return name.trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single {app} pod in {namespace}: {name:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `curl http://httpbin.DST:8000/ip` from the sleep pod of `src`: "CODE/EXIT".
+    pub fn call(&self, src: &str, dst: &str) -> String {
+        self.call_path(src, dst, "/ip")
+    }
+
+    /// `curl http://httpbin.DST:8000PATH` from the sleep pod of `src`: "CODE/EXIT".
+    pub fn call_path(&self, src: &str, dst: &str, path: &str) -> String {
+        let pod = self.pod("sleep", src);
+        let url = format!("http://httpbin.{dst}:8000{path}");
+        let output = self
+            .command(&[
+                "exec",
+                &pod,
+                "-n",
+                src,
+                "-c",
+                "sleep",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "5",
+                &url,
+                "-w",
+                "%{http_code}",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        format!(
+            "{}/{}",
+            String::from_utf8_lossy(&output.stdout).trim(),
+            output.status.code().unwrap_or(-1)
+        )
+    }
+
+    pub fn wait_for(&self, src: &str, dst: &str, want: &str, within: Duration) {
+        self.wait_for_path(src, dst, "/ip", want, within)
+    }
+
+    pub fn wait_for_path(&self, src: &str, dst: &str, path: &str, want: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.call_path(src, dst, path);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{src} -> {dst}{path}: want {want}, still {got} after {within:?}; logs in {}",
+                self.home.path().join("logs").display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The pid of a container (from the runtime's pid file "pid start-time").
+    pub fn container_pid(&self, namespace: &str, pod: &str, container: &str) -> i32 {
+        let file = self
+            .home
+            .path()
+            .join(format!("pods/{namespace}/{pod}/pids/{container}.pid"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    pub fn restarts(&self, namespace: &str, pod: &str, container: &str) -> u64 {
+        let path = format!(
+            "jsonpath={{.status.containerStatuses[?(@.name==\"{container}\")].restartCount}}"
+        );
+        let out = self.ok(&["get", "pod", pod, "-n", namespace, "-o", &path]);
+        out.trim().parse().unwrap_or_else(|_| {
+            // Fall back to the full status when the template engine lacks filters.
+            let json: serde_json::Value =
+                serde_json::from_str(&self.ok(&["get", "pod", pod, "-n", namespace, "-o", "json"]))
+                    .unwrap();
+            json["status"]["containerStatuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == container)
+                .and_then(|c| c["restartCount"].as_u64())
+                .unwrap()
+        })
+    }
+
+    pub fn control_plane_pid(&self) -> i32 {
+        std::fs::read_to_string(self.home.path().join("run/control-plane.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn pod_netns(&self, namespace: &str, pod: &str) -> String {
+        ironmesh_runtime::ClusterId::from_home(self.home.path())
+            .unwrap()
+            .pod_netns(namespace, pod)
+    }
+
+    /// `im-<cluster id>-`: every network namespace of this cluster starts with it.
+    pub fn netns_prefix(&self) -> String {
+        ironmesh_runtime::ClusterId::from_home(self.home.path())
+            .unwrap()
+            .netns_prefix()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.home.path().join("run/control-plane.pid")).ok();
+        let _ = self.command(&["down"]).output();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok())
+            && alive(pid)
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
+/// `curl http://httpbin.DST:8000/ip` run with `ip netns exec` (which also maps the pod's hosts file).
+pub fn curl_in(netns: &str, dst: &str) -> String {
+    let url = format!("http://httpbin.{dst}:8000/ip");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "5",
+            &url,
+            "-w",
+            "%{http_code}",
+        ])
+        .output()
+        .unwrap();
+    format!(
+        "{}/{}",
+        String::from_utf8_lossy(&output.stdout).trim(),
+        output.status.code().unwrap_or(-1)
+    )
+}
+
+pub fn kill9(pid: i32) {
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
