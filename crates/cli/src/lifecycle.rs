@@ -227,6 +227,7 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
         }
         _ => println!("ironmesh is not running"),
     }
+    remove_leftovers(home);
     let _ = std::fs::remove_file(home.pid_file());
     let _ = std::fs::remove_file(home.socket());
     if purge && home.root().exists() {
@@ -236,6 +237,19 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
         println!("state removed: {}", home.root().display());
     }
     Ok(())
+}
+
+/// A control plane that died (kill -9, a crash) leaves its pods and their network namespaces behind;
+/// `down` removes them too, so it always leaves nothing of the cluster running.
+fn remove_leftovers(home: &Home) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !home.root().join("pods").exists() {
+        return;
+    }
+    match ironmesh_runtime::Cluster::open(home.root()).and_then(|cluster| cluster.teardown()) {
+        Ok(()) => {}
+        Err(error) => eprintln!("warning: cannot remove what the cluster left running: {error}"),
+    }
 }
 
 pub(crate) fn status(home: &Home) -> Result<(), CliError> {

@@ -49,6 +49,28 @@ fn root_killed_containers_restart_and_only_their_pod_notices() {
         httpbin,
         "the pod was restarted in place, not replaced"
     );
+
+    // `down` after the control plane died still removes everything the cluster left running.
+    let prefix = c.netns_prefix();
+    let app = c.container_pid("foo", &httpbin, "httpbin");
+    kill9(c.control_plane_pid());
+    c.ok(&["down"]);
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !netns.contains(&prefix),
+        "namespaces left by a dead control plane survived down:\n{netns}"
+    );
+    assert!(
+        !alive(app),
+        "a container of a dead control plane survived down"
+    );
 }
 
 #[test]
