@@ -158,6 +158,9 @@ pub(crate) struct UpArgs {
     /// Clients send mTLS to sidecars without a DestinationRule (modern Istio).
     #[arg(long)]
     pub auto_mtls: bool,
+    /// What sidecars may call without a `Sidecar` resource: ALLOW_ANY, or REGISTRY_ONLY (only known services).
+    #[arg(long, value_parser = parse_outbound, default_value = "ALLOW_ANY")]
+    pub outbound_traffic_policy: ironmesh_control::OutboundTrafficPolicy,
     /// Lifetime of workload certificates, e.g. `24h`, `90m`.
     #[arg(long, default_value = "24h")]
     pub workload_cert_ttl: String,
@@ -186,4 +189,14 @@ pub(crate) struct GetArgs {
     /// yaml, json, wide, name, jsonpath=TEMPLATE
     #[arg(short = 'o', long)]
     pub output: Option<String>,
+}
+
+fn parse_outbound(text: &str) -> Result<ironmesh_control::OutboundTrafficPolicy, String> {
+    match text {
+        "ALLOW_ANY" => Ok(ironmesh_control::OutboundTrafficPolicy::AllowAny),
+        "REGISTRY_ONLY" => Ok(ironmesh_control::OutboundTrafficPolicy::RegistryOnly),
+        other => Err(format!(
+            "{other:?} is not an outbound traffic policy: use ALLOW_ANY or REGISTRY_ONLY"
+        )),
+    }
 }

@@ -83,7 +83,8 @@ struct EgressRule {
     created: Option<String>,
     name: String,
     selector: Option<BTreeMap<String, String>>,
-    mode: pb::OutboundTrafficPolicy,
+    /// `None` when the Sidecar does not set `outboundTrafficPolicy`: the mesh default applies.
+    mode: Option<pb::OutboundTrafficPolicy>,
     /// `namespace/dnsName` hosts of every egress listener; `None` when no egress is given (all visible).
     hosts: Option<Vec<(String, String)>>,
 }
@@ -95,8 +96,9 @@ impl EgressRule {
             .pointer("/outboundTrafficPolicy/mode")
             .and_then(Value::as_str)
         {
-            Some("REGISTRY_ONLY") => pb::OutboundTrafficPolicy::RegistryOnly,
-            _ => pb::OutboundTrafficPolicy::AllowAny,
+            Some("REGISTRY_ONLY") => Some(pb::OutboundTrafficPolicy::RegistryOnly),
+            Some("ALLOW_ANY") => Some(pb::OutboundTrafficPolicy::AllowAny),
+            _ => None,
         };
         let hosts = spec
             .get("egress")
@@ -160,18 +162,19 @@ impl EgressRule {
 pub(crate) struct EgressScope {
     rules: Vec<EgressRule>,
     root_namespace: String,
+    mesh_default: pb::OutboundTrafficPolicy,
 }
 
 /// The egress a workload's sidecar gets: its outbound mode and which services it sees.
 pub(crate) struct Egress<'a> {
     rule: Option<&'a EgressRule>,
     client_namespace: &'a str,
+    mesh_default: pb::OutboundTrafficPolicy,
 }
 
 impl Egress<'_> {
     pub(crate) fn mode(&self) -> pb::OutboundTrafficPolicy {
-        self.rule
-            .map_or(pb::OutboundTrafficPolicy::AllowAny, |r| r.mode)
+        self.rule.and_then(|r| r.mode).unwrap_or(self.mesh_default)
     }
 
     pub(crate) fn shows(&self, service_namespace: &str, hostname: &str) -> bool {
@@ -181,7 +184,11 @@ impl Egress<'_> {
 }
 
 impl EgressScope {
-    pub(crate) fn new(objects: &[Object], root_namespace: &str) -> Self {
+    pub(crate) fn new(
+        objects: &[Object],
+        root_namespace: &str,
+        mesh_default: pb::OutboundTrafficPolicy,
+    ) -> Self {
         let mut rules: Vec<EgressRule> = objects
             .iter()
             .filter(|o| o.kind == "Sidecar")
@@ -198,6 +205,7 @@ impl EgressScope {
         Self {
             rules,
             root_namespace: root_namespace.to_owned(),
+            mesh_default,
         }
     }
 
@@ -221,6 +229,7 @@ impl EgressScope {
         Egress {
             rule,
             client_namespace: namespace,
+            mesh_default: self.mesh_default,
         }
     }
 }
@@ -280,13 +289,17 @@ mod tests {
     }
 
     fn config(objects: &[Object], ns: &str, app: &str) -> pb::ProxyConfig {
+        config_in(&MeshOptions::default(), objects, ns, app)
+    }
+
+    fn config_in(mesh: &MeshOptions, objects: &[Object], ns: &str, app: &str) -> pb::ProxyConfig {
         let pod = objects
             .iter()
             .filter(|o| o.kind == "Pod")
             .map(PodView::of)
             .find(|p| p.namespace == ns && p.labels.get("app").map(String::as_str) == Some(app))
             .unwrap();
-        ClusterSnapshot::new(objects, &MeshOptions::default()).proxy_config(&pod)
+        ClusterSnapshot::new(objects, mesh).proxy_config(&pod)
     }
 
     fn policies_of(objects: &[Object], ns: &str, app: &str) -> Vec<String> {
@@ -435,5 +448,32 @@ mod tests {
             "foo's own Sidecar wins"
         );
         assert_eq!(visible(&foo), ["bar"]);
+    }
+
+    #[test]
+    fn the_mesh_option_is_the_default_and_a_sidecar_mode_overrides_it() {
+        // Istio: `meshConfig.outboundTrafficPolicy` applies unless a Sidecar sets its own; a Sidecar without
+        // `outboundTrafficPolicy` inherits the mesh's.
+        let mesh = MeshOptions {
+            outbound_traffic_policy: crate::OutboundTrafficPolicy::RegistryOnly,
+            ..MeshOptions::default()
+        };
+        let allow_bar = "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata: {name: default, namespace: bar}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n---\n";
+        let hosts_only_legacy = "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata: {name: default, namespace: legacy}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n---\n";
+        let objects = cluster(&format!("{allow_bar}{hosts_only_legacy}"));
+        assert_eq!(
+            mode(&config_in(&mesh, &objects, "foo", "sleep")),
+            pb::OutboundTrafficPolicy::RegistryOnly
+        );
+        assert_eq!(
+            mode(&config_in(&mesh, &objects, "bar", "sleep")),
+            pb::OutboundTrafficPolicy::AllowAny
+        );
+        let objects = cluster("");
+        assert_eq!(
+            mode(&config(&objects, "foo", "sleep")),
+            pb::OutboundTrafficPolicy::AllowAny,
+            "ALLOW_ANY by default"
+        );
     }
 }

@@ -26,7 +26,7 @@ use ironmesh_runtime::Cluster;
 use ironmesh_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use options::{MESH_FILE, MeshOptions, OptionsError};
+pub use options::{MESH_FILE, MeshOptions, OptionsError, OutboundTrafficPolicy};
 
 /// Socket of the CLI API under `$IRONMESH_HOME`.
 pub const API_SOCKET: &str = "run/api.sock";

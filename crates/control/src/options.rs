@@ -23,6 +23,19 @@ pub struct MeshOptions {
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,
+    /// What sidecars may call when no `Sidecar` resource says otherwise (Istio's
+    /// `meshConfig.outboundTrafficPolicy.mode`).
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
+}
+
+/// `ALLOW_ANY`: destinations outside the registry pass through; `REGISTRY_ONLY`: they are blocked (502 on
+/// HTTP, closed on TCP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficPolicy {
+    #[default]
+    AllowAny,
+    RegistryOnly,
 }
 
 impl Default for MeshOptions {
@@ -34,6 +47,7 @@ impl Default for MeshOptions {
             ca_cert: None,
             ca_key: None,
             ca_chain: None,
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
         }
     }
 }
@@ -120,6 +134,7 @@ mod tests {
             trust_domain: "example.org".into(),
             auto_mtls: true,
             workload_cert_ttl_seconds: 2,
+            outbound_traffic_policy: OutboundTrafficPolicy::RegistryOnly,
             ..Default::default()
         };
         options.save(home.path()).unwrap();

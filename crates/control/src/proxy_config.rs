@@ -56,7 +56,16 @@ impl ClusterSnapshot {
         let root_namespace = mesh_config.root_namespace.clone();
         ClusterSnapshot {
             policies: PolicyScope::new(objects, &root_namespace),
-            egress: EgressScope::new(objects, &root_namespace),
+            egress: EgressScope::new(
+                objects,
+                &root_namespace,
+                match mesh.outbound_traffic_policy {
+                    crate::OutboundTrafficPolicy::AllowAny => pb::OutboundTrafficPolicy::AllowAny,
+                    crate::OutboundTrafficPolicy::RegistryOnly => {
+                        pb::OutboundTrafficPolicy::RegistryOnly
+                    }
+                },
+            ),
             root_namespace,
             index: PolicyIndex::new(objects, mesh_config),
             services: of_kind("Service").map(ServiceView::of).collect(),
