@@ -58,3 +58,35 @@ impl Drop for ActiveGuard {
         self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Serves HTTP/1.1 or h2 on `io` with `handler` until the peer closes, or, once the data plane drains,
+/// until in-flight requests finish (h1 answers with `Connection: close`, h2 sends GOAWAY).
+pub(crate) async fn serve_http_until_drained<I, F, Fut>(
+    context: &Context,
+    io: I,
+    handler: F,
+    side: &str,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<crate::upstream::ProxyBody>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let response = handler(request);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = context.drain_started() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, side, "HTTP connection ended with an error");
+    }
+}

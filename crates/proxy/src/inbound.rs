@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use ironmesh_authz::Request;
 use ironmesh_identity::{SpiffeId, peer_identity};
 use ironmesh_proto::pb::ServerMode;
@@ -21,7 +18,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
-use crate::context::{ActiveGuard, Context};
+use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::detect::{
     CLASSIFY_BYTES, FirstBytes, InboundAction, TlsAction, after_client_hello, classify_first_bytes,
     inbound_action,
@@ -425,37 +422,22 @@ async fn serve_http<T>(
 {
     let shared = Arc::new((peer, xfcc));
     let draining = context.clone();
-    let service = service_fn(move |request: http::Request<Incoming>| {
+    let handler = move |request: http::Request<Incoming>| {
         let (context, pools, shared) = (context.clone(), pools.clone(), shared.clone());
         async move {
             let (peer, xfcc) = &*shared;
-            Ok::<_, std::convert::Infallible>(
-                forward(
-                    &context,
-                    &pools,
-                    request,
-                    addresses,
-                    xfcc.as_ref(),
-                    peer.as_ref(),
-                )
-                .await,
+            forward(
+                &context,
+                &pools,
+                request,
+                addresses,
+                xfcc.as_ref(),
+                peer.as_ref(),
             )
-        }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = draining.drain_started() => {
-            // Finish in-flight requests, then close (h1: Connection: close; h2: GOAWAY).
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            .await
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(error = %error, "inbound HTTP connection ended with an error");
-    }
+    serve_http_until_drained(&draining, io, handler, "inbound").await;
 }
 
 async fn forward(

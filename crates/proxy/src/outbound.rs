@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::context::{ActiveGuard, Context};
+use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::index::{Route, UpstreamTls};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
@@ -170,27 +170,12 @@ async fn serve_http(
     original: SocketAddr,
 ) {
     let draining = context.clone();
-    let service = service_fn(move |request: http::Request<Incoming>| {
+    let handler = move |request: http::Request<Incoming>| {
         let context = context.clone();
         let pools = pools.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(forward(&context, &pools, request, original).await)
-        }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = draining.drain_started() => {
-            // Finish in-flight requests, then close (h1: Connection: close; h2: GOAWAY).
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+        async move { forward(&context, &pools, request, original).await }
     };
-    if let Err(error) = result {
-        tracing::debug!(error = %error, "outbound HTTP connection ended with an error");
-    }
+    serve_http_until_drained(&draining, stream, handler, "outbound").await;
 }
 
 async fn forward(
