@@ -55,14 +55,7 @@ fn root_killed_containers_restart_and_only_their_pod_notices() {
     let app = c.container_pid("foo", &httpbin, "httpbin");
     kill9(c.control_plane_pid());
     c.ok(&["down"]);
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
+    let netns = netns_list();
     assert!(
         !netns.contains(&prefix),
         "namespaces left by a dead control plane survived down:\n{netns}"
@@ -118,14 +111,7 @@ fn root_traffic_survives_a_dead_control_plane_and_down_leaves_nothing() {
         .collect();
     let restarted_control_plane = c.control_plane_pid();
     c.ok(&["down"]);
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
+    let netns = netns_list();
     assert!(
         !netns.contains(&prefix),
         "network namespaces left after down:\n{netns}"

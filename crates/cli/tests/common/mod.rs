@@ -262,6 +262,12 @@ impl Drop for Cluster {
     }
 }
 
+/// `ip netns list`, as text: what a test checks its cluster left behind.
+pub fn netns_list() -> String {
+    let output = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
