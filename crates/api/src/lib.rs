@@ -22,6 +22,7 @@
 //! counts as plaintext (CONFLICT against STRICT, as the walkthrough's 503 shows) and a server whose
 //! workloads run no sidecar counts as plaintext-only.
 
+pub mod inert;
 pub mod kinds;
 pub mod load;
 pub mod object;
@@ -30,7 +31,10 @@ mod validate;
 mod yaml;
 
 pub use kinds::{KindError, KindInfo, all_kinds, kind_for_spelling, kind_for_type};
-pub use load::{LoadError, Loaded, Problem, load_documents};
+pub use load::{
+    Analysis, LoadError, Loaded, Problem, analyze_documents, load_documents,
+    load_documents_with_warnings,
+};
 pub use object::{Object, ObjectMeta, split_api_version};
-pub use validate::{FieldError, validate_object};
+pub use validate::{FieldError, Warning, validate_object, validate_object_with_warnings};
 pub use yaml::Position;

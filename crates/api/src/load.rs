@@ -56,20 +56,57 @@ fn render(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// Everything a dry check of one source finds: the valid objects, the errors (any of them makes the
+/// source invalid) and Istio's warnings, all with positions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Analysis {
+    pub loaded: Vec<Loaded>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 /// Parses and validates every document of `text` (YAML or JSON). `source_name` is only used in
 /// messages (`all-internal-traffic.yml`, `-` for stdin). All-or-nothing: any problem fails the load.
 pub fn load_documents(source_name: &str, text: &str) -> Result<Vec<Loaded>, LoadError> {
-    let documents = parse_documents(text).map_err(|e| LoadError {
-        problems: vec![Problem {
-            source: source_name.to_string(),
-            line: e.position.line,
-            col: e.position.col,
-            path: String::new(),
-            message: format!("invalid YAML: {}", e.message),
-        }],
-    })?;
+    load_documents_with_warnings(source_name, text).map(|(loaded, _)| loaded)
+}
+
+/// [`load_documents`], and on success Istio's warnings for the loaded objects (`Warning:` lines).
+pub fn load_documents_with_warnings(
+    source_name: &str,
+    text: &str,
+) -> Result<(Vec<Loaded>, Vec<Problem>), LoadError> {
+    let analysis = analyze_documents(source_name, text);
+    if analysis.problems.is_empty() {
+        Ok((analysis.loaded, analysis.warnings))
+    } else {
+        Err(LoadError {
+            problems: analysis.problems,
+        })
+    }
+}
+
+/// Parses and validates every document of `text`, collecting errors and warnings of all documents
+/// (`ironmesh analyze`); nothing is decided here.
+pub fn analyze_documents(source_name: &str, text: &str) -> Analysis {
+    let documents = match parse_documents(text) {
+        Ok(documents) => documents,
+        Err(e) => {
+            return Analysis {
+                problems: vec![Problem {
+                    source: source_name.to_string(),
+                    line: e.position.line,
+                    col: e.position.col,
+                    path: String::new(),
+                    message: format!("invalid YAML: {}", e.message),
+                }],
+                ..Analysis::default()
+            };
+        }
+    };
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     for document in &documents {
         let is_list = document.value.get("kind").and_then(Value::as_str) == Some("List");
         if is_list {
@@ -91,6 +128,7 @@ pub fn load_documents(source_name: &str, text: &str) -> Result<Vec<Loaded>, Load
                     item,
                     &mut loaded,
                     &mut problems,
+                    &mut warnings,
                 );
             }
         } else {
@@ -101,16 +139,18 @@ pub fn load_documents(source_name: &str, text: &str) -> Result<Vec<Loaded>, Load
                 &document.value,
                 &mut loaded,
                 &mut problems,
+                &mut warnings,
             );
         }
     }
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(LoadError { problems })
+    Analysis {
+        loaded,
+        problems,
+        warnings,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn load_one(
     source_name: &str,
     document: &YamlDocument,
@@ -118,8 +158,17 @@ fn load_one(
     value: &Value,
     loaded: &mut Vec<Loaded>,
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) {
-    let errors = validate_value(value);
+    let (errors, found_warnings) = validate_value(value);
+    warnings.extend(found_warnings.iter().map(|w| {
+        problem_at(
+            source_name,
+            document,
+            prefix,
+            &FieldError::new(w.path.clone(), w.message.clone()),
+        )
+    }));
     if !errors.is_empty() {
         problems.extend(
             errors

@@ -51,6 +51,12 @@ pub(crate) enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
+    /// Check files as `apply` would, changing nothing (like `istioctl analyze`); no control plane needed.
+    Analyze {
+        /// A path or `-` for stdin; repeat for several files.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
     /// Delete `-f FILE` or `KIND NAME`.
     Delete {
         #[arg(short = 'f', long = "filename")]

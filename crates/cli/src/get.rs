@@ -266,9 +266,23 @@ pub(crate) async fn describe(
             }
         }
     }
+    out.push_str(&inert_text(&object));
     out.push_str(&events_text(events.as_ref()));
     print!("{out}");
     Ok(())
+}
+
+/// The fields set in `object` that ironmesh stores and validates but does not act on.
+fn inert_text(object: &Value) -> String {
+    let inert = ironmesh_api::inert::inert_fields(object);
+    if inert.is_empty() {
+        return String::new();
+    }
+    let mut out = "No effect in ironmesh:\n".to_string();
+    for field in inert {
+        out.push_str(&format!("  {}: {}\n", field.path, field.why));
+    }
+    out
 }
 
 fn events_text(events: Option<&Value>) -> String {

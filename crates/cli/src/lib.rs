@@ -1,6 +1,7 @@
 //! ironmesh: the command line, with kubectl and istioctl habits. The library target holds what other
 //! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
 
+mod analyze;
 mod authz;
 mod ca;
 mod cli;
@@ -73,6 +74,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Apply { file, namespace } => {
             block_on(Box::pin(write::apply(&client, &file, namespace.as_deref())))
         }
+        Command::Analyze { files } => analyze::analyze(&files),
         Command::Delete {
             file,
             kind,

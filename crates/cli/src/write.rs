@@ -35,6 +35,12 @@ fn load(file: &str) -> Result<Vec<Loaded>, CliError> {
     Ok(ironmesh_api::load_documents(file, &text)?)
 }
 
+/// [`load`] with Istio's validation warnings (`file:line:col: path: message`).
+fn load_with_warnings(file: &str) -> Result<(Vec<Loaded>, Vec<ironmesh_api::Problem>), CliError> {
+    let text = read_source(file)?;
+    Ok(ironmesh_api::load_documents_with_warnings(file, &text)?)
+}
+
 /// Injects workloads bound for namespaces labelled for automatic injection (labels of namespaces in the
 /// same file count too).
 async fn auto_inject(
@@ -78,14 +84,14 @@ pub(crate) async fn apply(
     file: &str,
     namespace: Option<&str>,
 ) -> Result<(), CliError> {
-    let mut loaded = load(file)?;
+    let (mut loaded, istio_warnings) = load_with_warnings(file)?;
     if loaded.is_empty() {
         return Err(CliError::Usage(format!(
             "no objects passed to apply: {file} holds no documents"
         )));
     }
     auto_inject(client, &mut loaded, namespace).await?;
-    let warnings: Vec<String> = loaded
+    let mut warnings: Vec<String> = loaded
         .iter()
         .filter(|l| l.object.api_version == "extensions/v1beta1")
         .map(|l| {
@@ -96,6 +102,9 @@ pub(crate) async fn apply(
             )
         })
         .collect();
+    // Istio's webhook warnings, as kubectl prints them. The control plane computes the same ones (they
+    // come back in each result's `warnings`); the local copy carries the column too.
+    warnings.extend(istio_warnings.iter().map(|w| format!("Warning: {w}")));
     let items = loaded
         .iter()
         .map(|l| ApplyItem {

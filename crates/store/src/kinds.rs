@@ -14,6 +14,9 @@ pub(crate) struct KindFacts {
     /// `deployment.extensions`, `service`, `meshpolicy.authentication.istio.io`.
     pub display: String,
     pub api_version: String,
+    /// Istio's validation warnings for the object, as `origin: path: message`: it is stored anyway,
+    /// and the answer carries them (kubectl prints them as `Warning: ...`).
+    pub warnings: Vec<String>,
 }
 
 impl KindFacts {
@@ -44,26 +47,33 @@ pub(crate) fn facts_for(object: &Value, origin: &str) -> Result<KindFacts, Store
         .map_err(|e| StoreError::Invalid(format!("{origin}: {e}")))?;
     let typed: ironmesh_api::Object = serde_json::from_value(object.clone())
         .map_err(|e| StoreError::Invalid(format!("{origin}: {e}")))?;
-    if let Err(problems) = ironmesh_api::validate_object(&typed) {
-        let text = problems
-            .iter()
-            .map(|p| {
-                if p.path.is_empty() {
-                    format!("{origin}: {}", p.message)
-                } else {
-                    format!("{origin}: {}: {}", p.path, p.message)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        return Err(StoreError::Invalid(text));
-    }
+    let warnings = match ironmesh_api::validate_object_with_warnings(&typed) {
+        Ok(warnings) => warnings,
+        Err(problems) => {
+            return Err(StoreError::Invalid(invalid_text(origin, &problems)));
+        }
+    };
     Ok(KindFacts {
         plural: info.plural,
         namespaced: info.namespaced,
         display: info.display_group(api_version),
         api_version: api_version.to_string(),
+        warnings: warnings.iter().map(|w| format!("{origin}: {w}")).collect(),
     })
+}
+
+fn invalid_text(origin: &str, problems: &[ironmesh_api::FieldError]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            if p.path.is_empty() {
+                format!("{origin}: {}", p.message)
+            } else {
+                format!("{origin}: {}: {}", p.path, p.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether objects stored under `plural` are namespaced (unknown plurals count as namespaced).

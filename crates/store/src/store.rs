@@ -69,6 +69,9 @@ pub struct ApplyResult {
     pub reference: String,
     pub action: ApplyAction,
     pub object: Value,
+    /// Istio's validation warnings for this object (`origin: path: message`); it was applied anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for ApplyResult {
@@ -542,6 +545,7 @@ fn apply_in(
                         reference,
                         action: ApplyAction::Unchanged,
                         object: stored.clone(),
+                        warnings: c.facts.warnings.clone(),
                     });
                     continue;
                 }
@@ -584,6 +588,7 @@ fn apply_in(
             reference,
             action,
             object,
+            warnings: c.facts.warnings,
         });
     }
     Ok(results)

@@ -1,8 +1,12 @@
 //! Validation of objects: the envelope (apiVersion, kind, names), the per-kind field schemas and the
 //! semantic rules. Errors carry field paths; [`crate::load`] adds file positions.
 
+mod names;
+mod networking;
+mod report;
 mod rules;
 mod schemas;
+mod security;
 mod shape;
 
 use std::fmt;
@@ -50,26 +54,52 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Istio's validation warning: the object is valid and stored, but something in it is suspect
+/// (deprecated, ignored, or probably not what the author meant). kubectl prints these as
+/// `Warning: <message>`; Istio's webhook returns them in its admission response.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Warning {
+    /// Dotted field path, as in [`FieldError::path`]; empty for the whole object.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 /// Validates an object that arrived as JSON (e.g. over the API): the same rules as
 /// [`crate::load::load_documents`], without positions.
 pub fn validate_object(obj: &Object) -> Result<(), Vec<FieldError>> {
-    let errors = validate_value(&obj.to_value());
+    validate_object_with_warnings(obj).map(|_| ())
+}
+
+/// Like [`validate_object`], and on success Istio's warnings for the object (possibly none).
+pub fn validate_object_with_warnings(obj: &Object) -> Result<Vec<Warning>, Vec<FieldError>> {
+    let (errors, warnings) = validate_value(&obj.to_value());
     if errors.is_empty() {
-        Ok(())
+        Ok(warnings)
     } else {
         Err(errors)
     }
 }
 
-/// Every problem of one JSON-shaped object.
-pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
+/// Every problem and every warning of one JSON-shaped object.
+pub(crate) fn validate_value(value: &Value) -> (Vec<FieldError>, Vec<Warning>) {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let Some(map) = value.as_object() else {
         errors.push(FieldError::new(
             "",
             "expected a map with apiVersion, kind and metadata",
         ));
-        return errors;
+        return (errors, warnings);
     };
     let api_version = map.get("apiVersion").and_then(Value::as_str);
     let kind = map.get("kind").and_then(Value::as_str);
@@ -79,7 +109,7 @@ pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
                 errors.push(FieldError::new(field, "missing, expected a string"));
             }
         }
-        return errors;
+        return (errors, warnings);
     };
     let info = match kind_for_type(api_version, kind) {
         Ok(info) => info,
@@ -90,7 +120,7 @@ pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
                 "apiVersion"
             };
             errors.push(FieldError::new(path, err.to_string()));
-            return errors;
+            return (errors, warnings);
         }
     };
     let metadata = map.get("metadata");
@@ -99,9 +129,10 @@ pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
             "metadata",
             "missing, expected a map with name",
         ));
-        return errors;
+        return (errors, warnings);
     }
     schemas::object_shape(kind).check("", value, &mut errors);
+    let shape_errors: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
     let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str);
     let name_check = match (kind, name) {
         (_, None) => Err("missing, expected the object's name".to_string()),
@@ -119,6 +150,20 @@ pub(crate) fn validate_value(value: &Value) -> Vec<FieldError> {
     {
         errors.push(FieldError::new("metadata.namespace", why));
     }
-    rules::check(kind, map, &mut errors);
-    errors
+    // Semantic rules read fields by their schema types (a mistyped value reads as unset): where the
+    // schema already refused a value, what a rule says at or below it would only repeat that.
+    let mut rule_errors = Vec::new();
+    rules::check(kind, map, &mut rule_errors, &mut warnings);
+    errors.extend(
+        rule_errors
+            .into_iter()
+            .filter(|e| !shape_errors.iter().any(|bad| is_within(&e.path, bad))),
+    );
+    (errors, warnings)
+}
+
+/// `path` is `parent` or a field or item below it.
+fn is_within(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }

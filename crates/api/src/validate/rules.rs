@@ -4,202 +4,52 @@
 
 use serde_json::{Map, Value};
 
-use super::FieldError;
+use super::report::Report;
+use super::{FieldError, Warning, networking, security};
 
-/// Runs the semantic rules of `kind` on an object that already passed its schema.
-pub(crate) fn check(kind: &str, object: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+/// Runs the semantic rules of `kind` on an object that already passed its schema: errors refuse the
+/// object, warnings are Istio's for valid but suspect input.
+pub(crate) fn check(
+    kind: &str,
+    object: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+    warnings: &mut Vec<Warning>,
+) {
     let spec = object.get("spec").unwrap_or(&Value::Null);
-    let name = object
-        .get("metadata")
+    let metadata = object.get("metadata");
+    let name = metadata
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .unwrap_or_default();
+    // Objects without a namespace land in `default` (the store's rule), which is what `exportTo: [.]`
+    // and `configmap://` credentials are compared with.
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let mut report = Report { errors, warnings };
+    let r = &mut report;
+    if matches!(kind, "PeerAuthentication" | "DestinationRule" | "Sidecar") {
+        security::metadata_annotations(kind, &Value::Object(object.clone()), r);
+    }
     match kind {
-        "MeshPolicy" => mesh_policy(name, spec, errors),
-        "Policy" => policy(name, spec, errors),
-        "PeerAuthentication" => peer_authentication(spec, errors),
-        "DestinationRule" => destination_rule(spec, errors),
-        "AuthorizationPolicy" => authorization_policy(spec, errors),
-        "Sidecar" => sidecar(spec, errors),
-        "Service" => service(spec, errors),
-        "Deployment" => deployment(spec, errors),
-        "Pod" => pod_spec("spec", spec, errors),
+        "MeshPolicy" => security::legacy_policy(true, name, spec, r),
+        "Policy" => security::legacy_policy(false, name, spec, r),
+        "PeerAuthentication" => security::peer_authentication(spec, r),
+        "DestinationRule" => networking::destination_rule(namespace, spec, r),
+        "Sidecar" => networking::sidecar(namespace, spec, r),
+        "AuthorizationPolicy" => authorization_policy(spec, r.errors),
+        "Service" => service(spec, r.errors),
+        "Deployment" => deployment(spec, r.errors),
+        "Pod" => pod_spec("spec", spec, r.errors),
         _ => {}
     }
-}
-
-fn non_empty_list(value: Option<&Value>) -> bool {
-    value
-        .and_then(Value::as_array)
-        .is_some_and(|items| !items.is_empty())
 }
 
 fn is_blank(value: Option<&Value>) -> bool {
     value
         .and_then(Value::as_str)
         .is_none_or(|s| s.trim().is_empty())
-}
-
-fn mesh_policy(name: &str, spec: &Value, errors: &mut Vec<FieldError>) {
-    if name != "default" {
-        errors.push(FieldError::new(
-            "metadata.name",
-            format!("found {name:?}, expected \"default\" (a MeshPolicy must be named default)"),
-        ));
-    }
-    if non_empty_list(spec.get("targets")) {
-        errors.push(FieldError::new(
-            "spec.targets",
-            "found targets, expected none (a MeshPolicy applies to the whole mesh; use a Policy to target services)",
-        ));
-    }
-    legacy_targets(spec, errors);
-}
-
-fn policy(name: &str, spec: &Value, errors: &mut Vec<FieldError>) {
-    let has_targets = non_empty_list(spec.get("targets"));
-    if !has_targets && name != "default" {
-        errors.push(FieldError::new(
-            "metadata.name",
-            format!(
-                "found {name:?}, expected \"default\" (a Policy without targets is namespace-wide and must be named default; or add spec.targets)"
-            ),
-        ));
-    }
-    if has_targets && name == "default" {
-        errors.push(FieldError::new(
-            "metadata.name",
-            "found \"default\", expected another name (a Policy with targets must not be named default)",
-        ));
-    }
-    legacy_targets(spec, errors);
-}
-
-fn legacy_targets(spec: &Value, errors: &mut Vec<FieldError>) {
-    let Some(targets) = spec.get("targets").and_then(Value::as_array) else {
-        return;
-    };
-    for (index, target) in targets.iter().enumerate() {
-        if is_blank(target.get("name")) {
-            errors.push(FieldError::new(
-                format!("spec.targets[{index}].name"),
-                "missing, expected the short name of a service",
-            ));
-        }
-        for (p, port) in target
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let has_number = port.get("number").is_some_and(|n| !n.is_null());
-            let has_name = !is_blank(port.get("name"));
-            if has_number == has_name {
-                errors.push(FieldError::new(
-                    format!("spec.targets[{index}].ports[{p}]"),
-                    "expected exactly one of number or name",
-                ));
-            }
-        }
-    }
-}
-
-fn peer_authentication(spec: &Value, errors: &mut Vec<FieldError>) {
-    let Some(port_level) = spec.get("portLevelMtls").and_then(Value::as_object) else {
-        return;
-    };
-    let has_selector = spec
-        .get("selector")
-        .and_then(|s| s.get("matchLabels"))
-        .and_then(Value::as_object)
-        .is_some_and(|labels| !labels.is_empty());
-    if !has_selector {
-        errors.push(FieldError::new(
-            "spec.portLevelMtls",
-            "portLevelMtls requires a selector: add spec.selector.matchLabels for the workload",
-        ));
-    }
-    if port_level.is_empty() {
-        errors.push(FieldError::new(
-            "spec.portLevelMtls",
-            "found an empty map, expected at least one port",
-        ));
-    }
-}
-
-fn destination_rule(spec: &Value, errors: &mut Vec<FieldError>) {
-    if is_blank(spec.get("host")) {
-        errors.push(FieldError::new(
-            "spec.host",
-            "missing, expected the service host (e.g. httpbin, httpbin.foo.svc.cluster.local or *.local)",
-        ));
-    }
-    traffic_policy("spec.trafficPolicy", spec.get("trafficPolicy"), errors);
-    for (index, subset) in spec
-        .get("subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if is_blank(subset.get("name")) {
-            errors.push(FieldError::new(
-                format!("spec.subsets[{index}].name"),
-                "missing, expected a subset name",
-            ));
-        }
-        traffic_policy(
-            &format!("spec.subsets[{index}].trafficPolicy"),
-            subset.get("trafficPolicy"),
-            errors,
-        );
-    }
-}
-
-fn traffic_policy(path: &str, policy: Option<&Value>, errors: &mut Vec<FieldError>) {
-    let Some(policy) = policy else { return };
-    client_tls(&format!("{path}.tls"), policy.get("tls"), errors);
-    for (index, setting) in policy
-        .get("portLevelSettings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let setting_path = format!("{path}.portLevelSettings[{index}]");
-        if setting
-            .get("port")
-            .and_then(|p| p.get("number"))
-            .is_none_or(Value::is_null)
-        {
-            errors.push(FieldError::new(
-                format!("{setting_path}.port.number"),
-                "missing, expected the service port number this setting applies to",
-            ));
-        }
-        client_tls(&format!("{setting_path}.tls"), setting.get("tls"), errors);
-    }
-}
-
-fn client_tls(path: &str, tls: Option<&Value>, errors: &mut Vec<FieldError>) {
-    let Some(tls) = tls else { return };
-    if tls.get("mode").and_then(Value::as_str) != Some("MUTUAL") {
-        return;
-    }
-    if !is_blank(tls.get("credentialName")) {
-        return;
-    }
-    for field in ["clientCertificate", "privateKey"] {
-        if is_blank(tls.get(field)) {
-            errors.push(FieldError::new(
-                format!("{path}.{field}"),
-                format!(
-                    "missing, MUTUAL requires {field} (or use ISTIO_MUTUAL for mesh certificates)"
-                ),
-            ));
-        }
-    }
 }
 
 fn authorization_policy(spec: &Value, errors: &mut Vec<FieldError>) {
@@ -213,42 +63,6 @@ fn authorization_policy(spec: &Value, errors: &mut Vec<FieldError>) {
     // The engine the proxies enforce with is the judge: what it refuses would be NACKed by every proxy.
     if let Err(error) = ironmesh_authz::AuthorizationPolicy::from_spec(spec) {
         errors.push(FieldError::new(error.path, error.message));
-    }
-}
-
-/// A `Sidecar`: the outbound mode and Istio's `namespace/dnsName` egress hosts.
-fn sidecar(spec: &Value, errors: &mut Vec<FieldError>) {
-    if let Some(mode) = spec.pointer("/outboundTrafficPolicy/mode")
-        && !matches!(mode.as_str(), Some("ALLOW_ANY" | "REGISTRY_ONLY"))
-    {
-        errors.push(FieldError::new(
-            "spec.outboundTrafficPolicy.mode",
-            format!("found {mode}, expected ALLOW_ANY or REGISTRY_ONLY"),
-        ));
-    }
-    let listeners = spec.get("egress").and_then(Value::as_array);
-    for (index, listener) in listeners.into_iter().flatten().enumerate() {
-        let hosts = listener.get("hosts").and_then(Value::as_array);
-        if hosts.is_none_or(|hosts| hosts.is_empty()) {
-            errors.push(FieldError::new(
-                format!("spec.egress[{index}].hosts"),
-                "missing, expected a list of namespace/dnsName hosts such as \"./*\" or \"istio-system/*\"",
-            ));
-        }
-        for (h, host) in hosts.into_iter().flatten().enumerate() {
-            let well_formed = host
-                .as_str()
-                .and_then(|host| host.split_once('/'))
-                .is_some_and(|(ns, dns)| !ns.is_empty() && !dns.is_empty() && !dns.contains('/'));
-            if !well_formed {
-                errors.push(FieldError::new(
-                    format!("spec.egress[{index}].hosts[{h}]"),
-                    format!(
-                        "found {host}, expected namespace/dnsName (namespace `*`, `.` or a name; dnsName `*`, `*.suffix` or a FQDN)"
-                    ),
-                ));
-            }
-        }
     }
 }
 

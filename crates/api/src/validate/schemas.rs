@@ -2,7 +2,8 @@
 //! Kubernetes kinds (we check what we use and keep the rest).
 
 use super::shape::Shape::{
-    self, Any, Bool, Enum, Int, IntOrStr, List, Open, Port, PortMap, Str, StrMap, Strict,
+    self, Any, Bool, Duration, Enum, Int, IntOrStr, List, Num, Open, Port, PortMap, Str, StrMap,
+    Strict, UInt, Values,
 };
 
 const STRINGS: Shape = List(&Str);
@@ -22,13 +23,36 @@ const WORKLOAD_SELECTOR: Shape = Strict(&[("matchLabels", StrMap)]);
 
 // --- authentication.istio.io/v1alpha1 (MeshPolicy, Policy) -----------------------------------------
 pub(crate) static LEGACY_MTLS_MODES: &[&str] = &["STRICT", "PERMISSIVE"];
+// istio/api authentication/v1alpha1/policy.proto (Istio 1.1-1.5): `StringMatch` and `Jwt`.
+const LEGACY_STRING_MATCH: Shape = Strict(&[
+    ("exact", Str),
+    ("prefix", Str),
+    ("suffix", Str),
+    ("regex", Str),
+]);
+const LEGACY_JWT: Shape = Strict(&[
+    ("issuer", Str),
+    ("audiences", STRINGS),
+    ("jwksUri", Str),
+    ("jwks", Str),
+    ("jwtHeaders", STRINGS),
+    ("jwtParams", STRINGS),
+    (
+        "triggerRules",
+        List(&Strict(&[
+            ("excludedPaths", List(&LEGACY_STRING_MATCH)),
+            ("includedPaths", List(&LEGACY_STRING_MATCH)),
+        ])),
+    ),
+]);
 const LEGACY_POLICY_SPEC: Shape = Strict(&[
     (
         "targets",
         List(&Strict(&[
             ("name", Str),
             ("labels", StrMap),
-            ("ports", List(&Strict(&[("number", Port), ("name", Str)]))),
+            // A port number of 0 means "unset" in protobuf: the rule then looks at the name.
+            ("ports", List(&Strict(&[("number", UInt), ("name", Str)]))),
         ])),
     ),
     (
@@ -38,11 +62,11 @@ const LEGACY_POLICY_SPEC: Shape = Strict(&[
                 "mtls",
                 Strict(&[("mode", Enum(LEGACY_MTLS_MODES)), ("allowTls", Bool)]),
             ),
-            ("jwt", Any),
+            ("jwt", LEGACY_JWT),
         ])),
     ),
     ("peerIsOptional", Bool),
-    ("origins", List(&Strict(&[("jwt", Any)]))),
+    ("origins", List(&Strict(&[("jwt", LEGACY_JWT)]))),
     ("originIsOptional", Bool),
     ("principalBinding", Enum(&["USE_PEER", "USE_ORIGIN"])),
 ]);
@@ -115,6 +139,8 @@ const AUTHORIZATION_POLICY_SPEC: Shape = Strict(&[
 ]);
 
 // --- networking.istio.io (DestinationRule, Sidecar) -------------------------------------------------
+// Every field of istio/api networking/v1alpha3/destination_rule.proto and sidecar.proto (the v1beta1 and
+// v1 APIs are the same messages). Durations are Go-style strings, see [`Shape::Duration`].
 pub(crate) static TLS_MODES: &[&str] = &["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"];
 const CLIENT_TLS: Shape = Strict(&[
     ("mode", Enum(TLS_MODES)),
@@ -127,23 +153,148 @@ const CLIENT_TLS: Shape = Strict(&[
     ("insecureSkipVerify", Bool),
     ("caCrl", Str),
 ]);
+const LOCALITY_FAILOVER: Shape = Strict(&[("from", Str), ("to", Str)]);
+const LOAD_BALANCER: Shape = Strict(&[
+    (
+        "simple",
+        Enum(&[
+            "UNSPECIFIED",
+            "LEAST_CONN",
+            "RANDOM",
+            "PASSTHROUGH",
+            "ROUND_ROBIN",
+            "LEAST_REQUEST",
+        ]),
+    ),
+    (
+        "consistentHash",
+        Strict(&[
+            ("httpHeaderName", Str),
+            (
+                "httpCookie",
+                Strict(&[
+                    ("name", Str),
+                    ("path", Str),
+                    ("ttl", Duration),
+                    (
+                        "attributes",
+                        List(&Strict(&[("name", Str), ("value", Str)])),
+                    ),
+                ]),
+            ),
+            ("useSourceIp", Bool),
+            ("httpQueryParameterName", Str),
+            ("ringHash", Strict(&[("minimumRingSize", UInt)])),
+            ("maglev", Strict(&[("tableSize", UInt)])),
+            ("minimumRingSize", UInt),
+        ]),
+    ),
+    (
+        "localityLbSetting",
+        Strict(&[
+            (
+                "distribute",
+                List(&Strict(&[("from", Str), ("to", Values(&UInt))])),
+            ),
+            ("failover", List(&LOCALITY_FAILOVER)),
+            ("failoverPriority", STRINGS),
+            ("enabled", Bool),
+        ]),
+    ),
+    (
+        "zoneAwareLbSetting",
+        Strict(&[
+            ("enabled", Bool),
+            ("failover", List(&LOCALITY_FAILOVER)),
+            ("failoverPriority", STRINGS),
+            ("minClusterSize", UInt),
+        ]),
+    ),
+    ("warmupDurationSecs", Duration),
+    (
+        "warmup",
+        Strict(&[
+            ("duration", Duration),
+            ("minimumPercent", Num),
+            ("aggression", Num),
+        ]),
+    ),
+]);
+pub(crate) const CONNECTION_POOL: Shape = Strict(&[
+    (
+        "tcp",
+        Strict(&[
+            ("maxConnections", Int),
+            ("connectTimeout", Duration),
+            (
+                "tcpKeepalive",
+                Strict(&[("probes", UInt), ("time", Duration), ("interval", Duration)]),
+            ),
+            ("maxConnectionDuration", Duration),
+            ("idleTimeout", Duration),
+        ]),
+    ),
+    (
+        "http",
+        Strict(&[
+            ("http1MaxPendingRequests", Int),
+            ("http2MaxRequests", Int),
+            ("maxRequestsPerConnection", Int),
+            ("maxRetries", Int),
+            ("idleTimeout", Duration),
+            (
+                "h2UpgradePolicy",
+                Enum(&["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"]),
+            ),
+            ("useClientProtocol", Bool),
+            ("maxConcurrentStreams", Int),
+            (
+                "http2KeepAlive",
+                Strict(&[("interval", Duration), ("timeout", Duration)]),
+            ),
+        ]),
+    ),
+]);
+const OUTLIER_DETECTION: Shape = Strict(&[
+    ("consecutiveErrors", Int),
+    ("splitExternalLocalOriginErrors", Bool),
+    ("consecutiveLocalOriginFailures", UInt),
+    ("consecutiveGatewayErrors", UInt),
+    ("consecutive5xxErrors", UInt),
+    ("interval", Duration),
+    ("baseEjectionTime", Duration),
+    ("maxEjectionPercent", Int),
+    ("minHealthPercent", Int),
+    ("outlierDetectionHttpErrorCodes", List(&UInt)),
+]);
 const TRAFFIC_POLICY: Shape = Strict(&[
-    ("loadBalancer", Any),
-    ("connectionPool", Any),
-    ("outlierDetection", Any),
+    ("loadBalancer", LOAD_BALANCER),
+    ("connectionPool", CONNECTION_POOL),
+    ("outlierDetection", OUTLIER_DETECTION),
     ("tls", CLIENT_TLS),
     (
         "portLevelSettings",
         List(&Strict(&[
             ("port", Strict(&[("number", Port)])),
-            ("loadBalancer", Any),
-            ("connectionPool", Any),
-            ("outlierDetection", Any),
+            ("loadBalancer", LOAD_BALANCER),
+            ("connectionPool", CONNECTION_POOL),
+            ("outlierDetection", OUTLIER_DETECTION),
             ("tls", CLIENT_TLS),
         ])),
     ),
-    ("tunnel", Any),
-    ("proxyProtocol", Any),
+    (
+        "tunnel",
+        Strict(&[("protocol", Str), ("targetHost", Str), ("targetPort", UInt)]),
+    ),
+    ("proxyProtocol", Strict(&[("version", Enum(&["V1", "V2"]))])),
+    (
+        "retryBudget",
+        Strict(&[
+            ("percent", Num),
+            ("minRetryConcurrency", UInt),
+            ("budgetInterval", Duration),
+        ]),
+    ),
 ]);
 const DESTINATION_RULE_SPEC: Shape = Strict(&[
     ("host", Str),
@@ -159,12 +310,88 @@ const DESTINATION_RULE_SPEC: Shape = Strict(&[
     ("exportTo", STRINGS),
     ("workloadSelector", WORKLOAD_SELECTOR),
 ]);
+static CAPTURE_MODES: &[&str] = &["DEFAULT", "IPTABLES", "NONE"];
+const SIDECAR_PORT: Shape = Strict(&[
+    ("number", UInt),
+    ("protocol", Str),
+    ("name", Str),
+    ("targetPort", UInt),
+]);
+const SERVER_TLS: Shape = Strict(&[
+    ("httpsRedirect", Bool),
+    (
+        "mode",
+        Enum(&[
+            "PASSTHROUGH",
+            "SIMPLE",
+            "MUTUAL",
+            "AUTO_PASSTHROUGH",
+            "ISTIO_MUTUAL",
+            "OPTIONAL_MUTUAL",
+        ]),
+    ),
+    ("serverCertificate", Str),
+    ("privateKey", Str),
+    ("caCertificates", Str),
+    ("caCrl", Str),
+    ("credentialName", Str),
+    ("credentialNames", STRINGS),
+    ("caCertCredentialName", Str),
+    (
+        "tlsCertificates",
+        List(&Strict(&[
+            ("serverCertificate", Str),
+            ("privateKey", Str),
+            ("caCertificates", Str),
+        ])),
+    ),
+    ("subjectAltNames", STRINGS),
+    ("verifyCertificateSpki", STRINGS),
+    ("verifyCertificateHash", STRINGS),
+    ("minProtocolVersion", Enum(TLS_PROTOCOLS)),
+    ("maxProtocolVersion", Enum(TLS_PROTOCOLS)),
+    ("cipherSuites", STRINGS),
+    ("insecureSkipVerify", Bool),
+]);
+static TLS_PROTOCOLS: &[&str] = &["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
 const SIDECAR_SPEC: Shape = Strict(&[
-    ("workloadSelector", WORKLOAD_SELECTOR),
-    ("ingress", List(&Any)),
-    ("egress", List(&Any)),
-    ("outboundTrafficPolicy", Any),
-    ("inboundConnectionPool", Any),
+    // networking.v1alpha3.WorkloadSelector: `labels`, not `matchLabels`.
+    ("workloadSelector", Strict(&[("labels", StrMap)])),
+    (
+        "ingress",
+        List(&Strict(&[
+            ("port", SIDECAR_PORT),
+            ("bind", Str),
+            ("captureMode", Enum(CAPTURE_MODES)),
+            ("defaultEndpoint", Str),
+            ("tls", SERVER_TLS),
+            ("connectionPool", CONNECTION_POOL),
+        ])),
+    ),
+    (
+        "egress",
+        List(&Strict(&[
+            ("port", SIDECAR_PORT),
+            ("bind", Str),
+            ("captureMode", Enum(CAPTURE_MODES)),
+            ("hosts", STRINGS),
+        ])),
+    ),
+    ("inboundConnectionPool", CONNECTION_POOL),
+    (
+        "outboundTrafficPolicy",
+        Strict(&[
+            ("mode", Enum(&["REGISTRY_ONLY", "ALLOW_ANY"])),
+            (
+                "egressProxy",
+                Strict(&[
+                    ("host", Str),
+                    ("subset", Str),
+                    ("port", Strict(&[("number", UInt)])),
+                ]),
+            ),
+        ]),
+    ),
 ]);
 
 // --- Kubernetes kinds -------------------------------------------------------------------------------

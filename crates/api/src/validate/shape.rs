@@ -14,6 +14,13 @@ pub(crate) enum Shape {
     Str,
     Bool,
     Int,
+    /// A non-negative integer (protobuf `uint32`/`uint64`, and the wrapper `UInt32Value`).
+    UInt,
+    /// Any number (protobuf `double`, `DoubleValue`).
+    Num,
+    /// A protobuf `Duration` as Istio's YAML spells it: Go's `time.ParseDuration` syntax (`5s`, `100ms`,
+    /// `1h30m`), which is what Istio's JSON unmarshaller accepts.
+    Duration,
     /// An integer 1–65535.
     Port,
     /// A port number or a port name (Kubernetes `targetPort`).
@@ -24,6 +31,8 @@ pub(crate) enum Shape {
     /// A map with known fields checked and all other fields kept (Kubernetes objects).
     Open(&'static [(&'static str, Shape)]),
     List(&'static Shape),
+    /// Any keys, values of the given shape (protobuf `map<string, T>`).
+    Values(&'static Shape),
     /// String keys to string values (labels, annotations, selectors).
     StrMap,
     /// Keys are port numbers 1–65535, values of the given shape (`portLevelMtls`).
@@ -81,6 +90,13 @@ impl Shape {
             Shape::Str if !value.is_string() => mismatch("a string"),
             Shape::Bool if !value.is_boolean() => mismatch("true or false"),
             Shape::Int if !(value.is_i64() || value.is_u64()) => mismatch("an integer"),
+            Shape::UInt if !value.is_u64() => mismatch("a non-negative integer"),
+            Shape::Num if !value.is_number() => mismatch("a number"),
+            Shape::Duration => {
+                if value.as_str().and_then(parse_duration).is_none() {
+                    mismatch("a duration such as 5s, 100ms or 1h30m")
+                }
+            }
             Shape::Port => {
                 if !value.as_u64().is_some_and(|p| (1..=65535).contains(&p)) {
                     mismatch("a port number 1-65535")
@@ -150,6 +166,14 @@ impl Shape {
                     }
                 }
             }
+            Shape::Values(item) => {
+                let Some(map) = value.as_object() else {
+                    return mismatch("a map");
+                };
+                for (key, child) in map {
+                    item.check(&join_key(path, key), child, errors);
+                }
+            }
             Shape::PortMap(item) => {
                 let Some(map) = value.as_object() else {
                     return mismatch("a map keyed by port number");
@@ -165,9 +189,65 @@ impl Shape {
                     item.check(&child_path, child, errors);
                 }
             }
-            Shape::Str | Shape::Bool | Shape::Int => {}
+            Shape::Str | Shape::Bool | Shape::Int | Shape::UInt | Shape::Num => {}
         }
     }
+}
+
+/// Parses a duration in Go's `time.ParseDuration` syntax into nanoseconds: an optional sign, then one or
+/// more decimal numbers each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is
+/// allowed. Istio's YAML goes through a JSON unmarshaller that parses `Duration` strings this way
+/// (golang/protobuf `jsonpb`), which is why `connectTimeout: 30ms` is valid Istio.
+pub(crate) fn parse_duration(text: &str) -> Option<i128> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..digits_end];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale: i128 = match &rest[..unit_end] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let whole: i128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        let mut value = whole.checked_mul(scale)?;
+        let mut place = scale;
+        for digit in fraction.bytes() {
+            place /= 10;
+            value += i128::from(digit - b'0') * place;
+        }
+        total = total.checked_add(value)?;
+    }
+    Some(if negative { -total } else { total })
 }
 
 #[cfg(test)]
@@ -204,6 +284,18 @@ mod tests {
             errors[0]
         );
         assert!(errors[0].is_unknown_field);
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        assert_eq!(parse_duration("30ms"), Some(30_000_000));
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("-2s"), Some(-2_000_000_000));
+        assert_eq!(parse_duration("100"), None);
+        assert_eq!(parse_duration("5 s"), None);
+        assert_eq!(parse_duration(""), None);
     }
 
     #[test]
