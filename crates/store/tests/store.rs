@@ -454,3 +454,47 @@ async fn the_cli_api_round_trips_over_a_unix_socket() {
     assert!(!socket.exists(), "the socket file is removed on shutdown");
     assert!(client.info().await.is_err());
 }
+
+#[test]
+fn istios_validation_runs_in_the_store_and_its_warnings_come_back_with_the_result() {
+    let (_dir, store) = open();
+    let rule = |outlier: Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "r"},
+               "spec": {"host": "httpbin", "trafficPolicy": {"outlierDetection": outlier}}})
+    };
+    // Istio's webhook refuses a percentage over 100: nothing is stored.
+    let err = store
+        .apply(
+            &[item(rule(json!({"maxEjectionPercent": 105})), "dr.yaml:1")],
+            &in_ns("default"),
+        )
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::Invalid);
+    assert!(
+        err.to_string()
+            .contains("dr.yaml:1: spec.trafficPolicy.outlierDetection.maxEjectionPercent"),
+        "{err}"
+    );
+    // A deprecated field is stored, with Istio's warning in the answer (what kubectl prints).
+    let results = store
+        .apply(
+            &[item(rule(json!({"consecutiveErrors": 5})), "dr.yaml:1")],
+            &in_ns("default"),
+        )
+        .unwrap();
+    assert_eq!(results[0].action, ApplyAction::Created);
+    assert_eq!(
+        results[0].warnings,
+        [
+            "dr.yaml:1: spec.trafficPolicy.outlierDetection.consecutiveErrors: outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead"
+        ]
+    );
+    let clean = store
+        .apply(
+            &[item(service("httpbin", 8000), "svc.yaml:1")],
+            &in_ns("default"),
+        )
+        .unwrap();
+    assert!(clean[0].warnings.is_empty());
+}
