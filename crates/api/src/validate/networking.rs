@@ -658,7 +658,7 @@ fn locality_lb_setting(path: &str, lb: &Value, has_outlier: bool, r: &mut Report
             .flatten()
         {
             destinations.push(locality.clone());
-            let weight = weight.as_u64().unwrap_or(0);
+            let weight = super::shape::as_uint(weight).unwrap_or(0);
             if !(1..=100).contains(&weight) {
                 r.error(
                     join_key(&join_key(&entry_path, "to"), locality),

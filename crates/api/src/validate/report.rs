@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::shape::parse_duration;
+use super::shape::{as_uint, parse_duration};
 use super::{FieldError, Warning};
 
 /// Collects a rule's errors (the object is refused) and warnings (stored, with a `Warning:` line).
@@ -73,7 +73,7 @@ pub(crate) fn int(value: &Value, key: &str) -> i64 {
 }
 
 pub(crate) fn uint(value: &Value, key: &str) -> u64 {
-    field(value, key).and_then(Value::as_u64).unwrap_or(0)
+    field(value, key).and_then(as_uint).unwrap_or(0)
 }
 
 pub(crate) fn flag(value: &Value, key: &str) -> bool {

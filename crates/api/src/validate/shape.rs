@@ -14,7 +14,9 @@ pub(crate) enum Shape {
     Str,
     Bool,
     Int,
-    /// A non-negative integer (protobuf `uint32`/`uint64`, and the wrapper `UInt32Value`).
+    /// A non-negative integer (protobuf `uint32`/`uint64`, and the wrapper `UInt32Value`). A string of
+    /// digits is accepted too: protobuf's JSON form writes 64-bit integers as strings
+    /// (`tableSize: "65537"`), and Istio's unmarshaller reads both.
     UInt,
     /// Any number (protobuf `double`, `DoubleValue`).
     Num,
@@ -90,7 +92,7 @@ impl Shape {
             Shape::Str if !value.is_string() => mismatch("a string"),
             Shape::Bool if !value.is_boolean() => mismatch("true or false"),
             Shape::Int if !(value.is_i64() || value.is_u64()) => mismatch("an integer"),
-            Shape::UInt if !value.is_u64() => mismatch("a non-negative integer"),
+            Shape::UInt if as_uint(value).is_none() => mismatch("a non-negative integer"),
             Shape::Num if !value.is_number() => mismatch("a number"),
             Shape::Duration => {
                 if value.as_str().and_then(parse_duration).is_none() {
@@ -191,6 +193,14 @@ impl Shape {
             }
             Shape::Str | Shape::Bool | Shape::Int | Shape::UInt | Shape::Num => {}
         }
+    }
+}
+
+/// A non-negative integer, also from a string of digits (protobuf JSON's 64-bit integers).
+pub(crate) fn as_uint(value: &Value) -> Option<u64> {
+    match value {
+        Value::String(text) => text.parse().ok(),
+        other => other.as_u64(),
     }
 }
 
