@@ -98,6 +98,7 @@ impl ControlPlane {
             namespace: namespace.into(),
             service_account: service_account.into(),
             pod: pod.into(),
+            pod_uid: format!("{pod}-uid"),
         };
         let path = dir.join(format!("{pod}.token"));
         write_token_file(
@@ -182,6 +183,7 @@ impl ControlPlane {
                     namespace: "bench".into(),
                     service_account: "push".into(),
                     pod: format!("push-{index}"),
+                    pod_uid: format!("push-{index}-uid"),
                 };
                 let token =
                     TokenSource::Static(self.credentials.issue(&claims, Duration::from_secs(3600)));

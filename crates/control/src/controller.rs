@@ -191,3 +191,134 @@ pub async fn run(ctx: Context) {
         kubelet.stop_all().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ironmesh_proto::{AuthError, HubOptions};
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(template_labels: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: bar}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: sleep, namespace: bar}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: sleep}}}}\n  template:\n    metadata: {{labels: {{{template_labels}}}}}\n    \
+             spec:\n      containers:\n      - {{name: sleep, image: pstauffer/curl, command: [/bin/sleep, 3650d]}}\n"
+        )
+    }
+
+    /// The controllers' loop on a real store in a temp dir, without the runtime (no kubelet).
+    fn controllers(dir: &std::path::Path) -> Loop {
+        let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
+        Loop {
+            ctx: Context {
+                home: dir.to_path_buf(),
+                store,
+                cluster: None,
+                credentials: Arc::new(CredentialAuthority::from_secret(&[1; 32])),
+                hub: ConfigHub::new(
+                    Arc::new(|_: &str, _: &str| Err(AuthError("no proxies here".into()))),
+                    HubOptions::default(),
+                ),
+                mesh: MeshOptions::default(),
+                shutdown: CancellationToken::new(),
+            },
+            kubelet: None,
+            applied_network: None,
+            configured_proxies: BTreeSet::new(),
+        }
+    }
+
+    fn apply(store: &Store, yaml: &str) {
+        let items = ironmesh_api::load_documents("t.yaml", yaml)
+            .unwrap()
+            .into_iter()
+            .map(|l| ApplyItem {
+                object: l.object.to_value(),
+                origin: format!("t.yaml:{}", l.line),
+            })
+            .collect::<Vec<_>>();
+        store.apply(&items, &ApplyOptions::default()).unwrap();
+    }
+
+    /// `(pod-template-hash, name, ready)` of every pod, sorted.
+    fn pods(store: &Store) -> Vec<(String, String, bool)> {
+        let mut pods: Vec<(String, String, bool)> = snapshot(store)
+            .into_iter()
+            .filter(|o| o.kind == "Pod")
+            .map(|p| {
+                let ready = p.body.get("status").is_some();
+                (
+                    p.metadata.labels[deployments::TEMPLATE_HASH_LABEL].clone(),
+                    p.metadata.name.clone(),
+                    ready,
+                )
+            })
+            .collect();
+        pods.sort();
+        pods
+    }
+
+    /// What the kubelet writes once a pod's containers run (here at once, for every pod).
+    fn kubelet_starts_every_pod(store: &Store) {
+        for (_, name, ready) in pods(store) {
+            if !ready {
+                let status = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+                store
+                    .update_status(&ObjectKey::new("pods", Some("bar"), &name), status)
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Runs passes (each followed by the kubelet's reports) until the pods stop changing; returns the
+    /// pod count after every pass, so a test sees each step of a rollout.
+    async fn settle(controllers: &mut Loop) -> Vec<usize> {
+        let store = controllers.ctx.store.clone();
+        let mut counts = Vec::new();
+        for _ in 0..20 {
+            let before = pods(&store);
+            controllers.converge().await;
+            counts.push(pods(&store).len());
+            kubelet_starts_every_pod(&store);
+            if pods(&store) == before {
+                return counts;
+            }
+        }
+        panic!("the controllers did not settle in 20 passes: {counts:?}");
+    }
+
+    #[tokio::test]
+    async fn relabelling_a_template_and_back_keeps_one_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controllers = controllers(dir.path());
+        let store = controllers.ctx.store.clone();
+
+        apply(&store, &deployment("app: sleep"));
+        assert_eq!(settle(&mut controllers).await.last(), Some(&1));
+        let first = pods(&store);
+
+        apply(&store, &deployment("app: sleep, version: v2"));
+        let counts = settle(&mut controllers).await;
+        assert!(counts.iter().all(|&n| n <= 2), "maxSurge 1: {counts:?}");
+        assert!(
+            counts.contains(&2),
+            "the old pod serves until the new one is ready: {counts:?}"
+        );
+        let second = pods(&store);
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_ne!(second[0].0, first[0].0, "a pod of the new template");
+
+        apply(&store, &deployment("app: sleep"));
+        let counts = settle(&mut controllers).await;
+        assert!(counts.iter().all(|&n| n <= 2), "{counts:?}");
+        let third = pods(&store);
+        assert_eq!(third.len(), 1, "no extra replica stays: {third:?}");
+        assert_eq!(third[0].0, first[0].0, "the first template's hash again");
+        let pod = store
+            .get(&ObjectKey::new("pods", Some("bar"), &third[0].1))
+            .unwrap();
+        assert_eq!(pod["metadata"]["labels"].get("version"), None);
+    }
+}

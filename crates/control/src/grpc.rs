@@ -1,42 +1,62 @@
 //! The proxies' gRPC endpoint on a Unix socket: Istio's `IstioCertificateService` (certificates) and the
-//! configuration stream, both authenticated with the pod's credential.
+//! configuration stream, both authenticated with the pod's credential, which is valid only while its pod
+//! exists in the store with the uid it names (Kubernetes' pod-bound tokens).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use ironmesh_identity::ca_service::CaService;
-use ironmesh_identity::{CA_AUDIENCE, CertificateAuthority, CredentialAuthority};
-use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
-use tokio_stream::wrappers::UnixListenerStream;
+use ironmesh_identity::{
+    CA_AUDIENCE, CertificateAuthority, CredentialAuthority, PodLookup, check_pod_binding,
+};
+use ironmesh_proto::{AuthError, Authenticator, ConfigHub, HubOptions};
+use ironmesh_store::{ObjectKey, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::ControlError;
 
-/// The configuration hub; a proxy may subscribe only as the pod its credential names.
-pub(crate) fn hub(credentials: Arc<CredentialAuthority>) -> ConfigHub {
-    ConfigHub::new(
-        Arc::new(move |token: &str, proxy_id: &str| {
-            let claims = credentials
-                .verify(token, CA_AUDIENCE, SystemTime::now())
-                .map_err(|e| AuthError(e.to_string()))?;
-            let expected = format!("{}.{}", claims.pod, claims.namespace);
-            if expected == proxy_id {
-                Ok(())
-            } else {
-                Err(AuthError(format!(
-                    "the credential is for pod {expected}, not {proxy_id}; use the pod's own token file"
-                )))
-            }
-        }),
-        HubOptions::default(),
-    )
+/// The pods as the store holds them, for the credential checks.
+pub(crate) struct StorePods(pub Arc<Store>);
+
+impl PodLookup for StorePods {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        // One read transaction of redb (no fsync): short enough for the request path.
+        match self.0.get(&ObjectKey::new("pods", Some(namespace), name)) {
+            Ok(pod) => Ok(pod["metadata"]["uid"].as_str().map(str::to_owned)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// The configuration hub; a proxy may subscribe only as the pod its credential names, while that pod exists.
+pub(crate) fn hub(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>) -> ConfigHub {
+    ConfigHub::new(authenticator(credentials, pods), HubOptions::default())
+}
+
+fn authenticator(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>) -> Authenticator {
+    Arc::new(move |token: &str, proxy_id: &str| {
+        let claims = credentials
+            .verify(token, CA_AUDIENCE, SystemTime::now())
+            .map_err(|e| AuthError(e.to_string()))?;
+        check_pod_binding(&claims, pods.as_ref()).map_err(|e| AuthError(e.to_string()))?;
+        let expected = format!("{}.{}", claims.pod, claims.namespace);
+        if expected == proxy_id {
+            Ok(())
+        } else {
+            Err(AuthError(format!(
+                "the credential is for pod {expected}, not {proxy_id}; use the pod's own token file"
+            )))
+        }
+    })
 }
 
 pub(crate) async fn serve(
     socket: PathBuf,
     ca: Arc<CertificateAuthority>,
     credentials: Arc<CredentialAuthority>,
+    pods: Arc<dyn PodLookup>,
     hub: ConfigHub,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
@@ -48,10 +68,90 @@ pub(crate) async fn serve(
         })?;
     tracing::info!(socket = %socket.display(), "proxy gRPC (CA and configuration) listening");
     let result = tonic::transport::Server::builder()
-        .add_service(CaService::new(ca, credentials).into_server())
+        .add_service(
+            CaService::new(ca, credentials)
+                .bound_to_pods(pods)
+                .into_server(),
+        )
         .add_service(hub.service())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown.cancelled())
+        // Stock gRPC clients (C-core, grpc-java) send the socket path as `:authority`.
+        .serve_with_incoming_shutdown(
+            ironmesh_identity::any_authority::incoming(listener),
+            shutdown.cancelled(),
+        )
         .await;
     let _ = std::fs::remove_file(&socket);
     result.map_err(|e| ControlError::Grpc(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ironmesh_identity::PodClaims;
+    use ironmesh_store::{ApplyItem, ApplyOptions};
+
+    use super::*;
+
+    fn apply_pod(store: &Store) -> String {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "sleep-1", "namespace": "foo"},
+            "spec": {"containers": [{"name": "sleep", "image": "curl"}]},
+        });
+        let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "foo"}});
+        let items = [namespace, pod].map(|object| ApplyItem {
+            object,
+            origin: "test".into(),
+        });
+        let applied = store.apply(&items, &ApplyOptions::default()).unwrap();
+        applied[1].object["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_configuration_stream_refuses_a_deleted_or_recreated_pods_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let pods: Arc<dyn PodLookup> = Arc::new(StorePods(store.clone()));
+        let credentials = Arc::new(CredentialAuthority::from_secret(&[5; 32]));
+        let authenticate = authenticator(credentials.clone(), pods.clone());
+        let token_for = |uid: &str| {
+            credentials.issue(
+                &PodClaims {
+                    namespace: "foo".into(),
+                    service_account: "default".into(),
+                    pod: "sleep-1".into(),
+                    pod_uid: uid.into(),
+                },
+                Duration::from_secs(600),
+            )
+        };
+
+        assert_eq!(pods.pod_uid("foo", "sleep-1"), Ok(None));
+        let uid = apply_pod(&store);
+        assert_eq!(pods.pod_uid("foo", "sleep-1"), Ok(Some(uid.clone())));
+        let token = token_for(&uid);
+        authenticate(&token, "sleep-1.foo").unwrap();
+        let other = authenticate(&token, "httpbin-1.foo").unwrap_err();
+        assert!(other.0.contains("not httpbin-1.foo"), "{}", other.0);
+
+        store
+            .delete(&ObjectKey::new("pods", Some("foo"), "sleep-1"))
+            .unwrap();
+        let gone = authenticate(&token, "sleep-1.foo").unwrap_err();
+        assert!(
+            gone.0.contains("foo/sleep-1") && gone.0.contains("no longer exists"),
+            "{}",
+            gone.0
+        );
+
+        let new_uid = apply_pod(&store);
+        assert_ne!(new_uid, uid);
+        let replaced = authenticate(&token, "sleep-1.foo").unwrap_err();
+        assert!(replaced.0.contains(&new_uid), "{}", replaced.0);
+        authenticate(&token_for(&new_uid), "sleep-1.foo").unwrap();
+    }
 }

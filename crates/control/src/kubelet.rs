@@ -192,6 +192,7 @@ impl Kubelet {
                 namespace: pod.namespace.clone(),
                 service_account: pod.service_account.clone(),
                 pod: pod.name.clone(),
+                pod_uid: pod.uid.clone(),
             },
             TOKEN_TTL,
         );

@@ -165,11 +165,13 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     })?;
 
     tokio::spawn(reload_ca_on_hangup(ca.clone(), shutdown.clone()));
-    let hub = grpc::hub(credentials.clone());
+    let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(grpc::StorePods(store.clone()));
+    let hub = grpc::hub(credentials.clone(), pods.clone());
     let grpc_server = tokio::spawn(grpc::serve(
         home.join(XDS_SOCKET),
         ca.clone(),
         credentials.clone(),
+        pods,
         hub.clone(),
         shutdown.clone(),
     ));

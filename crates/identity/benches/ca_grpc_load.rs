@@ -73,6 +73,7 @@ async fn run(rate: u64, seconds: u64) {
         namespace: "foo".into(),
         service_account: "sleep".into(),
         pod: "sleep-1".into(),
+        pod_uid: "bench-uid".into(),
     };
     write_token_file(
         &token_file,

@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use crate::SpiffeId;
 use crate::ca::{CaError, CertificateAuthority};
-use crate::credential::{CA_AUDIENCE, CredentialAuthority, CredentialError};
+use crate::credential::{
+    CA_AUDIENCE, CredentialAuthority, CredentialError, PodLookup, check_pod_binding,
+};
 use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
@@ -20,16 +22,43 @@ use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
 /// our proxies use it to learn new roots during a root rotation.
 pub const TRUST_BUNDLE_METADATA: &str = "ironmesh-trust-bundle-bin";
 
+/// The request metadata key with which a node agent asks for a certificate of another identity (Istio's
+/// `security.ImpersonatedIdentity`, istio/istio `pkg/security/security.go`).
+pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
+
 /// Signs CSRs for authenticated pods.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     credentials: Arc<CredentialAuthority>,
+    pods: Option<Arc<dyn PodLookup>>,
+}
+
+impl std::fmt::Debug for CaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaService")
+            .field("ca", &self.ca)
+            .field("credentials", &self.credentials)
+            .field("bound_to_pods", &self.pods.is_some())
+            .finish()
+    }
 }
 
 impl CaService {
+    /// A CA service that trusts every valid credential until it expires (tests, benches, standalone use);
+    /// the control plane adds [`CaService::bound_to_pods`].
     pub fn new(ca: Arc<CertificateAuthority>, credentials: Arc<CredentialAuthority>) -> Self {
-        CaService { ca, credentials }
+        CaService {
+            ca,
+            credentials,
+            pods: None,
+        }
+    }
+
+    /// Refuses credentials whose pod no longer exists, or exists with another uid.
+    pub fn bound_to_pods(mut self, pods: Arc<dyn PodLookup>) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     /// The tonic service, ready for `Server::builder().add_service(..)` next to other services.
@@ -56,6 +85,12 @@ impl CaService {
                 tracing::warn!(%error, "CA refused a certificate request: bad credential");
                 Status::unauthenticated(error.to_string())
             })?;
+        if let Some(pods) = &self.pods {
+            check_pod_binding(&claims, pods.as_ref()).map_err(|error| {
+                tracing::warn!(%error, "CA refused a certificate request: the credential's pod is gone");
+                Status::unauthenticated(error.to_string())
+            })?;
+        }
         SpiffeId::new(
             self.ca.options().trust_domain.clone(),
             claims.namespace.clone(),
@@ -65,6 +100,22 @@ impl CaService {
             tracing::warn!(%error, pod = %claims.pod, "CA refused a certificate request: the credential names no valid identity");
             Status::permission_denied(format!("the credential names no valid identity: {error}"))
         })
+    }
+}
+
+/// The identity a request asks to impersonate: like istiod, only a non-empty string value counts
+/// (`crMetadata[security.ImpersonatedIdentity].GetStringValue() != ""`).
+fn impersonated_identity(request: &IstioCertificateRequest) -> Option<&str> {
+    match request
+        .metadata
+        .as_ref()?
+        .fields
+        .get(IMPERSONATED_IDENTITY)?
+        .kind
+        .as_ref()?
+    {
+        prost_types::value::Kind::StringValue(identity) if !identity.is_empty() => Some(identity),
+        _ => None,
     }
 }
 
@@ -84,6 +135,15 @@ impl IstioCertificateService for CaService {
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let identity = self.authenticate(&request)?;
         let body = request.into_inner();
+        if let Some(wanted) = impersonated_identity(&body) {
+            tracing::warn!(caller = %identity, impersonated = %wanted, "CA refused a certificate request: impersonation");
+            return Err(Status::unauthenticated(format!(
+                "request impersonation authentication failure: the caller {identity} asked for a certificate of {wanted} \
+                 ({IMPERSONATED_IDENTITY} metadata), and ironmesh trusts no caller to impersonate another identity \
+                 (Istio's CA_TRUSTED_NODE_ACCOUNTS is empty); send the request without {IMPERSONATED_IDENTITY} to get \
+                 the credential's own identity"
+            )));
+        }
         let ttl = Duration::from_secs(body.validity_duration.max(0) as u64);
         let cert_chain = self
             .ca
@@ -125,6 +185,7 @@ pub enum ServeError {
 
 /// Serves only the CA on a Unix socket until `shutdown` completes (the control plane mounts the service
 /// on its own router; this is for tests, benches and standalone use). Removes a stale socket first.
+/// Stock gRPC clients are served whatever `:authority` they send ([`crate::any_authority`]).
 pub async fn serve_unix(
     path: &Path,
     service: CaService,
@@ -135,7 +196,7 @@ pub async fn serve_unix(
         path: path.display().to_string(),
         source,
     })?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = crate::any_authority::incoming(listener);
     tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -145,7 +206,65 @@ pub async fn serve_unix(
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_token;
+    use super::*;
+
+    fn with_metadata(fields: &[(&str, prost_types::value::Kind)]) -> IstioCertificateRequest {
+        IstioCertificateRequest {
+            csr: String::new(),
+            validity_duration: 60,
+            metadata: Some(prost_types::Struct {
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            prost_types::Value {
+                                kind: Some(v.clone()),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn impersonation_is_a_non_empty_string_under_istios_key() {
+        use prost_types::value::Kind;
+        let id = "spiffe://cluster.local/ns/kube-system/sa/admin";
+        type Case<'a> = (&'a [(&'a str, Kind)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                &[(IMPERSONATED_IDENTITY, Kind::StringValue(id.into()))],
+                Some(id),
+            ),
+            // istiod reads GetStringValue(): empty or non-string values ask for nothing.
+            (
+                &[(IMPERSONATED_IDENTITY, Kind::StringValue(String::new()))],
+                None,
+            ),
+            (&[(IMPERSONATED_IDENTITY, Kind::BoolValue(true))], None),
+            // Keys are case-sensitive, and CertSigner is another request.
+            (
+                &[("impersonatedidentity", Kind::StringValue(id.into()))],
+                None,
+            ),
+            (&[("CertSigner", Kind::StringValue("signer".into()))], None),
+        ];
+        for (fields, want) in cases {
+            assert_eq!(
+                impersonated_identity(&with_metadata(fields)),
+                *want,
+                "{fields:?}"
+            );
+        }
+        let none = IstioCertificateRequest {
+            csr: String::new(),
+            validity_duration: 60,
+            metadata: None,
+        };
+        assert_eq!(impersonated_identity(&none), None);
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_other_schemes_are_not_tokens() {

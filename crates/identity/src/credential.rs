@@ -1,5 +1,10 @@
 //! Pod credentials: short-lived JWT-shaped tokens (HS256) that prove a pod's namespace, service account and
 //! name to the CA, like a projected ServiceAccount token with the audience `ironmesh-ca`.
+//!
+//! Like Kubernetes' pod-bound tokens, a credential names the pod's uid and dies with the pod: whoever
+//! verifies it asks a [`PodLookup`] whether a pod of that namespace, name and uid still exists
+//! ([`check_pod_binding`]), the rule of Kubernetes' token validator (`pkg/serviceaccount/claims.go`,
+//! `Validate`: the pod must exist and its uid must equal the claim's).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +27,9 @@ pub struct PodClaims {
     pub namespace: String,
     pub service_account: String,
     pub pod: String,
+    /// `metadata.uid` of the pod the credential was issued for: a pod recreated under the same name
+    /// gets a new uid, so the old pod's credential does not pass for the new one.
+    pub pod_uid: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -29,6 +37,9 @@ struct WireClaims {
     namespace: String,
     service_account: String,
     pod: String,
+    /// Absent in credentials of ironmesh versions before pod binding; those are refused as unbound.
+    #[serde(default)]
+    pod_uid: String,
     aud: String,
     iat: u64,
     exp: u64,
@@ -120,6 +131,7 @@ impl CredentialAuthority {
             namespace: claims.namespace.clone(),
             service_account: claims.service_account.clone(),
             pod: claims.pod.clone(),
+            pod_uid: claims.pod_uid.clone(),
             aud: audience.to_owned(),
             iat,
             exp: iat + ttl.as_secs(),
@@ -190,7 +202,67 @@ impl CredentialAuthority {
             namespace: claims.namespace,
             service_account: claims.service_account,
             pod: claims.pod,
+            pod_uid: claims.pod_uid,
         })
+    }
+}
+
+/// Where a verifier learns whether the pod a credential is bound to still exists (the control plane
+/// answers from its store); the identity crate itself knows no store.
+pub trait PodLookup: Send + Sync {
+    /// The uid of the pod `namespace/name` as it exists now; `Ok(None)` when there is no such pod, `Err`
+    /// (a reason) when that cannot be told now.
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String>;
+}
+
+/// Why a verified credential is refused for the pod it names; each says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    #[error(
+        "the credential is bound to pod {namespace}/{pod}, which no longer exists; a deleted pod's credential is invalid (as Kubernetes' bound tokens are): use the token of a running pod"
+    )]
+    PodGone { namespace: String, pod: String },
+    #[error(
+        "the credential is bound to pod {namespace}/{pod} with uid {claimed}, but that pod now has uid {current} (it was deleted and recreated); use the new pod's token"
+    )]
+    PodReplaced {
+        namespace: String,
+        pod: String,
+        claimed: String,
+        current: String,
+    },
+    #[error(
+        "the credential for pod {namespace}/{pod} names no pod uid (issued by an older control plane); restart the pod to get a bound token"
+    )]
+    Unbound { namespace: String, pod: String },
+    #[error("cannot check that pod {namespace}/{pod} exists: {reason}; retry")]
+    Lookup {
+        namespace: String,
+        pod: String,
+        reason: String,
+    },
+}
+
+/// Checks that the pod `claims` is bound to still exists with the same uid.
+pub fn check_pod_binding(claims: &PodClaims, pods: &dyn PodLookup) -> Result<(), BindingError> {
+    let (namespace, pod) = (claims.namespace.clone(), claims.pod.clone());
+    if claims.pod_uid.is_empty() {
+        return Err(BindingError::Unbound { namespace, pod });
+    }
+    match pods.pod_uid(&claims.namespace, &claims.pod) {
+        Ok(Some(current)) if current == claims.pod_uid => Ok(()),
+        Ok(Some(current)) => Err(BindingError::PodReplaced {
+            namespace,
+            pod,
+            claimed: claims.pod_uid.clone(),
+            current,
+        }),
+        Ok(None) => Err(BindingError::PodGone { namespace, pod }),
+        Err(reason) => Err(BindingError::Lookup {
+            namespace,
+            pod,
+            reason,
+        }),
     }
 }
 
@@ -212,6 +284,7 @@ mod tests {
             namespace: "foo".into(),
             service_account: "sleep".into(),
             pod: "sleep-1".into(),
+            pod_uid: "6f1c".into(),
         }
     }
 
@@ -278,5 +351,66 @@ mod tests {
             second.verify(&token, CA_AUDIENCE, SystemTime::now()),
             Ok(claims())
         );
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct Pods(Result<HashMap<(String, String), String>, String>);
+
+    impl PodLookup for Pods {
+        fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+            self.0
+                .clone()
+                .map(|pods| pods.get(&(namespace.into(), name.into())).cloned())
+        }
+    }
+
+    fn claims(uid: &str) -> PodClaims {
+        PodClaims {
+            namespace: "foo".into(),
+            service_account: "sleep".into(),
+            pod: "sleep-1".into(),
+            pod_uid: uid.into(),
+        }
+    }
+
+    fn pods(entries: &[(&str, &str, &str)]) -> Pods {
+        Pods(Ok(entries
+            .iter()
+            .map(|(ns, name, uid)| ((ns.to_string(), name.to_string()), uid.to_string()))
+            .collect()))
+    }
+
+    #[test]
+    fn a_credential_is_valid_only_while_its_pod_exists_with_the_same_uid() {
+        let live = pods(&[("foo", "sleep-1", "u1")]);
+        assert_eq!(check_pod_binding(&claims("u1"), &live), Ok(()));
+        // Deleted: no pod of that name.
+        let err = check_pod_binding(&claims("u1"), &pods(&[("bar", "sleep-1", "u1")])).unwrap_err();
+        assert!(matches!(err, BindingError::PodGone { .. }), "{err}");
+        assert!(err.to_string().contains("foo/sleep-1"), "{err}");
+        // Recreated under the same name: a new uid.
+        let err = check_pod_binding(&claims("u1"), &pods(&[("foo", "sleep-1", "u2")])).unwrap_err();
+        assert!(matches!(err, BindingError::PodReplaced { .. }), "{err}");
+        assert!(err.to_string().contains("u2"), "{err}");
+        // No uid at all (an older token) never matches a pod.
+        let err = check_pod_binding(&claims(""), &live).unwrap_err();
+        assert!(matches!(err, BindingError::Unbound { .. }), "{err}");
+        // The store cannot answer: refused, not waved through.
+        let err = check_pod_binding(&claims("u1"), &Pods(Err("disk full".into()))).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+
+    #[test]
+    fn the_uid_survives_the_token_round_trip() {
+        let ca = CredentialAuthority::from_secret(&[7; 32]);
+        let token = ca.issue(&claims("u-42"), Duration::from_secs(60));
+        let verified = ca.verify(&token, CA_AUDIENCE, SystemTime::now()).unwrap();
+        assert_eq!(verified.pod_uid, "u-42");
     }
 }

@@ -9,10 +9,12 @@
 //!   [`CertificateAuthority::sign_workload`]`(csr_pem, &SpiffeId, ttl) -> Vec<String>` (leaf first, root last;
 //!   the CSR only contributes its public key).
 //! - [`CredentialAuthority`]: pod tokens (HS256, key `ca_dir/token-key` 0600), [`CredentialAuthority::issue`],
-//!   [`CredentialAuthority::verify`], [`write_token_file`] (0600).
+//!   [`CredentialAuthority::verify`], [`write_token_file`] (0600). Credentials are bound to the pod's uid:
+//!   [`check_pod_binding`] with a [`PodLookup`] refuses them once the pod is gone or replaced.
 //! - [`ca_service::CaService`]: `istio.v1.auth.IstioCertificateService/CreateCertificate`; mount
 //!   `CaService::new(ca, creds).into_server()` on the control plane's tonic router, or use
-//!   [`ca_service::serve_unix`]. The trust bundle rides along in the `ironmesh-trust-bundle-bin` response
+//!   [`ca_service::serve_unix`]; `.bound_to_pods(lookup)` ties credentials to live pods. Requests with
+//!   `ImpersonatedIdentity` metadata are refused (UNAUTHENTICATED). The trust bundle rides along in the `ironmesh-trust-bundle-bin` response
 //!   metadata.
 //!
 //! # Proxy side
@@ -29,6 +31,7 @@
 //!
 //! Call [`install_crypto_provider`] once at the top of every binary (idempotent; ring only).
 
+pub mod any_authority;
 mod ca;
 mod ca_client;
 pub mod ca_service;
@@ -51,7 +54,8 @@ pub use ca::{
 };
 pub use ca_client::CaClient;
 pub use credential::{
-    CA_AUDIENCE, CredentialAuthority, CredentialError, PodClaims, write_token_file,
+    BindingError, CA_AUDIENCE, CredentialAuthority, CredentialError, PodClaims, PodLookup,
+    check_pod_binding, write_token_file,
 };
 pub use csr::{CsrError, csr_for};
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};

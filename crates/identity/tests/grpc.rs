@@ -43,6 +43,7 @@ fn sleep_pod() -> PodClaims {
         namespace: "foo".into(),
         service_account: "sleep".into(),
         pod: "sleep-5d8f".into(),
+        pod_uid: "0d8c7f1e".into(),
     }
 }
 
@@ -255,4 +256,157 @@ async fn manager_keeps_retrying_while_the_credential_is_refused() {
     tokio::time::timeout(Duration::from_secs(5), certs.ready())
         .await
         .unwrap();
+}
+
+/// The pods of a test, by `namespace/name`, with their uids.
+#[derive(Default)]
+struct Pods(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl ironmesh_identity::PodLookup for Pods {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .cloned())
+    }
+}
+
+impl Pods {
+    fn set(&self, pod: &PodClaims) {
+        self.0.lock().unwrap().insert(
+            format!("{}/{}", pod.namespace, pod.pod),
+            pod.pod_uid.clone(),
+        );
+    }
+
+    fn delete(&self, pod: &PodClaims) {
+        self.0
+            .lock()
+            .unwrap()
+            .remove(&format!("{}/{}", pod.namespace, pod.pod));
+    }
+}
+
+#[tokio::test]
+async fn a_credential_dies_with_its_pod_and_does_not_pass_for_a_recreated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = Arc::new(Pods::default());
+    let grpc = GrpcCa::start_with_pods(dir.path(), Some(pods.clone())).await;
+    let token_file = dir.path().join("token");
+    let client = CaClient::new(&format!("unix://{}", grpc.socket.display()), &token_file).unwrap();
+    let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
+    let pod = sleep_pod();
+    write_token_file(
+        &token_file,
+        &grpc.credentials.issue(&pod, Duration::from_secs(600)),
+    )
+    .unwrap();
+
+    pods.set(&pod);
+    client
+        .sign(csr.clone(), Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    pods.delete(&pod);
+    let err = client
+        .sign(csr.clone(), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+    assert!(
+        err.to_string().contains("foo/sleep-5d8f"),
+        "names the pod: {err}"
+    );
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+
+    // Recreated under the same name: a new uid, so the old credential stays refused...
+    let recreated = PodClaims {
+        pod_uid: "a41b22e0".into(),
+        ..pod.clone()
+    };
+    pods.set(&recreated);
+    let err = client
+        .sign(csr.clone(), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SignError::Unauthenticated(_)), "{err}");
+    assert!(err.to_string().contains("a41b22e0"), "{err}");
+    // ...and the new pod's own credential works.
+    write_token_file(
+        &token_file,
+        &grpc.credentials.issue(&recreated, Duration::from_secs(600)),
+    )
+    .unwrap();
+    client.sign(csr, Duration::from_secs(60)).await.unwrap();
+}
+
+#[tokio::test]
+async fn impersonation_is_refused_unauthenticated_as_istiod_does_without_trusted_nodes() {
+    let h = harness().await;
+    let path = h.socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://unused.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    let token = h.credentials.issue(&sleep_pod(), Duration::from_secs(600));
+    let (csr, _) = csr_for(&id("kube-system", "admin")).unwrap();
+    let request = |impersonate: Option<&str>| {
+        let metadata = impersonate.map(|identity| prost_types::Struct {
+            fields: [(
+                ironmesh_identity::ca_service::IMPERSONATED_IDENTITY.to_owned(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(identity.into())),
+                },
+            )]
+            .into(),
+        });
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr: csr.clone(),
+            validity_duration: 60,
+            metadata,
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let mut client = IstioCertificateServiceClient::new(channel);
+    let status = client
+        .create_certificate(request(Some(
+            "spiffe://cluster.local/ns/kube-system/sa/admin",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("impersonat"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("ns/kube-system/sa/admin"),
+        "{}",
+        status.message()
+    );
+    // An empty value asks for nothing (istiod's GetStringValue() != ""): the caller's own identity.
+    let chain = client
+        .create_certificate(request(Some("")))
+        .await
+        .unwrap()
+        .into_inner()
+        .cert_chain;
+    assert_eq!(
+        leaf_ids(&chain),
+        vec!["URI(spiffe://cluster.local/ns/foo/sa/sleep)"]
+    );
 }

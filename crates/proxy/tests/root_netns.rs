@@ -174,6 +174,7 @@ fn proxy_env(
         namespace: "foo".into(),
         service_account: sa.into(),
         pod: pod.into(),
+        pod_uid: format!("{pod}-uid"),
     };
     write_token_file(
         &token_file,

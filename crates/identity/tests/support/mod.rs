@@ -131,14 +131,25 @@ pub struct GrpcCa {
 
 impl GrpcCa {
     pub async fn start(dir: &std::path::Path) -> Self {
+        Self::start_with_pods(dir, None).await
+    }
+
+    /// The CA service bound to the pods `pods` knows, as the control plane runs it.
+    pub async fn start_with_pods(
+        dir: &std::path::Path,
+        pods: Option<Arc<dyn ironmesh_identity::PodLookup>>,
+    ) -> Self {
         let ca = new_ca(&dir.join("ca"));
         let credentials = Arc::new(
             ironmesh_identity::CredentialAuthority::load_or_create(&dir.join("ca")).unwrap(),
         );
         let socket = dir.join("xds.sock");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service =
+        let mut service =
             ironmesh_identity::ca_service::CaService::new(ca.clone(), credentials.clone());
+        if let Some(pods) = pods {
+            service = service.bound_to_pods(pods);
+        }
         let path = socket.clone();
         tokio::spawn(async move {
             ironmesh_identity::ca_service::serve_unix(&path, service, async {
@@ -174,6 +185,7 @@ impl GrpcCa {
             namespace: identity.namespace().to_owned(),
             service_account: identity.service_account().to_owned(),
             pod: pod.to_owned(),
+            pod_uid: format!("{pod}-uid"),
         };
         let token = self.credentials.issue(&claims, Duration::from_secs(3600));
         ironmesh_identity::write_token_file(&token_file, &token).unwrap();
