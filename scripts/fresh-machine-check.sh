@@ -98,6 +98,7 @@ for command in ./scripts/demo.sh ./scripts/test.sh; do
   echo "$name $rc $(($(date +%s) - start))" >>/root/times
   ((rc == 0)) || status=1
 done
+du -sh target target/debug target/release 2>/dev/null >/root/sizes
 exit $status
 EOF
 )
@@ -123,6 +124,7 @@ echo "== results"
 while read -r name rc seconds; do
   printf '%-5s exit %s, wall time %dm%02ds\n' "$name" "$rc" $((seconds / 60)) $((seconds % 60))
 done <"$root/root/times"
+echo "-- target/ after both: $(tr '\n\t' '; ' <"$root/root/sizes" 2>/dev/null)"
 for name in demo test; do
   [[ -f $work/$name.log ]] || continue
   echo "-- $name.sh phase lines and last lines:"
