@@ -102,7 +102,11 @@ mod tests {
     }
 
     /// (resourceVersion of the pass, what it published, expected (id, version, changed_at)).
-    type Pass = (u64, Vec<(String, String)>, Vec<(&'static str, &'static str, u64)>);
+    type Pass = (
+        u64,
+        Vec<(String, String)>,
+        Vec<(&'static str, &'static str, u64)>,
+    );
 
     #[test]
     fn changed_at_moves_only_when_a_sidecars_version_changes() {
