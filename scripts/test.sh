@@ -28,8 +28,11 @@ if cargo tree -e normal -i aws-lc-rs >/dev/null 2>&1; then
   false
 fi
 
-phase "test build: cargo test --workspace --no-run" "~7 min on 2 cores the first time"
+phase "test build: cargo test --workspace --no-run, and the binaries the CLI's root tests run" "~7 min on 2 cores the first time"
 cargo test --workspace --no-run
+# The same command the CLI tests' harness runs (crates/cli/tests/common): built here, visibly, and not a
+# second time, silently, inside the tests phase.
+cargo build -p ironmesh-proxy -p ironmesh-samples
 
 phase "tests: cargo test --workspace --no-fail-fast (output also in target/test-output.log)" "~5-12 min; root tests build network namespaces"
 set +e
