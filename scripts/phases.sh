@@ -43,3 +43,10 @@ phase_failed() { # exit status, command
     "$phase_index" "$phase_total" "${phase_name:-setup}" "$(phase_duration $((SECONDS - phase_started)))" "$2" "$1" >&2
   exit "$1"
 }
+
+phase_fail() { # message: fails the current phase with this reason
+  trap - ERR
+  printf '\n== FAILED in phase [%d/%d] %s after %s: %s\n' "$phase_index" "$phase_total" "${phase_name:-setup}" \
+    "$(phase_duration $((SECONDS - phase_started)))" "$1" >&2
+  exit 1
+}

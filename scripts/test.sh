@@ -24,8 +24,7 @@ cargo fmt --all -- --check
 phase "lints: cargo clippy --workspace --all-targets -D warnings, and ring as the only crypto provider" "~2-3 min on 2 cores the first time"
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo tree -e normal -i aws-lc-rs >/dev/null 2>&1; then
-  echo "aws-lc-rs is in the dependency tree; the project uses ring only" >&2
-  false
+  phase_fail "aws-lc-rs is in the dependency tree (cargo tree -i aws-lc-rs); the project uses ring only"
 fi
 
 phase "test build: cargo test --workspace --no-run, and the binaries the CLI's root tests run" "~7 min on 2 cores the first time"
@@ -35,10 +34,9 @@ cargo test --workspace --no-run
 cargo build -p ironmesh-proxy -p ironmesh-samples
 
 phase "tests: cargo test --workspace --no-fail-fast (output also in target/test-output.log)" "~5-12 min; root tests build network namespaces"
-set +e
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
-tests_status=${PIPESTATUS[0]}
-set -e
+# `|| ...` keeps errexit and the ERR trap out of it: the failures are listed below first.
+tests_status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log || tests_status=$?
 count() { # passed|failed|ignored: the sum over cargo's `test result:` lines
   { grep -E '^test result:' target/test-output.log || true; } | { grep -oE "[0-9]+ $1" || true; } | awk '{ n += $1 } END { print n + 0 }'
 }
@@ -46,8 +44,7 @@ tests_passed=$(count passed) tests_failed=$(count failed) tests_ignored=$(count 
 echo "cargo test: $tests_passed passed, $tests_failed failed, $tests_ignored ignored"
 if ((tests_status != 0)); then
   grep -E '^test .* FAILED$|^error: .*(failed|could not compile)' target/test-output.log >&2 || true
-  echo "cargo test failed: $tests_failed failing tests listed above (the whole output is target/test-output.log)" >&2
-  false
+  phase_fail "cargo test: $tests_failed failed ($tests_passed passed): the failing tests are listed above; the whole output is target/test-output.log"
 fi
 
 phase "release build: cargo build --release --workspace" "~11 min on 2 cores the first time; seconds after scripts/demo.sh"
