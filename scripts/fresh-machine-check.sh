@@ -124,6 +124,11 @@ echo "== results"
 while read -r name rc seconds; do
   printf '%-5s exit %s, wall time %dm%02ds\n' "$name" "$rc" $((seconds / 60)) $((seconds % 60))
 done <"$root/root/times"
+# "Leave the machine as they found it": boot-time links the commands added (systemd's own units come with
+# systemd when a bench package pulls it into a minimal root; daemons must not be among them).
+boot_links() { (cd "$1" && ls -1d etc/rc[2-5].d/S* etc/systemd/system/*.wants/* 2>/dev/null | sort); }
+echo "-- boot-time links added: $(comm -13 <(boot_links "$work/pristine") <(boot_links "$root") | tr '\n' ' ')"
+echo "-- policy-rc.d left behind: $([[ -e $root/usr/sbin/policy-rc.d ]] && echo yes || echo no)"
 echo "-- target/ after both: $(tr '\n\t' '; ' <"$root/root/sizes" 2>/dev/null)"
 for name in demo test; do
   [[ -f $work/$name.log ]] || continue
