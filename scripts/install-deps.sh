@@ -1,20 +1,98 @@
 #!/usr/bin/env bash
-# Installs the Debian packages ironmesh needs at run time and in tests: network namespaces and links
-# (iproute2), NAT and interception rules (iptables), the walkthrough's client (curl), certificate checks
-# (openssl), process tools (procps). Checks that a Rust toolchain is there.
+# Installs the Debian packages of scripts/packages.txt for the groups given (default: build run), only those
+# missing, quietly: apt's and dpkg's output goes to target/install-deps.log. The bench group's packages
+# (nginx, haproxy, stunnel...) and whatever they pull in are installed with their services neither started
+# nor enabled at boot: the benchmark runs each peer in the foreground in its own network namespace. Then
+# checks for cargo.
+#   scripts/install-deps.sh [build] [run] [test] [bench]
 set -euo pipefail
-need=()
-for pair in ip:iproute2 iptables:iptables curl:curl openssl:openssl pgrep:procps; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-done
-if ((${#need[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then echo "install-deps: run as root to install: ${need[*]}" >&2; exit 1; fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+cd "$(dirname "$0")/.."
+groups=("$@")
+((${#groups[@]})) || groups=(build run)
+log=target/install-deps.log
+
+missing_of() { # group...: the packages of these groups that are not installed
+  local package group g
+  while read -r package group _; do
+    [[ -z $package || $package == \#* ]] && continue
+    for g in "$@"; do
+      if [[ $g == "$group" ]] && ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        echo "$package"
+      fi
+    done
+  done <scripts/packages.txt
+}
+
+installed() { dpkg-query -W -f='${Status} ${Package}\n' | awk '$3 == "installed" { print $4 }' | sort; }
+
+# Postinst scripts enable their units at boot even when policy-rc.d forbids starting them: undo that for
+# the daemons among the packages given (a service the machine had before is left as it was). A daemon
+# package ships an init script; that leaves out an init system pulled in as a dependency (systemd on a
+# minimal root), whose own units must stay as they are.
+disable_services() {
+  local package unit script
+  for package in "$@"; do
+    dpkg-query -L "$package" 2>/dev/null | grep -qE '^/etc/init\.d/[^/]+$' || continue
+    for unit in $(dpkg-query -L "$package" 2>/dev/null | grep -E '^/(lib|usr/lib)/systemd/system/[^/@]+\.(service|socket|timer|target)$' | xargs -r -n1 basename); do
+      if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable "$unit" >>"$log" 2>&1 || true
+        if [[ -d /run/systemd/system ]]; then systemctl stop "$unit" >>"$log" 2>&1 || true; fi
+      elif command -v deb-systemd-helper >/dev/null 2>&1; then
+        deb-systemd-helper disable "$unit" >>"$log" 2>&1 || true
+      fi
+    done
+    for script in $(dpkg-query -L "$package" 2>/dev/null | grep -E '^/etc/init\.d/[^/]+$' | xargs -r -n1 basename); do
+      update-rc.d "$script" disable >>"$log" 2>&1 || true
+    done
+  done
+}
+
+updated=0
+apt_install() { # package...
+  export DEBIAN_FRONTEND=noninteractive
+  if ((updated == 0)); then
+    apt-get update -q >>"$log" 2>&1 || { tail -n 20 "$log" >&2; echo "install-deps: apt-get update failed; the whole log is $log" >&2; exit 1; }
+    updated=1
+  fi
+  if ! apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "install-deps: apt-get failed installing $*; the whole log is $log" >&2
+    exit 1
+  fi
+}
+
+base=() bench=()
+for g in "${groups[@]}"; do [[ $g == bench ]] || base+=("$g"); done
+mapfile -t missing_base < <(((${#base[@]})) && missing_of "${base[@]}")
+mapfile -t missing_bench < <([[ " ${groups[*]} " == *" bench "* ]] && missing_of bench)
+if ((${#missing_base[@]} + ${#missing_bench[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: run as root to install: ${missing_base[*]} ${missing_bench[*]}" >&2
+    exit 1
+  fi
+  mkdir -p target
+  echo "install-deps: installing ${missing_base[*]} ${missing_bench[*]} (apt log: $log; usually under a minute)"
+  # policy-rc.d exit 101 forbids starting services during the install (Debian's invoke-rc.d contract).
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    created_policy=1
+  fi
+  trap 'if ((created_policy)); then rm -f "$policy"; fi' EXIT
+  ((${#missing_base[@]} == 0)) || apt_install "${missing_base[@]}"
+  if ((${#missing_bench[@]})); then
+    before=$(installed)
+    apt_install "${missing_bench[@]}"
+    # Dependencies included: nginx's unit and init script come with nginx-common, not nginx-light.
+    mapfile -t new_packages < <(comm -13 <(echo "$before") <(installed))
+    disable_services "${new_packages[@]}"
+  fi
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo not found: install a Rust toolchain (1.90 or newer, with rustup) and run again" >&2
   exit 1
 fi
-echo "install-deps: iproute2, iptables, curl, openssl and cargo are present"
+echo "install-deps: ${groups[*]} packages present (scripts/packages.txt), cargo $(cargo --version | awk '{print $2}')"

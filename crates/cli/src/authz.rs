@@ -50,17 +50,14 @@ fn split_pod<'a>(pod: &'a str, namespace: Option<&'a str>, default: &'a str) -> 
     }
 }
 
+/// A missing pod reads as kubectl's NotFound (which does not name the namespace either).
 fn find_pod(objects: &[Object], name: &str, namespace: &str) -> Result<PodView, CliError> {
     objects
         .iter()
         .filter(|o| o.kind == "Pod")
         .map(PodView::of)
         .find(|p| p.name == name && p.namespace == namespace)
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "pod \"{name}\" not found in namespace \"{namespace}\"; list pods with `ironmesh get pods -n {namespace}`"
-            ))
-        })
+        .ok_or_else(|| CliError::not_found("pods", name))
 }
 
 /// Who calls: identity (when mTLS applies), address, and how it is described.

@@ -50,6 +50,23 @@ pub(crate) enum Command {
         file: String,
         #[arg(short = 'n', long)]
         namespace: Option<String>,
+        /// Then block until every sidecar the change alters has acknowledged it (see `ironmesh wait`).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (30s, 2m, 500ms).
+        #[arg(long, default_value = "30s", requires = "wait")]
+        timeout: String,
+    },
+    /// Block until the sidecars hold the configuration that includes a change: `wait KIND NAME` for that
+    /// resource's last change, `wait` alone for everything applied so far (istioctl's `x wait`).
+    Wait {
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Give up after this long (30s, 2m, 500ms) and name the sidecars that are not there.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
     },
     /// Check files as `apply` would, changing nothing (like `istioctl analyze`); no control plane needed.
     Analyze {

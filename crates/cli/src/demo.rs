@@ -11,31 +11,15 @@ use crate::error::CliError;
 
 const HTTPBIN_YAML: &str = include_str!("../../../samples/httpbin/httpbin.yaml");
 const SLEEP_YAML: &str = include_str!("../../../samples/sleep/sleep.yaml");
-const MESH_POLICY_YAML: &str = r#"apiVersion: "authentication.istio.io/v1alpha1"
-kind: "MeshPolicy"
-metadata:
-  name: "default"
-spec:
-  peers:
-  - mtls: {}
-"#;
-const DESTINATION_RULE_YAML: &str = r#"apiVersion: "networking.istio.io/v1alpha3"
-kind: "DestinationRule"
-metadata:
-  name: "default"
-  namespace: "default"
-spec:
-  host: "*.local"
-  trafficPolicy:
-    tls:
-      mode: ISTIO_MUTUAL
-"#;
+// The walkthrough's own files, under its names (also what docs/WALKTHROUGH.md applies).
+const MESH_POLICY_YAML: &str = include_str!("../../../samples/default-mesh-policy.yaml");
+const DESTINATION_RULE_YAML: &str = include_str!("../../../samples/all-internal-traffic.yml");
 
 const NAMESPACES: [&str; 3] = ["foo", "bar", "legacy"];
 /// How long the cluster may take to serve every call with no policy.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// Time for a policy change to reach every proxy (the walkthrough's "apply, then curl").
-const SETTLE: Duration = Duration::from_millis(1500);
+/// How long `apply --wait` may take for a policy change to reach every sidecar it alters.
+const WAIT_TIMEOUT: &str = "30s";
 
 /// One phase of the walkthrough and what it expects of a call from `src` to `dst`.
 #[derive(Clone, Copy)]
@@ -338,6 +322,8 @@ fn walkthrough(demo: &mut Demo) -> Result<(), CliError> {
         let pod = demo.sleep_pod(namespace)?;
         demo.sleep_pods.push((namespace.to_owned(), pod));
     }
+    // Every sidecar running with its configuration; then the calls (legacy has no sidecar to wait for).
+    demo.step("ironmesh wait --timeout 90s", &["wait", "--timeout", "90s"])?;
     demo.wait_until_open()?;
     let bar_sleep = demo.sleep_pods[1].1.clone();
     println!("\n## Review the pods and services\n");
@@ -389,12 +375,18 @@ fn walkthrough(demo: &mut Demo) -> Result<(), CliError> {
         "ironmesh get meshpolicies.authentication.istio.io",
         &["get", "meshpolicies.authentication.istio.io"],
     )?;
-    let mesh_policy = demo.write_file("default-mesh-policy.yaml", MESH_POLICY_YAML)?;
+    let mesh_policy = demo.write_file("samples/default-mesh-policy.yaml", MESH_POLICY_YAML)?;
     demo.step(
-        "ironmesh apply -f default-mesh-policy.yaml",
-        &["apply", "-f", &mesh_policy],
+        "ironmesh apply -f samples/default-mesh-policy.yaml --wait",
+        &[
+            "apply",
+            "-f",
+            &mesh_policy,
+            "--wait",
+            "--timeout",
+            WAIT_TIMEOUT,
+        ],
     )?;
-    std::thread::sleep(SETTLE);
     demo.step(
         "ironmesh tls-check httpbin.foo.svc.cluster.local",
         &["tls-check", "httpbin.foo.svc.cluster.local"],
@@ -402,12 +394,11 @@ fn walkthrough(demo: &mut Demo) -> Result<(), CliError> {
     misses += demo.phase(Phase::StrictMeshPolicy, &mut table);
 
     println!("\n## Let sidecar clients speak mTLS to every service in the cluster\n");
-    let rule = demo.write_file("all-internal-traffic.yml", DESTINATION_RULE_YAML)?;
+    let rule = demo.write_file("samples/all-internal-traffic.yml", DESTINATION_RULE_YAML)?;
     demo.step(
-        "ironmesh apply -f all-internal-traffic.yml",
-        &["apply", "-f", &rule],
+        "ironmesh apply -f samples/all-internal-traffic.yml --wait",
+        &["apply", "-f", &rule, "--wait", "--timeout", WAIT_TIMEOUT],
     )?;
-    std::thread::sleep(SETTLE);
     demo.step(
         "ironmesh tls-check httpbin.foo.svc.cluster.local",
         &["tls-check", "httpbin.foo.svc.cluster.local"],

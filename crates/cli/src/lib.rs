@@ -16,6 +16,7 @@ mod pods;
 mod proxy_config;
 mod table;
 mod tls_check;
+mod wait;
 mod write;
 mod yaml_out;
 
@@ -71,9 +72,29 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             overwrite,
             namespace.as_deref(),
         ))),
-        Command::Apply { file, namespace } => {
-            block_on(Box::pin(write::apply(&client, &file, namespace.as_deref())))
-        }
+        Command::Apply {
+            file,
+            namespace,
+            wait,
+            timeout,
+        } => block_on(Box::pin(write::apply(
+            &client,
+            &file,
+            namespace.as_deref(),
+            wait.then_some(timeout.as_str()),
+        ))),
+        Command::Wait {
+            kind,
+            name,
+            namespace,
+            timeout,
+        } => block_on(Box::pin(wait::wait(
+            &client,
+            kind.as_deref(),
+            name.as_deref(),
+            namespace.as_deref(),
+            &timeout,
+        ))),
         Command::Analyze { files } => analyze::analyze(&files),
         Command::Delete {
             file,

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use ironmesh_control::objects::PodView;
 use ironmesh_store::ObjectKey;
 use ironmesh_store::client::ApiClient;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -74,11 +75,27 @@ pub(crate) async fn secret(
     namespace: &str,
     output: Option<&str>,
 ) -> Result<(), CliError> {
-    client
+    let object = client
         .get(&ObjectKey::new("pods", Some(namespace), pod))
         .await?;
+    let has_sidecar = serde_json::from_value::<ironmesh_api::Object>(object)
+        .map(|object| PodView::of(&object).has_sidecar())
+        .unwrap_or(false);
+    if !has_sidecar {
+        return Err(CliError::Usage(format!(
+            "pod \"{pod}\" in namespace \"{namespace}\" has no sidecar, so it holds no mesh certificate; \
+             apply it through `ironmesh kube-inject` (or label the namespace istio-injection=enabled) to give it one"
+        )));
+    }
     let dir = ironmesh_runtime::pod_dir(home.root(), namespace, pod).join("proxy");
-    let chain = pems(&dir.join("cert-chain.pem"))?;
+    let path = dir.join("cert-chain.pem");
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "the sidecar of pod \"{pod}\" holds no certificate yet; it gets one once the pod runs: \
+             check `ironmesh get pod {pod} -n {namespace}`"
+        )));
+    }
+    let chain = pems(&path)?;
     let bundle = pems(&home.root().join("ca/trust-bundle.pem"))?;
     match output {
         Some("pem") => {

@@ -5,7 +5,8 @@ use ironmesh_api::Object;
 use ironmesh_api::policy::{PolicyIndex, format_tls_check};
 use ironmesh_control::MeshOptions;
 use ironmesh_store::ObjectKey;
-use ironmesh_store::client::ApiClient;
+use ironmesh_store::Reason;
+use ironmesh_store::client::{ApiClient, ClientError};
 
 use crate::error::CliError;
 use crate::home::Home;
@@ -35,6 +36,7 @@ pub(crate) async fn tls_check(
         .filter_map(|value| serde_json::from_value(value).ok())
         .collect();
     // One argument is a pod when such a pod exists, else a host (istioctl 1.0 took only a host).
+    let mut pod_or_host = None;
     let (client_namespace, host) = match (pod, host) {
         (Some(pod), host) => {
             let (name, ns) = pod_and_namespace(pod, namespace);
@@ -44,21 +46,34 @@ pub(crate) async fn tls_check(
                 .is_ok();
             match (found, host) {
                 (true, host) => (Some(ns.to_string()), host),
-                (false, None) => (namespace.map(str::to_string), Some(pod)),
-                (false, Some(_)) => {
-                    return Err(CliError::Usage(format!(
-                        "pod \"{name}\" not found in namespace \"{ns}\"; list pods with `ironmesh get pods -n {ns}`"
-                    )));
+                (false, None) => {
+                    pod_or_host = Some(name);
+                    (namespace.map(str::to_string), Some(pod))
                 }
+                (false, Some(_)) => return Err(CliError::not_found("pods", name)),
             }
         }
         (None, host) => (namespace.map(str::to_string), host),
     };
     let index = PolicyIndex::new(&objects, mesh.mesh_config());
     let rows = index.tls_check(client_namespace.as_deref(), host);
-    if rows.is_empty() {
-        eprintln!("No resources found.");
-        return Ok(());
+    match (rows.is_empty(), host, pod_or_host) {
+        // A mistyped pod or host is an error, as kubectl's `get` of a missing name is.
+        (true, Some(host), Some(pod)) => {
+            return Err(CliError::Client(ClientError::Server {
+                reason: Reason::NotFound,
+                message: format!(
+                    "pods \"{pod}\" not found, and no service host matches \"{host}\""
+                ),
+            }));
+        }
+        (true, Some(host), None) => return Err(CliError::not_found("services", host)),
+        // Nothing to check in an empty mesh is not an error (kubectl's empty list).
+        (true, None, _) => {
+            eprintln!("No resources found.");
+            return Ok(());
+        }
+        (false, _, _) => {}
     }
     print!("{}", format_tls_check(&rows));
     Ok(())

@@ -79,11 +79,18 @@ async fn auto_inject(
     Ok(())
 }
 
+/// `apply -f FILE [--wait [--timeout T]]`: `wait` is the timeout when the sidecars are to be waited for.
 pub(crate) async fn apply(
     client: &ApiClient,
     file: &str,
     namespace: Option<&str>,
+    wait: Option<&str>,
 ) -> Result<(), CliError> {
+    // A bad timeout is a usage error before anything is written.
+    let wait = wait
+        .map(crate::wait::parse_timeout)
+        .transpose()
+        .map_err(CliError::Usage)?;
     let (mut loaded, istio_warnings) = load_with_warnings(file)?;
     if loaded.is_empty() {
         return Err(CliError::Usage(format!(
@@ -121,8 +128,18 @@ pub(crate) async fn apply(
     for warning in warnings {
         eprintln!("{warning}");
     }
-    for result in results {
+    for result in &results {
         println!("{result}");
+    }
+    if let Some(timeout) = wait {
+        // The oldest version among what was applied: an unchanged object keeps its earlier version, so
+        // the sidecars its earlier change altered are waited for too.
+        let since = results
+            .iter()
+            .map(|r| ironmesh_store::resource_version_of(&r.object))
+            .min()
+            .unwrap_or(0);
+        crate::wait::until_synced(client, since, timeout).await?;
     }
     Ok(())
 }

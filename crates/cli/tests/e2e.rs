@@ -614,3 +614,208 @@ fn root_exec_and_logs_in_a_running_pod() {
         "Error from server (NotFound): pods \"nope\" not found\n"
     );
 }
+
+/// The name of the one pod of `app` in `namespace`, once the Deployment controller has made it.
+fn pod_of(c: &Cluster, app: &str, namespace: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let name = c.ok(&[
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={.items..metadata.name}",
+        ]);
+        let name = name.trim();
+        if !name.is_empty() {
+            return name.to_string();
+        }
+        assert!(Instant::now() < deadline, "no {app} pod in {namespace}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `wait` and `apply --wait` against the real control plane and hub, with a real configuration client in
+/// this test standing in for the pod's sidecar (no runtime, so no proxy process): they return only once
+/// that client has ACKed the configuration that includes the change, and name it when it has not.
+#[test]
+fn wait_returns_once_the_sidecars_acknowledged_and_names_those_that_did_not() {
+    use ironmesh_identity::{CredentialAuthority, PodClaims};
+    use ironmesh_proto::pb::ServerMode;
+    use ironmesh_proto::{ConfigClient, ConfigClientOptions, TokenSource};
+
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "foo"]);
+    let injected = c.bash("$IM apply -f <($IM kube-inject -f samples/httpbin/httpbin.yaml) -n foo");
+    assert_eq!(injected.code, 0, "{}", injected.stderr);
+    let pod = pod_of(&c, "httpbin", "foo");
+
+    // Nothing is connected as the pod's sidecar: the wait times out and says which sidecar and why.
+    let timed_out = c.run(&["wait", "--timeout", "1s"]);
+    assert_eq!(timed_out.code, 1, "{}", timed_out.stdout);
+    assert!(
+        timed_out.stderr.starts_with(&format!(
+            "error: timed out after 1s waiting for the configuration to reach the sidecars: 1 sidecar(s) have not \
+             acknowledged it: {pod}.foo (not connected: is the pod running? `ironmesh get pod {pod} -n foo`)"
+        )),
+        "{}",
+        timed_out.stderr
+    );
+
+    // The sidecar's side of the stream, authenticated with a credential for exactly this pod.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let credentials = CredentialAuthority::load_or_create(&c.home.path().join("ca")).unwrap();
+    let token = credentials.issue(
+        &PodClaims {
+            namespace: "foo".into(),
+            service_account: "default".into(),
+            pod: pod.clone(),
+        },
+        Duration::from_secs(600),
+    );
+    let address = format!("unix://{}", c.home.path().join("run/xds.sock").display());
+    let sidecar = ConfigClient::spawn(ConfigClientOptions::new(
+        address.parse().unwrap(),
+        format!("{pod}.foo"),
+        TokenSource::Static(token),
+    ));
+    let synced = c.run(&["wait", "--timeout", "20s"]);
+    assert_eq!(synced.code, 0, "{}", synced.stderr);
+    assert!(
+        synced
+            .stdout
+            .starts_with("sidecars in sync: 1 changed and acknowledged (1 sidecars"),
+        "{}",
+        synced.stdout
+    );
+
+    // apply --wait returns after the ACK: the sidecar already holds STRICT when it does, with no sleep.
+    let strict = samples().join("default-mesh-policy.yaml");
+    let applied = c.run(&[
+        "apply",
+        "-f",
+        strict.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(
+        applied.stdout.starts_with(
+            "meshpolicy.authentication.istio.io/default configured\nsidecars in sync: 1 changed"
+        ),
+        "{}",
+        applied.stdout
+    );
+    let held = sidecar.config().borrow().clone().expect("a configuration");
+    assert_eq!(
+        held.workload.as_ref().map(|w| w.default_mode()),
+        Some(ServerMode::Strict)
+    );
+    // `wait KIND NAME` for a change already everywhere returns at once.
+    c.ok(&["wait", "meshpolicy", "default"]);
+
+    // The sidecar goes away: the next change cannot reach it, and apply --wait says so after its timeout.
+    drop(sidecar);
+    let rule = samples().join("all-internal-traffic.yml");
+    let unreached = c.run(&[
+        "apply",
+        "-f",
+        rule.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "500ms",
+    ]);
+    assert_eq!(unreached.code, 1);
+    assert_eq!(
+        unreached.stdout,
+        "destinationrule.networking.istio.io/default created\n"
+    );
+    assert!(
+        unreached
+            .stderr
+            .contains(&format!("{pod}.foo (not connected")),
+        "{}",
+        unreached.stderr
+    );
+    let bad = c.run(&["wait", "--timeout", "soon"]);
+    assert_eq!(
+        (bad.code, bad.stderr.as_str()),
+        (
+            1,
+            "error: \"soon\" is not a duration: use e.g. 30s, 2m, 500ms\n"
+        )
+    );
+}
+
+/// A mistyped pod or host is an error with kubectl's NotFound wording, and a pod without a sidecar is said
+/// in words (not as a file path).
+#[test]
+fn unknown_pods_and_hosts_are_not_found_errors() {
+    let c = Cluster::up();
+    c.ok(&["create", "ns", "foo"]);
+    c.ok(&["create", "ns", "legacy"]);
+    let injected = c.bash("$IM apply -f <($IM kube-inject -f samples/httpbin/httpbin.yaml) -n foo");
+    assert_eq!(injected.code, 0, "{}", injected.stderr);
+    c.ok(&[
+        "apply",
+        "-f",
+        samples().join("sleep/sleep.yaml").to_str().unwrap(),
+        "-n",
+        "legacy",
+    ]);
+    let httpbin = format!("{}.foo", pod_of(&c, "httpbin", "foo"));
+    let legacy_sleep = pod_of(&c, "sleep", "legacy");
+    let no_sidecar = format!(
+        "error: pod \"{legacy_sleep}\" in namespace \"legacy\" has no sidecar, so it holds no mesh \
+         certificate; apply it through `ironmesh kube-inject` (or label the namespace \
+         istio-injection=enabled) to give it one\n"
+    );
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["tls-check", "httpbin.fo"],
+            "Error from server (NotFound): pods \"httpbin\" not found, and no service host matches \"httpbin.fo\"\n",
+        ),
+        (
+            &["tls-check", "sleep-nope", "-n", "foo"],
+            "Error from server (NotFound): pods \"sleep-nope\" not found, and no service host matches \"sleep-nope\"\n",
+        ),
+        (
+            &["tls-check", &httpbin, "nothing.foo"],
+            "Error from server (NotFound): services \"nothing.foo\" not found\n",
+        ),
+        (
+            &["tls-check", "sleep-nope.foo", "httpbin.foo"],
+            "Error from server (NotFound): pods \"sleep-nope\" not found\n",
+        ),
+        (
+            &["authz", "check", "sleep-nope", "-n", "foo"],
+            "Error from server (NotFound): pods \"sleep-nope\" not found\n",
+        ),
+        (
+            &["proxy-config", "secret", "sleep-nope", "-n", "foo"],
+            "Error from server (NotFound): pods \"sleep-nope\" not found\n",
+        ),
+        (
+            &["proxy-config", "secret", &legacy_sleep, "-n", "legacy"],
+            &no_sidecar,
+        ),
+    ];
+    for (args, expected) in cases {
+        let ran = c.run(args);
+        assert_eq!(
+            (ran.code, ran.stderr.as_str(), ran.stdout.as_str()),
+            (1, expected, ""),
+            "ironmesh {args:?}"
+        );
+    }
+    // A known host still answers.
+    assert!(
+        c.ok(&["tls-check", "httpbin.foo"])
+            .contains("httpbin.foo.svc.cluster.local:8000")
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ironmesh_api::Object;
 use ironmesh_identity::CredentialAuthority;
-use ironmesh_proto::ConfigHub;
+use ironmesh_proto::{ConfigHub, content_version};
 use ironmesh_runtime::Cluster;
 use ironmesh_store::{ApplyItem, ApplyOptions, LabelSelector, ObjectKey, Store, WriteMode};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -20,6 +20,7 @@ use crate::kubelet::Kubelet;
 use crate::objects::PodView;
 use crate::options::MeshOptions;
 use crate::proxy_config::ClusterSnapshot;
+use crate::sync::ConfigSync;
 use crate::{deployments, services};
 
 /// Wait after a change so that a burst (an apply of many documents, status updates) is one pass.
@@ -37,18 +38,27 @@ pub struct Context {
     pub hub: ConfigHub,
     pub mesh: MeshOptions,
     pub shutdown: CancellationToken,
+    /// What each pass published, for `ironmesh wait`.
+    pub sync: Arc<ConfigSync>,
 }
 
 fn snapshot(store: &Store) -> Vec<Object> {
+    snapshot_at(store).1
+}
+
+/// The objects and the resourceVersion they were read at (`None` when the store could not be read).
+fn snapshot_at(store: &Store) -> (Option<u64>, Vec<Object>) {
     match store.list(None, None, &LabelSelector::default()) {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .filter_map(|value| serde_json::from_value(value).ok())
-            .collect(),
+        Ok(list) => (
+            Some(list.resource_version),
+            list.items
+                .into_iter()
+                .filter_map(|value| serde_json::from_value(value).ok())
+                .collect(),
+        ),
         Err(error) => {
             tracing::error!(%error, "cannot read the store; retrying on the next change");
-            Vec::new()
+            (None, Vec::new())
         }
     }
 }
@@ -80,7 +90,7 @@ impl Loop {
     /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
         let store = self.ctx.store.clone();
-        let objects = snapshot(&store);
+        let (read_at, objects) = snapshot_at(&store);
 
         for (service, ip) in services::allocate_vips(&objects) {
             tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
@@ -131,12 +141,21 @@ impl Loop {
 
         let snapshot = ClusterSnapshot::new(&objects, &self.ctx.mesh);
         let mut proxies = BTreeSet::new();
+        let mut published = Vec::new();
         for pod in objects.iter().filter(|o| o.kind == "Pod").map(PodView::of) {
             if pod.has_sidecar() {
                 let id = format!("{}.{}", pod.name, pod.namespace);
-                self.ctx.hub.publish(&id, snapshot.proxy_config(&pod));
+                let mut config = snapshot.proxy_config(&pod);
+                if config.version.is_empty() {
+                    config.version = content_version(&config);
+                }
+                published.push((id.clone(), config.version.clone()));
+                self.ctx.hub.publish(&id, config);
                 proxies.insert(id);
             }
+        }
+        if let Some(read_at) = read_at {
+            self.ctx.sync.record(read_at, published);
         }
         for gone in self.configured_proxies.difference(&proxies) {
             self.ctx.hub.remove(gone);

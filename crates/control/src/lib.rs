@@ -17,6 +17,7 @@ pub mod objects;
 pub mod options;
 pub mod proxy_config;
 pub mod services;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,9 +52,8 @@ pub enum ControlError {
     Ca(#[from] ironmesh_identity::CaError),
     #[error("the pod credential key cannot be loaded: {0}")]
     Credentials(#[from] ironmesh_identity::CredentialError),
-    #[error(
-        "the local runtime cannot start: {0}; it needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), iproute2 and iptables"
-    )]
+    /// The runtime's own message already says what to do (root, a missing package); said once.
+    #[error("the local runtime cannot start: {0}")]
     Runtime(#[from] ironmesh_runtime::RuntimeError),
     #[error("the CLI API stopped: {0}")]
     Api(#[from] ironmesh_store::ServeError),
@@ -167,6 +167,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     tokio::spawn(reload_ca_on_hangup(ca.clone(), shutdown.clone()));
     let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(grpc::StorePods(store.clone()));
     let hub = grpc::hub(credentials.clone(), pods.clone());
+    let sync = Arc::new(sync::ConfigSync::default());
     let grpc_server = tokio::spawn(grpc::serve(
         home.join(XDS_SOCKET),
         ca.clone(),
@@ -180,11 +181,19 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         store: store.clone(),
         cluster: cluster.clone(),
         credentials,
-        hub,
+        hub: hub.clone(),
         mesh,
         shutdown: shutdown.clone(),
+        sync: sync.clone(),
     }));
-    let api = ironmesh_store::serve_api(store, &home.join(API_SOCKET), shutdown.clone()).await;
+    let proxy_status: ironmesh_store::ProxyStatusSource = Arc::new(move || sync.report(&hub));
+    let api = ironmesh_store::serve_api_with(
+        store,
+        &home.join(API_SOCKET),
+        shutdown.clone(),
+        Some(proxy_status),
+    )
+    .await;
     shutdown.cancel();
     let _ = controllers.await;
     let grpc = grpc_server.await;

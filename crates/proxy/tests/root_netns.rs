@@ -1,6 +1,7 @@
 //! ROOT ONLY: two pods with sidecars in network namespaces this test creates (veth pairs, the real
-//! iptables script, the real `ironmesh-proxy` binary, a tiny HTTP app, real `curl`), plus a third namespace
-//! without a sidecar. Fails loudly when it cannot set up; the Drop guard removes everything.
+//! iptables script, the real `ironmesh-proxy` binary, a tiny HTTP app served by this test, real `curl`),
+//! plus a third namespace without a sidecar. Fails loudly when it cannot set up; the Drop guard removes
+//! everything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,6 +95,107 @@ impl Topology {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {program} in {namespace}: {e}")),
         );
+    }
+}
+
+/// The pod's application: a tiny HTTP/1.1 server on 0.0.0.0:APP_PORT inside `namespace`, served by a thread
+/// of this test that entered the namespace (a socket stays in the namespace it was created in). Only the
+/// Rust toolchain is needed: no python3 or other server on the machine. Stops when dropped.
+struct App {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl App {
+    fn start_in(namespace: &str) -> App {
+        use std::os::fd::AsRawFd;
+        let netns = std::fs::File::open(format!("/run/netns/{namespace}"))
+            .unwrap_or_else(|e| panic!("cannot open /run/netns/{namespace}: {e}"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready, started) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid namespace file descriptor.
+            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if entered != 0 {
+                let _ = ready.send(Err(std::io::Error::last_os_error().to_string()));
+                return;
+            }
+            let listener = match std::net::TcpListener::bind(("0.0.0.0", APP_PORT)) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            listener.set_nonblocking(true).unwrap();
+            let _ = ready.send(Ok(()));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || serve_http(stream));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the app cannot listen in {namespace}: {e}"),
+            Err(_) => panic!("the app thread for {namespace} ended before listening"),
+        }
+        App {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers every request of a keep-alive connection with 200 and a short body (requests here have none).
+fn serve_http(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    let body = "hello from the app\n";
+    loop {
+        let mut line = String::new();
+        // The request line, then headers up to the blank line.
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header == "\r\n" || header == "\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
     }
 }
 
@@ -323,18 +425,7 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
     for ns in [&client_ns, &server_ns] {
         sh(&["ip", "netns", "exec", ns, binary, "iptables", "--apply"]);
     }
-    topology.spawn_in(
-        &server_ns,
-        "python3",
-        &[
-            "-m",
-            "http.server",
-            "--bind",
-            "0.0.0.0",
-            &APP_PORT.to_string(),
-        ],
-        &[],
-    );
+    let _app = App::start_in(&server_ns);
     let client_env = proxy_env(dir.path(), &socket, &credentials, "sleep-1", "sleep");
     let server_env = proxy_env(dir.path(), &socket, &credentials, "httpbin-1", "httpbin");
     topology.spawn_in(&client_ns, binary, &["run"], &client_env);
@@ -396,7 +487,7 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         (0, "upstream connect error or disconnect/reset before headers. reset reason: connection termination".to_string())
     );
     if let Some(summary) = load {
-        // Timeouts are the single-process Python app's queueing; connect/read/write errors or non-2xx are ours.
+        // Timeouts are the tiny app's queueing; connect/read/write errors or non-2xx are ours.
         let socket_errors = summary
             .lines()
             .find(|line| line.contains("Socket errors"))

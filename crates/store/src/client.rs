@@ -15,7 +15,9 @@ use tokio::net::UnixStream;
 use crate::error::Reason;
 use crate::object::ObjectKey;
 use crate::store::{ApplyItem, ApplyOptions, ApplyResult, ObjectList, WatchEvent};
-use crate::wire::{ApplyRequest, ErrorBody, ListRequest, ServerInfo, StatusRequest, WatchRequest};
+use crate::wire::{
+    ApplyRequest, ErrorBody, ListRequest, ProxySyncReport, ServerInfo, StatusRequest, WatchRequest,
+};
 
 /// Why a CLI API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,11 @@ impl ApiClient {
     /// Whether a control plane answers, and what it holds.
     pub async fn info(&self) -> Result<ServerInfo, ClientError> {
         self.call("/v1/info", &Value::Null).await
+    }
+
+    /// How far every sidecar's configuration has gone (served by the control plane).
+    pub async fn proxy_status(&self) -> Result<ProxySyncReport, ClientError> {
+        self.call("/v1/proxy-status", &Value::Null).await
     }
 
     /// Applies all items in one transaction (all or nothing).

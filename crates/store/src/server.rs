@@ -22,12 +22,17 @@ use crate::error::{Reason, StoreError};
 use crate::object::ObjectKey;
 use crate::selector::LabelSelector;
 use crate::store::{EventType, Store, WatchEvent};
-use crate::wire::{ApplyRequest, ErrorBody, ListRequest, ServerInfo, StatusRequest, WatchRequest};
+use crate::wire::{
+    ApplyRequest, ErrorBody, ListRequest, ProxySyncReport, ServerInfo, StatusRequest, WatchRequest,
+};
 
 /// Largest request body accepted (a big manifest is a few MB).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// What answers `/v1/proxy-status`: the control plane, which owns the sidecars' configuration stream.
+pub type ProxyStatusSource = Arc<dyn Fn() -> ProxySyncReport + Send + Sync>;
 
 /// Why the API server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,16 @@ pub async fn serve_api(
     store: Arc<Store>,
     socket: &Path,
     shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    serve_api_with(store, socket, shutdown, None).await
+}
+
+/// [`serve_api`], with `/v1/proxy-status` answered by `proxy_status` (the control plane's hub).
+pub async fn serve_api_with(
+    store: Arc<Store>,
+    socket: &Path,
+    shutdown: CancellationToken,
+    proxy_status: Option<ProxyStatusSource>,
 ) -> Result<(), ServeError> {
     if socket.exists() {
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
@@ -75,11 +90,13 @@ pub async fn serve_api(
         };
         let store = store.clone();
         let shutdown = shutdown.clone();
+        let proxy_status = proxy_status.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let store = store.clone();
                 let shutdown = shutdown.clone();
-                async move { Ok::<_, Infallible>(route(store, shutdown, request).await) }
+                let proxy_status = proxy_status.clone();
+                async move { Ok::<_, Infallible>(route(store, shutdown, proxy_status, request).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -96,6 +113,7 @@ pub async fn serve_api(
 async fn route(
     store: Arc<Store>,
     shutdown: CancellationToken,
+    proxy_status: Option<ProxyStatusSource>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     if request.method() != Method::POST {
@@ -150,6 +168,15 @@ async fn route(
         "/v1/watch" => match serde_json::from_slice::<WatchRequest>(&body) {
             Ok(r) => watch(store, shutdown, r),
             Err(e) => error_response(Reason::BadRequest, format!("bad watch request: {e}")),
+        },
+        "/v1/proxy-status" => match proxy_status {
+            Some(source) => json_response(StatusCode::OK, &source()),
+            None => error_response(
+                Reason::NotFound,
+                "this API server does not track sidecars; `ironmesh wait` needs the control plane started by \
+                 `ironmesh up`"
+                    .into(),
+            ),
         },
         "/v1/shutdown" => {
             shutdown.cancel();

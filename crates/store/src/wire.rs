@@ -1,7 +1,7 @@
 //! The CLI API's request and answer bodies (JSON), shared by the server and the client.
 //!
 //! Routes, all `POST` with a JSON body: `/v1/info`, `/v1/apply`, `/v1/get`, `/v1/list`, `/v1/delete`,
-//! `/v1/status`, `/v1/watch` (newline-delimited JSON events, chunked), `/v1/shutdown`.
+//! `/v1/status`, `/v1/watch` (newline-delimited JSON events, chunked), `/v1/proxy-status`, `/v1/shutdown`.
 //! A failure answers a 4xx/5xx status with an [`ErrorBody`].
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,36 @@ pub struct ServerInfo {
     pub store_path: String,
     pub resource_version: u64,
     pub objects: usize,
+}
+
+/// `/v1/proxy-status`: how far every sidecar's configuration has gone (what `ironmesh wait` polls). Served
+/// by the control plane, which owns the configuration stream; the store only carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySyncReport {
+    /// The store resourceVersion the control plane last computed every sidecar's configuration from.
+    pub configured_resource_version: u64,
+    /// Every sidecar the control plane configures, sorted by id.
+    pub proxies: Vec<ProxySync>,
+}
+
+/// One sidecar in a [`ProxySyncReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySync {
+    /// `<pod>.<namespace>`.
+    pub id: String,
+    /// Content version of the configuration published for it.
+    pub version: String,
+    /// The resourceVersion of the store snapshot that first produced `version`: a change committed at a
+    /// resourceVersion above this one did not alter this sidecar's configuration.
+    pub changed_at: u64,
+    /// The version the sidecar last acknowledged.
+    pub acked_version: Option<String>,
+    /// Whether its configuration stream is open.
+    pub connected: bool,
+    /// The sidecar's refusal of `version` (NACK), if any.
+    pub rejected: Option<String>,
 }
 
 /// The body of every failed request.
