@@ -55,7 +55,7 @@ pub(crate) fn root(home: &Home, output: Option<&str>) -> Result<(), CliError> {
 
 /// Tells a running control plane to re-read the CA.
 fn notify_control_plane(home: &Home) -> Result<(), CliError> {
-    let Some(pid) = home.read_pid() else {
+    let Some(pid) = crate::lifecycle::control_plane_pid(home) else {
         println!("the control plane is not running; it will use the new roots when it starts");
         return Ok(());
     };

@@ -207,16 +207,131 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
     !alive(pid)
 }
 
+/// Why the process a pid file names is not taken for this home's control plane.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotOurs {
+    /// `/proc/<pid>/cmdline` is not `ironmesh control-plane`.
+    Command(String),
+    /// It started after the pid file was written: the pid was reused by a later process.
+    StartedLater,
+    /// It is the control plane of another `IRONMESH_HOME`.
+    OtherHome(String),
+}
+
+impl std::fmt::Display for NotOurs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotOurs::Command(command) => {
+                write!(f, "it runs {command:?}, not `ironmesh control-plane`")
+            }
+            NotOurs::StartedLater => write!(
+                f,
+                "it started after the pid file was written (a reused pid)"
+            ),
+            NotOurs::OtherHome(home) => {
+                write!(f, "it is the control plane of IRONMESH_HOME={home}")
+            }
+        }
+    }
+}
+
+/// The start of process `pid` in seconds since the epoch (`/proc/<pid>/stat` field 22, in clock ticks
+/// since boot, plus the boot time from `/proc/stat`).
+fn started_at(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + ticks / hz as f64)
+}
+
+/// Whether `pid` is the control plane this home's pid file was written for: its command line is
+/// `ironmesh control-plane`, it started before the pid file was written (so the pid was not reused since;
+/// `up` and the control plane write the file after it started), and, when its environment is readable,
+/// its IRONMESH_HOME is this home.
+pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|byte| *byte == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let program = args
+        .first()
+        .and_then(|arg| std::path::Path::new(arg).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !program.starts_with("ironmesh") || args.get(1).map(String::as_str) != Some("control-plane")
+    {
+        return Err(NotOurs::Command(args.join(" ")));
+    }
+    let written = std::fs::metadata(home.pid_file())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    if let (Some(started), Some(written)) = (started_at(pid), written)
+        && started > written
+    {
+        return Err(NotOurs::StartedLater);
+    }
+    if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+        let theirs = environ
+            .split(|byte| *byte == 0)
+            .find_map(|var| var.strip_prefix(b"IRONMESH_HOME="))
+            .map(|value| std::path::PathBuf::from(String::from_utf8_lossy(value).into_owned()))
+            .unwrap_or_else(|| crate::home::DEFAULT_HOME.into());
+        // A relative IRONMESH_HOME is relative to where that process runs.
+        let theirs = match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            Ok(cwd) if theirs.is_relative() => cwd.join(theirs),
+            _ => theirs,
+        };
+        let same =
+            |path: &std::path::Path| std::fs::canonicalize(path).unwrap_or_else(|_| absolute(path));
+        if same(&theirs) != same(home.root()) {
+            return Err(NotOurs::OtherHome(theirs.display().to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// The control plane's pid: the one the API reports, or the pid file's if it passes
+/// [`check_control_plane`]. A stale pid file is reported and never signalled: its pid may name any process.
+pub(crate) fn control_plane_pid(home: &Home) -> Option<i32> {
+    if let Some(info) = answers(home) {
+        return Some(info.pid as i32);
+    }
+    let pid = home.read_pid()?;
+    if !alive(pid) {
+        return None;
+    }
+    match check_control_plane(home, pid) {
+        Ok(()) => Some(pid),
+        Err(why) => {
+            eprintln!(
+                "warning: ignoring the stale pid file {} (pid {pid}): {why}",
+                home.pid_file().display()
+            );
+            None
+        }
+    }
+}
+
 pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
-    let pid = home
-        .read_pid()
-        .or_else(|| answers(home).map(|i| i.pid as i32));
-    match pid {
+    match control_plane_pid(home) {
         Some(pid) if alive(pid) => {
             let client = ApiClient::new(&home.socket());
             let asked = runtime()?.block_on(client.shutdown()).is_ok();
             if !asked || !wait_gone(pid, STOP_TIMEOUT) {
-                // SAFETY: kill with a pid we started (recorded in our pid file) has no memory effects.
+                // SAFETY: kill with the pid of our control plane (checked above) has no memory effects.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
                 if !wait_gone(pid, Duration::from_secs(5)) {
                     // SAFETY: as above.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::limits::{Acceptor, ConnectionClock, ConnectionCount, ConnectionLimits, Watched};
 use crate::metrics::Metrics;
 
 /// Changes the log filter at run time (e.g. `debug`, `ironmesh_proxy=trace`).
@@ -45,21 +46,49 @@ impl AdminState {
     }
 }
 
-/// Serves `surface` on `listener` until the task is dropped.
+/// Serves `surface` on `listener` until the task is dropped, with the operational ports' default limits.
 pub async fn serve(listener: TcpListener, state: AdminState, surface: Surface) {
+    serve_with_limits(listener, state, surface, ConnectionLimits::OPERATIONAL).await
+}
+
+/// Serves `surface` on `listener` until the task is dropped. These ports are plaintext and reachable by
+/// anyone who can reach the pod, so they get the data plane's protections: accept back-off when out of
+/// descriptors, their own connection cap, and header-read and idle timeouts.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    state: AdminState,
+    surface: Surface,
+    limits: ConnectionLimits,
+) {
+    let name = match surface {
+        Surface::Readiness => "readiness",
+        Surface::Metrics => "metrics",
+        Surface::Admin => "admin",
+    };
+    let count = Arc::new(ConnectionCount::default());
+    let mut acceptor = Acceptor::new(listener, name, limits.max_connections, count);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let (stream, _, slot) = acceptor.accept().await;
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let clock = ConnectionClock::new();
+            let requests = clock.clone();
             let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&state, surface, request)) }
+                // The answer is computed at once; the connection is idle again when it has been sent.
+                let _busy = requests.request_started();
+                let response = route(&state, surface, request);
+                async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = TokioIo::new(Watched::new(stream, clock.clone()));
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            tokio::select! {
+                _ = connection => {}
+                reason = clock.http_expired(&limits) => {
+                    tracing::debug!(listener = name, reason, "connection closed");
+                }
+            }
         });
     }
 }

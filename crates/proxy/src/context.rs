@@ -1,6 +1,7 @@
 //! What every data-plane task shares: sockets, certificates, the current config index, metrics, and the
 //! counters that let a drain wait for connections to finish.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -8,6 +9,7 @@ use arc_swap::ArcSwap;
 use ironmesh_identity::WorkloadCertificates;
 
 use crate::index::ConfigIndex;
+use crate::limits::{BusyBody, ConnectionClock, ConnectionLimits, Watched};
 use crate::metrics::Metrics;
 use crate::sockets::SocketLayer;
 use crate::upstream::ClientConfigs;
@@ -31,6 +33,10 @@ pub(crate) struct Context {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// Bumped after every new configuration is in `index`, so live connections can re-check it.
     pub index_changes: tokio::sync::watch::Sender<u64>,
+    pub limits: ConnectionLimits,
+    /// Where the inbound forwards: the pod's own IP, so an app listening only on 127.0.0.1 is not
+    /// reachable from the mesh (Istio >= 1.10); `None` forwards to the connection's original destination.
+    pub pod_ip: Option<IpAddr>,
 }
 
 impl Context {
@@ -71,12 +77,22 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<crate::upstream::ProxyBody>> + Send + 'static,
 {
+    let clock = ConnectionClock::new();
+    let requests = clock.clone();
     let service = hyper::service::service_fn(move |request| {
+        // Busy from the end of the headers until the response body is sent (or dropped).
+        let guard = requests.request_started();
         let response = handler(request);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        async move {
+            let response = response
+                .await
+                .map(|body| http_body_util::BodyExt::boxed(BusyBody::new(body, guard)));
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let io = Watched::new(io, clock.clone());
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -84,6 +100,10 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
         _ = context.drain_started() => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        reason = clock.http_expired(&context.limits) => {
+            tracing::debug!(side, reason, "HTTP connection closed");
+            return;
         }
     };
     if let Err(error) = result {

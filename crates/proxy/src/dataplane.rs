@@ -1,6 +1,6 @@
 //! The data plane: binds the outbound and inbound listeners, follows configuration updates, and drains.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::context::Context;
 pub use crate::context::WorkloadInfo;
 use crate::index::ConfigIndex;
+use crate::limits::{Acceptor, ConnectionCount, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::sockets::SocketLayer;
 use crate::upstream::Pools;
@@ -29,6 +30,10 @@ pub struct DataPlaneOptions {
     /// 0.0.0.0:15006 in a pod; 127.0.0.1:0 in tests.
     pub inbound_listen: SocketAddr,
     pub peek_timeout: Duration,
+    /// Timeouts and the connection cap (inbound and outbound share it).
+    pub limits: ConnectionLimits,
+    /// The pod's IP (`POD_IP`), where the inbound forwards; `None`: the connection's original destination.
+    pub pod_ip: Option<IpAddr>,
 }
 
 impl DataPlaneOptions {
@@ -38,6 +43,8 @@ impl DataPlaneOptions {
             outbound_listen: SocketAddr::from(([0, 0, 0, 0], 15001)),
             inbound_listen: SocketAddr::from(([0, 0, 0, 0], 15006)),
             peek_timeout: Duration::from_secs(1),
+            limits: ConnectionLimits::DATA_PLANE,
+            pod_ip: None,
         }
     }
 }
@@ -104,6 +111,8 @@ impl DataPlane {
             active_connections: Default::default(),
             draining: stopped.clone(),
             index_changes: watch::Sender::new(0),
+            limits: options.limits,
+            pod_ip: options.pod_ip,
         });
         let follow = {
             let context = context.clone();
@@ -119,6 +128,10 @@ impl DataPlane {
             })
         };
         let pools = Arc::new(Pools::new(context.clone()));
+        let count = Arc::new(ConnectionCount::default());
+        let max = options.limits.max_connections;
+        let outbound_listener = Acceptor::new(outbound_listener, "outbound", max, count.clone());
+        let inbound_listener = Acceptor::new(inbound_listener, "inbound", max, count);
         let tasks = vec![
             follow,
             tokio::spawn(outbound::serve(

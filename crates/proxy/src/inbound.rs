@@ -1,19 +1,19 @@
 //! The inbound listener (15006): peek at the first bytes, apply the port's server mode (reset, forward
 //! raw, pass application TLS through, or terminate mTLS), authorize (per HTTP request, or once per TCP
-//! connection and again on every policy change) and forward to the app on the pod's loopback, adding
+//! connection and again on every policy change) and forward to the app on the pod's IP, adding
 //! `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use ironmesh_authz::Request;
 use ironmesh_identity::{SpiffeId, peer_identity};
 use ironmesh_proto::pb::ServerMode;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -23,13 +23,15 @@ use crate::detect::{
     CLASSIFY_BYTES, FirstBytes, InboundAction, TlsAction, after_client_hello, classify_first_bytes,
     inbound_action,
 };
+use crate::host::normalize_host;
 use crate::index::UpstreamTls;
+use crate::limits::{Acceptor, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
 };
 use crate::sockets::reset;
 use crate::tcp::relay;
-use crate::upstream::{self, Alpn, Pools, ProxyBody};
+use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
 
 /// A client that starts a TLS handshake must finish it within this time (no slowloris on the inbound port).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,18 +42,15 @@ const MAX_CLIENT_HELLO: usize = 16 * 1024;
 pub(crate) async fn serve(
     context: Arc<Context>,
     pools: Arc<Pools>,
-    listener: TcpListener,
+    mut listener: Acceptor,
     peek_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(handle(context.clone(), pools.clone(), stream, peer, peek_timeout));
-                }
-                Err(error) => tracing::warn!(%error, "inbound accept failed"),
-            },
+            (stream, peer, slot) = listener.accept() => {
+                tokio::spawn(handle(context.clone(), pools.clone(), stream, peer, peek_timeout, slot));
+            }
             _ = shutdown.changed() => return,
         }
     }
@@ -150,6 +149,7 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     peek_timeout: Duration,
+    _slot: Slot,
 ) {
     let _active = ActiveGuard::new(&context);
     // Subscribed before the mode is read, so no change can slip between the two.
@@ -159,7 +159,10 @@ async fn handle(
     };
     let port = original.port();
     let _ = stream.set_nodelay(true);
-    let app = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // The pod's own IP, not 127.0.0.1: a listener bound to localhost stays private to the pod, as in
+    // Istio since 1.10 (https://istio.io/latest/blog/2021/upcoming-networking-changes/). The proxy's
+    // socket carries the mark, so iptables does not capture it again.
+    let app = SocketAddr::new(context.pod_ip.unwrap_or(original.ip()), port);
     let (mode, http) = context.index.load().inbound(port);
     let Some(first) = peek_first_bytes(&stream, peek_timeout).await else {
         return;
@@ -448,6 +451,10 @@ async fn forward(
     xfcc: Option<&HeaderValue>,
     peer: Option<&SpiffeId>,
 ) -> http::Response<ProxyBody> {
+    if let Err(error) = normalize_host(&mut request) {
+        tracing::info!(target: "access", reporter = "destination", %error, "bad request");
+        return error_response(StatusCode::BAD_REQUEST, format!("bad request: {error}"));
+    }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();

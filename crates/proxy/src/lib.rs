@@ -12,9 +12,11 @@ mod authz;
 mod context;
 mod dataplane;
 pub mod detect;
+mod host;
 mod inbound;
 mod index;
 mod iptables;
+mod limits;
 pub mod metrics;
 mod outbound;
 mod sockets;
@@ -23,5 +25,6 @@ mod upstream;
 
 pub use dataplane::{DataPlane, DataPlaneError, DataPlaneOptions, WorkloadInfo};
 pub use iptables::{InterceptionRules, IptablesError, apply_rules, render_rules};
+pub use limits::ConnectionLimits;
 pub use metrics::Metrics;
 pub use sockets::{BoxFuture, PROXY_MARK, SocketLayer, SystemSockets, reset};

@@ -12,7 +12,8 @@ use ironmesh_proto::pb::ProxyConfig;
 use ironmesh_proto::{ConfigClient, ConfigClientOptions, TokenSource};
 use ironmesh_proxy::admin::{AdminState, LogLevelSetter, Surface};
 use ironmesh_proxy::{
-    DataPlane, DataPlaneOptions, InterceptionRules, Metrics, SystemSockets, WorkloadInfo,
+    ConnectionLimits, DataPlane, DataPlaneOptions, InterceptionRules, Metrics, SystemSockets,
+    WorkloadInfo,
 };
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -79,6 +80,27 @@ struct RunArgs {
     /// Seconds to let open connections finish after SIGTERM.
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
+    /// The pod's IP: the inbound forwards to it (not 127.0.0.1), so apps listening only on localhost are
+    /// not exposed to the mesh. Unset: the connection's original destination.
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Option<std::net::IpAddr>,
+    /// Seconds a client may take from its first byte to the end of a request's headers (all HTTP ports).
+    #[arg(
+        long,
+        env = "IRONMESH_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    header_read_timeout_seconds: u64,
+    /// Seconds an inbound or outbound connection may stay idle (no HTTP request in flight, or no TCP
+    /// byte either way) before it is closed (Envoy's default: 1 hour).
+    #[arg(long, env = "IRONMESH_IDLE_TIMEOUT_SECONDS", default_value_t = 3600)]
+    idle_timeout_seconds: u64,
+    /// Inbound and outbound connections open at once; more are closed at once.
+    #[arg(long, env = "IRONMESH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections open at once on each of the readiness, metrics and admin ports.
+    #[arg(long, env = "IRONMESH_ADMIN_MAX_CONNECTIONS", default_value_t = 128)]
+    admin_max_connections: usize,
 }
 
 #[derive(Args)]
@@ -183,6 +205,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let state_dir = args.state_dir.clone();
     let token = TokenSource::File(args.token_file.clone());
+    let header_read_timeout = Duration::from_secs(args.header_read_timeout_seconds.max(1));
+    let admin_limits = ConnectionLimits {
+        header_read_timeout,
+        max_connections: args.admin_max_connections.max(1),
+        ..ConnectionLimits::OPERATIONAL
+    };
+    let data_limits = ConnectionLimits {
+        header_read_timeout,
+        idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+        max_connections: args.max_connections.max(1),
+    };
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || -> anyhow::Result<()> {
@@ -209,10 +242,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     let listener = tokio::net::TcpListener::bind(address)
                         .await
                         .with_context(|| format!("cannot listen on {address}"))?;
-                    tokio::spawn(ironmesh_proxy::admin::serve(
+                    tokio::spawn(ironmesh_proxy::admin::serve_with_limits(
                         listener,
                         state.clone(),
                         surface,
+                        admin_limits,
                     ));
                 }
                 if let Some(dir) = state_dir {
@@ -240,6 +274,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut options = DataPlaneOptions::new(WorkloadInfo { name: args.pod_name.clone(), namespace: args.pod_namespace.clone() });
         options.outbound_listen = args.outbound_listen;
         options.inbound_listen = args.inbound_listen;
+        options.limits = data_limits;
+        options.pod_ip = args.pod_ip;
         let mark = (args.proxy_mark != 0).then_some(args.proxy_mark);
         let data_plane = DataPlane::start(options, handles.certs, handles.config, Arc::new(SystemSockets { mark }), metrics).await?;
         tracing::info!(outbound = %data_plane.outbound_addr(), inbound = %data_plane.inbound_addr(), "proxy started");

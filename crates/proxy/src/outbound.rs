@@ -12,11 +12,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::context::{ActiveGuard, Context, serve_http_until_drained};
+use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
+use crate::limits::{Acceptor, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
 };
@@ -30,17 +32,14 @@ const BLOCKED_SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
 pub(crate) async fn serve(
     context: Arc<Context>,
     pools: Arc<Pools>,
-    listener: TcpListener,
+    mut listener: Acceptor,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(context.clone(), pools.clone(), stream));
-                }
-                Err(error) => tracing::warn!(%error, "outbound accept failed"),
-            },
+            (stream, _, slot) = listener.accept() => {
+                tokio::spawn(handle(context.clone(), pools.clone(), stream, slot));
+            }
             _ = shutdown.changed() => return,
         }
     }
@@ -64,7 +63,7 @@ fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> 
     }
 }
 
-async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream) {
+async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, _slot: Slot) {
     let _active = ActiveGuard::new(&context);
     let original = match context.sockets.original_destination(&stream) {
         Ok(original) => original,
@@ -181,9 +180,13 @@ async fn serve_http(
 async fn forward(
     context: &Context,
     pools: &Pools,
-    request: http::Request<Incoming>,
+    mut request: http::Request<Incoming>,
     original: SocketAddr,
 ) -> http::Response<ProxyBody> {
+    if let Err(error) = normalize_host(&mut request) {
+        tracing::info!(target: "access", reporter = "source", %error, "bad request");
+        return error_response(StatusCode::BAD_REQUEST, format!("bad request: {error}"));
+    }
     let started = Instant::now();
     let protocol = request_protocol(&request);
     let method = request.method().clone();

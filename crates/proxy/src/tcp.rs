@@ -5,6 +5,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::context::Context;
+use crate::limits::{ConnectionClock, Watched};
 use crate::metrics::ConnectionLabels;
 
 /// Per-direction buffer: one full TLS record (16 KiB), so encrypted copies write whole records.
@@ -14,7 +15,7 @@ const RELAY_BUFFER: usize = 16 * 1024;
 pub(crate) async fn relay<D, U>(
     context: &Context,
     labels: ConnectionLabels,
-    mut downstream: D,
+    downstream: D,
     mut upstream: U,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -22,16 +23,20 @@ pub(crate) async fn relay<D, U>(
 {
     let started = Instant::now();
     context.metrics.tcp_opened.get_or_create(&labels).inc();
-    let result = tokio::io::copy_bidirectional_with_sizes(
+    // Counted on the downstream side, so an idle timeout still reports what moved before it.
+    let clock = ConnectionClock::new();
+    let mut downstream = Watched::new(downstream, clock.clone());
+    let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut downstream,
         &mut upstream,
         RELAY_BUFFER,
         RELAY_BUFFER,
-    )
-    .await;
-    let (sent, received) = result
-        .as_ref()
-        .map_or((0, 0), |&(sent, received)| (sent, received));
+    );
+    let error = tokio::select! {
+        result = copy => result.err().map(|e| e.to_string()),
+        () = clock.io_idle(context.limits.idle_timeout) => Some("idle timeout".to_owned()),
+    };
+    let (sent, received) = clock.bytes();
     context.metrics.tcp_sent.get_or_create(&labels).inc_by(sent);
     context
         .metrics
@@ -49,7 +54,7 @@ pub(crate) async fn relay<D, U>(
         bytes_sent = sent,
         bytes_received = received,
         duration_ms = started.elapsed().as_millis() as u64,
-        error = result.err().map(|e| e.to_string()),
+        error,
         "tcp connection"
     );
 }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use http::{Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -208,8 +209,8 @@ impl tower::Service<Uri> for Connector {
 
 /// Pooled keep-alive clients: HTTP/1.1 and HTTP/2 (chosen by the downstream request's version).
 pub(crate) struct Pools {
-    http1: Client<Connector, Incoming>,
-    http2: Client<Connector, Incoming>,
+    http1: Client<Connector, ProxyBody>,
+    http2: Client<Connector, ProxyBody>,
     expected: Arc<Mutex<HashMap<SocketAddr, Vec<SpiffeId>>>>,
 }
 
@@ -234,10 +235,11 @@ impl Pools {
         }
     }
 
-    /// Sends `request` to `upstream`; any failure before response headers becomes Envoy's 503.
+    /// Sends `request` to `upstream`; any failure before response headers becomes Envoy's 503, or 400
+    /// when it was the client's body that was broken (an invalid chunk, as Envoy's codec answers).
     pub async fn send(
         &self,
-        mut request: http::Request<Incoming>,
+        request: http::Request<Incoming>,
         upstream: SocketAddr,
         tls: &UpstreamTls,
     ) -> Response<ProxyBody> {
@@ -251,29 +253,86 @@ impl Pools {
                 "https"
             }
         };
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         match format!("{scheme}://{upstream}{path}").parse::<Uri>() {
-            Ok(uri) => *request.uri_mut() = uri,
+            Ok(uri) => parts.uri = uri,
             Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request path".into()),
         }
-        let client = if request.version() == http::Version::HTTP_2 {
+        let client = if parts.version == http::Version::HTTP_2 {
             &self.http2
         } else {
             &self.http1
         };
-        match client.request(request).await {
-            Ok(response) => response.map(|body| body.boxed()),
-            Err(error) => {
-                let reason = if error.is_connect() {
-                    "connection failure"
-                } else {
-                    "connection termination"
-                };
-                tracing::debug!(%upstream, error = ?error, reason, "upstream failed before headers");
-                upstream_503(reason)
-            }
+        // A request without a body and with an idempotent method can be sent again as it was.
+        let replay = (hyper::body::Body::is_end_stream(&body) && is_idempotent(&parts.method))
+            .then(|| replayable(&parts));
+        let body_failed = Arc::new(AtomicBool::new(false));
+        let failed = body_failed.clone();
+        let body = body
+            .map_err(move |error| {
+                failed.store(true, Ordering::Relaxed);
+                error
+            })
+            .boxed();
+        let error = match client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => return response.map(|body| body.boxed()),
+            Err(error) => error,
+        };
+        if body_failed.load(Ordering::Relaxed) {
+            tracing::debug!(%upstream, error = ?error, "the client's request body is malformed");
+            return error_response(StatusCode::BAD_REQUEST, "malformed request body".into());
         }
+        let error = match replay {
+            // The upstream closed or reset a connection before answering (a pooled connection whose
+            // peer pod was replaced at the same IP: the new one resets it). hyper-util already resends
+            // a request it never wrote; one it wrote is resent once on a new connection only when that
+            // is safe (RFC 9110 section 9.2.2: idempotent method, and no body to replay).
+            Some(again) if !error.is_connect() => {
+                tracing::debug!(%upstream, error = ?error, "upstream closed before answering; retrying once");
+                match client.request(again).await {
+                    Ok(response) => return response.map(|body| body.boxed()),
+                    Err(error) => error,
+                }
+            }
+            _ => error,
+        };
+        let reason = if error.is_connect() {
+            "connection failure"
+        } else {
+            "connection termination"
+        };
+        tracing::debug!(%upstream, error = ?error, reason, "upstream failed before headers");
+        upstream_503(reason)
     }
+}
+
+/// RFC 9110 section 9.2.2.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// A copy of a body-less request (extensions are not carried: the proxy sets none).
+fn replayable(parts: &http::request::Parts) -> Request<ProxyBody> {
+    let mut request = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
 }
 
 /// Envoy's local reply for a failure before response headers.

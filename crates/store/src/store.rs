@@ -5,7 +5,8 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -114,7 +115,11 @@ pub struct ObjectList {
 
 /// The resource store. Share it as `Arc<Store>`.
 pub struct Store {
-    db: Database,
+    /// `None` only while a reopen after an I/O error has failed (the disk is still full).
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error: redb then fails every later operation with `PreviousIo` until the database is
+    /// closed and opened again, so the next operation reopens it (redb repairs it on open).
+    broken: AtomicBool,
     path: PathBuf,
     events: broadcast::Sender<WatchEvent>,
     /// Serialises writers so events leave in commit order; holds the recent events (oldest first) that
@@ -130,7 +135,8 @@ impl Store {
         let db = Database::create(path).map_err(storage)?;
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let store = Store {
-            db,
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
             path: path.to_path_buf(),
             events,
             write_order: Mutex::new(VecDeque::new()),
@@ -141,11 +147,56 @@ impl Store {
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e = e.into();
+        if matches!(
+            e,
+            redb::Error::Io(_)
+                | redb::Error::PreviousIo
+                | redb::Error::DatabaseClosed
+                | redb::Error::Backend(_)
+        ) {
+            self.broken.store(true, Ordering::Release);
+        }
         storage_error(&self.path, e)
     }
 
+    /// The open database, reopened first if an I/O error broke it. A full disk (ENOSPC) fails the writes
+    /// that hit it, then the store works again once space is back, without a restart.
+    fn database(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Storage {
+                path: self.path.display().to_string(),
+                message: "the database is closed after an I/O error and could not be reopened yet"
+                    .into(),
+            });
+        }
+        Ok(guard)
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.broken.load(Ordering::Acquire) {
+            // Another caller reopened it while we waited.
+            return Ok(());
+        }
+        // redb holds a lock on the file: the old handle must be gone before the new one opens it.
+        if let Some(old) = slot.take() {
+            let _ = old.close();
+        }
+        let db = Database::create(&self.path).map_err(|e| storage_error(&self.path, e))?;
+        *slot = Some(db);
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
+        Ok(())
+    }
+
     fn create_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let db = self.database()?;
+        let txn = open(&db).begin_write().map_err(|e| self.err(e))?;
         txn.open_table(OBJECTS).map_err(|e| self.err(e))?;
         txn.open_table(META).map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))
@@ -153,7 +204,8 @@ impl Store {
 
     fn bootstrap(&self) -> Result<(), StoreError> {
         let done = {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let db = self.database()?;
+            let txn = open(&db).begin_read().map_err(|e| self.err(e))?;
             let meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.get(BOOTSTRAPPED).map_err(|e| self.err(e))?.is_some()
         };
@@ -175,14 +227,7 @@ impl Store {
             ),
         ];
         self.write(|txn, next_rv, events| {
-            let results = apply_in(
-                &self.path,
-                txn,
-                &items,
-                &ApplyOptions::default(),
-                next_rv,
-                events,
-            )?;
+            let results = apply_in(self, txn, &items, &ApplyOptions::default(), next_rv, events)?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert(BOOTSTRAPPED, 1).map_err(|e| self.err(e))?;
             Ok(results)
@@ -201,7 +246,8 @@ impl Store {
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut history = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let db = self.database()?;
+        let txn = open(&db).begin_write().map_err(|e| self.err(e))?;
         let mut rv = {
             let meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let current = meta.get(RESOURCE_VERSION).map_err(|e| self.err(e))?;
@@ -242,14 +288,13 @@ impl Store {
                 "no objects passed to apply: the input holds no documents".into(),
             ));
         }
-        self.write(|txn, next_rv, events| {
-            apply_in(&self.path, txn, items, options, next_rv, events)
-        })
+        self.write(|txn, next_rv, events| apply_in(self, txn, items, options, next_rv, events))
     }
 
     /// One object, or `NotFound`.
     pub fn get(&self, key: &ObjectKey) -> Result<Value, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let db = self.database()?;
+        let txn = open(&db).begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(OBJECTS).map_err(|e| self.err(e))?;
         let found = table.get(key.encode().as_str()).map_err(|e| self.err(e))?;
         match found {
@@ -265,7 +310,8 @@ impl Store {
         namespace: Option<&str>,
         selector: &LabelSelector,
     ) -> Result<ObjectList, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let db = self.database()?;
+        let txn = open(&db).begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(OBJECTS).map_err(|e| self.err(e))?;
         let meta = txn.open_table(META).map_err(|e| self.err(e))?;
         let resource_version = meta
@@ -414,7 +460,8 @@ impl Store {
     }
 
     fn list_resource_version(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let db = self.database()?;
+        let txn = open(&db).begin_read().map_err(|e| self.err(e))?;
         let meta = txn.open_table(META).map_err(|e| self.err(e))?;
         let current = meta.get(RESOURCE_VERSION).map_err(|e| self.err(e))?;
         Ok(current.map(|g| g.value()).unwrap_or(0))
@@ -424,6 +471,13 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The database behind a guard from `Store::database` (which never hands out an empty one).
+fn open<'a>(guard: &'a RwLockReadGuard<'_, Option<Database>>) -> &'a Database {
+    guard
+        .as_ref()
+        .expect("Store::database returns only an open database")
 }
 
 fn storage_error(path: &Path, e: impl Into<redb::Error>) -> StoreError {
@@ -488,14 +542,15 @@ fn check_item(item: &ApplyItem, options: &ApplyOptions) -> Result<Checked, Store
 }
 
 fn apply_in(
-    path: &Path,
+    store: &Store,
     txn: &redb::WriteTransaction,
     items: &[ApplyItem],
     options: &ApplyOptions,
     next_rv: &mut dyn FnMut() -> u64,
     events: &mut Vec<WatchEvent>,
 ) -> Result<Vec<ApplyResult>, StoreError> {
-    let err = |e: redb::Error| storage_error(path, e);
+    let path = store.path.as_path();
+    let err = |e: redb::Error| store.err(e);
     let checked = items
         .iter()
         .map(|item| check_item(item, options))

@@ -100,7 +100,8 @@ pub struct PodSockets {
 impl SocketLayer for PodSockets {
     fn connect(&self, destination: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
         Box::pin(async move {
-            if destination.ip().is_loopback() {
+            // The pod's own IP reaches its apps without capture (the proxy's socket is marked), as loopback does.
+            if destination.ip().is_loopback() || destination.ip() == self.ip {
                 let app = self
                     .network
                     .pod(self.ip, |pod| pod.apps.get(&destination.port()).copied());
@@ -162,6 +163,8 @@ pub struct Mesh {
     pub socket: PathBuf,
     pub hub_server: Option<HubServer>,
     pub proxies: HashMap<IpAddr, Proxy>,
+    /// Timeouts and the connection cap of the proxies added from now on.
+    pub proxy_limits: ironmesh_proxy::ConnectionLimits,
     _dir: tempfile::TempDir,
 }
 
@@ -261,6 +264,7 @@ impl Mesh {
             socket,
             hub_server,
             proxies: HashMap::new(),
+            proxy_limits: ironmesh_proxy::ConnectionLimits::DATA_PLANE,
             _dir: dir,
         }
     }
@@ -294,6 +298,7 @@ impl Mesh {
         data_options.outbound_listen = "127.0.0.1:0".parse().unwrap();
         data_options.inbound_listen = "127.0.0.1:0".parse().unwrap();
         data_options.peek_timeout = Duration::from_millis(200);
+        data_options.limits = self.proxy_limits;
         let sockets = Arc::new(PodSockets {
             network: self.network.clone(),
             ip: pod_ip,

@@ -1,0 +1,108 @@
+//! `ironmesh down` with a stale pid file: the pid it names may be any process by now, so `down` signals
+//! it only when it is this home's control plane (API only: `IRONMESH_NO_RUNTIME=1`, no root needed).
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
+
+fn ironmesh(home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("IRONMESH_HOME", home)
+        .env("IRONMESH_NO_RUNTIME", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn write_pid_file(home: &Path, pid: u32) {
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    std::fs::write(home.join("run/control-plane.pid"), format!("{pid}\n")).unwrap();
+}
+
+/// A process the test owns, killed on drop.
+struct Owned(Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A control plane in its own home, stopped on drop.
+struct ControlPlane(tempfile::TempDir);
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = ironmesh(self.0.path(), &["down"]);
+    }
+}
+
+#[test]
+fn down_leaves_an_unrelated_process_named_by_a_stale_pid_file_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let mut unrelated = Owned(Command::new("sleep").arg("300").spawn().unwrap());
+    write_pid_file(home.path(), unrelated.0.id());
+
+    let down = ironmesh(home.path(), &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let said = text(&down);
+    assert!(said.contains("stale pid file"), "{said}");
+    assert!(said.contains("ironmesh is not running"), "{said}");
+    assert!(
+        unrelated.0.try_wait().unwrap().is_none(),
+        "down signalled an unrelated process: {said}"
+    );
+    assert!(!home.path().join("run/control-plane.pid").exists());
+}
+
+#[test]
+fn down_leaves_the_control_plane_of_another_home_alone_and_stops_its_own() {
+    let other = ControlPlane(tempfile::tempdir().unwrap());
+    let up = ironmesh(other.0.path(), &["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    let pid: u32 = std::fs::read_to_string(other.0.path().join("run/control-plane.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // A home whose stale pid file names the other home's (live, real) control plane.
+    let home = tempfile::tempdir().unwrap();
+    write_pid_file(home.path(), pid);
+    let down = ironmesh(home.path(), &["down"]);
+    let said = text(&down);
+    assert!(down.status.success(), "{said}");
+    assert!(said.contains("stale pid file"), "{said}");
+    assert!(said.contains("control plane of IRONMESH_HOME="), "{said}");
+    let status = ironmesh(other.0.path(), &["status"]);
+    assert!(
+        text(&status).contains("control plane: running"),
+        "the other home's control plane was stopped: {}",
+        text(&status)
+    );
+
+    // Its own home's `down` still stops it.
+    let down = ironmesh(other.0.path(), &["down"]);
+    assert!(
+        text(&down).contains(&format!("control plane stopped (pid {pid})")),
+        "{}",
+        text(&down)
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z ")),
+        "the control plane is still running"
+    );
+}

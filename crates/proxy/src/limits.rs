@@ -1,0 +1,521 @@
+//! What keeps one sidecar alive under abuse: accept loops that back off when the process runs out of file
+//! descriptors (and say so once in a while, not once per failed accept), a cap on open connections, a
+//! header-read timeout and an idle timeout.
+//!
+//! Defaults and where they come from:
+//! - header read: 10 s, Envoy's edge best practice for `request_headers_timeout`
+//!   (<https://www.envoyproxy.io/docs/envoy/latest/configuration/best_practices/edge>; Envoy's own default
+//!   leaves it off, which is what let idle connections pile up);
+//! - idle: 1 h, Envoy's default for both the HTTP connection manager's `idle_timeout` (no active stream)
+//!   and `tcp_proxy`'s `idle_timeout` (no byte either way), which Istio keeps;
+//! - connections: 10,000 per data plane (inbound and outbound together). Envoy's only cap is the overload
+//!   manager's `global_downstream_max_connections`, which Istio's bootstrap sets to 2^31-1 (no cap), so
+//!   this one is ours: a sidecar's file-descriptor budget, not Envoy's. The plaintext operational ports
+//!   (15020, 15021, 15000) get 128 each: a kubelet probe or a Prometheus scrape needs one or two, and a
+//!   flood on them must not take the descriptors the data plane needs.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Timeouts and the connection cap of one set of listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From a connection's first byte (or its accept) to the end of a request's headers.
+    pub header_read_timeout: Duration,
+    /// An HTTP connection with no request in flight, or a TCP relay with no byte either way, is closed
+    /// after this long.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are accepted and closed at once (as Envoy's overload manager does).
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// The data plane's defaults (see the module documentation for their sources).
+    pub const DATA_PLANE: ConnectionLimits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(3600),
+        max_connections: 10_000,
+    };
+    /// The defaults of each plaintext operational port (readiness, metrics, admin).
+    pub const OPERATIONAL: ConnectionLimits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 128,
+    };
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::DATA_PLANE
+    }
+}
+
+/// The first and the longest pause after a failed accept.
+const BACKOFF_START: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// At most one log line per listener per this period; the line counts the ones left out.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line that is written at most once per [`LOG_EVERY`], with how many were suppressed.
+pub(crate) struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Calls `write` with the number of suppressed lines when a line is due; counts it otherwise.
+    pub(crate) fn log(&mut self, write: impl FnOnce(u64)) {
+        self.log_at(Instant::now(), write)
+    }
+
+    fn log_at(&mut self, now: Instant, write: impl FnOnce(u64)) {
+        if self.last.is_some_and(|last| now < last + LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        write(self.suppressed);
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Whether an accept error means the process (EMFILE) or the system (ENFILE) has no descriptor left, or
+/// the kernel no memory for one: retrying at once only spins.
+pub(crate) fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Counts the open connections of one listener group; a [`Slot`] holds one.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCount(AtomicUsize);
+
+impl ConnectionCount {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One open connection, counted until dropped.
+pub(crate) struct Slot(Arc<ConnectionCount>);
+
+impl Slot {
+    pub(crate) fn new(count: &Arc<ConnectionCount>) -> Self {
+        count.0.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An accept loop's state: its name for the log, its cap and its counter.
+pub(crate) struct Acceptor {
+    listener: TcpListener,
+    name: &'static str,
+    max_connections: usize,
+    count: Arc<ConnectionCount>,
+    backoff: Duration,
+    failures: RateLimitedLog,
+    refusals: RateLimitedLog,
+}
+
+impl Acceptor {
+    pub(crate) fn new(
+        listener: TcpListener,
+        name: &'static str,
+        max_connections: usize,
+        count: Arc<ConnectionCount>,
+    ) -> Self {
+        Self {
+            listener,
+            name,
+            max_connections,
+            count,
+            backoff: BACKOFF_START,
+            failures: RateLimitedLog::new(),
+            refusals: RateLimitedLog::new(),
+        }
+    }
+
+    /// The next connection under the cap. Out of descriptors, it waits 10 ms, then longer up to 100 ms,
+    /// instead of retrying at once (the listener stays readable, so a plain loop spins a core); over the
+    /// cap it closes the new connection at once. Both are logged at most once per 10 s.
+    pub(crate) async fn accept(&mut self) -> (TcpStream, SocketAddr, Slot) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    self.backoff = BACKOFF_START;
+                    if self.count.get() >= self.max_connections {
+                        let (name, max) = (self.name, self.max_connections);
+                        self.refusals.log(|suppressed| {
+                            tracing::warn!(
+                                listener = name,
+                                max_connections = max,
+                                suppressed,
+                                "connection limit reached: closing new connections until some end"
+                            );
+                        });
+                        crate::sockets::reset(stream);
+                        continue;
+                    }
+                    return (stream, peer, Slot::new(&self.count));
+                }
+                Err(error) => {
+                    let (name, pause) = (self.name, self.backoff);
+                    let exhausted = is_resource_exhaustion(&error);
+                    self.failures.log(|suppressed| {
+                        if exhausted {
+                            tracing::warn!(listener = name, %error, suppressed, pause_ms = pause.as_millis() as u64,
+                                "accept failed: out of file descriptors; pausing accepts (raise the open-files limit or lower --max-connections)");
+                        } else {
+                            tracing::warn!(listener = name, %error, suppressed, "accept failed");
+                        }
+                    });
+                    tokio::time::sleep(pause).await;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+const NEVER: u64 = u64::MAX;
+
+/// When the timeouts of one HTTP connection or TCP relay are due. Shared by the connection's I/O (which
+/// marks the start of a request head and activity), its requests (in flight or not) and a watchdog.
+pub(crate) struct ConnectionClock {
+    origin: Instant,
+    /// Milliseconds since `origin` when the current request head began (its first byte, or the accept);
+    /// `NEVER` while none is being read.
+    head_since: AtomicU64,
+    /// When the last request finished (or the accept); read while none is in flight.
+    idle_since: AtomicU64,
+    /// The last byte read or written (TCP relays).
+    last_io: AtomicU64,
+    in_flight: AtomicUsize,
+    wake: Notify,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+impl ConnectionClock {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            // A connection that sends nothing at all is held to the header timeout too.
+            head_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            last_io: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, millis: u64) -> Instant {
+        self.origin + Duration::from_millis(millis)
+    }
+
+    /// Bytes read from and written to the watched I/O so far.
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_read.load(Ordering::Relaxed),
+            self.bytes_written.load(Ordering::Relaxed),
+        )
+    }
+
+    fn on_read(&self, bytes: usize) {
+        self.on_read_at(bytes, self.now());
+    }
+
+    fn on_read_at(&self, bytes: usize, now: u64) {
+        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self
+                .head_since
+                .compare_exchange(NEVER, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The watchdog may be sleeping towards the (later) idle deadline.
+            self.wake.notify_one();
+        }
+    }
+
+    fn on_write(&self, bytes: usize) {
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// A request's headers are in: the head timer stops and the connection is busy until the guard drops.
+    pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(NEVER, Ordering::Release);
+        RequestGuard(self.clone())
+    }
+
+    /// What is due at `now`: `Err(reason)` when the connection overstayed (a request head not complete
+    /// within `header_read_timeout`, or no request in flight for `idle_timeout`), else when to look again.
+    fn http_due(&self, limits: &ConnectionLimits, now: Instant) -> Result<Instant, &'static str> {
+        let head = self.head_since.load(Ordering::Acquire);
+        let head_deadline = (head != NEVER).then(|| self.at(head) + limits.header_read_timeout);
+        let idle_deadline = (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout);
+        if head_deadline.is_some_and(|deadline| deadline <= now) {
+            return Err("request headers not received within the header-read timeout");
+        }
+        if idle_deadline.is_some_and(|deadline| deadline <= now) {
+            return Err("idle timeout");
+        }
+        Ok(match (head_deadline, idle_deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            // Busy: the end of the request or a new head wakes the watchdog.
+            (None, None) => now + limits.idle_timeout.max(limits.header_read_timeout),
+        })
+    }
+
+    /// Completes when an HTTP connection overstays (see `http_due`), answering why.
+    pub(crate) async fn http_expired(&self, limits: &ConnectionLimits) -> &'static str {
+        loop {
+            let next = match self.http_due(limits, Instant::now()) {
+                Ok(next) => next,
+                Err(reason) => return reason,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Completes once no byte has moved either way for `idle`.
+    pub(crate) async fn io_idle(&self, idle: Duration) {
+        loop {
+            let deadline = self.at(self.last_io.load(Ordering::Relaxed)) + idle;
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A request in flight on a watched connection (kept by its response body until it is sent).
+pub(crate) struct RequestGuard(Arc<ConnectionClock>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let clock = &self.0;
+        clock.idle_since.store(clock.now(), Ordering::Release);
+        if clock.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            clock.wake.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is sent or dropped, and keeps
+/// the body's length (a plain `map_frame` would turn every response into a chunked one).
+pub(crate) struct BusyBody<B> {
+    inner: B,
+    _request: RequestGuard,
+}
+
+impl<B> BusyBody<B> {
+    pub(crate) fn new(inner: B, request: RequestGuard) -> Self {
+        Self {
+            inner,
+            _request: request,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for BusyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// I/O that tells its [`ConnectionClock`] about reads and writes.
+pub(crate) struct Watched<I> {
+    inner: I,
+    clock: Arc<ConnectionClock>,
+}
+
+impl<I> Watched<I> {
+    pub(crate) fn new(inner: I, clock: Arc<ConnectionClock>) -> Self {
+        Self { inner, clock }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if matches!(result, Poll::Ready(Ok(()))) && read > 0 {
+            this.clock.on_read(read);
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result
+            && written > 0
+        {
+            this.clock.on_write(written);
+        }
+        result
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhaustion_errors_are_recognised() {
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::ECONNABORTED, libc::EINTR, libc::EPERM] {
+            assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(code)));
+        }
+    }
+
+    #[test]
+    fn the_log_is_written_once_per_period_with_a_count() {
+        let mut log = RateLimitedLog::new();
+        let start = Instant::now();
+        let mut written = Vec::new();
+        for i in 0..1000 {
+            log.log_at(start + Duration::from_millis(i), |suppressed| {
+                written.push(suppressed)
+            });
+        }
+        log.log_at(start + LOG_EVERY, |suppressed| written.push(suppressed));
+        log.log_at(start + LOG_EVERY, |suppressed| written.push(suppressed));
+        assert_eq!(written, vec![0, 999]);
+    }
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(3600),
+        max_connections: 1,
+    };
+    const HEAD: &str = "request headers not received within the header-read timeout";
+
+    fn after(clock: &ConnectionClock, seconds: u64) -> Instant {
+        clock.origin + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_connection_that_sends_nothing_expires_on_the_header_timeout() {
+        let clock = ConnectionClock::new();
+        assert_eq!(
+            clock.http_due(&LIMITS, after(&clock, 9)),
+            Ok(after(&clock, 10))
+        );
+        assert_eq!(clock.http_due(&LIMITS, after(&clock, 10)), Err(HEAD));
+    }
+
+    #[test]
+    fn a_request_in_flight_never_expires_and_idleness_counts_from_its_end() {
+        let clock = ConnectionClock::new();
+        let request = clock.request_started();
+        assert!(clock.http_due(&LIMITS, after(&clock, 100_000)).is_ok());
+        drop(request);
+        let idle_since = clock.idle_since.load(Ordering::Relaxed);
+        let ended = clock.at(idle_since);
+        assert_eq!(
+            clock.http_due(&LIMITS, ended),
+            Ok(ended + LIMITS.idle_timeout)
+        );
+        assert_eq!(
+            clock.http_due(&LIMITS, ended + LIMITS.idle_timeout),
+            Err("idle timeout")
+        );
+    }
+
+    #[test]
+    fn a_byte_while_idle_starts_the_header_timer_and_a_request_stops_it() {
+        let clock = ConnectionClock::new();
+        drop(clock.request_started());
+        // Idle (keep-alive) for 100 s: only the idle timeout applies.
+        assert!(clock.http_due(&LIMITS, after(&clock, 100)).is_ok());
+        clock.on_read_at(1, 100_000);
+        assert_eq!(
+            clock.http_due(&LIMITS, after(&clock, 105)),
+            Ok(after(&clock, 110))
+        );
+        assert_eq!(clock.http_due(&LIMITS, after(&clock, 110)), Err(HEAD));
+        let _request = clock.request_started();
+        assert!(clock.http_due(&LIMITS, after(&clock, 110)).is_ok());
+        // Body bytes of a request in flight do not start the header timer.
+        clock.on_read_at(1, 111_000);
+        assert!(clock.http_due(&LIMITS, after(&clock, 200)).is_ok());
+        assert_eq!(clock.bytes(), (2, 0));
+    }
+}
