@@ -46,7 +46,7 @@ fn validation_table() {
         ("§3.4 port-level settings need a port number", rule("foo", "r", " {host: a, trafficPolicy: {portLevelSettings: [{tls: {mode: DISABLE}}]}}"), Some(("spec.trafficPolicy.portLevelSettings[0].port.number", "missing"))),
         ("§3.3 unknown TLS field suggests the closest", rule("foo", "r", " {host: a, trafficPolicy: {tls: {mode: SIMPLE, subjectAltName: [x]}}}"), Some(("spec.trafficPolicy.tls.subjectAltName", "did you mean subjectAltNames?"))),
         ("§3.1 exportTo is a list of strings", rule("foo", "r", " {host: a, exportTo: .}"), Some(("spec.exportTo", "expected a list"))),
-        ("§9 AuthorizationPolicy CUSTOM is refused clearly", doc("security.istio.io/v1", "AuthorizationPolicy", Some("foo"), "a", " {action: CUSTOM, provider: {name: ext}}"), Some(("spec.action", "no external authorization provider"))),
+        ("Istio ValidateAuthorizationPolicy: CUSTOM without rules is refused", doc("security.istio.io/v1", "AuthorizationPolicy", Some("foo"), "a", " {action: CUSTOM, provider: {name: ext}}"), Some(("spec.rules", "CUSTOM action without `rules` is meaningless"))),
         ("§9 AuthorizationPolicy action is ALLOW, DENY, AUDIT", doc("security.istio.io/v1", "AuthorizationPolicy", Some("foo"), "a", " {action: DENNY}"), Some(("spec.action", "did you mean DENY?"))),
         ("§9 a valid namespace-isolation AuthorizationPolicy", doc("security.istio.io/v1beta1", "AuthorizationPolicy", Some("foo"), "a", " {action: ALLOW, rules: [{from: [{source: {namespaces: [foo]}}]}]}"), None),
         ("Istio kinds reject unknown top-level fields", "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\nspce:\n  host: a\n".to_string(), Some(("spce", "did you mean spec?"))),

@@ -28,6 +28,7 @@ fn policies() -> Vec<PolicyObject> {
                 namespace: "foo".into(),
                 name: format!("allow-{p}"),
                 creation_timestamp: Some(format!("2026-01-01T00:00:{p:02}Z")),
+                annotations: Default::default(),
                 spec: json!({"action": "ALLOW", "rules": rules}),
             }
         })
@@ -36,6 +37,7 @@ fn policies() -> Vec<PolicyObject> {
         namespace: "foo".into(),
         name: "deny-admin".into(),
         creation_timestamp: None,
+        annotations: Default::default(),
         spec: json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}),
     });
     objects
@@ -86,12 +88,14 @@ fn bench_walkthrough(c: &mut Criterion) {
             namespace: "foo".into(),
             name: "foo-isolation".into(),
             creation_timestamp: None,
+            annotations: Default::default(),
             spec: json!({"rules": [{"from": [{"source": {"namespaces": ["foo"]}}]}]}),
         },
         PolicyObject {
             namespace: "foo".into(),
             name: "deny-headers".into(),
             creation_timestamp: None,
+            annotations: Default::default(),
             spec: json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["bar"]}}], "to": [{"operation": {"paths": ["/headers"]}}]}]}),
         },
     ];

@@ -39,6 +39,36 @@ impl fmt::Display for PolicyRef {
     }
 }
 
+/// What the dry-run policies of one action (annotation `istio.io/dry-run: "true"`) would have decided,
+/// as Envoy's RBAC shadow rules report it (`shadow_engine_result`, `shadow_effective_policy_id`, stats
+/// `istio_dry_run_allow_shadow_allowed/denied` and `istio_dry_run_deny_shadow_allowed/denied`). Never
+/// enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// ALLOW or DENY: which shadow engine this is.
+    pub action: Action,
+    /// The shadow engine's result: a dry-run DENY rule matched (`false`), or for ALLOW, whether one of
+    /// the dry-run ALLOW rules matched.
+    pub allowed: bool,
+    /// The dry-run rule that matched (the shadow effective policy), if any.
+    pub by: Option<PolicyRef>,
+}
+
+impl fmt::Display for DryRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.allowed { "allow" } else { "deny" };
+        write!(f, "dry-run {} policies would {verdict}", self.action)?;
+        match &self.by {
+            Some(by) => write!(
+                f,
+                " (matched {}/{} rule {})",
+                by.namespace, by.name, by.rule
+            ),
+            None => f.write_str(" (no rule matches)"),
+        }
+    }
+}
+
 /// The result of [`crate::AppliedPolicies::evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -50,6 +80,9 @@ pub struct Decision {
     pub audited: Vec<PolicyRef>,
     /// The ALLOW policies that apply to the workload, to explain a default deny.
     pub allow_policies: Arc<[PolicyName]>,
+    /// The shadow (dry-run) results, DENY first then ALLOW, for the actions that have dry-run policies
+    /// and were reached (a request denied before the ALLOW stage never reaches the ALLOW shadow engine).
+    pub dry_run: Vec<DryRun>,
 }
 
 impl fmt::Display for Decision {
@@ -72,6 +105,9 @@ impl fmt::Display for Decision {
         for (i, audit) in self.audited.iter().enumerate() {
             f.write_str(if i == 0 { "; audited by " } else { ", " })?;
             write!(f, "{}/{} rule {}", audit.namespace, audit.name, audit.rule)?;
+        }
+        for dry_run in &self.dry_run {
+            write!(f, "; {dry_run}")?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::matcher::{StringMatch, any_block, any_string};
+use crate::matcher::{Glob, ServiceAccount, StringMatch, TrustDomain, any_block, any_string};
 use crate::model::{Attribute, Condition, Operation, Rule, Source, Values};
 use crate::path::normalize_path;
 use crate::request::{Http, Request};
@@ -39,7 +39,11 @@ impl Rule {
         http_on_tcp: HttpFieldsOnTcp,
     ) -> bool {
         let request = attributes.request;
-        (self.from.is_empty() || self.from.iter().any(|source| source.matches(request)))
+        (self.from.is_empty()
+            || self
+                .from
+                .iter()
+                .any(|source| source.matches(request, http_on_tcp)))
             && (self.to.is_empty() || self.to.iter().any(|op| op.matches(attributes, http_on_tcp)))
             && self
                 .when
@@ -60,17 +64,51 @@ fn negative(patterns: &[StringMatch], value: Option<&str>) -> bool {
     patterns.is_empty() || !any_string(patterns, value)
 }
 
+/// A positive identity field on the peer's principal: omitted, or a present principal matches one entry.
+fn positive_by<T>(
+    entries: &[T],
+    principal: Option<&str>,
+    matches: impl Fn(&T, &str) -> bool,
+) -> bool {
+    entries.is_empty() || principal.is_some_and(|p| entries.iter().any(|e| matches(e, p)))
+}
+
+/// The `not` form: omitted, or no entry matches (an absent principal matches none, so it passes).
+fn negative_by<T>(
+    entries: &[T],
+    principal: Option<&str>,
+    matches: impl Fn(&T, &str) -> bool,
+) -> bool {
+    entries.is_empty() || !principal.is_some_and(|p| entries.iter().any(|e| matches(e, p)))
+}
+
 impl Source {
-    fn matches(&self, request: &Request) -> bool {
+    fn matches(&self, request: &Request, http_on_tcp: HttpFieldsOnTcp) -> bool {
         let principal = request.peer.as_ref().map(|peer| peer.principal.as_str());
         let namespace = request.peer.as_ref().map(|peer| peer.namespace.as_str());
         let ip = request.source_ip;
+        // requestPrincipals are HTTP-only in Istio (requestPrincipalGenerator refuses TCP): on a TCP
+        // connection an ALLOW rule using them is dropped, a DENY/AUDIT rule ignores them.
+        let jwt_fields = if request.http.is_none()
+            && !(self.request_principals.is_empty() && self.not_request_principals.is_empty())
+        {
+            http_on_tcp
+        } else {
+            positive(&self.request_principals, None) && negative(&self.not_request_principals, None)
+        };
         positive(&self.principals, principal)
             && negative(&self.not_principals, principal)
-            && positive(&self.request_principals, None)
-            && negative(&self.not_request_principals, None)
-            && positive(&self.namespaces, namespace)
-            && negative(&self.not_namespaces, namespace)
+            && jwt_fields
+            && positive_by(&self.namespaces, namespace, Glob::matches)
+            && negative_by(&self.not_namespaces, namespace, Glob::matches)
+            && positive_by(&self.service_accounts, principal, ServiceAccount::matches)
+            && negative_by(
+                &self.not_service_accounts,
+                principal,
+                ServiceAccount::matches,
+            )
+            && positive_by(&self.trust_domains, principal, TrustDomain::matches)
+            && negative_by(&self.not_trust_domains, principal, TrustDomain::matches)
             && (self.ip_blocks.is_empty() || any_block(&self.ip_blocks, ip))
             && (self.not_ip_blocks.is_empty() || !any_block(&self.not_ip_blocks, ip))
             && (self.remote_ip_blocks.is_empty() || any_block(&self.remote_ip_blocks, ip))
@@ -112,8 +150,8 @@ impl Operation {
             && (self.not_hosts.is_empty() || !host_matches(&self.not_hosts))
             && positive(&self.methods, Some(&http.method))
             && negative(&self.not_methods, Some(&http.method))
-            && positive(&self.paths, Some(path))
-            && negative(&self.not_paths, Some(path))
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+            && (self.not_paths.is_empty() || !self.not_paths.iter().any(|p| p.matches(path)))
     }
 }
 
@@ -122,6 +160,11 @@ enum AttributeValue<'a> {
     /// Not known for this request (no mTLS peer, no JWT, no SNI).
     Absent,
     Str(&'a str),
+    /// The peer's principal, for namespace, service account and trust domain values.
+    Principal {
+        principal: &'a str,
+        namespace: &'a str,
+    },
     Ip(IpAddr),
     Port(u16),
     Header {
@@ -141,6 +184,15 @@ impl Values {
                 .iter()
                 .filter(|(key, _)| key.eq_ignore_ascii_case(name))
                 .any(|(_, v)| patterns.iter().any(|p| p.matches(v))),
+            (Self::Namespaces(globs), AttributeValue::Principal { namespace, .. }) => {
+                globs.iter().any(|g| g.matches(namespace))
+            }
+            (Self::ServiceAccounts(accounts), AttributeValue::Principal { principal, .. }) => {
+                accounts.iter().any(|a| a.matches(principal))
+            }
+            (Self::TrustDomains(domains), AttributeValue::Principal { principal, .. }) => {
+                domains.iter().any(|d| d.matches(principal))
+            }
             (Self::Ips(blocks), AttributeValue::Ip(ip)) => any_block(blocks, *ip),
             (Self::Ports(ports), AttributeValue::Port(port)) => ports.contains(port),
             // Absent attributes match no value; the parser pairs every attribute with its value kind.
@@ -153,9 +205,14 @@ impl Condition {
     fn matches(&self, request: &Request, http_on_tcp: HttpFieldsOnTcp) -> bool {
         let peer = request.peer.as_ref();
         let value = match &self.attribute {
-            Attribute::SourceNamespace => peer.map_or(AttributeValue::Absent, |p| {
-                AttributeValue::Str(&p.namespace)
-            }),
+            Attribute::SourceNamespace
+            | Attribute::SourceServiceAccount
+            | Attribute::SourceTrustDomain => {
+                peer.map_or(AttributeValue::Absent, |p| AttributeValue::Principal {
+                    principal: &p.principal,
+                    namespace: &p.namespace,
+                })
+            }
             Attribute::SourcePrincipal => peer.map_or(AttributeValue::Absent, |p| {
                 AttributeValue::Str(&p.principal)
             }),
@@ -166,7 +223,9 @@ impl Condition {
                 .sni
                 .as_deref()
                 .map_or(AttributeValue::Absent, AttributeValue::Str),
-            Attribute::RequestAuth => AttributeValue::Absent,
+            // HTTP-only in Istio; on TCP an ALLOW rule is dropped and a DENY/AUDIT rule ignores it.
+            Attribute::RequestAuth if request.http.is_none() => return http_on_tcp,
+            Attribute::RequestAuth | Attribute::EnvoyFilterMetadata => AttributeValue::Absent,
             Attribute::RequestHeader(name) => match &request.http {
                 Some(http) => AttributeValue::Header { http, name },
                 None => return http_on_tcp,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::decision::{Decision, PolicyName, PolicyRef};
+use crate::decision::{Decision, DryRun, PolicyName, PolicyRef};
 use crate::error::AuthzError;
 use crate::eval::Attributes;
-use crate::model::{Action, AuthorizationPolicy};
+use crate::model::{Action, AuthorizationPolicy, DRY_RUN_ANNOTATION, parse_bool};
 use crate::request::Request;
 
 /// Istio's default root namespace (meshConfig `rootNamespace`).
@@ -22,13 +22,30 @@ pub struct PolicyObject {
     pub name: String,
     /// RFC 3339 creation timestamp; older policies are evaluated (and reported) first, then by name.
     pub creation_timestamp: Option<String>,
+    /// `metadata.annotations`; `istio.io/dry-run: "true"` makes an ALLOW or DENY policy a dry run.
+    pub annotations: BTreeMap<String, String>,
     pub spec: Value,
+}
+
+impl PolicyObject {
+    /// Whether the policy is a dry run, as Istio's builder reads it (`isDryRun`): a Go boolean in the
+    /// annotation; a value that is not one counts as `false` (Istio logs it and enforces the policy).
+    /// Only ALLOW and DENY policies run dry (validation refuses the annotation elsewhere).
+    fn dry_run(&self, action: Action) -> bool {
+        matches!(action, Action::Allow | Action::Deny)
+            && self
+                .annotations
+                .get(DRY_RUN_ANNOTATION)
+                .and_then(|v| parse_bool(v))
+                .unwrap_or(false)
+    }
 }
 
 #[derive(Debug)]
 struct IndexedPolicy {
     name: PolicyName,
     policy: AuthorizationPolicy,
+    dry_run: bool,
 }
 
 impl IndexedPolicy {
@@ -68,18 +85,21 @@ impl AuthzIndex {
         let mut parsed = policies
             .into_iter()
             .map(|object| {
-                let policy = AuthorizationPolicy::from_spec(&object.spec).map_err(|source| {
-                    AuthzError::InvalidPolicy {
-                        namespace: object.namespace.clone(),
-                        name: object.name.clone(),
-                        source,
-                    }
-                })?;
+                let mut policy =
+                    AuthorizationPolicy::from_spec(&object.spec).map_err(|source| {
+                        AuthzError::InvalidPolicy {
+                            namespace: object.namespace.clone(),
+                            name: object.name.clone(),
+                            source,
+                        }
+                    })?;
+                policy.bind_namespace(&object.namespace);
+                let dry_run = object.dry_run(policy.action);
                 Ok((
                     object.creation_timestamp,
                     object.namespace,
                     object.name,
-                    policy,
+                    (policy, dry_run),
                 ))
             })
             .collect::<Result<Vec<_>, AuthzError>>()?;
@@ -90,13 +110,14 @@ impl AuthzIndex {
         });
         let policies = parsed
             .into_iter()
-            .map(|(_, namespace, name, policy)| {
+            .map(|(_, namespace, name, (policy, dry_run))| {
                 Arc::new(IndexedPolicy {
                     name: PolicyName {
                         namespace: namespace.into(),
                         name: name.into(),
                     },
                     policy,
+                    dry_run,
                 })
             })
             .collect();
@@ -124,6 +145,8 @@ impl AuthzIndex {
     /// The policies that apply to a workload in `namespace` with `labels`: those of its namespace and of
     /// the root namespace, each with no selector or a selector whose `matchLabels` all match. A root
     /// policy with a selector applies to matching workloads in every namespace (istio-semantics §9 Scope).
+    /// A policy with `targetRef(s)` applies to no sidecar (Istio `ShouldAttachPolicy`: "if targetRef is
+    /// specified, ignore the policy altogether" for non-gateway workloads).
     pub fn policies_for(
         &self,
         namespace: &str,
@@ -136,6 +159,9 @@ impl AuthzIndex {
             if policy_ns != namespace && policy_ns != self.root_namespace {
                 continue;
             }
+            if indexed.policy.targeted {
+                continue;
+            }
             let selected = indexed.policy.selector.as_ref().is_none_or(|selector| {
                 selector
                     .iter()
@@ -144,13 +170,16 @@ impl AuthzIndex {
             if !selected {
                 continue;
             }
-            match indexed.policy.action {
-                Action::Allow => {
+            match (indexed.policy.action, indexed.dry_run) {
+                (Action::Allow, false) => {
                     allow_names.push(indexed.name.clone());
                     applied.allow.push(indexed.clone());
                 }
-                Action::Deny => applied.deny.push(indexed.clone()),
-                Action::Audit => applied.audit.push(indexed.clone()),
+                (Action::Deny, false) => applied.deny.push(indexed.clone()),
+                (Action::Audit, _) => applied.audit.push(indexed.clone()),
+                (Action::Custom, _) => applied.custom.push(indexed.clone()),
+                (Action::Allow, true) => applied.dry_allow.push(indexed.clone()),
+                (Action::Deny, true) => applied.dry_deny.push(indexed.clone()),
             }
         }
         applied.allow_names = allow_names.into();
@@ -167,82 +196,134 @@ pub struct PolicyMatch {
     pub rule_count: usize,
     /// The first rule that matches the request, if any.
     pub matching_rule: Option<usize>,
+    /// A dry-run policy (`istio.io/dry-run: "true"`): evaluated and reported, never enforced.
+    pub dry_run: bool,
 }
 
 /// The policies that apply to one workload, ready to evaluate requests. Callers compute it once per
 /// workload (and again when policies change) and share it; [`AppliedPolicies::default`] allows everything.
 #[derive(Debug, Clone, Default)]
 pub struct AppliedPolicies {
+    custom: Vec<Arc<IndexedPolicy>>,
     deny: Vec<Arc<IndexedPolicy>>,
     allow: Vec<Arc<IndexedPolicy>>,
     audit: Vec<Arc<IndexedPolicy>>,
+    dry_deny: Vec<Arc<IndexedPolicy>>,
+    dry_allow: Vec<Arc<IndexedPolicy>>,
     allow_names: Arc<[PolicyName]>,
 }
 
+/// The first matching rule among `policies`, in order.
+fn first_match_in(
+    policies: &[Arc<IndexedPolicy>],
+    attributes: &Attributes<'_>,
+) -> Option<PolicyRef> {
+    policies.iter().find_map(|policy| {
+        policy
+            .first_match(attributes)
+            .map(|rule| policy.reference(rule))
+    })
+}
+
+/// One shadow engine (dry-run ALLOW or DENY), when it has policies.
+fn shadow(
+    action: Action,
+    policies: &[Arc<IndexedPolicy>],
+    attributes: &Attributes<'_>,
+) -> Option<DryRun> {
+    if policies.is_empty() {
+        return None;
+    }
+    let by = first_match_in(policies, attributes);
+    Some(DryRun {
+        action,
+        allowed: (action == Action::Allow) == by.is_some(),
+        by,
+    })
+}
+
 impl AppliedPolicies {
-    /// Istio's order (API-AP header): any DENY match denies; else with no ALLOW policy the request is
-    /// allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches are only reported.
-    /// Allocates nothing unless an AUDIT rule matches or the path needs normalizing.
+    /// Istio's order (API-AP header; Envoy filter order CUSTOM, AUDIT, DENY, ALLOW): a CUSTOM match denies
+    /// (no extension provider exists in ironmesh, see [`Action::Custom`]); any DENY match denies; else with
+    /// no ALLOW policy the request is allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches
+    /// are only reported, and dry-run policies only evaluated into [`Decision::dry_run`]. Allocates nothing
+    /// unless an AUDIT or dry-run rule is evaluated or the path needs normalizing.
     pub fn evaluate(&self, request: &Request) -> Decision {
         let attributes = Attributes::new(request);
         let request = &attributes;
-        let mut audited = Vec::new();
-        for policy in &self.audit {
-            if let Some(rule) = policy.first_match(request) {
-                audited.push(policy.reference(rule));
+        let mut dry_run = Vec::new();
+        let decide = |allowed, by, dry_run: Vec<DryRun>| {
+            let mut audited = Vec::new();
+            for policy in &self.audit {
+                if let Some(rule) = policy.first_match(request) {
+                    audited.push(policy.reference(rule));
+                }
             }
-        }
-        let decide = |allowed, by| Decision {
-            allowed,
-            by,
-            audited,
-            allow_policies: self.allow_names.clone(),
+            Decision {
+                allowed,
+                by,
+                audited,
+                allow_policies: self.allow_names.clone(),
+                dry_run,
+            }
         };
-        for policy in &self.deny {
-            if let Some(rule) = policy.first_match(request) {
-                return decide(false, Some(policy.reference(rule)));
-            }
+        if let Some(by) = first_match_in(&self.custom, request) {
+            return decide(false, Some(by), dry_run);
         }
+        dry_run.extend(shadow(Action::Deny, &self.dry_deny, request));
+        if let Some(by) = first_match_in(&self.deny, request) {
+            return decide(false, Some(by), dry_run);
+        }
+        dry_run.extend(shadow(Action::Allow, &self.dry_allow, request));
         if self.allow.is_empty() {
-            return decide(true, None);
+            return decide(true, None, dry_run);
         }
-        for policy in &self.allow {
-            if let Some(rule) = policy.first_match(request) {
-                return decide(true, Some(policy.reference(rule)));
-            }
+        match first_match_in(&self.allow, request) {
+            Some(by) => decide(true, Some(by), dry_run),
+            None => decide(false, None, dry_run),
         }
-        decide(false, None)
     }
 
-    /// Every applied policy, in evaluation order (DENY, ALLOW, AUDIT), with the first of its rules that
-    /// matches `request` (`None`: no rule matches). For `ironmesh authz check` to show the whole picture
-    /// behind a [`Decision`]; allocates, so not for the data path.
-    pub fn explain(&self, request: &Request) -> Vec<PolicyMatch> {
-        let attributes = Attributes::new(request);
-        self.deny
+    fn all(&self) -> impl Iterator<Item = &Arc<IndexedPolicy>> {
+        self.custom
             .iter()
+            .chain(&self.deny)
             .chain(&self.allow)
             .chain(&self.audit)
+            .chain(&self.dry_deny)
+            .chain(&self.dry_allow)
+    }
+
+    /// Every applied policy, in evaluation order (CUSTOM, DENY, ALLOW, AUDIT, then the dry-run DENY and
+    /// ALLOW ones), with the first of its rules that matches `request` (`None`: no rule matches). For
+    /// `ironmesh authz check` to show the whole picture behind a [`Decision`]; allocates, so not for the
+    /// data path.
+    pub fn explain(&self, request: &Request) -> Vec<PolicyMatch> {
+        let attributes = Attributes::new(request);
+        self.all()
             .map(|indexed| PolicyMatch {
                 policy: indexed.name.clone(),
                 action: indexed.policy.action,
                 rule_count: indexed.policy.rules.len(),
                 matching_rule: indexed.first_match(&attributes),
+                dry_run: indexed.dry_run,
             })
             .collect()
     }
 
-    /// The applied policies with their actions, in evaluation order (DENY, ALLOW, AUDIT).
+    /// The applied policies with their actions, in the order of [`AppliedPolicies::explain`].
     pub fn policies(&self) -> impl Iterator<Item = (&PolicyName, Action)> {
-        self.deny
-            .iter()
-            .chain(&self.allow)
-            .chain(&self.audit)
+        self.all()
             .map(|indexed| (&indexed.name, indexed.policy.action))
     }
 
-    /// True when no policy applies (every request is allowed).
+    /// True when no policy applies (every request is allowed, and nothing is audited or dry-run).
     pub fn is_empty(&self) -> bool {
-        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+        self.all().next().is_none()
+    }
+
+    /// True when only dry-run or AUDIT policies apply: nothing can deny a request.
+    pub fn never_denies(&self) -> bool {
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty()
     }
 }

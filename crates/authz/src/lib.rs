@@ -7,7 +7,7 @@
 //!    and the root namespace's (mesh-wide), each narrowed by `selector.matchLabels`; a root policy with a
 //!    selector applies to matching workloads in every namespace;
 //! 3. evaluation with an explanation ([`AppliedPolicies::evaluate`] → [`Decision`]), in Istio's order:
-//!    any DENY match denies; if no ALLOW policy applies the request is allowed; otherwise it is allowed
+//!    a CUSTOM match denies (no extension provider); any DENY match denies; if no ALLOW policy applies the request is allowed; otherwise it is allowed
 //!    iff some ALLOW rule matches. AUDIT matches are reported, never decisive.
 //!
 //! Semantics worth knowing (istio-semantics §9 and the Istio docs cited in the tests):
@@ -24,7 +24,15 @@
 //!   count as matching, so the whole TCP port is denied (Istio docs, authz-tcp task).
 //! - `paths` match the path without query, normalized as Istio's default `BASE` normalization
 //!   ([`normalize_path`]: unreserved `%XX` decoded, `.`/`..` removed); `hosts` ignore case and `:port`.
-//! - `CUSTOM`, `targetRef(s)`, path templates and unknown fields or `when` keys are refused.
+//! - Parsing applies Istio's validator (`ValidateAuthorizationPolicy`, pkg/config/validation): what parses
+//!   is what Istio accepts; [`validation_warnings`] gives Istio's warnings as (field path, message) and
+//!   [`AuthorizationPolicy::check_dry_run`] checks the `istio.io/dry-run` annotation.
+//! - `serviceAccounts`/`notServiceAccounts` (`sa` = the policy's namespace), `trustDomains`, path
+//!   templates `{*}`/`{**}` and every documented `when` key match as Istio's generator compiles them.
+//! - `CUSTOM`: ironmesh has no extension provider, so a CUSTOM rule that matches denies the request, as
+//!   Istio does when the provider is not found. `targetRef(s)` policies are valid and apply to no sidecar.
+//! - Dry-run policies (`istio.io/dry-run: "true"`, ALLOW/DENY) are evaluated into [`Decision::dry_run`]
+//!   (Envoy's shadow rules) and never enforced.
 //!
 //! Wiring, by caller (as built):
 //! - API: `ironmesh apply` refuses what [`AuthorizationPolicy::from_spec`] refuses, with its field path
@@ -50,6 +58,7 @@
 //!     namespace: "foo".into(),
 //!     name: "allow-foo".into(),
 //!     creation_timestamp: None,
+//!     annotations: Default::default(),
 //!     spec: serde_json::json!({"action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": ["foo"]}}]}]}),
 //! };
 //! let index = AuthzIndex::new([policy], DEFAULT_ROOT_NAMESPACE)?;
@@ -83,10 +92,10 @@ mod parse;
 mod path;
 mod request;
 
-pub use decision::{Decision, PolicyName, PolicyRef};
+pub use decision::{Decision, DryRun, PolicyName, PolicyRef};
 pub use error::{AuthzError, SpecError};
 pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyMatch, PolicyObject};
-pub use model::{Action, AuthorizationPolicy};
+pub use model::{Action, AuthorizationPolicy, DRY_RUN_ANNOTATION, parse_bool, validation_warnings};
 pub use path::normalize_path;
 pub use request::{Http, Peer, Request};
 

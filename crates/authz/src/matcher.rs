@@ -3,8 +3,10 @@
 
 use std::net::IpAddr;
 
-/// An Istio string pattern. Istio's only wildcard is a single `*` at the start or the end
-/// (API-AP "exact match, prefix match, suffix match and presence match").
+/// An Istio string pattern, compiled as Istio's `StringMatcherWithPrefix` does
+/// (pilot/pkg/security/authz/matcher/string.go): `*` alone is presence, a leading `*` is a suffix match,
+/// else a trailing `*` is a prefix match, anything else is exact. A `*` elsewhere is a literal character
+/// (Istio's validation accepts `a*b` in principals, hosts, methods and paths and Envoy compares it as text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StringMatch {
     Exact(Box<str>),
@@ -17,23 +19,16 @@ pub(crate) enum StringMatch {
 }
 
 impl StringMatch {
-    /// Parses a pattern; `None` when a `*` sits in the middle, which Istio cannot express.
-    pub(crate) fn parse(pattern: &str) -> Option<Self> {
+    pub(crate) fn parse(pattern: &str) -> Self {
         if pattern == "*" {
-            return Some(Self::Presence);
-        }
-        let compiled = if let Some(prefix) = pattern.strip_suffix('*') {
-            Self::Prefix(prefix.into())
+            Self::Presence
         } else if let Some(suffix) = pattern.strip_prefix('*') {
             Self::Suffix(suffix.into())
+        } else if let Some(prefix) = pattern.strip_suffix('*') {
+            Self::Prefix(prefix.into())
         } else {
             Self::Exact(pattern.into())
-        };
-        let inner = match &compiled {
-            Self::Exact(s) | Self::Prefix(s) | Self::Suffix(s) => s,
-            Self::Presence => return Some(compiled),
-        };
-        (!inner.contains('*')).then_some(compiled)
+        }
     }
 
     /// Case-sensitive match (principals, namespaces, methods, paths, header values, SNI).
@@ -69,6 +64,105 @@ pub(crate) fn any_string(patterns: &[StringMatch], value: Option<&str>) -> bool 
     value.is_some_and(|v| patterns.iter().any(|p| p.matches(v)))
 }
 
+/// A `namespaces` pattern: Istio turns every `*` into `.*` inside `.*/ns/<pattern>/.*`
+/// (srcNamespaceGenerator in pilot/pkg/security/authz/model/generator.go), so `*` may sit anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Glob(Box<str>);
+
+impl Glob {
+    pub(crate) fn parse(pattern: &str) -> Self {
+        Self(pattern.into())
+    }
+
+    /// Wildcard match where each `*` stands for any run of characters, the empty one included.
+    pub(crate) fn matches(&self, value: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = value.strip_prefix(first) else {
+            return false;
+        };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+}
+
+/// One `serviceAccounts` entry (or `source.serviceAccount` value): `sa` or `namespace/sa`. An omitted
+/// namespace is the policy's own, bound when the policy is indexed (Istio's serviceAccountRegex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceAccount {
+    /// Empty until bound to the policy namespace when the namespace was omitted.
+    pub(crate) namespace: Box<str>,
+    pub(crate) name: Box<str>,
+    pub(crate) explicit_namespace: bool,
+}
+
+impl ServiceAccount {
+    pub(crate) fn parse(value: &str) -> Self {
+        match value.split_once('/') {
+            Some((namespace, name)) => Self {
+                namespace: namespace.into(),
+                name: name.into(),
+                explicit_namespace: true,
+            },
+            None => Self {
+                namespace: "".into(),
+                name: value.into(),
+                explicit_namespace: false,
+            },
+        }
+    }
+
+    pub(crate) fn bind(&mut self, policy_namespace: &str) {
+        if !self.explicit_namespace {
+            self.namespace = policy_namespace.into();
+        }
+    }
+
+    /// Istio matches `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` on the peer's URI SAN; `principal` is that
+    /// SAN without `spiffe://`.
+    pub(crate) fn matches(&self, principal: &str) -> bool {
+        let segments: Vec<&str> = principal.split('/').collect();
+        if segments.first().is_none_or(|td| td.is_empty()) {
+            return false;
+        }
+        (1..segments.len()).any(|i| {
+            segments[i] == "ns"
+                && segments.get(i + 1) == Some(&&*self.namespace)
+                && (i + 2..segments.len())
+                    .any(|j| segments[j] == "sa" && segments.get(j + 1) == Some(&&*self.name))
+        })
+    }
+}
+
+/// A `trustDomains` entry (or `source.trustDomain` value), matched on the first segment of the peer's
+/// principal as Istio's srcTrustDomainGenerator does: `*` is any authenticated peer, `td*`/`*td` match
+/// within the trust domain only (`[^/]*`), anything else exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrustDomain(StringMatch);
+
+impl TrustDomain {
+    pub(crate) fn parse(value: &str) -> Self {
+        Self(StringMatch::parse(value))
+    }
+
+    pub(crate) fn matches(&self, principal: &str) -> bool {
+        let trust_domain = principal.split('/').next().unwrap_or_default();
+        match &self.0 {
+            StringMatch::Presence => true,
+            other => other.matches(trust_domain),
+        }
+    }
+}
+
 /// A CIDR block with the host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IpNet {
@@ -84,10 +178,13 @@ impl IpNet {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
-        let addr: IpAddr = addr.trim().parse().ok()?;
+        let addr: IpAddr = addr.parse().ok()?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|p| *p <= max)?
+            }
+            Some(_) => return None,
             None => max,
         };
         Some(Self {
@@ -145,17 +242,64 @@ mod tests {
             ("*", "", false),
         ];
         for (pattern, value, want) in cases {
-            let m = StringMatch::parse(pattern).expect("valid pattern");
+            let m = StringMatch::parse(pattern);
             assert_eq!(m.matches(value), want, "{pattern} vs {value}");
         }
-        assert!(StringMatch::parse("a*b").is_none());
+        // A `*` in the middle is a literal (Istio's exact matcher on `a*b`).
+        assert!(StringMatch::parse("a*b").matches("a*b"));
+        assert!(!StringMatch::parse("a*b").matches("axb"));
     }
 
     #[test]
     fn host_patterns_ignore_ascii_case() {
-        let m = StringMatch::parse("*.Example.com").expect("valid");
+        let m = StringMatch::parse("*.Example.com");
         assert!(m.matches_ignore_case("API.example.COM"));
         assert!(!m.matches_ignore_case("example.com"));
+    }
+
+    #[test]
+    fn namespace_globs_take_a_star_anywhere() {
+        for (pattern, value, want) in [
+            ("foo", "foo", true),
+            ("foo", "foobar", false),
+            ("*", "", true),
+            ("f*o", "foo", true),
+            ("f*o", "fo", true),
+            ("f*o", "fob", false),
+            ("*-prod", "team-prod", true),
+            ("team-*", "team-prod", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+        ] {
+            assert_eq!(
+                Glob::parse(pattern).matches(value),
+                want,
+                "{pattern} vs {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_accounts_match_istios_regex_on_the_principal() {
+        let mut sa = ServiceAccount::parse("sleep");
+        sa.bind("foo");
+        assert!(sa.matches("cluster.local/ns/foo/sa/sleep"));
+        assert!(!sa.matches("cluster.local/ns/bar/sa/sleep"));
+        assert!(!sa.matches("cluster.local/ns/foo/sa/sleepy"));
+        let explicit = ServiceAccount::parse("bar/sleep");
+        assert!(explicit.matches("td.example/ns/bar/sa/sleep"));
+        assert!(!explicit.matches("/ns/bar/sa/sleep"));
+    }
+
+    #[test]
+    fn trust_domains_match_the_first_segment() {
+        let td = |p: &str| TrustDomain::parse(p);
+        assert!(td("cluster.local").matches("cluster.local/ns/foo/sa/a"));
+        assert!(!td("cluster.local").matches("cluster.localx/ns/foo/sa/a"));
+        assert!(td("cluster-*").matches("cluster-east/ns/foo/sa/a"));
+        assert!(td("*.local").matches("cluster.local/ns/foo/sa/a"));
+        assert!(!td("*.local").matches("cluster.remote/ns/foo.local/sa/a"));
+        assert!(td("*").matches("anything/ns/foo/sa/a"));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The typed AuthorizationPolicy model (`security.istio.io/v1beta1` and `v1`, same schema), parsed from the
-//! `spec` JSON with errors that name the field path. Parsed values are already compiled for evaluation.
+//! `spec` JSON with errors that name the field path. Parsing applies every rule of Istio's validator
+//! (`ValidateAuthorizationPolicy` in pkg/config/validation/validation.go and the checks it calls in
+//! pkg/config/security/security.go), so what parses is what Istio accepts; parsed values are already
+//! compiled for evaluation.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::SpecError;
-use crate::matcher::{IpNet, StringMatch};
+use crate::matcher::{Glob, IpNet, ServiceAccount, StringMatch, TrustDomain};
 use crate::parse::{
-    Result, compile_patterns, ip_list, known_fields, object, object_list, path_list, pattern_list,
-    port_list, string_list,
+    Result, check_ips, check_ports, check_service_accounts, check_wildcards, is_set, known_fields,
+    non_empty_strings, object, object_list, path_list, port_list, string_list,
 };
 
 /// What a policy does when one of its rules matches (API-AP `Action`).
@@ -22,6 +25,11 @@ pub enum Action {
     Deny,
     /// A match is reported in [`crate::Decision::audited`]; it never changes the decision.
     Audit,
+    /// Delegates matching requests to an extension provider (external authorizer). ironmesh has none, so
+    /// it does what Istio does when the provider is not found in meshConfig: every request a CUSTOM rule
+    /// matches is denied (pilot/pkg/security/authz/builder/builder.go `getBadCustomDenyRules`), before
+    /// DENY and ALLOW policies are looked at.
+    Custom,
 }
 
 impl fmt::Display for Action {
@@ -30,6 +38,7 @@ impl fmt::Display for Action {
             Self::Allow => "ALLOW",
             Self::Deny => "DENY",
             Self::Audit => "AUDIT",
+            Self::Custom => "CUSTOM",
         })
     }
 }
@@ -41,6 +50,12 @@ pub struct AuthorizationPolicy {
     pub(crate) selector: Option<BTreeMap<String, String>>,
     pub(crate) action: Action,
     pub(crate) rules: Vec<Rule>,
+    /// `provider.name` of a CUSTOM policy.
+    pub(crate) provider: Option<String>,
+    /// The policy names `targetRef`/`targetRefs` (gateways, services): Istio never attaches such a policy
+    /// to a sidecar (pilot/pkg/model/policyattachment.go `ShouldAttachPolicy`), and ironmesh has only
+    /// sidecars, so it is stored and applies to no workload.
+    pub(crate) targeted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,12 +72,32 @@ pub(crate) struct Source {
     pub(crate) not_principals: Vec<StringMatch>,
     pub(crate) request_principals: Vec<StringMatch>,
     pub(crate) not_request_principals: Vec<StringMatch>,
-    pub(crate) namespaces: Vec<StringMatch>,
-    pub(crate) not_namespaces: Vec<StringMatch>,
+    pub(crate) namespaces: Vec<Glob>,
+    pub(crate) not_namespaces: Vec<Glob>,
+    pub(crate) service_accounts: Vec<ServiceAccount>,
+    pub(crate) not_service_accounts: Vec<ServiceAccount>,
+    pub(crate) trust_domains: Vec<TrustDomain>,
+    pub(crate) not_trust_domains: Vec<TrustDomain>,
     pub(crate) ip_blocks: Vec<IpNet>,
     pub(crate) not_ip_blocks: Vec<IpNet>,
     pub(crate) remote_ip_blocks: Vec<IpNet>,
     pub(crate) not_remote_ip_blocks: Vec<IpNet>,
+}
+
+/// A `paths`/`notPaths` entry: an Istio string pattern or a `{*}`/`{**}` path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PathMatch {
+    Pattern(StringMatch),
+    Template(crate::path::PathTemplate),
+}
+
+impl PathMatch {
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Pattern(pattern) => pattern.matches(path),
+            Self::Template(template) => template.matches(path),
+        }
+    }
 }
 
 /// `rules[].to[].operation`. `hosts`, `methods` and `paths` (and their `not` forms) are HTTP-only.
@@ -74,8 +109,8 @@ pub(crate) struct Operation {
     pub(crate) not_ports: Vec<u16>,
     pub(crate) methods: Vec<StringMatch>,
     pub(crate) not_methods: Vec<StringMatch>,
-    pub(crate) paths: Vec<StringMatch>,
-    pub(crate) not_paths: Vec<StringMatch>,
+    pub(crate) paths: Vec<PathMatch>,
+    pub(crate) not_paths: Vec<PathMatch>,
 }
 
 /// `rules[].when[]`: `values` (any of) and `notValues` (none of) on one attribute, both must hold.
@@ -91,6 +126,8 @@ pub(crate) struct Condition {
 pub(crate) enum Attribute {
     SourceNamespace,
     SourcePrincipal,
+    SourceServiceAccount,
+    SourceTrustDomain,
     SourceIp,
     RemoteIp,
     /// `request.headers[name]`, the name lowercased (HTTP header names are case-insensitive).
@@ -99,12 +136,19 @@ pub(crate) enum Attribute {
     DestinationIp,
     ConnectionSni,
     /// `request.auth.*`: needs a validated JWT, which ironmesh never has, so the attribute is always absent.
+    /// HTTP-only in Istio (the generator refuses it on TCP filter chains).
     RequestAuth,
+    /// `experimental.envoy.filters.*[...]`: Envoy filter metadata; ironmesh runs no such filter, so the
+    /// metadata is always absent (values never match, notValues always do).
+    EnvoyFilterMetadata,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Values {
     Strings(Vec<StringMatch>),
+    Namespaces(Vec<Glob>),
+    ServiceAccounts(Vec<ServiceAccount>),
+    TrustDomains(Vec<TrustDomain>),
     Ips(Vec<IpNet>),
     Ports(Vec<u16>),
 }
@@ -113,6 +157,9 @@ impl Values {
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             Self::Strings(v) => v.is_empty(),
+            Self::Namespaces(v) => v.is_empty(),
+            Self::ServiceAccounts(v) => v.is_empty(),
+            Self::TrustDomains(v) => v.is_empty(),
             Self::Ips(v) => v.is_empty(),
             Self::Ports(v) => v.is_empty(),
         }
@@ -135,6 +182,10 @@ const SOURCE_FIELDS: &[&str] = &[
     "notRequestPrincipals",
     "namespaces",
     "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "trustDomains",
+    "notTrustDomains",
     "ipBlocks",
     "notIpBlocks",
     "remoteIpBlocks",
@@ -150,38 +201,116 @@ const OPERATION_FIELDS: &[&str] = &[
     "paths",
     "notPaths",
 ];
-const CONDITION_KEYS: &str = "source.namespace, source.principal, source.ip, remote.ip, \
-    request.headers[<name>], destination.port, destination.ip, connection.sni, request.auth.*";
+const CONDITION_KEYS: &str = "source.namespace, source.principal, source.serviceAccount, \
+    source.trustDomain, source.ip, remote.ip, request.headers[<name>], destination.port, destination.ip, \
+    connection.sni, request.auth.principal, request.auth.audiences, request.auth.presenter, \
+    request.auth.claims[<name>], experimental.envoy.filters.<filter>[<key>]";
+
+/// Source fields Istio counts as "TCP attributes" when it warns about a DENY rule made only of HTTP ones.
+const TCP_SOURCE_FIELDS: &[&str] = &[
+    "principals",
+    "notPrincipals",
+    "ipBlocks",
+    "notIpBlocks",
+    "namespaces",
+    "notNamespaces",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+    "serviceAccounts",
+    "notServiceAccounts",
+];
+
+/// The annotation that turns an ALLOW or DENY policy into a dry run (evaluated and reported, never
+/// enforced).
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+/// Go's `strconv.ParseBool`, which Istio uses for `istio.io/dry-run`.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
 
 impl AuthorizationPolicy {
-    /// Parses the `spec` of an AuthorizationPolicy (v1beta1 or v1). `CUSTOM`, `targetRef(s)` and unknown
-    /// fields are refused with an error naming the field path.
+    /// Parses the `spec` of an AuthorizationPolicy (v1beta1 or v1) with Istio's validation rules; the first
+    /// problem is returned with its field path.
     pub fn from_spec(spec: &Value) -> std::result::Result<Self, SpecError> {
+        let empty = Map::new();
         let map = match spec {
-            Value::Null => {
-                return Ok(Self {
-                    selector: None,
-                    action: Action::Allow,
-                    rules: Vec::new(),
-                });
-            }
+            Value::Null => &empty,
             other => object(other, "spec")?,
         };
         known_fields(map, "spec", SPEC_FIELDS)?;
-        for field in ["targetRef", "targetRefs"] {
-            if map.contains_key(field) {
-                return Err(SpecError::new(
-                    format!("spec.{field}"),
-                    "targeting gateways or services is not supported; use spec.selector.matchLabels",
-                ));
-            }
-        }
         let action = parse_action(map.get("action"))?;
         let selector = match map.get("selector") {
             None | Some(Value::Null) => None,
             Some(selector) => Some(parse_selector(selector)?),
         };
-        let rules = object_list(map.get("rules"), "spec.rules")?
+        let target_ref = map.get("targetRef").filter(|v| !v.is_null());
+        let target_refs = object_list(map.get("targetRefs"), "spec.targetRefs")?;
+        // validateOneOfSelectorType: a selector, a targetRef and a non-empty targetRefs exclude each other.
+        let set = usize::from(selector.is_some())
+            + usize::from(target_ref.is_some())
+            + usize::from(!target_refs.is_empty());
+        if set > 1 {
+            return Err(SpecError::new(
+                "spec",
+                "only one of targetRefs or workloadSelector can be set (selector, targetRef and targetRefs exclude each other)",
+            ));
+        }
+        if let Some(target) = target_ref {
+            check_target_ref(target, "spec.targetRef")?;
+        }
+        for (i, target) in target_refs.iter().enumerate() {
+            check_target_ref(target, &format!("spec.targetRefs[{i}]"))?;
+        }
+        let provider = match map.get("provider") {
+            None | Some(Value::Null) => None,
+            Some(provider) => {
+                let provider_map = object(provider, "spec.provider")?;
+                known_fields(provider_map, "spec.provider", &["name"])?;
+                Some(match provider_map.get("name") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(name)) => name.clone(),
+                    Some(_) => {
+                        return Err(SpecError::new("spec.provider.name", "expected a string"));
+                    }
+                })
+            }
+        };
+        let rules_value = map.get("rules").filter(|v| !v.is_null());
+        let rules_list = object_list(rules_value, "spec.rules")?;
+        // Istio reads `rules: []` as no rules at all (the list decodes to nil).
+        let has_rules = !rules_list.is_empty();
+        if action == Action::Custom {
+            if !has_rules {
+                return Err(SpecError::new(
+                    "spec.rules",
+                    "CUSTOM action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
+                ));
+            }
+            if provider.as_deref().is_none_or(str::is_empty) {
+                return Err(SpecError::new(
+                    "spec.provider.name",
+                    "`provider.name` must not be empty for a CUSTOM policy",
+                ));
+            }
+            check_custom_rules(rules_list)?;
+        } else if provider.is_some() {
+            return Err(SpecError::new(
+                "spec.provider",
+                format!("`provider` must not be with non CUSTOM action, found {action}"),
+            ));
+        }
+        if action == Action::Deny && !has_rules {
+            return Err(SpecError::new(
+                "spec.rules",
+                "DENY action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
+            ));
+        }
+        let rules = rules_list
             .iter()
             .enumerate()
             .map(|(i, rule)| parse_rule(rule, &format!("spec.rules[{i}]")))
@@ -190,6 +319,8 @@ impl AuthorizationPolicy {
             selector,
             action,
             rules,
+            provider: provider.filter(|_| action == Action::Custom),
+            targeted: target_ref.is_some() || !target_refs.is_empty(),
         })
     }
 
@@ -202,6 +333,117 @@ impl AuthorizationPolicy {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
+
+    /// The extension provider a CUSTOM policy names.
+    pub fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+
+    /// True when the policy names `targetRef`/`targetRefs`: it never applies to a sidecar.
+    pub fn is_targeted(&self) -> bool {
+        self.targeted
+    }
+
+    /// Istio's check of the `istio.io/dry-run` annotation (pkg/config/validation/validation.go
+    /// `checkDryRunAnnotation`): only ALLOW and DENY policies may carry it, and its value must be a Go
+    /// boolean (`true`, `false`, `1`, `0`, `t`, `f`, `TRUE`, `True`, ...). Returns whether the policy is a
+    /// dry run.
+    pub fn check_dry_run(&self, annotation: Option<&str>) -> std::result::Result<bool, SpecError> {
+        let Some(value) = annotation else {
+            return Ok(false);
+        };
+        let path = format!("metadata.annotations.{DRY_RUN_ANNOTATION}");
+        if !matches!(self.action, Action::Allow | Action::Deny) {
+            return Err(SpecError::new(
+                path,
+                format!(
+                    "the annotation {DRY_RUN_ANNOTATION} currently only supports action ALLOW/DENY, found action {}",
+                    self.action
+                ),
+            ));
+        }
+        parse_bool(value).ok_or_else(|| {
+            SpecError::new(
+                path,
+                format!("invalid value {value:?}: expected a boolean (\"true\" or \"false\")"),
+            )
+        })
+    }
+
+    /// Fills the policy namespace into `serviceAccounts` entries written without one (Istio defaults them
+    /// to the policy's namespace).
+    pub(crate) fn bind_namespace(&mut self, namespace: &str) {
+        let bind_all = |accounts: &mut Vec<ServiceAccount>| {
+            accounts.iter_mut().for_each(|sa| sa.bind(namespace));
+        };
+        for rule in &mut self.rules {
+            for source in &mut rule.from {
+                bind_all(&mut source.service_accounts);
+                bind_all(&mut source.not_service_accounts);
+            }
+            for condition in &mut rule.when {
+                for values in [&mut condition.values, &mut condition.not_values] {
+                    if let Values::ServiceAccounts(accounts) = values {
+                        bind_all(accounts);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Istio's warnings for a valid AuthorizationPolicy spec (pkg/config/validation/validation.go
+/// `ValidateAuthorizationPolicy` and `validateWorkloadSelector`), as (field path, message) pairs in the
+/// order Istio reports them. Returns nothing for a spec that is invalid (the error is what matters then).
+pub fn validation_warnings(spec: &Value) -> Vec<(String, String)> {
+    if AuthorizationPolicy::from_spec(spec).is_err() {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) {
+        let labels = selector.get("matchLabels").and_then(Value::as_object);
+        if labels.is_none_or(Map::is_empty) {
+            warnings.push((
+                "spec.selector".to_owned(),
+                "workload selector specified without labels".to_owned(),
+            ));
+        }
+    }
+    if spec.get("action").and_then(Value::as_str) != Some("DENY") {
+        return warnings;
+    }
+    let rules = spec.get("rules").and_then(Value::as_array);
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let sources: Vec<&Value> = rule
+            .get("from")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|from| from.get("source").filter(|s| !s.is_null()))
+            .collect();
+        let operations: Vec<&Value> = rule
+            .get("to")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|to| to.get("operation").filter(|o| !o.is_null()))
+            .collect();
+        let tcp_in_from = sources
+            .iter()
+            .any(|source| TCP_SOURCE_FIELDS.iter().any(|f| is_set(source.get(*f))));
+        let tcp_in_to = operations
+            .iter()
+            .any(|op| is_set(op.get("ports")) || is_set(op.get("notPorts")));
+        let from_exists = !sources.is_empty();
+        let to_exists = !operations.is_empty();
+        if (from_exists && !to_exists && !tcp_in_from) || (to_exists && !tcp_in_to) {
+            warnings.push((
+                format!("spec.rules[{i}]"),
+                "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port".to_owned(),
+            ));
+        }
+    }
+    warnings
 }
 
 fn parse_action(value: Option<&Value>) -> Result<Action> {
@@ -211,22 +453,20 @@ fn parse_action(value: Option<&Value>) -> Result<Action> {
             "ALLOW" => Ok(Action::Allow),
             "DENY" => Ok(Action::Deny),
             "AUDIT" => Ok(Action::Audit),
-            "CUSTOM" => Err(SpecError::new(
-                "spec.action",
-                "CUSTOM is not supported: ironmesh has no external authorization provider; use ALLOW, DENY or AUDIT",
-            )),
+            "CUSTOM" => Ok(Action::Custom),
             other => Err(SpecError::new(
                 "spec.action",
-                format!("unknown action `{other}`; expected ALLOW, DENY or AUDIT"),
+                format!("unknown action `{other}`; expected ALLOW, DENY, AUDIT or CUSTOM"),
             )),
         },
         Some(_) => Err(SpecError::new(
             "spec.action",
-            "expected a string: ALLOW, DENY or AUDIT",
+            "expected a string: ALLOW, DENY, AUDIT or CUSTOM",
         )),
     }
 }
 
+/// validateWorkloadSelector: no empty key, no `*` in keys or values.
 fn parse_selector(selector: &Value) -> Result<BTreeMap<String, String>> {
     let map = object(selector, "spec.selector")?;
     known_fields(map, "spec.selector", &["matchLabels"])?;
@@ -236,20 +476,157 @@ fn parse_selector(selector: &Value) -> Result<BTreeMap<String, String>> {
     };
     labels
         .iter()
-        .map(|(key, value)| match value {
-            Value::String(s) => Ok((key.clone(), s.clone())),
-            _ => Err(SpecError::new(
-                format!("spec.selector.matchLabels.{key}"),
-                "expected a string label value (quote numbers and booleans in YAML)",
-            )),
+        .map(|(key, value)| {
+            let path = format!("spec.selector.matchLabels.{key}");
+            let Value::String(value) = value else {
+                return Err(SpecError::new(
+                    path,
+                    "expected a string label value (quote numbers and booleans in YAML)",
+                ));
+            };
+            if key.is_empty() {
+                return Err(SpecError::new(
+                    "spec.selector.matchLabels",
+                    format!("empty key is not supported in selector: \"={value}\""),
+                ));
+            }
+            if key.contains('*') || value.contains('*') {
+                return Err(SpecError::new(
+                    path,
+                    format!("wildcard is not supported in selector: \"{key}={value}\""),
+                ));
+            }
+            Ok((key.clone(), value.clone()))
         })
         .collect()
 }
 
+/// validatePolicyTargetReference: a name, no namespace (no cross-namespace references), and a kind
+/// among Service, ServiceEntry, Gateway and GatewayClass in its group.
+fn check_target_ref(target: &Value, path: &str) -> Result<()> {
+    let map = object(target, path)?;
+    known_fields(map, path, &["group", "kind", "name", "namespace"])?;
+    let field = |name: &str| -> Result<&str> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(""),
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(SpecError::new(
+                format!("{path}.{name}"),
+                "expected a string",
+            )),
+        }
+    };
+    let (group, kind, name, namespace) = (
+        field("group")?,
+        field("kind")?,
+        field("name")?,
+        field("namespace")?,
+    );
+    if name.is_empty() {
+        return Err(SpecError::new(
+            format!("{path}.name"),
+            "targetRef name must be set",
+        ));
+    }
+    if !namespace.is_empty() {
+        return Err(SpecError::new(
+            format!("{path}.namespace"),
+            "targetRef namespace must not be set; cross namespace referencing is not supported",
+        ));
+    }
+    let group = if group.is_empty() { "core" } else { group };
+    let allowed = matches!(
+        (group, kind),
+        ("core", "Service")
+            | ("networking.istio.io", "ServiceEntry")
+            | ("gateway.networking.k8s.io", "Gateway" | "GatewayClass")
+    );
+    if !allowed {
+        return Err(SpecError::new(
+            path,
+            format!(
+                "targetRef must be to one of Service (group \"\"), ServiceEntry (networking.istio.io), Gateway or GatewayClass (gateway.networking.k8s.io) but was {group}/{kind}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The source fields and `when` keys Istio does not support with CUSTOM (identity and JWT attributes).
+fn check_custom_rules(rules: &[Value]) -> Result<()> {
+    for (i, rule) in rules.iter().enumerate() {
+        let froms = rule.get("from").and_then(Value::as_array);
+        for (f, from) in froms.into_iter().flatten().enumerate() {
+            let Some(source) = from.get("source").and_then(Value::as_object) else {
+                continue;
+            };
+            for field in [
+                "namespaces",
+                "notNamespaces",
+                "serviceAccounts",
+                "notServiceAccounts",
+                "trustDomains",
+                "notTrustDomains",
+                "principals",
+                "notPrincipals",
+                "requestPrincipals",
+                "notRequestPrincipals",
+            ] {
+                if is_set(source.get(field)) {
+                    return Err(SpecError::new(
+                        format!("spec.rules[{i}].from[{f}].source.{field}"),
+                        format!("{field} is currently not supported with CUSTOM action"),
+                    ));
+                }
+            }
+        }
+        let whens = rule.get("when").and_then(Value::as_array);
+        for (w, when) in whens.into_iter().flatten().enumerate() {
+            let path = format!("spec.rules[{i}].when[{w}]");
+            if when.is_null() {
+                return Err(SpecError::new(path, "when field cannot be nil"));
+            }
+            let key = when.get("key").and_then(Value::as_str).unwrap_or_default();
+            if matches!(
+                key,
+                "source.namespace"
+                    | "source.serviceAccount"
+                    | "source.trustDomain"
+                    | "source.principal"
+            ) || key.starts_with("request.auth.")
+            {
+                return Err(SpecError::new(
+                    format!("{path}.key"),
+                    format!("{key} is currently not supported with CUSTOM action"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `from`/`to` list: absent or `null` is "any"; an explicit empty list is refused, as Istio refuses
+/// `From: []` ("`from` must not be empty").
+fn explicit_list<'a>(value: Option<&'a Value>, path: &str, name: &str) -> Result<&'a [Value]> {
+    match value {
+        Some(Value::Array(items)) if items.is_empty() => Err(SpecError::new(
+            path,
+            format!("`{name}` must not be empty; omit it to match any {name}"),
+        )),
+        other => object_list(other, path),
+    }
+}
+
 fn parse_rule(rule: &Value, path: &str) -> Result<Rule> {
+    if rule.is_null() {
+        return Err(SpecError::new(
+            path,
+            "`rule` must not be nil; write `{}` to match every request",
+        ));
+    }
     let map = object(rule, path)?;
     known_fields(map, path, RULE_FIELDS)?;
-    let from = object_list(map.get("from"), &format!("{path}.from"))?
+    let from = explicit_list(map.get("from"), &format!("{path}.from"), "from")?
         .iter()
         .enumerate()
         .map(|(i, from)| {
@@ -262,7 +639,7 @@ fn parse_rule(rule: &Value, path: &str) -> Result<Rule> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let to = object_list(map.get("to"), &format!("{path}.to"))?
+    let to = explicit_list(map.get("to"), &format!("{path}.to"), "to")?
         .iter()
         .enumerate()
         .map(|(i, to)| {
@@ -283,35 +660,79 @@ fn parse_rule(rule: &Value, path: &str) -> Result<Rule> {
     Ok(Rule { from, to, when })
 }
 
-/// Istio's validation refuses an empty `source`/`operation`: it is almost always a mistake, and "match
-/// anything" is written by omitting `from`/`to`.
+/// Istio's validation refuses a missing or empty `source`/`operation`: it is almost always a mistake, and
+/// "match anything" is written by omitting `from`/`to`.
 fn parse_source(source: &Value, path: &str) -> Result<Source> {
-    let map = object(source, path)
-        .map_err(|_| SpecError::new(path, "expected a source object with at least one field"))?;
+    let map = object(source, path).map_err(|_| {
+        SpecError::new(
+            path,
+            "`from.source` must not be nil: expected a source object with at least one field",
+        )
+    })?;
     known_fields(map, path, SOURCE_FIELDS)?;
     let field = |name: &str| format!("{path}.{name}");
+    let strings = |name: &str| non_empty_strings(map.get(name), &field(name));
+    let identity_fields = ["principals", "notPrincipals", "namespaces", "notNamespaces"];
+    let account_fields = ["serviceAccounts", "notServiceAccounts"];
+    if identity_fields.iter().any(|f| is_set(map.get(*f)))
+        && account_fields.iter().any(|f| is_set(map.get(*f)))
+    {
+        return Err(SpecError::new(
+            path,
+            "cannot set serviceAccounts with namespaces or principals",
+        ));
+    }
+    let patterns = |name: &str| -> Result<Vec<StringMatch>> {
+        Ok(strings(name)?
+            .iter()
+            .map(|p| StringMatch::parse(p))
+            .collect())
+    };
+    let globs = |name: &str| -> Result<Vec<Glob>> {
+        Ok(strings(name)?.iter().map(|p| Glob::parse(p)).collect())
+    };
+    let accounts = |name: &str| -> Result<Vec<ServiceAccount>> {
+        let values = string_list(map.get(name), &field(name))?;
+        check_service_accounts(&values, &field(name))?;
+        Ok(values.iter().map(|v| ServiceAccount::parse(v)).collect())
+    };
+    let trust_domains = |name: &str| -> Result<Vec<TrustDomain>> {
+        let values = string_list(map.get(name), &field(name))?;
+        check_wildcards(&values, &field(name))?;
+        if let Some((i, value)) = values.iter().enumerate().find(|(_, v)| v.contains('/')) {
+            return Err(SpecError::new(
+                format!("{}[{i}]", field(name)),
+                format!(
+                    "trust domain must not contain '/', found {value:?} (write `cluster.local`, not a SPIFFE ID)"
+                ),
+            ));
+        }
+        Ok(values.iter().map(|v| TrustDomain::parse(v)).collect())
+    };
+    let ips = |name: &str| -> Result<Vec<IpNet>> {
+        let values = string_list(map.get(name), &field(name))?;
+        check_ips(&values, &field(name))
+    };
     let parsed = Source {
-        principals: pattern_list(map.get("principals"), &field("principals"))?,
-        not_principals: pattern_list(map.get("notPrincipals"), &field("notPrincipals"))?,
-        request_principals: pattern_list(
-            map.get("requestPrincipals"),
-            &field("requestPrincipals"),
-        )?,
-        not_request_principals: pattern_list(
-            map.get("notRequestPrincipals"),
-            &field("notRequestPrincipals"),
-        )?,
-        namespaces: pattern_list(map.get("namespaces"), &field("namespaces"))?,
-        not_namespaces: pattern_list(map.get("notNamespaces"), &field("notNamespaces"))?,
-        ip_blocks: ip_list(map.get("ipBlocks"), &field("ipBlocks"))?,
-        not_ip_blocks: ip_list(map.get("notIpBlocks"), &field("notIpBlocks"))?,
-        remote_ip_blocks: ip_list(map.get("remoteIpBlocks"), &field("remoteIpBlocks"))?,
-        not_remote_ip_blocks: ip_list(map.get("notRemoteIpBlocks"), &field("notRemoteIpBlocks"))?,
+        principals: patterns("principals")?,
+        not_principals: patterns("notPrincipals")?,
+        request_principals: patterns("requestPrincipals")?,
+        not_request_principals: patterns("notRequestPrincipals")?,
+        namespaces: globs("namespaces")?,
+        not_namespaces: globs("notNamespaces")?,
+        service_accounts: accounts("serviceAccounts")?,
+        not_service_accounts: accounts("notServiceAccounts")?,
+        trust_domains: trust_domains("trustDomains")?,
+        not_trust_domains: trust_domains("notTrustDomains")?,
+        ip_blocks: ips("ipBlocks")?,
+        not_ip_blocks: ips("notIpBlocks")?,
+        remote_ip_blocks: ips("remoteIpBlocks")?,
+        not_remote_ip_blocks: ips("notRemoteIpBlocks")?,
     };
     if parsed == Source::default() {
         return Err(SpecError::new(
             path,
-            "a source must set at least one field; omit `from` to match any source",
+            "`from.source` must not be empty: set at least one field, or omit `from` to match any source",
         ));
     }
     Ok(parsed)
@@ -319,97 +740,164 @@ fn parse_source(source: &Value, path: &str) -> Result<Source> {
 
 fn parse_operation(operation: &Value, path: &str) -> Result<Operation> {
     let map = object(operation, path).map_err(|_| {
-        SpecError::new(path, "expected an operation object with at least one field")
+        SpecError::new(
+            path,
+            "`to.operation` must not be nil: expected an operation object with at least one field",
+        )
     })?;
     known_fields(map, path, OPERATION_FIELDS)?;
     let field = |name: &str| format!("{path}.{name}");
+    let patterns = |name: &str| -> Result<Vec<StringMatch>> {
+        Ok(non_empty_strings(map.get(name), &field(name))?
+            .iter()
+            .map(|p| StringMatch::parse(p))
+            .collect())
+    };
     let parsed = Operation {
-        hosts: pattern_list(map.get("hosts"), &field("hosts"))?,
-        not_hosts: pattern_list(map.get("notHosts"), &field("notHosts"))?,
+        hosts: patterns("hosts")?,
+        not_hosts: patterns("notHosts")?,
         ports: port_list(map.get("ports"), &field("ports"))?,
         not_ports: port_list(map.get("notPorts"), &field("notPorts"))?,
-        methods: pattern_list(map.get("methods"), &field("methods"))?,
-        not_methods: pattern_list(map.get("notMethods"), &field("notMethods"))?,
+        methods: patterns("methods")?,
+        not_methods: patterns("notMethods")?,
         paths: path_list(map.get("paths"), &field("paths"))?,
         not_paths: path_list(map.get("notPaths"), &field("notPaths"))?,
     };
     if parsed == Operation::default() {
         return Err(SpecError::new(
             path,
-            "an operation must set at least one field; omit `to` to match any operation",
+            "`to.operation` must not be empty: set at least one field, or omit `to` to match any operation",
         ));
     }
     Ok(parsed)
 }
 
 fn parse_condition(condition: &Value, path: &str) -> Result<Condition> {
+    if condition.is_null() {
+        return Err(SpecError::new(path, "when field cannot be nil"));
+    }
     let map = object(condition, path)?;
     known_fields(map, path, &["key", "values", "notValues"])?;
     let key_path = format!("{path}.key");
     let key = match map.get("key") {
         Some(Value::String(key)) => key.as_str(),
+        None | Some(Value::Null) => "",
         Some(_) => return Err(SpecError::new(key_path, "expected a string")),
-        None => {
-            return Err(SpecError::new(
-                key_path,
-                format!("required; one of: {CONDITION_KEYS}"),
-            ));
-        }
     };
-    let attribute = parse_attribute(key).ok_or_else(|| {
-        SpecError::new(
-            &key_path,
-            format!("unknown key `{key}`; supported keys: {CONDITION_KEYS}"),
-        )
-    })?;
+    if key.is_empty() {
+        return Err(SpecError::new(
+            key_path,
+            format!("`key` must not be empty; one of: {CONDITION_KEYS}"),
+        ));
+    }
     let values_path = format!("{path}.values");
     let not_values_path = format!("{path}.notValues");
-    let values = parse_values(&attribute, map.get("values"), &values_path)?;
-    let not_values = parse_values(&attribute, map.get("notValues"), &not_values_path)?;
+    let values = string_list(map.get("values"), &values_path)?;
+    let not_values = string_list(map.get("notValues"), &not_values_path)?;
     if values.is_empty() && not_values.is_empty() {
         return Err(SpecError::new(
             path,
-            "a condition needs `values` or `notValues`",
+            format!("at least one of `values` or `notValues` must be set for key {key}"),
         ));
     }
+    let attribute = parse_attribute(key).map_err(|message| SpecError::new(&key_path, message))?;
     Ok(Condition {
+        values: parse_values(&attribute, key, &values, &values_path)?,
+        not_values: parse_values(&attribute, key, &not_values, &not_values_path)?,
         attribute,
-        values,
-        not_values,
     })
 }
 
-fn parse_attribute(key: &str) -> Option<Attribute> {
-    Some(match key {
-        "source.namespace" => Attribute::SourceNamespace,
-        "source.principal" => Attribute::SourcePrincipal,
+/// Istio's `validateMapKey`: `a[b]` with a non-empty `b`.
+fn map_key_ok(key: &str) -> bool {
+    match key.find('[') {
+        Some(open) => key.ends_with(']') && open > 0 && open < key.len() - 2,
+        None => false,
+    }
+}
+
+/// Istio's `ValidateAttribute` key rules (pkg/config/security/security.go), in its order.
+fn parse_attribute(key: &str) -> std::result::Result<Attribute, String> {
+    let bad_map_key = || format!("bad key ({key}): should have format a[b]");
+    if key.starts_with("request.headers") {
+        if !map_key_ok(key) {
+            return Err(bad_map_key());
+        }
+        let open = key.find('[').unwrap_or_default();
+        let name = &key[open + 1..key.len() - 1];
+        return Ok(Attribute::RequestHeader(name.to_ascii_lowercase().into()));
+    }
+    Ok(match key {
         "source.ip" => Attribute::SourceIp,
         "remote.ip" => Attribute::RemoteIp,
-        "destination.port" => Attribute::DestinationPort,
-        "destination.ip" => Attribute::DestinationIp,
-        "connection.sni" => Attribute::ConnectionSni,
+        "source.namespace" => Attribute::SourceNamespace,
+        "source.serviceAccount" => Attribute::SourceServiceAccount,
+        "source.principal" => Attribute::SourcePrincipal,
+        "source.trustDomain" => Attribute::SourceTrustDomain,
         "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => {
             Attribute::RequestAuth
         }
+        "destination.ip" => Attribute::DestinationIp,
+        "destination.port" => Attribute::DestinationPort,
+        "connection.sni" => Attribute::ConnectionSni,
+        "destination.namespace" => {
+            return Err(format!(
+                "attribute {key} is replaced by the metadata.namespace"
+            ));
+        }
+        "destination.name" | "destination.user" => {
+            return Err(format!(
+                "deprecated attribute {key}: only supported in v1alpha1"
+            ));
+        }
+        _ if key.starts_with("request.auth.claims") => {
+            if !map_key_ok(key) {
+                return Err(bad_map_key());
+            }
+            Attribute::RequestAuth
+        }
+        _ if key.starts_with("experimental.envoy.filters.") => {
+            if !map_key_ok(key) {
+                return Err(bad_map_key());
+            }
+            Attribute::EnvoyFilterMetadata
+        }
+        _ if key.starts_with("destination.labels") => {
+            return Err(format!(
+                "attribute {key} is replaced by the workload selector"
+            ));
+        }
         _ => {
-            if let Some(claim) = key.strip_prefix("request.auth.claims[") {
-                return (claim.len() > 1 && claim.ends_with(']')).then_some(Attribute::RequestAuth);
-            }
-            let name = key.strip_prefix("request.headers[")?.strip_suffix(']')?;
-            if name.is_empty() || name.contains(['[', ']']) {
-                return None;
-            }
-            Attribute::RequestHeader(name.to_ascii_lowercase().into())
+            return Err(format!(
+                "unknown attribute: {key}; supported keys: {CONDITION_KEYS}"
+            ));
         }
     })
 }
 
-fn parse_values(attribute: &Attribute, value: Option<&Value>, path: &str) -> Result<Values> {
+fn parse_values(attribute: &Attribute, key: &str, values: &[String], path: &str) -> Result<Values> {
+    if let Some(i) = values.iter().position(String::is_empty) {
+        return Err(SpecError::new(
+            format!("{path}[{i}]"),
+            format!("empty value not allowed, found in {key}"),
+        ));
+    }
     Ok(match attribute {
         Attribute::SourceIp | Attribute::RemoteIp | Attribute::DestinationIp => {
-            Values::Ips(ip_list(value, path)?)
+            Values::Ips(check_ips(values, path)?)
         }
-        Attribute::DestinationPort => Values::Ports(port_list(value, path)?),
-        _ => Values::Strings(compile_patterns(string_list(value, path)?, path, false)?),
+        Attribute::DestinationPort => Values::Ports(check_ports(values, path)?),
+        Attribute::SourceNamespace => {
+            Values::Namespaces(values.iter().map(|v| Glob::parse(v)).collect())
+        }
+        Attribute::SourceServiceAccount => {
+            check_service_accounts(values, path)?;
+            Values::ServiceAccounts(values.iter().map(|v| ServiceAccount::parse(v)).collect())
+        }
+        Attribute::SourceTrustDomain => {
+            check_wildcards(values, path)?;
+            Values::TrustDomains(values.iter().map(|v| TrustDomain::parse(v)).collect())
+        }
+        _ => Values::Strings(values.iter().map(|v| StringMatch::parse(v)).collect()),
     })
 }

@@ -4,6 +4,8 @@ use serde_json::{Map, Value};
 
 use crate::error::SpecError;
 use crate::matcher::{IpNet, StringMatch};
+use crate::model::PathMatch;
+use crate::path::{PathTemplate, check_path_template};
 
 pub(crate) type Result<T> = std::result::Result<T, SpecError>;
 
@@ -55,41 +57,113 @@ pub(crate) fn string_list(value: Option<&Value>, path: &str) -> Result<Vec<Strin
         .collect()
 }
 
-pub(crate) fn pattern_list(value: Option<&Value>, path: &str) -> Result<Vec<StringMatch>> {
-    compile_patterns(string_list(value, path)?, path, false)
+/// True when a list field is present with at least one item (Istio's `len(x) > 0` / non-nil list).
+pub(crate) fn is_set(value: Option<&Value>) -> bool {
+    value
+        .and_then(Value::as_array)
+        .is_some_and(|items| !items.is_empty())
 }
 
-/// Path patterns; Istio's `{*}`/`{**}` path templates are refused rather than matched literally.
-pub(crate) fn path_list(value: Option<&Value>, path: &str) -> Result<Vec<StringMatch>> {
-    compile_patterns(string_list(value, path)?, path, true)
+/// A list of strings without empty ones (Istio's `CheckEmptyValues`).
+pub(crate) fn non_empty_strings(value: Option<&Value>, path: &str) -> Result<Vec<String>> {
+    let values = string_list(value, path)?;
+    if let Some(i) = values.iter().position(String::is_empty) {
+        return Err(SpecError::new(
+            format!("{path}[{i}]"),
+            "empty value not allowed",
+        ));
+    }
+    Ok(values)
 }
 
-pub(crate) fn compile_patterns(
-    patterns: Vec<String>,
-    path: &str,
-    refuse_templates: bool,
-) -> Result<Vec<StringMatch>> {
-    patterns
+/// `paths`/`notPaths`: no empty value, path templates valid as Istio's `CheckValidPathTemplate`;
+/// `{*}`/`{**}` templates compile to Envoy's URI template matcher, other values to string patterns.
+pub(crate) fn path_list(value: Option<&Value>, path: &str) -> Result<Vec<PathMatch>> {
+    non_empty_strings(value, path)?
         .iter()
         .enumerate()
         .map(|(i, pattern)| {
-            if refuse_templates && pattern.contains('{') {
-                return Err(SpecError::new(
-                    format!("{path}[{i}]"),
-                    "path templates ({*}, {**}) are not supported; use a prefix `/a/*` or suffix `*/b`",
-                ));
-            }
-            StringMatch::parse(pattern).ok_or_else(|| {
-                SpecError::new(
-                    format!("{path}[{i}]"),
-                    format!("`{pattern}`: `*` is only allowed alone, at the start or at the end"),
-                )
+            check_path_template(pattern)
+                .map_err(|message| SpecError::new(format!("{path}[{i}]"), message))?;
+            Ok(match PathTemplate::parse(pattern) {
+                Some(template) => PathMatch::Template(template),
+                None => PathMatch::Pattern(StringMatch::parse(pattern)),
             })
         })
         .collect()
 }
 
-/// Ports written as numbers or strings (`ports: ["8080"]`, `ports: [8080]`).
+/// Istio's `CheckWildcardValues`: non-empty, at most one `*`, only at the start or the end.
+pub(crate) fn check_wildcards(values: &[String], path: &str) -> Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if value.is_empty() {
+            return Err(SpecError::new(at, "empty value not allowed"));
+        }
+        let stars = value.matches('*').count();
+        if stars > 1 {
+            return Err(SpecError::new(
+                at,
+                format!("at most one wildcard is allowed, found {value:?}"),
+            ));
+        }
+        if stars == 1 && value != "*" && !value.starts_with('*') && !value.ends_with('*') {
+            return Err(SpecError::new(
+                at,
+                format!("wildcard is only allowed at the start or end, found {value:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Istio's `CheckServiceAccount`: at most 16 values, each `sa` or `namespace/sa` without wildcards,
+/// non-empty parts, at most 320 characters.
+pub(crate) fn check_service_accounts(values: &[String], path: &str) -> Result<()> {
+    if values.len() > 16 {
+        return Err(SpecError::new(path, "may not have more than 16 values"));
+    }
+    for (i, value) in values.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let expected = "expected format 'serviceAccount' or 'namespace/serviceAccount'";
+        if value.is_empty() {
+            return Err(SpecError::new(at, "empty value not allowed"));
+        }
+        if value.contains('*') {
+            return Err(SpecError::new(
+                at,
+                format!("wildcard not allowed, found {value:?}"),
+            ));
+        }
+        if value.matches('/').count() > 1 {
+            return Err(SpecError::new(at, format!("{expected}, found {value:?}")));
+        }
+        if value.len() > 320 {
+            return Err(SpecError::new(
+                at,
+                format!("value cannot exceed 320 characters, found {value:?}"),
+            ));
+        }
+        if let Some((namespace, account)) = value.split_once('/') {
+            if namespace.is_empty() {
+                return Err(SpecError::new(
+                    at,
+                    format!("{expected}, found empty namespace {value:?}"),
+                ));
+            }
+            if account.is_empty() {
+                return Err(SpecError::new(
+                    at,
+                    format!("{expected}, found empty serviceAccount {value:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ports written as numbers or strings (`ports: ["8080"]`, `ports: [8080]`), checked as Istio's
+/// `ValidatePorts` (decimal digits, 0-65535).
 pub(crate) fn port_list(value: Option<&Value>, path: &str) -> Result<Vec<u16>> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -99,37 +173,65 @@ pub(crate) fn port_list(value: Option<&Value>, path: &str) -> Result<Vec<u16>> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| port(item, &format!("{path}[{i}]")))
+        .map(|(i, item)| {
+            let at = format!("{path}[{i}]");
+            match item {
+                Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| SpecError::new(at, format!("bad port ({n}): expected 0-65535"))),
+                Value::String(s) => port(s, &at),
+                _ => Err(SpecError::new(
+                    at,
+                    "expected a port (a string such as \"8080\")",
+                )),
+            }
+        })
         .collect()
 }
 
-fn port(value: &Value, path: &str) -> Result<u16> {
-    let number = match value {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        _ => None,
-    };
-    number
-        .filter(|n| (1..=65535).contains(n))
-        .map(|n| n as u16)
-        .ok_or_else(|| SpecError::new(path, format!("`{value}` is not a port (1-65535)")))
+/// Ports as strings (condition values).
+pub(crate) fn check_ports(values: &[String], path: &str) -> Result<Vec<u16>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| port(value, &format!("{path}[{i}]")))
+        .collect()
 }
 
-/// CIDR blocks or bare addresses.
-pub(crate) fn ip_list(value: Option<&Value>, path: &str) -> Result<Vec<IpNet>> {
-    let texts = string_list(value, path)?;
+fn port(text: &str, path: &str) -> Result<u16> {
+    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    valid
+        .then(|| text.parse::<u64>().ok())
+        .flatten()
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| SpecError::new(path, format!("bad port ({text}): expected 0-65535")))
+}
+
+/// CIDR blocks or bare addresses (Istio's `ValidateIPs`: `netip.ParsePrefix` with a `/`, else
+/// `netip.ParseAddr`).
+pub(crate) fn check_ips(texts: &[String], path: &str) -> Result<Vec<IpNet>> {
     texts
         .iter()
         .enumerate()
-        .map(|(i, text)| ip_block(text, &format!("{path}[{i}]")))
+        .map(|(i, text)| {
+            let at = format!("{path}[{i}]");
+            if text.is_empty() {
+                return Err(SpecError::new(at, "empty value not allowed"));
+            }
+            IpNet::parse(text).ok_or_else(|| {
+                let what = if text.contains('/') {
+                    "bad CIDR range"
+                } else {
+                    "bad IP address"
+                };
+                SpecError::new(
+                    at,
+                    format!(
+                        "{what} ({text}): expected an IP address or CIDR block (e.g. 10.0.0.0/8)"
+                    ),
+                )
+            })
+        })
         .collect()
-}
-
-fn ip_block(text: &str, path: &str) -> Result<IpNet> {
-    IpNet::parse(text).ok_or_else(|| {
-        SpecError::new(
-            path,
-            format!("`{text}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"),
-        )
-    })
 }

@@ -56,10 +56,28 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/deny-all rule 0",
         },
         Row {
-            name: "§9 DENY with no rules matches nothing",
-            policies: vec![p("deny-none", json!({"action": "DENY"}))],
+            name: "builder.go getBadCustomDenyRules: CUSTOM without a known provider denies what its rules match",
+            policies: vec![
+                allow_all("allow-all"),
+                p(
+                    "ext-authz",
+                    json!({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}),
+                ),
+            ],
             request: mtls_from("foo"),
-            expect: "allowed: no ALLOW policy applies",
+            expect: "denied by CUSTOM policy foo/ext-authz rule 0",
+        },
+        Row {
+            name: "builder.go getBadCustomDenyRules: requests CUSTOM rules do not match go on to DENY and ALLOW",
+            policies: vec![
+                allow_all("allow-all"),
+                p(
+                    "ext-authz",
+                    json!({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{"to": [{"operation": {"paths": ["/admin"]}}]}]}),
+                ),
+            ],
+            request: mtls_from("foo"),
+            expect: "allowed by ALLOW policy foo/allow-all rule 0",
         },
         Row {
             name: "§9 DENY is evaluated before ALLOW",

@@ -100,10 +100,12 @@ fn rule() -> impl Strategy<Value = Value> {
         })
 }
 
-/// A policy spec with the given action (as a JSON value, `null` = the ALLOW default).
+/// A policy spec with the given action (as a JSON value, `null` = the ALLOW default). DENY needs at
+/// least one rule (Istio refuses a DENY without `rules`).
 fn spec_with(action: &'static str) -> impl Strategy<Value = Value> {
+    let min_rules = usize::from(action == "DENY");
     (
-        proptest::collection::vec(rule(), 0..3),
+        proptest::collection::vec(rule(), min_rules..3),
         proptest::option::of(pick(&["httpbin", "sleep"])),
     )
         .prop_map(move |(rules, app)| {
@@ -133,6 +135,7 @@ fn policies() -> impl Strategy<Value = Vec<PolicyObject>> {
                 namespace: namespace.into(),
                 name: format!("p{i}"),
                 creation_timestamp: None,
+                annotations: Default::default(),
                 spec,
             })
             .collect()
@@ -197,6 +200,7 @@ fn added(policies: &[PolicyObject], spec: Value) -> Vec<PolicyObject> {
         namespace: WORKLOAD_NS.into(),
         name: "added".into(),
         creation_timestamp: None,
+        annotations: Default::default(),
         spec,
     });
     more
@@ -232,7 +236,7 @@ proptest! {
         let mut existing = existing;
         existing.as_object_mut().expect("spec object").remove("selector");
         let mut policies = policies;
-        policies.push(PolicyObject { namespace: WORKLOAD_NS.into(), name: "existing".into(), creation_timestamp: None, spec: existing });
+        policies.push(PolicyObject { namespace: WORKLOAD_NS.into(), name: "existing".into(), creation_timestamp: None, annotations: Default::default(), spec: existing });
         prop_assert!(has_allow_policy(&policies));
         let before = decide(&policies, &request);
         let after = decide(&added(&policies, allow), &request);

@@ -60,12 +60,13 @@ fn find_pod(objects: &[Object], name: &str, namespace: &str) -> Result<PodView, 
         .ok_or_else(|| CliError::not_found("pods", name))
 }
 
-/// Who calls: identity (when mTLS applies), address, and how it is described.
+/// Who calls: identity (when mTLS applies), address, how it is described, and the pod whose sidecar
+/// configuration decides the client side of the connection (`None`: no sidecar, always plaintext).
 struct Caller {
     peer: Option<Peer>,
     ip: std::net::IpAddr,
     description: String,
-    has_sidecar: bool,
+    sidecar: Option<PodView>,
 }
 
 fn caller(
@@ -73,8 +74,9 @@ fn caller(
     trust_domain: &str,
     from: Option<&str>,
     from_namespace: Option<&str>,
-    server_namespace: &str,
+    server: &PodView,
 ) -> Result<Caller, CliError> {
+    let server_namespace = server.namespace.as_str();
     let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
     let identity = |ns: &str, sa: &str| format!("{trust_domain}/ns/{ns}/sa/{sa}");
     Ok(match (from, from_namespace) {
@@ -86,33 +88,34 @@ fn caller(
                 peer: Some(Peer::from_principal(&principal)),
                 ip: pod.pod_ip.map_or(unspecified, Into::into),
                 description: format!("{}.{} ({principal})", pod.name, pod.namespace),
-                has_sidecar: pod.has_sidecar(),
+                sidecar: pod.has_sidecar().then_some(pod),
             }
         }
         (None, Some(ns)) => {
             let principal = identity(ns, "default");
+            // A pod with a sidecar, no labels and service account `default` in `ns`: its DestinationRules
+            // and Sidecar resources are those of the namespace.
+            let mut pod = server.clone();
+            pod.namespace = ns.to_owned();
+            pod.name = String::new();
+            pod.uid = String::new();
+            pod.labels = Default::default();
+            pod.service_account = "default".into();
+            pod.pod_ip = None;
             Caller {
                 peer: Some(Peer::from_principal(&principal)),
                 ip: unspecified,
                 description: format!("a pod with a sidecar in namespace {ns} ({principal})"),
-                has_sidecar: true,
+                sidecar: Some(pod),
             }
         }
         (None, None) => Caller {
             peer: None,
             ip: unspecified,
             description: "a client without identity (no --from)".into(),
-            has_sidecar: false,
+            sidecar: None,
         },
     })
-}
-
-fn action_name(action: ironmesh_authz::Action) -> &'static str {
-    match action {
-        ironmesh_authz::Action::Allow => "ALLOW",
-        ironmesh_authz::Action::Deny => "DENY",
-        ironmesh_authz::Action::Audit => "AUDIT",
-    }
 }
 
 fn explain_line(line: &PolicyMatch) -> String {
@@ -126,12 +129,69 @@ fn explain_line(line: &PolicyMatch) -> String {
     } else {
         "rules"
     };
+    let dry_run = if line.dry_run { " (dry-run)" } else { "" };
     format!(
-        "  {:<6} {:<40} {} {rules:<6} {verdict}",
-        action_name(line.action),
+        "  {:<6} {:<40} {} {rules:<6} {verdict}{dry_run}",
+        line.action.to_string(),
         line.policy.to_string(),
         line.rule_count
     )
+}
+
+/// How the client side of the connection is made, from the caller's own sidecar configuration with the
+/// same decision its proxy takes ([`ironmesh_proto::client_uses_mtls`], [`ironmesh_proto::client_sni`]).
+enum ClientSide {
+    /// No sidecar on the caller: plaintext.
+    NoSidecar,
+    /// The caller's sidecar does not know the destination: REGISTRY_ONLY blocks it (502), ALLOW_ANY
+    /// passes it through in plaintext.
+    Unknown { registry_only: bool },
+    /// The caller's sidecar routes to the pod through `service`.
+    Routed {
+        service: String,
+        mtls: bool,
+        sni: String,
+        mode: String,
+    },
+}
+
+fn client_side(
+    caller: &Caller,
+    snapshot: &ClusterSnapshot,
+    server: &PodView,
+    port: u16,
+) -> ClientSide {
+    let Some(pod) = &caller.sidecar else {
+        return ClientSide::NoSidecar;
+    };
+    let config = snapshot.proxy_config(pod);
+    let server_ip = server.pod_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let route = config.services.iter().find_map(|service| {
+        let endpoint = service.endpoints.iter().find(|e| e.ip == server_ip)?;
+        let service_port = service
+            .ports
+            .iter()
+            .find(|p| p.target_port == u32::from(port))?;
+        Some((service, service_port, endpoint))
+    });
+    match route {
+        Some((service, service_port, endpoint)) => ClientSide::Routed {
+            service: format!("{}:{}", service.hostname, service_port.port),
+            mtls: ironmesh_proto::client_uses_mtls(service_port, endpoint, config.auto_mtls),
+            sni: ironmesh_proto::client_sni(service, service_port),
+            mode: service_port
+                .tls
+                .as_ref()
+                .map_or(pb::ClientTlsMode::Unspecified, |t| t.mode())
+                .as_str_name()
+                .to_owned(),
+        },
+        None => ClientSide::Unknown {
+            registry_only: config.workload.as_ref().is_some_and(|w| {
+                w.outbound_traffic_policy() == pb::OutboundTrafficPolicy::RegistryOnly
+            }),
+        },
+    }
 }
 
 /// The service name and port a request to `pod_ip:port` would carry as its Host.
@@ -190,9 +250,10 @@ fn check(
         &mesh.trust_domain,
         from.as_deref(),
         from_namespace.as_deref(),
-        &server.namespace,
+        &server,
     )?;
-    let config = ClusterSnapshot::new(objects, mesh).proxy_config(&server);
+    let snapshot = ClusterSnapshot::new(objects, mesh);
+    let config = snapshot.proxy_config(&server);
     let workload = config.workload.clone().unwrap_or_default();
     let inbound = match port {
         Some(port) => workload.ports.iter().find(|p| p.port == u32::from(port)),
@@ -207,7 +268,6 @@ fn check(
         protocol,
         pb::Protocol::Http | pb::Protocol::Http2 | pb::Protocol::Grpc
     );
-    let mtls = caller.has_sidecar && server.has_sidecar() && mode != pb::ServerMode::Disable;
 
     let _ = writeln!(
         out,
@@ -225,16 +285,78 @@ fn check(
         );
         return Ok(out);
     }
-    let peer_text = if mtls {
-        "over mTLS"
-    } else {
-        "in plaintext: identity fields never match"
+    let client = client_side(&caller, &snapshot, &server, port);
+    let (mtls, sni) = match &client {
+        ClientSide::NoSidecar => {
+            let _ = writeln!(
+                out,
+                "From {} in plaintext (no sidecar): identity fields never match",
+                caller.description
+            );
+            (false, None)
+        }
+        ClientSide::Unknown {
+            registry_only: true,
+        } => {
+            let _ = writeln!(
+                out,
+                "From {}: its sidecar does not know this destination and its outbound policy is REGISTRY_ONLY",
+                caller.description
+            );
+            let _ = writeln!(
+                out,
+                "Decision: blocked by the client's sidecar (502 for HTTP, closed for TCP), before any policy"
+            );
+            return Ok(out);
+        }
+        ClientSide::Unknown {
+            registry_only: false,
+        } => {
+            let _ = writeln!(
+                out,
+                "From {} in plaintext (its sidecar does not know this destination and passes it through): identity fields never match",
+                caller.description
+            );
+            (false, None)
+        }
+        ClientSide::Routed {
+            service,
+            mtls: true,
+            sni,
+            mode: client_mode,
+        } => {
+            let _ = writeln!(
+                out,
+                "From {} over mTLS (client TLS {client_mode} for {service}, SNI {sni})",
+                caller.description
+            );
+            (true, Some(sni.clone()))
+        }
+        ClientSide::Routed {
+            service,
+            mtls: false,
+            mode: client_mode,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "From {} in plaintext (client TLS {client_mode} for {service}): identity fields never match",
+                caller.description
+            );
+            (false, None)
+        }
     };
-    let _ = writeln!(out, "From {} {peer_text}", caller.description);
     if !mtls && mode == pb::ServerMode::Strict {
         let _ = writeln!(
             out,
             "Decision: connection reset (plaintext to a STRICT port), before any policy"
+        );
+        return Ok(out);
+    }
+    if mtls && mode == pb::ServerMode::Disable {
+        let _ = writeln!(
+            out,
+            "Decision: connection fails (mTLS to a DISABLE port: the server does not terminate it), before any policy"
         );
         return Ok(out);
     }
@@ -245,7 +367,7 @@ fn check(
         source_ip: caller.ip,
         destination_ip: server.pod_ip.map_or([0, 0, 0, 0].into(), Into::into),
         destination_port: port,
-        sni: None,
+        sni,
         http: http.then(|| Http {
             method: method.clone(),
             path: path.clone(),
@@ -342,7 +464,11 @@ mod tests {
             method: "GET".into(),
             port: None,
         };
-        check(objects, &MeshOptions::default(), &command).unwrap()
+        let mesh = MeshOptions {
+            auto_mtls: true,
+            ..MeshOptions::default()
+        };
+        check(objects, &mesh, &command).unwrap()
     }
 
     const ALLOW_FOO: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: allow-foo, namespace: foo}\nspec: {action: ALLOW, rules: [{from: [{source: {namespaces: [foo]}}]}]}\n---\n";
@@ -379,6 +505,87 @@ mod tests {
         assert!(
             legacy.contains("connection reset (plaintext to a STRICT port)"),
             "{legacy}"
+        );
+    }
+
+    const ALLOW_BAR_SLEEP: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: allow-bar, namespace: foo}\nspec: {rules: [{from: [{source: {principals: [cluster.local/ns/bar/sa/sleep]}}]}]}\n---\n";
+    const PERMISSIVE_FOO: &str = "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: PERMISSIVE}}\n---\n";
+    const BAR_DISABLES_TLS: &str = "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: no-tls, namespace: bar}\nspec: {host: httpbin.foo.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}\n---\n";
+
+    /// The client side comes from the caller's DestinationRule, as the data path decides it: a plaintext
+    /// client gets the 403 (PERMISSIVE) or the reset (STRICT) the real request gets.
+    #[test]
+    fn check_takes_the_clients_tls_from_its_destination_rule() {
+        let objects = cluster(&format!("{ALLOW_BAR_SLEEP}{PERMISSIVE_FOO}"));
+        let mtls = run_check(&objects, Some("sleep.bar"), "/ip");
+        assert!(
+            mtls.contains("over mTLS (client TLS AUTO for httpbin.foo.svc.cluster.local:8000, SNI outbound_.8000_._.httpbin.foo.svc.cluster.local)"),
+            "{mtls}"
+        );
+        assert!(
+            mtls.ends_with("Decision: allowed by ALLOW policy foo/allow-bar rule 0\n"),
+            "{mtls}"
+        );
+        let objects = cluster(&format!(
+            "{ALLOW_BAR_SLEEP}{PERMISSIVE_FOO}{BAR_DISABLES_TLS}"
+        ));
+        let plaintext = run_check(&objects, Some("sleep.bar"), "/ip");
+        assert!(
+            plaintext.contains(
+                "in plaintext (client TLS CLIENT_DISABLE for httpbin.foo.svc.cluster.local:8000)"
+            ),
+            "{plaintext}"
+        );
+        assert!(
+            plaintext.ends_with("Decision: denied: ALLOW policies apply (foo/allow-bar) but none matches -> 403 RBAC: access denied\n"),
+            "{plaintext}"
+        );
+        let objects = cluster(&format!("{ALLOW_BAR_SLEEP}{BAR_DISABLES_TLS}"));
+        let strict = run_check(&objects, Some("sleep.bar"), "/ip");
+        assert!(
+            strict.ends_with(
+                "Decision: connection reset (plaintext to a STRICT port), before any policy\n"
+            ),
+            "{strict}"
+        );
+        // Without a DestinationRule and with auto mTLS off (`ironmesh up` without --auto-mtls), the
+        // client sidecar sends plaintext too.
+        let objects = cluster(&format!("{ALLOW_BAR_SLEEP}{PERMISSIVE_FOO}"));
+        let command = AuthzCommand::Check {
+            pod: "httpbin.foo".into(),
+            namespace: None,
+            from: Some("sleep.bar".into()),
+            from_namespace: None,
+            path: "/ip".into(),
+            method: "GET".into(),
+            port: None,
+        };
+        let no_auto = check(&objects, &MeshOptions::default(), &command).unwrap();
+        assert!(
+            no_auto.contains("in plaintext (client TLS CLIENT_DISABLE"),
+            "{no_auto}"
+        );
+        assert!(no_auto.contains("-> 403 RBAC: access denied"), "{no_auto}");
+    }
+
+    #[test]
+    fn check_shows_custom_and_dry_run_policies() {
+        let custom = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: foo}\nspec: {action: CUSTOM, provider: {name: opa}, rules: [{to: [{operation: {paths: [/admin]}}]}]}\n---\n";
+        let dry = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: foo, annotations: {istio.io/dry-run: \"true\"}}\nspec: {action: DENY, rules: [{}]}\n---\n";
+        let objects = cluster(&format!("{custom}{dry}"));
+        let admin = run_check(&objects, Some("sleep.foo"), "/admin");
+        assert!(
+            admin.ends_with(
+                "Decision: denied by CUSTOM policy foo/ext rule 0 -> 403 RBAC: access denied\n"
+            ),
+            "{admin}"
+        );
+        let ip = run_check(&objects, Some("sleep.foo"), "/ip");
+        assert!(ip.contains("DENY   foo/deny-all"), "{ip}");
+        assert!(ip.contains("rule 0 matches (dry-run)"), "{ip}");
+        assert!(
+            ip.ends_with("Decision: allowed: no ALLOW policy applies; dry-run DENY policies would deny (matched foo/deny-all rule 0)\n"),
+            "{ip}"
         );
     }
 

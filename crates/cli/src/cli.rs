@@ -136,7 +136,7 @@ pub(crate) enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Show a pod's proxy configuration (`secret`).
+    /// Show a pod's proxy configuration (`secret`, or `cluster`: outbound clusters with TLS mode and SNI).
     ProxyConfig {
         what: String,
         pod: String,

@@ -169,9 +169,18 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             namespace,
             output,
         } => {
+            if what == "cluster" || what == "clusters" {
+                return block_on(Box::pin(proxy_config::cluster(
+                    &client,
+                    &home,
+                    &pod,
+                    namespace.as_deref().unwrap_or("default"),
+                    output.as_deref(),
+                )));
+            }
             if what != "secret" {
                 return Err(CliError::Usage(format!(
-                    "proxy-config shows `secret` only (got {what:?}): ironmesh proxy-config secret POD"
+                    "proxy-config shows `secret` or `cluster` (got {what:?}): ironmesh proxy-config secret|cluster POD"
                 )));
             }
             block_on(Box::pin(proxy_config::secret(

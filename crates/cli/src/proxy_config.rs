@@ -1,6 +1,6 @@
 //! `proxy-config secret POD [-o pem]`: the certificate chain a pod's proxy holds (its debugging copy under
 //! `pods/<ns>/<pod>/proxy/cert-chain.pem`), its SPIFFE ID, validity and next rotation, and the mesh's
-//! trust bundle.
+//! trust bundle. `proxy-config cluster POD [-o json]`: its outbound clusters, TLS mode and SNI.
 
 use std::path::Path;
 
@@ -171,4 +171,170 @@ fn pem_text(pem: &Pem) -> String {
     }
     out.push_str(&format!("-----END {}-----\n", pem.label));
     out
+}
+
+/// One outbound cluster row of `proxy-config cluster`: what the pod's sidecar does for a service port.
+fn cluster_rows(config: &ironmesh_proto::pb::ProxyConfig) -> Vec<Vec<String>> {
+    use ironmesh_proto::pb::ClientTlsMode;
+    let mut rows = vec![
+        [
+            "SERVICE FQDN",
+            "PORT",
+            "DIRECTION",
+            "TLS",
+            "SNI",
+            "ENDPOINTS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for service in &config.services {
+        for port in &service.ports {
+            let tls = port.tls.clone().unwrap_or_default();
+            let mode = ClientTlsMode::try_from(tls.mode).unwrap_or(ClientTlsMode::Unspecified);
+            // The SNI the sidecar sends when this cluster uses mTLS (see ironmesh_proto::client_sni).
+            let sni = match mode {
+                ClientTlsMode::IstioMutual | ClientTlsMode::Auto => {
+                    ironmesh_proto::client_sni(service, port)
+                }
+                _ => "-".to_owned(),
+            };
+            let endpoints: Vec<String> = service
+                .endpoints
+                .iter()
+                .filter(|e| !e.ip.is_empty())
+                .map(|e| format!("{}:{}", e.ip, port.target_port))
+                .collect();
+            rows.push(vec![
+                service.hostname.clone(),
+                port.port.to_string(),
+                "outbound".into(),
+                mode.as_str_name().to_owned(),
+                sni,
+                if endpoints.is_empty() {
+                    "-".into()
+                } else {
+                    endpoints.join(",")
+                },
+            ]);
+        }
+    }
+    rows
+}
+
+/// `proxy-config cluster POD`: the outbound clusters the pod's sidecar is configured with, computed from
+/// the stored resources as the control plane computes the pushed configuration, with each cluster's TLS
+/// mode and the SNI its mTLS connections carry (`outbound_.<port>_._.<FQDN>`).
+pub(crate) async fn cluster(
+    client: &ApiClient,
+    home: &Home,
+    pod: &str,
+    namespace: &str,
+    output: Option<&str>,
+) -> Result<(), CliError> {
+    use ironmesh_api::Object;
+    use ironmesh_control::objects::PodView;
+    use ironmesh_control::proxy_config::ClusterSnapshot;
+    let mesh = ironmesh_control::MeshOptions::load(home.root())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let objects: Vec<Object> = client
+        .list(None, None, None)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect();
+    let view = objects
+        .iter()
+        .filter(|o| o.kind == "Pod")
+        .map(PodView::of)
+        .find(|p| p.name == pod && p.namespace == namespace)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "pod \"{pod}\" not found in namespace \"{namespace}\"; list pods with `ironmesh get pods -n {namespace}`"
+            ))
+        })?;
+    let config = ClusterSnapshot::new(&objects, &mesh).proxy_config(&view);
+    let rows = cluster_rows(&config);
+    match output {
+        None => print!("{}", render(&rows)),
+        Some("json") => {
+            let header = &rows[0];
+            let items: Vec<serde_json::Value> = rows[1..]
+                .iter()
+                .map(|row| {
+                    header
+                        .iter()
+                        .zip(row)
+                        .map(|(k, v)| (k.to_ascii_lowercase().replace(' ', "_"), v.clone().into()))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into()
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&items).unwrap_or_default()
+            );
+        }
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "unknown output format {other:?}; use `-o json` or leave -o out"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use ironmesh_proto::pb;
+
+    #[test]
+    fn clusters_show_the_sni_of_mtls_ports() {
+        let config = pb::ProxyConfig {
+            services: vec![pb::Service {
+                hostname: "httpbin.foo.svc.cluster.local".into(),
+                ports: vec![
+                    pb::ServicePort {
+                        port: 8000,
+                        target_port: 80,
+                        tls: Some(pb::ClientTls {
+                            mode: pb::ClientTlsMode::Auto as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    pb::ServicePort {
+                        port: 9000,
+                        target_port: 9000,
+                        tls: Some(pb::ClientTls {
+                            mode: pb::ClientTlsMode::ClientDisable as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                endpoints: vec![pb::Endpoint {
+                    ip: "198.18.0.5".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rows = super::cluster_rows(&config);
+        assert_eq!(
+            rows[1],
+            [
+                "httpbin.foo.svc.cluster.local",
+                "8000",
+                "outbound",
+                "AUTO",
+                "outbound_.8000_._.httpbin.foo.svc.cluster.local",
+                "198.18.0.5:80"
+            ]
+        );
+        assert_eq!(rows[2][3], "CLIENT_DISABLE");
+        assert_eq!(rows[2][4], "-");
+    }
 }

@@ -202,3 +202,209 @@ fn root_namespace_isolation_path_deny_and_registry_only_egress() {
     );
     assert_eq!(c.call("foo", "foo"), "200/0", "foo's egress is untouched");
 }
+
+fn policy_yaml(name: &str, namespace: &str, annotations: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: {namespace}\n{annotations}spec:\n{spec}"
+    )
+}
+
+const DRY_RUN: &str = "  annotations:\n    istio.io/dry-run: \"true\"\n";
+const ENFORCED: &str = "  annotations:\n    istio.io/dry-run: \"false\"\n";
+const DENY_ALL: &str = "  action: DENY\n  rules:\n  - {}\n";
+
+/// foo's httpbin denies every connection opened with the SNI its clients' sidecars send for port 8000.
+const DENY_SNI: &str = "  action: DENY\n  rules:\n  - when:\n    - key: connection.sni\n      values: [\"outbound_.8000_._.httpbin.foo.svc.cluster.local\"]\n";
+
+/// bar's httpbin: only foo's `default` service account, and never `/status/<one segment>`.
+const ALLOW_FOO_DEFAULT_SA: &str = "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        serviceAccounts: [\"foo/default\"]\n";
+const DENY_STATUS_TEMPLATE: &str =
+    "  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/status/{*}\"]\n";
+
+/// foo's sidecars call bar's httpbin in plaintext.
+const FOO_TO_BAR_PLAINTEXT: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: bar-plaintext\n  namespace: foo\nspec:\n  host: httpbin.bar.svc.cluster.local\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n";
+
+impl Cluster {
+    /// Calls `src -> dst` until the sidecar of `dst`'s httpbin has a metric line with all `needles`, and
+    /// checks that every call in the meantime got `want`; fails if the line never appears.
+    fn calls_until_metric(&self, src: &str, dst: &str, want: &str, needles: &[&str]) -> String {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            assert_eq!(self.call(src, dst), want, "{src} -> {dst}");
+            let metrics = self.proxy_metrics("httpbin", dst);
+            if let Some(line) = metrics
+                .lines()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no metric line with {needles:?} after {SETTLE:?}:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Issue 12: dry-run policies are evaluated and counted but never enforced; sidecars send Envoy's SNI and
+/// `connection.sni` matches it; path templates and serviceAccounts are enforced; `authz check` computes a
+/// plaintext client (no sidecar, or a DestinationRule with `tls.mode: DISABLE`) as the data path does.
+#[test]
+fn root_dry_run_sni_templates_service_accounts_and_plaintext_check() {
+    let c = Cluster::up();
+    for ns in ["foo", "bar"] {
+        c.ok(&["create", "ns", ns]);
+        c.apply_injected("httpbin/httpbin.yaml", ns);
+        c.apply_injected("sleep/sleep.yaml", ns);
+    }
+    c.ok(&["create", "ns", "legacy"]);
+    let sleep = samples().join("sleep/sleep.yaml");
+    c.ok(&["apply", "-f", sleep.to_str().unwrap(), "-n", "legacy"]);
+    // PERMISSIVE servers (no mesh policy), ISTIO_MUTUAL clients.
+    c.apply("rule.yaml", ISTIO_MUTUAL_EVERYWHERE);
+    for src in ["foo", "bar", "legacy"] {
+        c.wait_for(src, "foo", "200/0", READY);
+        c.wait_for(src, "bar", "200/0", READY);
+    }
+
+    // A dry-run DENY-all: every call still succeeds, and the sidecar counts what it would have denied.
+    c.apply(
+        "deny-all.yaml",
+        &policy_yaml("deny-all", "foo", DRY_RUN, DENY_ALL),
+    );
+    let line = c.calls_until_metric(
+        "bar",
+        "foo",
+        "200/0",
+        &[
+            "ironmesh_authz_dry_run_total{",
+            "action=\"DENY\"",
+            "result=\"denied\"",
+            "policy=\"foo/deny-all\"",
+        ],
+    );
+    assert!(line.contains("protocol=\"http\""), "{line}");
+    assert_eq!(c.call("legacy", "foo"), "200/0");
+    assert!(
+        !c.proxy_metrics("httpbin", "foo")
+            .contains("ironmesh_authz_denied_total{"),
+        "a dry run denies nothing"
+    );
+    let explained = c.ok(&[
+        "authz",
+        "check",
+        &c.pod("httpbin", "foo"),
+        "-n",
+        "foo",
+        "--from",
+        &format!("{}.bar", c.pod("sleep", "bar")),
+    ]);
+    assert!(
+        explained.contains("dry-run DENY policies would deny (matched foo/deny-all rule 0)"),
+        "{explained}"
+    );
+    // `istio.io/dry-run: "false"` enforces the same policy.
+    c.apply(
+        "deny-all.yaml",
+        &policy_yaml("deny-all", "foo", ENFORCED, DENY_ALL),
+    );
+    c.wait_for("bar", "foo", "403/0", SETTLE);
+    c.ok(&["delete", "authorizationpolicy", "deny-all", "-n", "foo"]);
+    c.wait_for("bar", "foo", "200/0", SETTLE);
+
+    // connection.sni: the client sidecars' SNI for httpbin.foo:8000 is denied; plaintext has no SNI.
+    let clusters = c.ok(&[
+        "proxy-config",
+        "cluster",
+        &c.pod("sleep", "bar"),
+        "-n",
+        "bar",
+    ]);
+    assert!(
+        clusters
+            .lines()
+            .any(|l| l.contains("httpbin.foo.svc.cluster.local")
+                && l.contains("ISTIO_MUTUAL")
+                && l.contains("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
+        "{clusters}"
+    );
+    c.apply(
+        "deny-sni.yaml",
+        &policy_yaml("deny-sni", "foo", "", DENY_SNI),
+    );
+    c.wait_for("bar", "foo", "403/0", SETTLE);
+    assert_eq!(c.call("foo", "foo"), "403/0");
+    assert_eq!(c.call("legacy", "foo"), "200/0", "plaintext sends no SNI");
+    assert_eq!(c.call("bar", "bar"), "200/0", "bar's SNI names bar");
+    c.ok(&["delete", "authorizationpolicy", "deny-sni", "-n", "foo"]);
+
+    // serviceAccounts and a `{*}` path template on bar's httpbin.
+    c.apply(
+        "allow-sa.yaml",
+        &policy_yaml("allow-foo-default", "bar", "", ALLOW_FOO_DEFAULT_SA),
+    );
+    c.apply(
+        "deny-status.yaml",
+        &policy_yaml("deny-status", "bar", "", DENY_STATUS_TEMPLATE),
+    );
+    c.wait_for("bar", "bar", "403/0", SETTLE);
+    c.wait_for_path("foo", "bar", "/status/200", "403/0", SETTLE);
+    assert_eq!(c.call("foo", "bar"), "200/0", "foo/default is allowed");
+    assert_eq!(
+        c.call_path("foo", "bar", "/status/200/x"),
+        "404/0",
+        "{{*}} is one segment: allowed, and httpbin has no such page"
+    );
+    assert_eq!(
+        c.call("legacy", "bar"),
+        "403/0",
+        "plaintext has no service account"
+    );
+
+    // authz check for the plaintext caller without a sidecar: the same 403 as the real request.
+    let explained = c.ok(&[
+        "authz",
+        "check",
+        &c.pod("httpbin", "bar"),
+        "-n",
+        "bar",
+        "--from",
+        &format!("{}.legacy", c.pod("sleep", "legacy")),
+    ]);
+    assert!(
+        explained.contains("in plaintext (no sidecar)"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains(
+            "Decision: denied: ALLOW policies apply (bar/allow-foo-default) but none matches -> 403"
+        ),
+        "{explained}"
+    );
+    // foo's sidecar told by a DestinationRule to send plaintext to bar: the real request and the check
+    // agree on 403 (identity lost), where mTLS was allowed.
+    c.apply("bar-plaintext.yaml", FOO_TO_BAR_PLAINTEXT);
+    c.wait_for("foo", "bar", "403/0", SETTLE);
+    let explained = c.ok(&[
+        "authz",
+        "check",
+        &c.pod("httpbin", "bar"),
+        "-n",
+        "bar",
+        "--from",
+        &format!("{}.foo", c.pod("sleep", "foo")),
+    ]);
+    assert!(
+        explained.contains(
+            "in plaintext (client TLS CLIENT_DISABLE for httpbin.bar.svc.cluster.local:8000)"
+        ),
+        "{explained}"
+    );
+    assert!(
+        explained.contains(
+            "Decision: denied: ALLOW policies apply (bar/allow-foo-default) but none matches -> 403"
+        ),
+        "{explained}"
+    );
+}

@@ -25,6 +25,7 @@ fn policy_object(object: &Object) -> PolicyObject {
         namespace: object.metadata.namespace.clone().unwrap_or_default(),
         name: object.metadata.name.clone(),
         creation_timestamp: object.metadata.creation_timestamp.clone(),
+        annotations: object.metadata.annotations.clone(),
         spec: object.spec().clone(),
     }
 }
@@ -383,7 +384,7 @@ mod tests {
             .unwrap();
         stored.body.insert(
             "spec".into(),
-            json!({"rules": [{"to": [{"operation": {"paths": ["/a/{*}"]}}]}]}),
+            json!({"rules": [{"to": [{"operation": {"paths": ["/a/{id}"]}}]}]}),
         );
         assert_eq!(policies_of(&objects, "foo", "httpbin"), ["foo/templated"]);
         assert!(policies_of(&objects, "bar", "httpbin").is_empty());

@@ -193,13 +193,21 @@ impl ClusterSnapshot {
                     | ClientTlsMode::Simple
                     | ClientTlsMode::Mutual => pb::ClientTlsMode::ClientDisable,
                 };
+                // Envoy's cluster SNI for mesh mTLS (ISTIO_MUTUAL and auto mTLS alike):
+                // `outbound_.<port>_._.<FQDN>` unless the DestinationRule sets `tls.sni`.
+                let sni = match mode {
+                    pb::ClientTlsMode::IstioMutual | pb::ClientTlsMode::Auto => decision
+                        .sni
+                        .unwrap_or_else(|| format!("outbound_.{}_._.{hostname}", port.port)),
+                    _ => decision.sni.unwrap_or_default(),
+                };
                 pb::ServicePort {
                     port: u32::from(port.port),
                     target_port: u32::from(first_target(port)),
                     protocol: protocol(app_protocol(port)) as i32,
                     tls: Some(pb::ClientTls {
                         mode: mode as i32,
-                        sni: decision.sni.unwrap_or_default(),
+                        sni,
                         subject_alt_names: decision.subject_alt_names,
                     }),
                 }

@@ -193,8 +193,10 @@ impl WorkloadCertificates {
     }
 
     /// An outbound config that presents our certificate and accepts only a server whose URI SAN is one
-    /// of `expected` (secure naming). Connect with any `ServerName`; it is not checked and sends no SNI
-    /// when it is an IP address. Build once per destination and reuse: it follows rotations.
+    /// of `expected` (secure naming). The `ServerName` given at connect time is never checked: a DNS name is
+    /// sent as SNI (sidecars send Envoy's `outbound_.<port>_._.<service FQDN>`, which the server side
+    /// matches with `connection.sni`); an IP address sends none. Build once per destination and reuse: it
+    /// follows rotations.
     pub fn client_config(&self, expected: &[SpiffeId], alpn: Vec<Vec<u8>>) -> Arc<ClientConfig> {
         let provider = mesh_provider();
         let verifier = Arc::new(SecureNamingServerVerifier {
@@ -213,7 +215,7 @@ impl WorkloadCertificates {
         config.alpn_protocols = alpn;
         // Session tickets would let a resumed session skip our verifier after a root retirement.
         config.resumption = rustls::client::Resumption::disabled();
-        config.enable_sni = false;
+        config.enable_sni = true;
         Arc::new(config)
     }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use ironmesh_authz::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyObject};
+use ironmesh_authz::{
+    AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, DRY_RUN_ANNOTATION, PolicyObject,
+};
 
 use crate::pb;
 use crate::validate::ConfigRejection;
@@ -20,6 +22,12 @@ impl From<&PolicyObject> for pb::AuthorizationPolicy {
             name: object.name.clone(),
             creation_timestamp: object.creation_timestamp.clone().unwrap_or_default(),
             spec_json: object.spec.to_string(),
+            annotations: object
+                .annotations
+                .iter()
+                .filter(|(key, _)| key.as_str() == DRY_RUN_ANNOTATION)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
         }
     }
 }
@@ -35,6 +43,11 @@ pub fn policy_object(policy: &pb::AuthorizationPolicy) -> Result<PolicyObject, C
         name: policy.name.clone(),
         creation_timestamp: (!policy.creation_timestamp.is_empty())
             .then(|| policy.creation_timestamp.clone()),
+        annotations: policy
+            .annotations
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
         spec,
     })
 }
@@ -74,6 +87,28 @@ pub fn applied_policies(workload: &pb::Workload) -> Result<AppliedPolicies, Conf
     Ok(index.policies_for(&workload.namespace, &labels))
 }
 
+/// Whether a client sidecar opens mTLS to `endpoint` for `port`, as the data path decides it: ISTIO_MUTUAL
+/// always, AUTO (no DestinationRule TLS) when auto mTLS is on and the endpoint's sidecar accepts mTLS,
+/// never otherwise. The proxy's dialer and `ironmesh authz check` both call this.
+pub fn client_uses_mtls(port: &pb::ServicePort, endpoint: &pb::Endpoint, auto_mtls: bool) -> bool {
+    let mode = port.tls.as_ref().map_or(0, |tls| tls.mode);
+    match pb::ClientTlsMode::try_from(mode) {
+        Ok(pb::ClientTlsMode::IstioMutual) => true,
+        Ok(pb::ClientTlsMode::Auto) => auto_mtls && endpoint.mtls_ready,
+        _ => false,
+    }
+}
+
+/// The SNI a client sidecar sends with mTLS on `port`: the DestinationRule's `tls.sni`, else Envoy's
+/// cluster name `outbound_.<port>_._.<service FQDN>` (as Istio sets it for ISTIO_MUTUAL and auto mTLS).
+pub fn client_sni(service: &pb::Service, port: &pb::ServicePort) -> String {
+    port.tls
+        .as_ref()
+        .map(|tls| tls.sni.clone())
+        .filter(|sni| !sni.is_empty())
+        .unwrap_or_else(|| format!("outbound_.{}_._.{}", port.port, service.hostname))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +125,7 @@ mod tests {
                     name: (*name).into(),
                     creation_timestamp: String::new(),
                     spec_json: (*spec).into(),
+                    annotations: Default::default(),
                 })
                 .collect(),
             ..Default::default()
@@ -108,10 +144,59 @@ mod tests {
     }
 
     #[test]
+    fn the_dry_run_annotation_travels_with_the_policy() {
+        let object = PolicyObject {
+            namespace: "foo".into(),
+            name: "p".into(),
+            creation_timestamp: None,
+            annotations: [
+                (DRY_RUN_ANNOTATION.to_owned(), "true".to_owned()),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                    "{}".to_owned(),
+                ),
+            ]
+            .into(),
+            spec: serde_json::json!({"action": "DENY", "rules": [{}]}),
+        };
+        let pushed = pb::AuthorizationPolicy::from(&object);
+        assert_eq!(pushed.annotations.len(), 1);
+        let back = policy_object(&pushed).unwrap();
+        assert_eq!(
+            back.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str),
+            Some("true")
+        );
+    }
+
+    #[test]
+    fn the_client_sni_is_envoys_cluster_name_unless_the_rule_sets_one() {
+        let service = pb::Service {
+            hostname: "httpbin.foo.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        let mut port = pb::ServicePort {
+            port: 8000,
+            tls: Some(pb::ClientTls::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            client_sni(&service, &port),
+            "outbound_.8000_._.httpbin.foo.svc.cluster.local"
+        );
+        port.tls.as_mut().unwrap().sni = "custom.example".into();
+        assert_eq!(client_sni(&service, &port), "custom.example");
+    }
+
+    #[test]
     fn a_bad_policy_is_refused_by_name() {
         let rejection =
             applied_policies(&workload(&[("custom", r#"{"action":"CUSTOM"}"#)])).unwrap_err();
         assert_eq!(rejection.resource, "authorizationpolicy/foo/custom");
+        assert!(
+            rejection.reason.contains("CUSTOM action without `rules`"),
+            "{}",
+            rejection.reason
+        );
         let rejection = applied_policies(&workload(&[("broken", "{not json")])).unwrap_err();
         assert_eq!(rejection.resource, "authorizationpolicy/foo/broken");
     }

@@ -19,7 +19,7 @@ pub mod pb {
     tonic::include_proto!("ironmesh.mesh.v1");
 }
 
-pub use authz::{applied_policies, policy_object, policy_resource};
+pub use authz::{applied_policies, client_sni, client_uses_mtls, policy_object, policy_resource};
 pub use client::{ClientError, ConfigClient, ConfigClientOptions, ExtraValidator, TokenSource};
 pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
 pub use hub::{

@@ -9,15 +9,17 @@ use ironmesh_authz::{Action, Decision, Http, Peer, Request};
 use ironmesh_identity::SpiffeId;
 
 use crate::context::Context;
-use crate::metrics::DenialLabels;
+use crate::metrics::{DenialLabels, DryRunLabels};
 use crate::upstream::{ProxyBody, error_response};
 
 /// Envoy's body for a request its RBAC filter denied.
 pub(crate) const RBAC_DENIED_BODY: &str = "RBAC: access denied";
 
-/// The attributes of one inbound connection, without HTTP (how a TCP port is evaluated).
+/// The attributes of one inbound connection, without HTTP (how a TCP port is evaluated). `sni` is the
+/// server name of the client's TLS ClientHello (`connection.sni`), for mTLS and passed-through TLS alike.
 pub(crate) fn connection_request(
     peer: Option<&SpiffeId>,
+    sni: Option<&str>,
     source: SocketAddr,
     original: SocketAddr,
 ) -> Request {
@@ -26,7 +28,7 @@ pub(crate) fn connection_request(
         source_ip: source.ip(),
         destination_ip: original.ip(),
         destination_port: original.port(),
-        sni: None,
+        sni: sni.map(str::to_owned),
         http: None,
     }
 }
@@ -71,6 +73,7 @@ pub(crate) fn denied_by(decision: &Decision) -> (String, &'static str) {
                 Action::Deny => "DENY",
                 Action::Allow => "ALLOW",
                 Action::Audit => "AUDIT",
+                Action::Custom => "CUSTOM",
             },
         ),
         None => (
@@ -85,16 +88,46 @@ pub(crate) fn denied_by(decision: &Decision) -> (String, &'static str) {
     }
 }
 
-/// Evaluates `request` against the workload's current policies; a denial is counted and logged.
+/// Evaluates `request` against the workload's current policies; a denial is counted and logged, and so
+/// is every dry-run (shadow) result, which never changes the decision.
 pub(crate) fn authorize(context: &Context, request: &Request) -> Decision {
     let decision = context.index.load().authz.evaluate(request);
+    let protocol = if request.http.is_some() {
+        "http"
+    } else {
+        "tcp"
+    };
+    for dry_run in &decision.dry_run {
+        let policy = dry_run
+            .by
+            .as_ref()
+            .map(|by| format!("{}/{}", by.namespace, by.name))
+            .unwrap_or_default();
+        let result = if dry_run.allowed { "allowed" } else { "denied" };
+        context
+            .metrics
+            .authz_dry_run
+            .get_or_create(&DryRunLabels {
+                action: dry_run.action.to_string(),
+                result: result.to_owned(),
+                policy: policy.clone(),
+                protocol: protocol.to_owned(),
+            })
+            .inc();
+        tracing::info!(
+            target: "access",
+            reporter = "destination",
+            source = %request.source_ip,
+            port = request.destination_port,
+            source_principal = request.peer.as_ref().map_or("unknown", |p| p.principal.as_str()),
+            shadow_engine_result = result,
+            shadow_effective_policy_id = %policy,
+            protocol,
+            "dry-run authorization (not enforced): {dry_run}"
+        );
+    }
     if !decision.allowed {
         let (policy, action) = denied_by(&decision);
-        let protocol = if request.http.is_some() {
-            "http"
-        } else {
-            "tcp"
-        };
         context
             .metrics
             .authz_denied

@@ -76,8 +76,15 @@ async fn peek_first_bytes(stream: &TcpStream, timeout: Duration) -> Option<First
     }
 }
 
-/// Reads (without consuming) the ClientHello's ALPN list; `None` if it is not parseable in time.
-async fn peek_client_hello_alpn(stream: &TcpStream, timeout: Duration) -> Option<Vec<Vec<u8>>> {
+/// What the proxy reads from a ClientHello before deciding to terminate or pass TLS through.
+struct ClientHello {
+    alpn: Vec<Vec<u8>>,
+    /// The server name (SNI) the client asked for (Envoy's `requested_server_name`, `connection.sni`).
+    sni: Option<String>,
+}
+
+/// Reads (without consuming) the ClientHello's ALPN list and SNI; `None` if it is not parseable in time.
+async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Option<ClientHello> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buffer = vec![0u8; 4096];
     loop {
@@ -95,11 +102,12 @@ async fn peek_client_hello_alpn(stream: &TcpStream, timeout: Duration) -> Option
         }
         match acceptor.accept() {
             Ok(Some(accepted)) => {
-                let alpn = accepted
-                    .client_hello()
-                    .alpn()
-                    .map(|list| list.map(<[u8]>::to_vec).collect());
-                return Some(alpn.unwrap_or_default());
+                let hello = accepted.client_hello();
+                let alpn = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect());
+                return Some(ClientHello {
+                    alpn: alpn.unwrap_or_default(),
+                    sni: hello.server_name().map(str::to_owned),
+                });
             }
             Ok(None) => {}
             Err(_) => return None,
@@ -181,8 +189,11 @@ async fn handle(
                 pools,
                 stream,
                 (app, original, peer),
-                None,
-                None,
+                Downstream {
+                    peer: None,
+                    sni: None,
+                    xfcc: None,
+                },
             );
             until_revoked(
                 &context,
@@ -195,7 +206,7 @@ async fn handle(
             .await
         }
         InboundAction::ForwardRaw => {
-            let request = connection_request(None, peer, original);
+            let request = connection_request(None, None, peer, original);
             if !http && !authorize(&context, &request).allowed {
                 return;
             }
@@ -216,18 +227,23 @@ async fn handle(
             .await
         }
         InboundAction::ReadClientHello => {
+            let mut sni = None;
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
             } else {
-                match peek_client_hello_alpn(&stream, peek_timeout).await {
-                    Some(alpn) => after_client_hello(mode, alpn.iter().map(Vec::as_slice)),
+                match peek_client_hello(&stream, peek_timeout).await {
+                    Some(hello) => {
+                        sni = hello.sni;
+                        after_client_hello(mode, hello.alpn.iter().map(Vec::as_slice))
+                    }
                     None => TlsAction::PassThrough,
                 }
             };
             match action {
                 TlsAction::PassThrough => {
-                    // The application's own TLS: no identity and no HTTP attributes to read.
-                    let request = connection_request(None, peer, original);
+                    // The application's own TLS: no identity and no HTTP attributes to read, but its
+                    // SNI (Envoy's tls_inspector reads it for `connection.sni`).
+                    let request = connection_request(None, sni.as_deref(), peer, original);
                     if !authorize(&context, &request).allowed {
                         return;
                     }
@@ -361,6 +377,8 @@ async fn terminate(
     };
     let connection = tls.get_ref().1;
     let peer = peer_identity(connection);
+    // The client sidecar's SNI (`outbound_.<port>_._.<service FQDN>`), matched by `connection.sni`.
+    let sni = connection.server_name().map(str::to_owned);
     let leaf_hash = connection
         .peer_certificates()
         .and_then(|chain| chain.first())
@@ -373,7 +391,7 @@ async fn terminate(
                 .collect::<String>()
         });
     if !http {
-        let request = connection_request(peer.as_ref(), source, original);
+        let request = connection_request(peer.as_ref(), sni.as_deref(), source, original);
         if !authorize(&context, &request).allowed {
             // Dropping the TLS stream closes the connection, as Envoy's network RBAC filter does.
             return;
@@ -405,10 +423,21 @@ async fn terminate(
         pools,
         tls,
         (app, original, source),
-        peer,
-        Some(xfcc),
+        Downstream {
+            peer,
+            sni,
+            xfcc: Some(xfcc),
+        },
     )
     .await
+}
+
+/// What an HTTP connection's requests share: the mTLS peer, the SNI it was opened with, and the
+/// `X-Forwarded-Client-Cert` to send upstream (all `None` for plaintext).
+struct Downstream {
+    peer: Option<SpiffeId>,
+    sni: Option<String>,
+    xfcc: Option<HeaderValue>,
 }
 
 /// Serves HTTP from a downstream connection (mTLS-terminated, or plaintext under policies), authorizing
@@ -418,27 +447,15 @@ async fn serve_http<T>(
     pools: Arc<Pools>,
     io: T,
     addresses: (SocketAddr, SocketAddr, SocketAddr),
-    peer: Option<SpiffeId>,
-    xfcc: Option<HeaderValue>,
+    downstream: Downstream,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new((peer, xfcc));
+    let shared = Arc::new(downstream);
     let draining = context.clone();
     let handler = move |request: http::Request<Incoming>| {
         let (context, pools, shared) = (context.clone(), pools.clone(), shared.clone());
-        async move {
-            let (peer, xfcc) = &*shared;
-            forward(
-                &context,
-                &pools,
-                request,
-                addresses,
-                xfcc.as_ref(),
-                peer.as_ref(),
-            )
-            .await
-        }
+        async move { forward(&context, &pools, request, addresses, &shared).await }
     };
     serve_http_until_drained(&draining, io, handler, "inbound").await;
 }
@@ -448,9 +465,9 @@ async fn forward(
     pools: &Pools,
     mut request: http::Request<Incoming>,
     (app, original, source): (SocketAddr, SocketAddr, SocketAddr),
-    xfcc: Option<&HeaderValue>,
-    peer: Option<&SpiffeId>,
+    downstream: &Downstream,
 ) -> http::Response<ProxyBody> {
+    let (peer, xfcc) = (downstream.peer.as_ref(), downstream.xfcc.as_ref());
     if let Err(error) = normalize_host(&mut request) {
         tracing::info!(target: "access", reporter = "destination", %error, "bad request");
         return error_response(StatusCode::BAD_REQUEST, format!("bad request: {error}"));
@@ -468,7 +485,7 @@ async fn forward(
     };
     // Skip building the attributes when no policy applies (the common case stays allocation-free).
     let denied = !context.index.load().authz.is_empty() && {
-        let mut attributes = connection_request(peer, source, original);
+        let mut attributes = connection_request(peer, downstream.sni.as_deref(), source, original);
         attributes.http = Some(http_attributes(&request));
         !authorize(context, &attributes).allowed
     };

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ironmesh_authz::{AppliedPolicies, AuthzIndex, PolicyObject};
 use ironmesh_identity::SpiffeId;
 use ironmesh_proto::pb::{
-    ClientTlsMode, Endpoint, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode, Service,
-    ServicePort,
+    Endpoint, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode, Service, ServicePort,
 };
 
 /// Whether a port is proxied as HTTP (Istio: http, http2, grpc) or copied as TCP.
@@ -45,8 +44,12 @@ pub(crate) struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UpstreamTls {
     Plaintext,
-    /// mTLS; the server must prove one of these identities (secure naming).
-    Mutual(Vec<SpiffeId>),
+    /// mTLS; the server must prove one of the `expected` identities (secure naming). `sni` is sent in
+    /// the ClientHello, as Envoy sends its cluster's SNI (`outbound_.<port>_._.<service FQDN>`).
+    Mutual {
+        expected: Vec<SpiffeId>,
+        sni: Option<Arc<str>>,
+    },
 }
 
 #[derive(Default)]
@@ -210,6 +213,7 @@ fn compile_policies(workload: &ironmesh_proto::pb::Workload) -> AppliedPolicies 
                 namespace: workload.namespace.clone(),
                 name: "invalid-authorization-policies".into(),
                 creation_timestamp: None,
+                annotations: Default::default(),
                 spec: serde_json::json!({}),
             };
             AuthzIndex::new([allow_nothing], &workload.namespace)
@@ -224,31 +228,37 @@ fn parse_ids<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<SpiffeId> {
 }
 
 /// ISTIO_MUTUAL: mTLS checked against the SANs (or the endpoint's identity); DISABLE: plaintext;
-/// AUTO: mTLS iff auto mTLS is on and the endpoint has a sidecar that accepts it.
+/// AUTO: mTLS iff auto mTLS is on and the endpoint has a sidecar that accepts it
+/// ([`ironmesh_proto::client_uses_mtls`], which `ironmesh authz check` uses too).
 pub(crate) fn client_tls(
-    _service: &Service,
+    service: &Service,
     port: &ServicePort,
     endpoint: &Endpoint,
     auto_mtls: bool,
 ) -> UpstreamTls {
-    let tls = port.tls.clone().unwrap_or_default();
-    let endpoint_ids = || parse_ids(std::iter::once(&endpoint.spiffe_id));
-    match ClientTlsMode::try_from(tls.mode) {
-        Ok(ClientTlsMode::IstioMutual) if !tls.subject_alt_names.is_empty() => {
-            UpstreamTls::Mutual(parse_ids(tls.subject_alt_names.iter()))
-        }
-        Ok(ClientTlsMode::IstioMutual) => UpstreamTls::Mutual(endpoint_ids()),
-        Ok(ClientTlsMode::Auto) if auto_mtls && endpoint.mtls_ready => {
-            UpstreamTls::Mutual(endpoint_ids())
-        }
-        _ => UpstreamTls::Plaintext,
+    if !ironmesh_proto::client_uses_mtls(port, endpoint, auto_mtls) {
+        return UpstreamTls::Plaintext;
+    }
+    let sans = port
+        .tls
+        .as_ref()
+        .map(|tls| tls.subject_alt_names.as_slice())
+        .unwrap_or_default();
+    let expected = if sans.is_empty() {
+        parse_ids(std::iter::once(&endpoint.spiffe_id))
+    } else {
+        parse_ids(sans.iter())
+    };
+    UpstreamTls::Mutual {
+        expected,
+        sni: Some(ironmesh_proto::client_sni(service, port).into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironmesh_proto::pb::{ClientTls, InboundPort, Workload};
+    use ironmesh_proto::pb::{ClientTls, ClientTlsMode, InboundPort, Workload};
 
     fn config(mode: ClientTlsMode) -> ProxyConfig {
         ProxyConfig {
@@ -312,7 +322,9 @@ mod tests {
     fn auto_mtls_follows_the_endpoint_and_istio_mutual_always_encrypts() {
         let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
         let with_sidecar = index.route("10.0.0.1:80".parse().unwrap()).unwrap();
-        assert!(matches!(with_sidecar.tls, UpstreamTls::Mutual(ref ids) if ids.len() == 1));
+        assert!(
+            matches!(with_sidecar.tls, UpstreamTls::Mutual { ref expected, .. } if expected.len() == 1)
+        );
         assert_eq!(
             index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
             UpstreamTls::Plaintext
@@ -320,7 +332,7 @@ mod tests {
         let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::IstioMutual)));
         assert!(matches!(
             index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
-            UpstreamTls::Mutual(_)
+            UpstreamTls::Mutual { .. }
         ));
         let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::ClientDisable)));
         assert_eq!(
@@ -365,6 +377,7 @@ mod tests {
                 name: "custom".into(),
                 creation_timestamp: String::new(),
                 spec_json: r#"{"action":"CUSTOM"}"#.into(),
+                annotations: Default::default(),
             });
         let index = ConfigIndex::new(Arc::new(config));
         assert!(index.registry_only);

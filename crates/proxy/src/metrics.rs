@@ -55,6 +55,22 @@ pub struct DenialLabels {
     pub protocol: String,
 }
 
+/// Labels of `ironmesh_authz_dry_run_total`: one dry-run (shadow) evaluation, as Envoy's RBAC shadow
+/// stats `istio_dry_run_{allow,deny}_shadow_{allowed,denied}` count them (pilot/pkg/security/authz/model
+/// `RBACShadowRules*StatPrefix`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DryRunLabels {
+    /// `ALLOW` or `DENY`: the shadow engine (dry-run policies of that action).
+    pub action: String,
+    /// `allowed` or `denied`: what the dry-run policies would have decided.
+    pub result: String,
+    /// `namespace/name` of the dry-run policy whose rule matched (Envoy's `shadow_effective_policy_id`),
+    /// empty when none matched.
+    pub policy: String,
+    /// `http` or `tcp`.
+    pub protocol: String,
+}
+
 /// Envoy's default millisecond buckets.
 const DURATION_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
@@ -74,6 +90,7 @@ pub struct Metrics {
     pub tcp_sent: Family<ConnectionLabels, Counter>,
     pub tcp_received: Family<ConnectionLabels, Counter>,
     pub authz_denied: Family<DenialLabels, Counter>,
+    pub authz_dry_run: Family<DryRunLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,8 +142,15 @@ impl Default for Metrics {
             "Inbound requests and connections denied by AuthorizationPolicy",
             authz_denied.clone(),
         );
+        let authz_dry_run = Family::<DryRunLabels, Counter>::default();
+        registry.register(
+            "ironmesh_authz_dry_run",
+            "Inbound requests and connections evaluated by dry-run (istio.io/dry-run) AuthorizationPolicies, by what they would have decided; never enforced",
+            authz_dry_run.clone(),
+        );
         Self {
             authz_denied,
+            authz_dry_run,
             registry,
             requests,
             request_duration,

@@ -47,7 +47,9 @@ pub(crate) async fn serve(
 
 fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> ConnectionLabels {
     let (destination_principal, security) = match tls {
-        UpstreamTls::Mutual(ids) => (principal(ids.first()), SecurityPolicy::mutual_tls),
+        UpstreamTls::Mutual { expected, .. } => {
+            (principal(expected.first()), SecurityPolicy::mutual_tls)
+        }
         UpstreamTls::Plaintext => ("unknown".to_string(), SecurityPolicy::none),
     };
     ConnectionLabels {
@@ -222,7 +224,7 @@ async fn forward(
         code = response.status().as_u16(),
         upstream = %route.upstream,
         destination_service = %route.hostname,
-        mtls = matches!(route.tls, UpstreamTls::Mutual(_)),
+        mtls = matches!(route.tls, UpstreamTls::Mutual { .. }),
         duration_ms = started.elapsed().as_millis() as u64,
         "http request"
     );

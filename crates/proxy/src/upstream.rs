@@ -145,10 +145,15 @@ pub(crate) async fn connect(
     let _ = stream.set_nodelay(true);
     match tls {
         UpstreamTls::Plaintext => Ok(UpstreamIo::Plain(stream)),
-        UpstreamTls::Mutual(expected) => {
+        UpstreamTls::Mutual { expected, sni } => {
             let config = context.client_configs.get(context, expected, alpn);
-            // The name is not checked (secure naming checks the SPIFFE ID) and an IP sends no SNI.
-            let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
+            // The name is only sent as SNI (secure naming checks the SPIFFE ID, not the name); an SNI
+            // that is not a DNS name is not sent (an IP address sends none), as a TLS client cannot.
+            let name = sni
+                .as_deref()
+                .and_then(|sni| ServerName::try_from(sni.to_owned()).ok())
+                .filter(|name| matches!(name, ServerName::DnsName(_)))
+                .unwrap_or_else(|| ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()));
             let handshake = TlsConnector::from(config).connect(name, stream);
             let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
                 .await
@@ -165,7 +170,7 @@ pub(crate) async fn connect(
 pub(crate) struct Connector {
     context: Arc<Context>,
     alpn: Alpn,
-    expected: Arc<Mutex<HashMap<SocketAddr, Vec<SpiffeId>>>>,
+    expected: Arc<Mutex<HashMap<SocketAddr, UpstreamTls>>>,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -190,13 +195,16 @@ impl tower::Service<Uri> for Connector {
                     )
                 })?;
             let tls = if uri.scheme_str() == Some("https") {
-                let expected = connector
+                let registered = connector
                     .expected
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&address)
                     .cloned();
-                UpstreamTls::Mutual(expected.unwrap_or_default())
+                registered.unwrap_or(UpstreamTls::Mutual {
+                    expected: Vec::new(),
+                    sni: None,
+                })
             } else {
                 UpstreamTls::Plaintext
             };
@@ -211,7 +219,7 @@ impl tower::Service<Uri> for Connector {
 pub(crate) struct Pools {
     http1: Client<Connector, ProxyBody>,
     http2: Client<Connector, ProxyBody>,
-    expected: Arc<Mutex<HashMap<SocketAddr, Vec<SpiffeId>>>>,
+    expected: Arc<Mutex<HashMap<SocketAddr, UpstreamTls>>>,
 }
 
 impl Pools {
@@ -245,11 +253,11 @@ impl Pools {
     ) -> Response<ProxyBody> {
         let scheme = match tls {
             UpstreamTls::Plaintext => "http",
-            UpstreamTls::Mutual(expected) => {
+            UpstreamTls::Mutual { .. } => {
                 self.expected
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(upstream, expected.clone());
+                    .insert(upstream, tls.clone());
                 "https"
             }
         };

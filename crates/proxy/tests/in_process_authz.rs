@@ -45,6 +45,7 @@ fn policy(name: &str, spec: &str) -> AuthorizationPolicy {
         name: name.into(),
         creation_timestamp: String::new(),
         spec_json: spec.into(),
+        annotations: Default::default(),
     }
 }
 
@@ -407,4 +408,63 @@ async fn registry_only_gives_502_to_an_unknown_destination_and_allow_any_passes_
         .unwrap();
     let _ = tcp.write_all(b"\x00\x01binary").await;
     assert!(closed_within(&mut tcp, Duration::from_secs(2)).await);
+}
+
+fn dry_run(name: &str, spec: &str) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        annotations: [("istio.io/dry-run".to_owned(), "true".to_owned())].into(),
+        ..policy(name, spec)
+    }
+}
+
+/// The client sidecar sends Envoy's SNI `outbound_.<port>_._.<FQDN>`; the server matches it with
+/// `connection.sni` (istio generator.go connSNIGenerator → Envoy `requested_server_name`).
+#[tokio::test]
+async fn connection_sni_matches_what_the_client_sidecar_sends() {
+    let deny_http_sni = r#"{"action":"DENY","rules":[{"when":[{"key":"connection.sni","values":["outbound_.8000_._.httpbin.foo.svc.cluster.local"]}]}]}"#;
+    let denying = mesh(ServerMode::Strict, vec![policy("deny-sni", deny_http_sni)]).await;
+    let (code, _, body) = get(&denying, SLEEP_BAR, HTTPBIN_HTTP, "/ip").await.unwrap();
+    assert_eq!(code, 403, "{body}");
+    // The TCP port's connections carry `outbound_.9000_._...`: not denied.
+    assert!(echo_connection(&denying, SLEEP_BAR).await.is_some());
+
+    let allow_sni = r#"{"rules":[{"when":[{"key":"connection.sni","values":["*.httpbin.foo.svc.cluster.local"]}]}]}"#;
+    let mesh = mesh(ServerMode::Permissive, vec![policy("allow-sni", allow_sni)]).await;
+    assert_eq!(
+        status(get(&mesh, SLEEP_FOO, HTTPBIN_HTTP, "/ip").await),
+        200
+    );
+    // Plaintext from a pod without a sidecar has no SNI: no ALLOW rule matches.
+    assert_eq!(status(get(&mesh, OUTSIDE, "10.0.0.2:80", "/ip").await), 403);
+}
+
+/// `istio.io/dry-run: "true"`: evaluated, logged and counted, never enforced (builder.go shadow rules).
+#[tokio::test]
+async fn a_dry_run_deny_all_is_counted_and_not_enforced() {
+    let deny_all = r#"{"action":"DENY","rules":[{}]}"#;
+    let mesh = mesh(ServerMode::Strict, vec![dry_run("deny-all", deny_all)]).await;
+    let (code, _, body) = get(&mesh, SLEEP_BAR, HTTPBIN_HTTP, "/ip").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(echo_connection(&mesh, SLEEP_BAR).await.is_some());
+    let http = metric_line(
+        &mesh,
+        HTTPBIN,
+        "ironmesh_authz_dry_run_total{",
+        "protocol=\"http\"",
+    )
+    .expect("the dry-run evaluation counted");
+    assert!(http.contains("action=\"DENY\""), "{http}");
+    assert!(http.contains("result=\"denied\""), "{http}");
+    assert!(http.contains("policy=\"foo/deny-all\""), "{http}");
+    assert!(http.ends_with(" 1"), "{http}");
+    assert!(
+        metric_line(
+            &mesh,
+            HTTPBIN,
+            "ironmesh_authz_dry_run_total{",
+            "protocol=\"tcp\""
+        )
+        .is_some()
+    );
+    assert!(metric_line(&mesh, HTTPBIN, "ironmesh_authz_denied_total{", "").is_none());
 }

@@ -38,7 +38,7 @@ pub(crate) fn check(
         "PeerAuthentication" => security::peer_authentication(spec, r),
         "DestinationRule" => networking::destination_rule(namespace, spec, r),
         "Sidecar" => networking::sidecar(namespace, spec, r),
-        "AuthorizationPolicy" => authorization_policy(spec, r.errors),
+        "AuthorizationPolicy" => authorization_policy(object, spec, r),
         "Service" => service(spec, r.errors),
         "Deployment" => deployment(spec, r.errors),
         "Pod" => pod_spec("spec", spec, r.errors),
@@ -52,17 +52,26 @@ fn is_blank(value: Option<&Value>) -> bool {
         .is_none_or(|s| s.trim().is_empty())
 }
 
-fn authorization_policy(spec: &Value, errors: &mut Vec<FieldError>) {
-    if spec.get("action").and_then(Value::as_str) == Some("CUSTOM") {
-        errors.push(FieldError::new(
-            "spec.action",
-            "found \"CUSTOM\", expected one of ALLOW, DENY, AUDIT (ironmesh has no external authorization provider)",
-        ));
-        return;
-    }
-    // The engine the proxies enforce with is the judge: what it refuses would be NACKed by every proxy.
-    if let Err(error) = ironmesh_authz::AuthorizationPolicy::from_spec(spec) {
-        errors.push(FieldError::new(error.path, error.message));
+/// The engine the proxies enforce with is the judge: it applies Istio's `ValidateAuthorizationPolicy`
+/// rules, and what it refuses would be NACKed by every proxy. The `istio.io/dry-run` annotation is checked
+/// as Istio's `checkDryRunAnnotation` does (ALLOW/DENY only, a boolean value); Istio's warnings for a
+/// valid policy come from the engine too.
+fn authorization_policy(object: &Map<String, Value>, spec: &Value, r: &mut Report) {
+    match ironmesh_authz::AuthorizationPolicy::from_spec(spec) {
+        Err(error) => r.error(error.path, error.message),
+        Ok(policy) => {
+            let dry_run = object
+                .get("metadata")
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(ironmesh_authz::DRY_RUN_ANNOTATION))
+                .and_then(Value::as_str);
+            if let Err(error) = policy.check_dry_run(dry_run) {
+                r.error(error.path, error.message);
+            }
+            for (path, message) in ironmesh_authz::validation_warnings(spec) {
+                r.warn(path, message);
+            }
+        }
     }
 }
 
@@ -202,13 +211,51 @@ mod authz_and_sidecar_tests {
             ))
             .is_empty()
         );
-        let refused = problems(&policy(
+        // Istio accepts path templates, CUSTOM with a provider and targetRefs (pkg/config/validation).
+        for accepted in [
             "{rules: [{to: [{operation: {paths: [\"/a/{*}\"]}}]}]}",
+            "{action: CUSTOM, provider: {name: ext}, rules: [{}]}",
+            "{action: DENY, targetRefs: [{kind: Service, group: \"\", name: httpbin}], rules: [{}]}",
+            "{rules: [{from: [{source: {serviceAccounts: [foo/sleep]}}]}]}",
+            "{rules: [{from: [{source: {trustDomains: [cluster.local]}}]}]}",
+        ] {
+            assert_eq!(
+                problems(&policy(accepted)),
+                Vec::<String>::new(),
+                "{accepted}"
+            );
+        }
+        let refused = problems(&policy(
+            "{rules: [{to: [{operation: {paths: [\"/a/{**}/{*}\"]}}]}]}",
         ));
         assert_eq!(refused.len(), 1, "{refused:?}");
         assert!(
-            refused[0].starts_with("spec.rules[0].to[0].operation.paths"),
+            refused[0].starts_with("spec.rules[0].to[0].operation.paths[0]"),
             "{refused:?}"
+        );
+        let refused = problems(&policy("{action: CUSTOM, rules: [{}]}"));
+        assert!(refused[0].starts_with("spec.provider.name"), "{refused:?}");
+    }
+
+    #[test]
+    fn the_dry_run_annotation_is_checked_as_istio_does() {
+        let policy = |value: &str, action: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: foo, annotations: {{istio.io/dry-run: \"{value}\"}}}}\nspec: {{action: {action}, rules: [{{}}]}}\n"
+            )
+        };
+        // pkg/config/validation TestValidateAuthorizationPolicy dry-run-* rows.
+        assert!(problems(&policy("true", "ALLOW")).is_empty());
+        assert!(problems(&policy("false", "DENY")).is_empty());
+        let invalid = problems(&policy("foo", "ALLOW"));
+        assert!(
+            invalid[0].starts_with("metadata.annotations.istio.io/dry-run"),
+            "{invalid:?}"
+        );
+        assert_eq!(problems(&policy("true", "AUDIT")).len(), 1);
+        assert_eq!(
+            problems(&policy("true", "CUSTOM, provider: {name: ext}")).len(),
+            1
         );
     }
 

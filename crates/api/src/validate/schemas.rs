@@ -105,6 +105,8 @@ const AUTHORIZATION_POLICY_SPEC: Shape = Strict(&[
                         ("notRemoteIpBlocks", STRINGS),
                         ("serviceAccounts", STRINGS),
                         ("notServiceAccounts", STRINGS),
+                        ("trustDomains", STRINGS),
+                        ("notTrustDomains", STRINGS),
                     ]),
                 )])),
             ),

@@ -13,6 +13,7 @@ pub fn policy(namespace: &str, name: &str, spec: Value) -> PolicyObject {
         namespace: namespace.into(),
         name: name.into(),
         creation_timestamp: None,
+        annotations: Default::default(),
         spec,
     }
 }
