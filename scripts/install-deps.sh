@@ -4,7 +4,7 @@
 # (openssl), process tools (procps). Checks that a Rust toolchain is there.
 set -euo pipefail
 need=()
-for pair in ip:iproute2 iptables:iptables curl:curl openssl:openssl pgrep:procps; do
+for pair in ip:iproute2 iptables:iptables curl:curl openssl:openssl pgrep:procps runc:runc nsenter:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
