@@ -134,7 +134,8 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
             json!({
                 "name": INIT_CONTAINER,
                 "image": PROXY_IMAGE,
-                "command": ["ironmesh-proxy", "iptables", "--apply"],
+                // Exempt the proxy by uid only: SO_MARK needs just CAP_NET_RAW on Linux >= 5.17.
+                "command": ["ironmesh-proxy", "iptables", "--apply", "--proxy-mark", "0"],
                 // Istio's istio-init: only what iptables needs (docs/SECURITY.md).
                 "securityContext": {
                     "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
@@ -259,7 +260,7 @@ spec:
         assert_eq!(ports, [json!(15090), json!(15021)]);
         assert_eq!(
             template["spec"]["initContainers"][0]["command"],
-            json!(["ironmesh-proxy", "iptables", "--apply"])
+            json!(["ironmesh-proxy", "iptables", "--apply", "--proxy-mark", "0"])
         );
         let init_security = &template["spec"]["initContainers"][0]["securityContext"];
         assert_eq!(
