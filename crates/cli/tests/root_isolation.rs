@@ -17,6 +17,8 @@ const READY: Duration = Duration::from_secs(90);
 const DEFAULT_CAPS: &str = "00000000a80425fb";
 /// The environment variable that turns this test binary into the SO_MARK probe run inside a pod.
 const MARK_PROBE: &str = "IRONMESH_TEST_MARK_PROBE";
+/// Every client sidecar sends ISTIO_MUTUAL to every `*.local` service.
+const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
 
 /// What a command printed and its exit code.
 struct Ran {
@@ -90,11 +92,12 @@ fn so_mark_probe() {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if set != 0 {
+    // Connect either way: the control (uid 1337, no capabilities) cannot mark, and is exempt by uid.
+    if set == 0 {
+        println!("SO_MARK set");
+    } else {
         println!("SO_MARK refused: {}", std::io::Error::last_os_error());
-        return;
     }
-    println!("SO_MARK set");
     let target = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: address.port().to_be(),
@@ -355,6 +358,27 @@ fn root_pods_are_containers_and_every_escape_fails() {
     // 6. Socket mark 1337: the app may set it (Linux >= 5.17 allows it with NET_RAW, as in Kubernetes),
     // but the rules exempt only uid 1337, so its traffic still goes through its sidecar (mTLS: the
     // server sees the client's certificate in X-Forwarded-Client-Cert).
+    // With ISTIO_MUTUAL the sidecar's traffic is mTLS, which httpbin's answer shows.
+    let rule = c.home.path().join("istio-mutual.yaml");
+    std::fs::write(&rule, ISTIO_MUTUAL_EVERYWHERE).unwrap();
+    c.ok(&["apply", "-f", rule.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + READY;
+    while !c
+        .exec_in(
+            "foo",
+            &sleep,
+            "sleep",
+            &["curl", "-s", "-m", "5", "http://httpbin.foo:8000/headers"],
+        )
+        .stdout
+        .contains("X-Forwarded-Client-Cert")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ISTIO_MUTUAL never reached sleep.foo's sidecar"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let probe = std::env::current_exe().unwrap();
     let probe = probe.to_str().unwrap();
     let control = Command::new("ip")
@@ -386,8 +410,7 @@ fn root_pods_are_containers_and_every_escape_fails() {
         &format!("{MARK_PROBE}=1 {probe} --exact so_mark_probe --nocapture"),
     );
     assert!(
-        ran.stdout.contains("SO_MARK refused")
-            || (ran.stdout.contains("200 OK") && ran.stdout.contains("X-Forwarded-Client-Cert")),
+        ran.stdout.contains("200 OK") && ran.stdout.contains("X-Forwarded-Client-Cert"),
         "the app's marked connection skipped its sidecar: {} {}",
         ran.stdout,
         ran.stderr
