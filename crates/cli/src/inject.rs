@@ -134,8 +134,18 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
             json!({
                 "name": INIT_CONTAINER,
                 "image": PROXY_IMAGE,
-                "command": ["ironmesh-proxy", "iptables", "--apply"],
-                "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}, "runAsUser": 0},
+                // Exempt the proxy by uid only: SO_MARK needs just CAP_NET_RAW on Linux >= 5.17.
+                "command": ["ironmesh-proxy", "iptables", "--apply", "--proxy-mark", "0"],
+                // Istio's istio-init: only what iptables needs (docs/SECURITY.md).
+                "securityContext": {
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+                    "runAsUser": 0,
+                    "runAsGroup": 0,
+                    "runAsNonRoot": false,
+                    "privileged": false,
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": false,
+                },
             }),
         );
     }
@@ -151,7 +161,16 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
                 {"containerPort": 15021, "name": "health", "protocol": "TCP"},
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
-            "securityContext": {"runAsUser": 1337},
+            // Istio's istio-proxy: uid/gid 1337 (the interception rules exempt it), no capabilities.
+            "securityContext": {
+                "runAsUser": 1337,
+                "runAsGroup": 1337,
+                "runAsNonRoot": true,
+                "privileged": false,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": {"drop": ["ALL"]},
+            },
         }),
     );
     let labels = metadata.entry("labels").or_insert_with(|| json!({}));
@@ -241,7 +260,17 @@ spec:
         assert_eq!(ports, [json!(15090), json!(15021)]);
         assert_eq!(
             template["spec"]["initContainers"][0]["command"],
-            json!(["ironmesh-proxy", "iptables", "--apply"])
+            json!(["ironmesh-proxy", "iptables", "--apply", "--proxy-mark", "0"])
+        );
+        let init_security = &template["spec"]["initContainers"][0]["securityContext"];
+        assert_eq!(
+            init_security["capabilities"],
+            json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]})
+        );
+        assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+        assert_eq!(
+            proxy["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
         );
         assert_eq!(template["metadata"]["labels"][TLS_MODE_LABEL], "istio");
         assert_eq!(template["metadata"]["labels"]["app"], "sleep");

@@ -50,27 +50,6 @@ async fn pod_and_container(
     Ok((object, chosen))
 }
 
-fn container_env(pod: &Value, container: &str) -> Vec<(String, String)> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.get("name").and_then(Value::as_str) == Some(container))
-        })
-        .and_then(|c| c.get("env"))
-        .and_then(Value::as_array)
-        .map(|env| {
-            env.iter()
-                .filter_map(|e| {
-                    let name = e.get("name")?.as_str()?;
-                    let value = e.get("value").and_then(Value::as_str).unwrap_or_default();
-                    Some((name.to_string(), value.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub(crate) struct ExecRequest<'a> {
     pub pod: &'a str,
     pub namespace: &'a str,
@@ -108,14 +87,13 @@ pub(crate) async fn exec(
             "cannot exec into a container in a completed or not yet running pod; current phase is {phase}"
         )));
     }
-    let netns = ironmesh_runtime::ClusterId::from_home(home.root())
-        .map_err(|e| CliError::Usage(e.to_string()))?
-        .pod_netns(request.namespace, pod_name);
-    let env = container_env(&pod, &container);
     let command = request.command.to_vec();
-    let tty = request.tty;
+    // A terminal only when there is one to give (kubectl: "Unable to use a TTY - input is not a terminal").
+    let tty = request.tty && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let (root, namespace) = (home.root().to_path_buf(), request.namespace.to_owned());
+    let pod_name = pod_name.to_owned();
     let code = tokio::task::spawn_blocking(move || {
-        ironmesh_runtime::exec_with_env(&netns, &command, tty, &env)
+        ironmesh_runtime::exec(&root, &namespace, &pod_name, &container, &command, tty)
     })
     .await
     .map_err(|e| CliError::Usage(format!("exec failed: {e}")))?

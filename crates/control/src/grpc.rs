@@ -66,6 +66,18 @@ pub(crate) async fn serve(
             path: socket.clone(),
             source,
         })?;
+    // Proxies run as uid/gid 1337 without capabilities (docs/SECURITY.md): they may connect (group
+    // write), nobody else but root. The socket is bind-mounted into proxy containers only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::os::unix::fs::chown(&socket, Some(0), Some(crate::kubelet::PROXY_GID));
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(
+            |source| ControlError::Home {
+                path: socket.clone(),
+                source,
+            },
+        )?;
+    }
     tracing::info!(socket = %socket.display(), "proxy gRPC (CA and configuration) listening");
     let result = tonic::transport::Server::builder()
         .add_service(

@@ -1,6 +1,11 @@
 //! The kubelet of the local runtime: makes the stored Pods run. Each Pod gets an address, a network
 //! namespace, a credential and a supervisor for its containers; its status (phase, IP, container states,
 //! restarts, events) is written back to the store as it changes. Pods that leave the store are stopped.
+//!
+//! Containers are OCI containers (see `ironmesh_runtime`): this module turns the manifest's
+//! `securityContext` and `volumes` into what the runtime mounts and enforces. The pod's credential, the
+//! proxy's state directory and the control plane's socket go into the `ironmesh-proxy` container only,
+//! as Istio mounts `istio-token` into `istio-proxy` only (docs/SECURITY.md).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -10,22 +15,32 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ironmesh_api::Object;
-use ironmesh_identity::{CredentialAuthority, PodClaims, write_token_file};
+use ironmesh_identity::{CA_AUDIENCE, CredentialAuthority, PodClaims, write_token_file};
 use ironmesh_runtime::{
     Cluster, ContainerSpec, ContainerState, ContainerStatus, Ipam, PodHandle, PodSpec, PodStatus,
-    RestartPolicy, pod_dir,
+    RestartPolicy, SecurityContext, VolumeMount, pod_dir,
 };
 use ironmesh_store::{ObjectKey, Store};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::objects::{ContainerView, PodView};
+use crate::objects::{ContainerView, PROXY_CONTAINER, PodView};
 use crate::options::MeshOptions;
 
 /// How long a pod credential is valid; the kubelet rewrites it well before (like a projected token).
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The node every pod is scheduled on.
 pub const NODE_NAME: &str = "ironmesh-node";
+/// The proxy's group (Istio's 1337): the only group allowed on the control plane's socket.
+pub const PROXY_GID: u32 = 1337;
+/// Where the proxy container finds its credential (Istio's `istio-token` path, under `/run`).
+pub const PROXY_TOKEN_DIR: &str = "/run/secrets/tokens";
+/// The credential's file name in [`PROXY_TOKEN_DIR`] and in the pod directory's `tokens/`.
+pub const PROXY_TOKEN_FILE: &str = "istio-token";
+/// The proxy container's state directory.
+pub const PROXY_STATE_DIR: &str = "/run/ironmesh/proxy";
+/// The control plane's socket as the proxy container sees it.
+pub const PROXY_XDS_SOCKET: &str = "/run/ironmesh/xds.sock";
 
 struct RunningPod {
     uid: String,
@@ -127,14 +142,94 @@ fn pod_status_json(status: &PodStatus, pod: &PodView, ip: Ipv4Addr, started: Sys
     })
 }
 
-fn container_spec(container: &ContainerView) -> ContainerSpec {
+fn id(value: &Value) -> Option<u32> {
+    value.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+fn names(value: &Value, pointer: &str) -> Vec<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container's effective `securityContext`: the pod's `runAsUser`, `runAsGroup`, `runAsNonRoot` and
+/// `seccompProfile` under the container's own (Kubernetes' `DetermineEffectiveSecurityContext`,
+/// `pkg/securitycontext/util.go`).
+pub fn security_context(pod: &Value, container: &Value) -> SecurityContext {
+    let either = |field: &str| {
+        container
+            .get(field)
+            .filter(|v| !v.is_null())
+            .or_else(|| pod.get(field))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let seccomp = either("seccompProfile");
+    SecurityContext {
+        run_as_user: id(&either("runAsUser")),
+        run_as_group: id(&either("runAsGroup")),
+        run_as_non_root: either("runAsNonRoot").as_bool(),
+        capabilities_add: names(container, "/capabilities/add"),
+        capabilities_drop: names(container, "/capabilities/drop"),
+        privileged: container
+            .get("privileged")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        read_only_root_filesystem: container
+            .get("readOnlyRootFilesystem")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        allow_privilege_escalation: container
+            .get("allowPrivilegeEscalation")
+            .and_then(Value::as_bool),
+        seccomp_unconfined: seccomp.get("type").and_then(Value::as_str) == Some("Unconfined"),
+    }
+}
+
+/// The runtime's view of one container: its security context, and its volumes resolved to host paths
+/// (`volumes`: volume name → host directory).
+fn container_spec(
+    container: &ContainerView,
+    pod: &PodView,
+    volumes: &HashMap<String, PathBuf>,
+) -> ContainerSpec {
+    let mounts = container
+        .volume_mounts
+        .iter()
+        .filter_map(|(name, path, read_only)| {
+            let Some(source) = volumes.get(name) else {
+                tracing::warn!(pod = %pod.key(), container = %container.name, volume = %name,
+                    "volumeMount of an unknown or unsupported volume (only emptyDir and projected serviceAccountToken); not mounted");
+                return None;
+            };
+            Some(VolumeMount {
+                source: source.clone(),
+                destination: PathBuf::from(path),
+                read_only: *read_only,
+            })
+        })
+        .collect();
     ContainerSpec {
         name: container.name.clone(),
         image: container.image.clone(),
         command: container.command.clone(),
         args: container.args.clone(),
         env: container.env.clone(),
+        security: security_context(&pod.security, &container.security),
+        volumes: mounts,
     }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
 impl Kubelet {
@@ -184,21 +279,96 @@ impl Kubelet {
         }
     }
 
+    /// The uid and gid the pod's proxy container runs as (its credential is given to them).
+    fn proxy_ids(pod: &PodView) -> Option<(u32, u32)> {
+        let proxy = pod.containers.iter().find(|c| c.name == PROXY_CONTAINER)?;
+        let security = security_context(&pod.security, &proxy.security);
+        Some((
+            security.run_as_user.unwrap_or(0),
+            security.run_as_group.unwrap_or(0),
+        ))
+    }
+
+    fn claims(pod: &PodView) -> PodClaims {
+        PodClaims {
+            namespace: pod.namespace.clone(),
+            service_account: pod.service_account.clone(),
+            pod: pod.name.clone(),
+            pod_uid: pod.uid.clone(),
+        }
+    }
+
+    /// Writes the pod's credential (`tokens/istio-token`, readable by the proxy's user only) and
+    /// prepares the proxy's state directory.
     fn write_token(&self, pod: &PodView) -> std::io::Result<PathBuf> {
         let dir = pod_dir(&self.home, &pod.namespace, &pod.name);
+        let tokens = dir.join("tokens");
         std::fs::create_dir_all(dir.join("proxy"))?;
-        let token = self.credentials.issue(
-            &PodClaims {
-                namespace: pod.namespace.clone(),
-                service_account: pod.service_account.clone(),
-                pod: pod.name.clone(),
-                pod_uid: pod.uid.clone(),
-            },
-            TOKEN_TTL,
-        );
-        let path = dir.join("token");
+        std::fs::create_dir_all(&tokens)?;
+        let token = self.credentials.issue(&Self::claims(pod), TOKEN_TTL);
+        let path = tokens.join(PROXY_TOKEN_FILE);
         write_token_file(&path, &token)?;
+        if let Some((uid, gid)) = Self::proxy_ids(pod) {
+            for owned in [&tokens, &path, &dir.join("proxy")] {
+                chown(owned, uid, gid)?;
+            }
+        }
         Ok(path)
+    }
+
+    /// Creates the pod's volumes: `emptyDir` (a directory of the pod) and `projected`
+    /// `serviceAccountToken` sources (a token of the pod's service account, audience as asked, default
+    /// the mesh CA's). Other volume types are not supported by the local runtime. Returns name → host
+    /// directory.
+    fn write_volumes(&self, pod: &PodView) -> std::io::Result<HashMap<String, PathBuf>> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = pod_dir(&self.home, &pod.namespace, &pod.name).join("volumes");
+        let mut volumes = HashMap::new();
+        for volume in &pod.volumes {
+            let Some(name) = volume.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let dir = root.join(name);
+            if volume.get("emptyDir").is_some() {
+                std::fs::create_dir_all(&dir)?;
+                // Kubernetes' emptyDir is world-writable, so any container user can use it.
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+                volumes.insert(name.to_owned(), dir);
+            } else if let Some(sources) = volume
+                .pointer("/projected/sources")
+                .and_then(Value::as_array)
+            {
+                std::fs::create_dir_all(&dir)?;
+                for source in sources {
+                    let Some(token) = source.get("serviceAccountToken") else {
+                        continue;
+                    };
+                    let file = token.get("path").and_then(Value::as_str).unwrap_or("token");
+                    if file.contains('/') || file.starts_with('.') {
+                        tracing::warn!(pod = %pod.key(), volume = %name, path = %file, "projected token path must be a plain file name; skipped");
+                        continue;
+                    }
+                    let audience = token
+                        .get("audience")
+                        .and_then(Value::as_str)
+                        .unwrap_or(CA_AUDIENCE);
+                    let issued = self.credentials.issue_at(
+                        &Self::claims(pod),
+                        audience,
+                        SystemTime::now(),
+                        TOKEN_TTL,
+                    );
+                    let path = dir.join(file);
+                    write_token_file(&path, &issued)?;
+                    // Kubernetes' projected volumes default to 0644: readable by the container's user.
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+                }
+                volumes.insert(name.to_owned(), dir);
+            } else {
+                tracing::warn!(pod = %pod.key(), volume = %name, "volume type not supported by the local runtime (emptyDir and projected serviceAccountToken are); not mounted");
+            }
+        }
+        Ok(volumes)
     }
 
     async fn start(&mut self, pod: &PodView) -> Result<(), String> {
@@ -216,45 +386,43 @@ impl Kubelet {
                 self.ipam.release(&key);
                 e.to_string()
             })?;
-        let token_file = self
-            .write_token(pod)
+        self.write_token(pod)
             .map_err(|e| format!("cannot write the pod token: {e}"))?;
+        let volumes = self
+            .write_volumes(pod)
+            .map_err(|e| format!("cannot create the pod's volumes: {e}"))?;
         let dir = pod_dir(&self.home, &pod.namespace, &pod.name);
         let env = vec![
             ("POD_NAME".to_owned(), pod.name.clone()),
             ("POD_NAMESPACE".to_owned(), pod.namespace.clone()),
             ("SERVICE_ACCOUNT".to_owned(), pod.service_account.clone()),
             ("POD_IP".to_owned(), ip.to_string()),
-            (
-                "IRONMESH_CONTROL_PLANE".to_owned(),
-                format!("unix://{}", self.home.join("run/xds.sock").display()),
-            ),
-            (
-                "IRONMESH_TOKEN_FILE".to_owned(),
-                token_file.display().to_string(),
-            ),
-            (
-                "IRONMESH_STATE_DIR".to_owned(),
-                dir.join("proxy").display().to_string(),
-            ),
-            (
-                "IRONMESH_TRUST_DOMAIN".to_owned(),
-                self.mesh.trust_domain.clone(),
-            ),
-            (
-                "IRONMESH_CERT_TTL_SECONDS".to_owned(),
-                self.mesh.workload_cert_ttl_seconds.to_string(),
-            ),
         ];
+        let containers = pod
+            .containers
+            .iter()
+            .map(|c| {
+                let mut spec = container_spec(c, pod, &volumes);
+                if c.name == PROXY_CONTAINER {
+                    self.give_proxy_its_files(&mut spec, &dir);
+                }
+                spec
+            })
+            .collect();
         let handle = PodHandle::start(PodSpec {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             node_name: NODE_NAME.to_owned(),
             netns: network.netns,
+            home: self.home.clone(),
             pod_dir: dir,
             env,
-            init_containers: pod.init_containers.iter().map(container_spec).collect(),
-            containers: pod.containers.iter().map(container_spec).collect(),
+            init_containers: pod
+                .init_containers
+                .iter()
+                .map(|c| container_spec(c, pod, &volumes))
+                .collect(),
+            containers,
             restart_policy: RestartPolicy::Always,
             termination_grace: Duration::from_secs(pod.termination_grace_seconds),
             bin_dir: ironmesh_runtime::bin_dir(),
@@ -278,6 +446,51 @@ impl Kubelet {
         Ok(())
     }
 
+    /// The proxy's credential, state directory and the control plane's socket, mounted into the proxy
+    /// container only, and the environment that points it at them.
+    fn give_proxy_its_files(&self, spec: &mut ContainerSpec, dir: &Path) {
+        spec.volumes.extend([
+            VolumeMount {
+                source: dir.join("tokens"),
+                destination: PathBuf::from(PROXY_TOKEN_DIR),
+                read_only: true,
+            },
+            VolumeMount {
+                source: dir.join("proxy"),
+                destination: PathBuf::from(PROXY_STATE_DIR),
+                read_only: false,
+            },
+            VolumeMount {
+                source: self.home.join(crate::XDS_SOCKET),
+                destination: PathBuf::from(PROXY_XDS_SOCKET),
+                read_only: false,
+            },
+        ]);
+        let env = [
+            (
+                "IRONMESH_CONTROL_PLANE",
+                format!("unix://{PROXY_XDS_SOCKET}"),
+            ),
+            (
+                "IRONMESH_TOKEN_FILE",
+                format!("{PROXY_TOKEN_DIR}/{PROXY_TOKEN_FILE}"),
+            ),
+            ("IRONMESH_STATE_DIR", PROXY_STATE_DIR.to_owned()),
+            ("IRONMESH_TRUST_DOMAIN", self.mesh.trust_domain.clone()),
+            (
+                "IRONMESH_CERT_TTL_SECONDS",
+                self.mesh.workload_cert_ttl_seconds.to_string(),
+            ),
+        ];
+        // Before the manifest's own env, which wins (as the pod environment does).
+        let own = std::mem::take(&mut spec.env);
+        spec.env = env
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(own)
+            .collect();
+    }
+
     async fn stop(&mut self, key: &str) {
         let Some(running) = self.running.remove(key) else {
             return;
@@ -290,7 +503,9 @@ impl Kubelet {
     pub fn refresh_tokens(&self, objects: &[Object]) {
         for pod in objects.iter().filter(|o| o.kind == "Pod").map(PodView::of) {
             if self.running.contains_key(&pod.key())
-                && let Err(error) = self.write_token(&pod)
+                && let Err(error) = self
+                    .write_token(&pod)
+                    .and_then(|_| self.write_volumes(&pod))
             {
                 tracing::warn!(pod = %pod.key(), %error, "cannot refresh the pod token");
             }
@@ -359,5 +574,69 @@ async fn write_statuses(store: Arc<Store>, handle: Arc<PodHandle>, pod: PodView,
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_context_merges_pod_under_container() {
+        let table = [
+            (
+                "nothing",
+                json!(null),
+                json!(null),
+                SecurityContext::default(),
+            ),
+            (
+                "pod user, container group",
+                json!({"runAsUser": 1000, "runAsNonRoot": true}),
+                json!({"runAsGroup": 3000}),
+                SecurityContext {
+                    run_as_user: Some(1000),
+                    run_as_group: Some(3000),
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                },
+            ),
+            (
+                "container wins",
+                json!({"runAsUser": 1000, "seccompProfile": {"type": "Unconfined"}}),
+                json!({"runAsUser": 1337, "seccompProfile": {"type": "RuntimeDefault"}}),
+                SecurityContext {
+                    run_as_user: Some(1337),
+                    ..Default::default()
+                },
+            ),
+            (
+                "the injected init container",
+                json!(null),
+                json!({"capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}, "runAsUser": 0,
+                       "allowPrivilegeEscalation": false, "privileged": false, "readOnlyRootFilesystem": false}),
+                SecurityContext {
+                    run_as_user: Some(0),
+                    capabilities_add: vec!["NET_ADMIN".into(), "NET_RAW".into()],
+                    capabilities_drop: vec!["ALL".into()],
+                    allow_privilege_escalation: Some(false),
+                    ..Default::default()
+                },
+            ),
+            (
+                "privileged, read-only root, unconfined from the pod",
+                json!({"seccompProfile": {"type": "Unconfined"}}),
+                json!({"privileged": true, "readOnlyRootFilesystem": true}),
+                SecurityContext {
+                    privileged: true,
+                    read_only_root_filesystem: true,
+                    seccomp_unconfined: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (name, pod, container, expected) in table {
+            assert_eq!(security_context(&pod, &container), expected, "{name}");
+        }
     }
 }

@@ -168,6 +168,10 @@ pub struct ContainerView {
     pub env: Vec<(String, String)>,
     /// `(name, containerPort)`.
     pub ports: Vec<(String, u16)>,
+    /// `securityContext` as written (null when absent).
+    pub security: Value,
+    /// `volumeMounts`: `(volume name, mountPath, readOnly)`.
+    pub volume_mounts: Vec<(String, String, bool)>,
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
@@ -232,6 +236,23 @@ fn container(value: &Value) -> ContainerView {
         args: strings(value.get("args")),
         env,
         ports,
+        security: value.get("securityContext").cloned().unwrap_or(Value::Null),
+        volume_mounts: value
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .map(|mounts| {
+                mounts
+                    .iter()
+                    .filter_map(|m| {
+                        Some((
+                            m.get("name")?.as_str()?.to_owned(),
+                            m.get("mountPath")?.as_str()?.to_owned(),
+                            m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -249,6 +270,10 @@ pub struct PodView {
     pub phase: Option<String>,
     pub ready: bool,
     pub termination_grace_seconds: u64,
+    /// The pod's `securityContext` (null when absent).
+    pub security: Value,
+    /// `volumes` as written.
+    pub volumes: Vec<Value>,
 }
 
 impl PodView {
@@ -300,6 +325,15 @@ impl PodView {
                 .and_then(Value::as_u64)
                 .unwrap_or(5)
                 .min(30),
+            security: spec
+                .and_then(|s| s.get("securityContext"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            volumes: spec
+                .and_then(|s| s.get("volumes"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 

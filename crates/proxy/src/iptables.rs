@@ -73,10 +73,15 @@ pub fn render_rules(rules: &InterceptionRules) -> String {
     rule("-A IRONMESH_INBOUND -p tcp -j IRONMESH_IN_REDIRECT".to_string());
     // Outbound: the proxy's own sockets (mark or uid), loopback and 127.0.0.1 are left alone.
     rule("-A OUTPUT -p tcp -j IRONMESH_OUTPUT".to_string());
-    rule(format!(
-        "-A IRONMESH_OUTPUT -m mark --mark {} -j RETURN",
-        rules.proxy_mark
-    ));
+    // Mark 0 drops the mark exemption: since Linux 5.17 SO_MARK needs only CAP_NET_RAW, which
+    // Kubernetes' default capabilities include, so any app could mark its sockets and skip the sidecar.
+    // Pods exempt the proxy by uid alone, as istio-iptables does in REDIRECT mode (docs/SECURITY.md).
+    if rules.proxy_mark != 0 {
+        rule(format!(
+            "-A IRONMESH_OUTPUT -m mark --mark {} -j RETURN",
+            rules.proxy_mark
+        ));
+    }
     rule(format!(
         "-A IRONMESH_OUTPUT -m owner --uid-owner {} -j RETURN",
         rules.proxy_uid
@@ -157,5 +162,12 @@ COMMIT
             script.contains("--mark 9 -j RETURN") && script.contains("--uid-owner 7 -j RETURN")
         );
         assert!(script.contains("--dport 22 -j RETURN") && !script.contains("--dport 15000"));
+        let by_uid_only = render_rules(&InterceptionRules {
+            proxy_mark: 0,
+            ..InterceptionRules::default()
+        });
+        assert!(
+            !by_uid_only.contains("--mark") && by_uid_only.contains("--uid-owner 1337 -j RETURN")
+        );
     }
 }

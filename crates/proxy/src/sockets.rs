@@ -44,9 +44,14 @@ impl SocketLayer for SystemSockets {
             } else {
                 TcpSocket::new_v6()?
             };
-            if let Some(mark) = self.mark {
+            if let Some(mark) = self.mark
+                && let Err(error) = socket2::SockRef::from(&socket).set_mark(mark)
+                // SO_MARK needs CAP_NET_ADMIN, which the proxy container does not have: there the
+                // interception rules let uid 1337's traffic through instead (Istio's REDIRECT mode).
+                && error.kind() != std::io::ErrorKind::PermissionDenied
+            {
                 // Without the mark our own upstream connection would be redirected back into the proxy.
-                socket2::SockRef::from(&socket).set_mark(mark)?;
+                return Err(error);
             }
             socket.set_nodelay(true)?;
             socket.connect(destination).await

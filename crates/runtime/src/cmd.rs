@@ -9,6 +9,7 @@ fn package_of(program: &str) -> &'static str {
     match program {
         "iptables-restore" | "iptables-save" => "iptables",
         "sysctl" => "procps",
+        "runc" => "runc",
         _ => "iproute2",
     }
 }

@@ -61,6 +61,11 @@ pub enum RuntimeError {
         program: String,
         searched: String,
     },
+    /// `exec` into a container that runc does not know (not started yet, or exited).
+    #[error(
+        "container {container} is not running; check `ironmesh get pods` and `ironmesh describe pod`"
+    )]
+    ContainerNotRunning { container: String },
     /// `exec` was asked to run nothing.
     #[error("exec needs a command: pass it after `--`")]
     EmptyCommand,

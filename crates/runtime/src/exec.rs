@@ -1,50 +1,44 @@
-//! `ironmesh exec` and `ironmesh logs`: a command run in a pod's namespace with the terminal inherited,
-//! and a container's log printed (optionally followed).
+//! `ironmesh exec` and `ironmesh logs`: a command run inside a running container (`runc exec`: its
+//! namespaces, user, capabilities, seccomp profile and no_new_privileges, as `kubectl exec`), and a
+//! container's log printed (optionally followed across rotations).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 use crate::error::{Result, RuntimeError};
+use crate::names::ClusterId;
 use crate::process;
 use crate::supervisor::exit_code;
 
-/// Runs `argv` in the pod's network namespace (and its hosts/resolv.conf view), with this process's
-/// stdin, stdout and stderr, and returns its exit code (128 + signal if killed). `tty` only sets `TERM`
-/// when missing: the caller's terminal is passed through as is.
-pub fn exec(netns: &str, argv: &[String], tty: bool) -> Result<i32> {
-    exec_with_env(netns, argv, tty, &[])
-}
-
-/// [`exec`] with extra environment variables (e.g. the container's), added to the caller's.
-pub fn exec_with_env(
-    netns: &str,
+/// Runs `argv` in container `container` of pod `namespace/pod` of the cluster at `home`, with this
+/// process's stdin, stdout and stderr, and returns its exit code (128 + signal if killed). With `tty`,
+/// runc gives the command a terminal (pass it only when stdin is one).
+pub fn exec(
+    home: &Path,
+    namespace: &str,
+    pod: &str,
+    container: &str,
     argv: &[String],
     tty: bool,
-    env: &[(String, String)],
 ) -> Result<i32> {
-    let Some((program, args)) = argv.split_first() else {
+    if argv.is_empty() {
         return Err(RuntimeError::EmptyCommand);
-    };
-    let bundled = process::bin_dir();
-    // Resolve here so the bundled binaries (ironmesh-proxy, ironmesh-httpbin) are found like in containers;
-    // unknown names are left to execvp inside the namespace, which prints the usual "not found".
-    let resolved = process::find_program(program, bundled.as_deref())
-        .map(|p| p.into_os_string())
-        .unwrap_or_else(|| program.into());
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", netns])
-        .arg(resolved)
-        .args(args);
-    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    if tty && std::env::var_os("TERM").is_none() {
-        command.env("TERM", "xterm");
     }
+    let cluster = ClusterId::from_home(home)?;
+    let id = crate::runc::container_id(&cluster.pod_netns(namespace, pod), container);
+    let mut env = Vec::new();
+    if tty {
+        env.push((
+            "TERM".to_owned(),
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into()),
+        ));
+    }
+    let mut command = crate::runc::exec(&cluster, &id, argv, tty, &env)?;
     // Like system(3): while the command owns the terminal, Ctrl-C and Ctrl-\ are for it, not for us.
     // Ignored dispositions survive exec, so the child gets the defaults back first.
     // SAFETY: installing SIG_IGN/SIG_DFL runs no handler code; the pre_exec closure only calls the
@@ -61,8 +55,8 @@ pub fn exec_with_env(
     // SAFETY: puts back exactly the handlers that were installed before.
     unsafe { restore_signals(previous) };
     let status = status.map_err(|source| RuntimeError::MissingProgram {
-        program: "ip".into(),
-        package: "iproute2",
+        program: "runc".into(),
+        package: "runc",
         source,
     })?;
     Ok(exit_code(Some(status)).0)
@@ -99,13 +93,11 @@ pub fn logs(
     let mut file =
         std::fs::File::open(&path).map_err(|e| RuntimeError::io("open the log", &path, e))?;
     let mut buffer = vec![0u8; 64 * 1024];
-    let mut position = 0u64;
     loop {
         let read = file
             .read(&mut buffer)
             .map_err(|e| RuntimeError::io("read", &path, e))?;
         if read > 0 {
-            position += read as u64;
             if out.write_all(&buffer[..read]).is_err() {
                 return Ok(());
             }
@@ -118,12 +110,17 @@ pub fn logs(
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
-        // A truncated log (rotated by hand) starts over instead of waiting past its end forever.
-        let length = file.metadata().map(|m| m.len()).unwrap_or(position);
-        if length < position {
-            position = file
-                .seek(SeekFrom::Start(0))
-                .map_err(|e| RuntimeError::io("seek", &path, e))?;
+        // Rotated (renamed away, a new file in its place): finish the old one, then go on with the new.
+        let current = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        let open = file.metadata().map(|m| m.ino()).ok();
+        if current.is_some() && current != open {
+            let mut rest = Vec::new();
+            let _ = file.read_to_end(&mut rest);
+            if out.write_all(&rest).is_err() {
+                return Ok(());
+            }
+            file = std::fs::File::open(&path)
+                .map_err(|e| RuntimeError::io("open the log", &path, e))?;
         }
     }
 }

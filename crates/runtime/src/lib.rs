@@ -22,6 +22,7 @@
 //!     name: "httpbin-6d8f9c7b5-x2x9z".into(),
 //!     node_name: "ironmesh-node".into(),
 //!     netns: net.netns.clone(),
+//!     home: home.to_path_buf(),
 //!     pod_dir: pod_dir(home, "foo", "httpbin-6d8f9c7b5-x2x9z"),
 //!     env: vec![("POD_NAME".into(), "httpbin-6d8f9c7b5-x2x9z".into())],
 //!     init_containers: vec![],
@@ -47,7 +48,10 @@
 //!   start-time") let [`Cluster::cleanup_stale`] kill even processes whose namespace is already gone; the
 //!   control plane then recreates the pods.
 //! * Stop [`PodHandle`]s before [`Cluster::teardown`], or their supervisors restart what it kills.
-//! * `ironmesh exec`: [`exec`]`(&pod_network.netns, &argv, tty)` returns the command's exit code;
+//! * Containers are OCI containers run by runc (see the `oci` and `runc` modules): their own mount, PID,
+//!   IPC and UTS namespaces in the pod's network namespace, Kubernetes' default capabilities, the
+//!   RuntimeDefault seccomp profile, a read-only view of the host with ironmesh's state masked.
+//! * `ironmesh exec`: [`exec`]`(home, ns, pod, container, &argv, tty)` returns the command's exit code;
 //!   `ironmesh logs`: [`logs`]`(&pod_dir, container, follow, &mut stdout, &|| true)`.
 //! * Container states, restart counts and events: [`PodHandle::status`] (kubectl columns via
 //!   [`PodStatus::ready_count`], [`PodStatus::restarts`], [`PodStatus::display_status`]); changes are
@@ -61,22 +65,29 @@ mod error;
 mod exec;
 mod hosts;
 mod ipam;
+mod logfile;
 mod names;
 mod nat;
 mod network;
+mod oci;
 mod process;
+mod runc;
+mod seccomp;
 mod status;
 mod supervisor;
 
 pub use error::{Result, RuntimeError};
-pub use exec::{exec, exec_with_env, logs};
+pub use exec::{exec, logs};
 pub use hosts::{CLUSTER_DOMAIN, ServiceName};
 pub use ipam::Ipam;
+pub use logfile::{MAX_LOG_BYTES, MAX_LOG_FILES, RotatingLog};
 pub use names::{ClusterId, GATEWAY, POD_NETWORK, SERVICE_NETWORK};
 pub use nat::{Protocol, ServiceNat};
 pub use network::{Cluster, PodNetwork};
+pub use oci::{ConfigError, DEFAULT_CAPABILITIES, SecurityContext, VolumeMount};
 pub use process::{
     ContainerSpec, bin_dir, find_program, kill_recorded_under, log_path, resolve_launch,
 };
+pub use runc::{container_id, containers_of};
 pub use status::{ContainerState, ContainerStatus, EventType, PodEvent, PodPhase, PodStatus};
 pub use supervisor::{MAX_BACKOFF, PodHandle, PodSpec, RestartPolicy, pod_dir};

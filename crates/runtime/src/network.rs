@@ -107,6 +107,7 @@ impl Cluster {
                 ],
                 None,
             )?;
+            disable_ipv6(&node)?;
             ip(&["-n", &node, "link", "set", "lo", "up"])?;
             ip(&[
                 "-n", &node, "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge",
@@ -144,6 +145,7 @@ impl Cluster {
         self.write_pod_files(&netns, namespace, name, pod_ip, &self.lock().names)?;
         ip(&["netns", "add", &netns])?;
         let setup = || -> Result<()> {
+            disable_ipv6(&netns)?;
             ip(&[
                 "-n", &node, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
                 &netns,
@@ -268,6 +270,7 @@ impl Cluster {
     /// `$IRONMESH_HOME/pods`), the namespaces (links go with them), and its `/etc/netns` files.
     /// Stop pod supervisors first, or they will try to restart what this kills.
     pub fn teardown(&self) -> Result<()> {
+        crate::runc::delete_all(&self.id);
         process::kill_recorded_under(&self.home.join("pods"));
         let prefix = self.id.netns_prefix();
         let node = self.node_netns();
@@ -307,6 +310,23 @@ impl Cluster {
     pub fn cleanup_stale(&self) -> Result<()> {
         self.teardown()
     }
+}
+
+/// IPv6 off in a namespace, before its links exist (new links inherit `default`): pods and the node
+/// have no IPv6 address at all, not even link-local, so nothing reaches a dual-stack app around the
+/// IPv4 interception rules (docs/SECURITY.md, "IPv6"). `-e`: a kernel without IPv6 has nothing to disable.
+fn disable_ipv6(netns: &str) -> Result<()> {
+    in_netns(
+        netns,
+        "sysctl",
+        &[
+            "-qwe",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+        None,
+    )
+    .map(|_| ())
 }
 
 /// Pods are routed, not bridged: if `br_netfilter` is loaded on the host (Docker loads it), it would push

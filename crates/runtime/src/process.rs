@@ -1,16 +1,17 @@
-//! Container processes: resolving what to run, starting it inside the pod's namespace with the pod's
-//! environment and log file, pid files, and stopping it (SIGTERM, grace, SIGKILL).
+//! Container processes: resolving what to run, generating its OCI spec and starting it with runc in the
+//! pod's network namespace with the pod's environment and a rotating log, pid files.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
+use crate::names::{ClusterId, etc_dir};
+use crate::oci::{self, ConfigError, SecurityContext, VolumeMount};
+use crate::runc;
 
 /// Image substring → bundled sample binary and its default arguments.
 const BUNDLED_SAMPLES: &[(&str, &str, &[&str])] =
@@ -32,6 +33,10 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     /// `env:` (name, value), added after the pod environment so it wins.
     pub env: Vec<(String, String)>,
+    /// `securityContext` (the pod's merged under the container's).
+    pub security: SecurityContext,
+    /// Volumes and files mounted into this container only.
+    pub volumes: Vec<VolumeMount>,
 }
 
 /// Where bundled binaries live: `$IRONMESH_BIN_DIR`, else the directory of the current executable.
@@ -138,57 +143,84 @@ fn pid_path(pod_dir: &Path, container: &str) -> PathBuf {
     pod_dir.join("pids").join(format!("{container}.pid"))
 }
 
-/// Starts `program args` in `netns` via `ip netns exec` (which also bind-mounts the pod's hosts and
-/// resolv.conf) in its own session, output appended to the container's log, pid recorded.
-pub(crate) fn spawn_container(
-    netns: &str,
-    pod_dir: &Path,
-    container: &str,
+/// Why a container did not start: its configuration (not retried, kubelet's
+/// `CreateContainerConfigError`) or the runtime (retried, `CreateContainerError`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// What a container needs from its pod.
+pub(crate) struct PodContext<'a> {
+    /// `$IRONMESH_HOME` of the cluster.
+    pub home: &'a Path,
+    /// The pod's network namespace.
+    pub netns: &'a str,
+    /// The pod's name (the container's hostname).
+    pub pod_name: &'a str,
+    /// `$IRONMESH_HOME/pods/<ns>/<pod>`.
+    pub pod_dir: &'a Path,
+    /// Bundled binaries.
+    pub bin_dir: Option<&'a Path>,
+}
+
+/// Writes the container's OCI bundle and starts it with runc (detached), its output going to the
+/// container's rotating log; records its pid.
+pub(crate) async fn start_container(
+    pod: &PodContext<'_>,
+    container: &ContainerSpec,
     program: &Path,
     args: &[String],
     env: &[(String, String)],
-) -> Result<tokio::process::Child> {
-    let log = log_path(pod_dir, container);
-    let logs_dir = pod_dir.join("logs");
+) -> Result<runc::Container, StartError> {
+    let cluster = ClusterId::from_home(pod.home)?;
+    let home = std::fs::canonicalize(pod.home).unwrap_or_else(|_| pod.home.to_path_buf());
+    let host = runc::host_view(&cluster, &home, pod.bin_dir)?;
+    let etc = etc_dir(pod.netns);
+    let mut etc_files = vec![
+        (etc.join("hosts"), PathBuf::from("/etc/hosts")),
+        (etc.join("resolv.conf"), PathBuf::from("/etc/resolv.conf")),
+    ];
+    if etc.join("nsswitch.conf").exists() && Path::new("/etc/nsswitch.conf").exists() {
+        etc_files.push((
+            etc.join("nsswitch.conf"),
+            PathBuf::from("/etc/nsswitch.conf"),
+        ));
+    }
+    let id = runc::container_id(pod.netns, &container.name);
+    let argv = std::iter::once(program.display().to_string())
+        .chain(args.iter().cloned())
+        .collect();
+    let spec = oci::container_spec(
+        &host,
+        &oci::Launch {
+            container: &container.name,
+            hostname: pod.pod_name,
+            netns_path: Path::new("/run/netns").join(pod.netns),
+            argv,
+            env: env.to_vec(),
+            security: &container.security,
+            etc_files,
+            volumes: &container.volumes,
+            cgroup: Path::new("/ironmesh").join(&id),
+        },
+    )?;
+    let bundle = pod.pod_dir.join("bundles").join(&container.name);
+    std::fs::create_dir_all(&bundle).map_err(|e| RuntimeError::io("create", &bundle, e))?;
+    let config = bundle.join("config.json");
+    let json = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| RuntimeError::io("serialise", &config, std::io::Error::other(e)))?;
+    std::fs::write(&config, json).map_err(|e| RuntimeError::io("write", &config, e))?;
+    let logs_dir = pod.pod_dir.join("logs");
     std::fs::create_dir_all(&logs_dir).map_err(|e| RuntimeError::io("create", &logs_dir, e))?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| RuntimeError::io("open", &log, e))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| RuntimeError::io("open", &log, e))?;
-    let mut command = tokio::process::Command::new("ip");
-    command
-        .args(["netns", "exec", netns])
-        .arg(program)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; a new session makes the
-    // container its own process group, so stopping it also stops whatever it forked.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .map_err(|source| RuntimeError::MissingProgram {
-            program: "ip".into(),
-            package: "iproute2",
-            source,
-        })?;
-    if let Some(pid) = child.id() {
-        record_pid(pod_dir, container, pid as i32)?;
-    }
-    Ok(child)
+    let log = log_path(pod.pod_dir, &container.name);
+    let output = crate::logfile::pipe_into(&log).map_err(|e| RuntimeError::io("open", &log, e))?;
+    let started = runc::Container::start(&runc::state_root(&cluster), &id, &bundle, output).await?;
+    record_pid(pod.pod_dir, &container.name, started.pid as i32)?;
+    Ok(started)
 }
 
 fn record_pid(pod_dir: &Path, container: &str, pid: i32) -> Result<()> {
@@ -259,28 +291,6 @@ fn kill_recorded(pid_file: &Path) {
     if pid > 1 && start_time(pid) == Some(start) {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-}
-
-/// Stops a running container: SIGTERM to its process group, up to `grace` to exit, then SIGKILL.
-/// Returns the exit status.
-pub(crate) async fn terminate(
-    child: &mut tokio::process::Child,
-    grace: Duration,
-) -> Option<std::process::ExitStatus> {
-    if let Some(pid) = child.id() {
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    match tokio::time::timeout_at(deadline.into(), child.wait()).await {
-        Ok(status) => status.ok(),
-        Err(_) => {
-            if let Some(pid) = child.id() {
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            }
-            let _ = child.start_kill();
-            child.wait().await.ok()
-        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! them with exponential backoff (1 s doubling, capped at 10 s) per the restart policy, records states
 //! and events, and stops the pod (SIGTERM, grace, SIGKILL).
 //!
-//! One tokio task per pod plus one per app container; processes are forked (never `setns` on a worker
-//! thread): `ip netns exec` enters the pod's namespace in the child.
+//! One tokio task per pod plus one per app container. Containers are started by runc (detached, see
+//! [`crate::runc`]); this process becomes a child subreaper so their processes stay its children.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,8 @@ pub struct PodSpec {
     pub node_name: String,
     /// The pod's network namespace (from `Cluster::add_pod`).
     pub netns: String,
+    /// `$IRONMESH_HOME` of the cluster (masked in containers; runc's state is named after it).
+    pub home: PathBuf,
     /// `$IRONMESH_HOME/pods/<ns>/<pod>`: logs and pid files go below it.
     pub pod_dir: PathBuf,
     /// The pod environment (ARCHITECTURE.md "Pod environment"), given to every container.
@@ -144,6 +146,7 @@ impl PodHandle {
     /// Starts supervising `spec`. Must be called inside a tokio runtime. Returns at once; progress shows
     /// in [`PodHandle::status`].
     pub fn start(spec: PodSpec) -> PodHandle {
+        crate::runc::become_subreaper();
         let status = PodStatus {
             phase: PodPhase::Pending,
             init_containers: spec
@@ -423,29 +426,39 @@ async fn run_once(
         });
     }
     let env = process::container_env(&spec.name, &spec.env, container, bundled);
-    let mut child = match process::spawn_container(
-        &spec.netns,
-        &spec.pod_dir,
-        &container.name,
-        &program,
-        &args,
-        &env,
-    ) {
-        Ok(child) => child,
+    let pod = process::PodContext {
+        home: &spec.home,
+        netns: &spec.netns,
+        pod_name: &spec.name,
+        pod_dir: &spec.pod_dir,
+        bin_dir: bundled,
+    };
+    let running = match process::start_container(&pod, container, &program, &args, &env).await {
+        Ok(running) => running,
         Err(error) => {
+            let unlaunchable = matches!(error, process::StartError::Config(_));
             let message = error.to_string();
+            let reason = if unlaunchable {
+                "CreateContainerConfigError"
+            } else {
+                "CreateContainerError"
+            };
             shared.container(init, index, |c| {
                 c.state = ContainerState::Waiting {
-                    reason: "CreateContainerError".into(),
+                    reason: reason.into(),
                     message: message.clone(),
                 };
             });
             shared.update(|s| s.push_event(EventType::Warning, "Failed", message));
+            if unlaunchable {
+                let _ = stopped(stop).await;
+                return RunOutcome::Unlaunchable;
+            }
             return RunOutcome::SpawnFailed;
         }
     };
     let started_at = SystemTime::now();
-    let pid = child.id();
+    let pid = Some(running.pid);
     shared.update(|s| {
         s.push_event(
             EventType::Normal,
@@ -465,15 +478,17 @@ async fn run_once(
             format!("Started container {}", container.name),
         )
     });
-    let (exit, stopped) = tokio::select! {
-        status = child.wait() => (status.ok(), false),
+    let ((code, signal), stopped) = tokio::select! {
+        exit = running.wait() => {
+            running.remove().await;
+            (exit, false)
+        }
         _ = stopped(stop) => {
             shared.update(|s| s.push_event(EventType::Normal, "Killing", format!("Stopping container {}", container.name)));
-            (process::terminate(&mut child, spec.termination_grace).await, true)
+            (running.terminate(spec.termination_grace).await, true)
         }
     };
     process::forget_pid(&spec.pod_dir, &container.name);
-    let (code, signal) = exit_code(exit);
     let reason = if code == 0 { "Completed" } else { "Error" };
     shared.container(init, index, |c| {
         c.state = ContainerState::Terminated {

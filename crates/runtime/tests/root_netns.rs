@@ -128,7 +128,10 @@ async fn root_service_vip_names_hairpin_and_teardown() {
 
     assert_eq!(
         exec(
-            &a.netns,
+            guard.home(),
+            "foo",
+            "httpbin-b",
+            "httpbin",
             &["sh".into(), "-c".into(), "exit 3".into()],
             false
         )

@@ -121,6 +121,11 @@ pub fn assert_cluster_gone(id: &ClusterId, pids: &[u32]) {
         !etc_left.iter().any(|n| n.starts_with(&id.netns_prefix())),
         "/etc/netns left behind: {etc_left:?}"
     );
+    assert_eq!(
+        containers_of(id),
+        Vec::<String>::new(),
+        "runc containers left behind"
+    );
     for pid in pids {
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
@@ -181,6 +186,7 @@ pub fn pod_spec(guard: &ClusterGuard, net: &PodNetwork, containers: Vec<Containe
         name: net.name.clone(),
         node_name: "ironmesh-node".into(),
         netns: net.netns.clone(),
+        home: guard.home().to_path_buf(),
         pod_dir: pod_dir(guard.home(), &net.namespace, &net.name),
         env: vec![
             ("POD_NAME".into(), net.name.clone()),
