@@ -669,11 +669,22 @@ fn wait_returns_once_the_sidecars_acknowledged_and_names_those_that_did_not() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _entered = runtime.enter();
     let credentials = CredentialAuthority::load_or_create(&c.home.path().join("ca")).unwrap();
+    // Credentials are bound to the pod object: the one in the store, by its uid.
+    let pod_uid = c.ok(&[
+        "get",
+        "pod",
+        &pod,
+        "-n",
+        "foo",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     let token = credentials.issue(
         &PodClaims {
             namespace: "foo".into(),
             service_account: "default".into(),
             pod: pod.clone(),
+            pod_uid: pod_uid.trim().to_owned(),
         },
         Duration::from_secs(600),
     );

@@ -242,6 +242,7 @@ mod tests {
                 ),
                 mesh: MeshOptions::default(),
                 shutdown: CancellationToken::new(),
+                sync: Arc::default(),
             },
             kubelet: None,
             applied_network: None,

@@ -154,6 +154,7 @@ fn policies(spec: &str) -> Vec<AuthorizationPolicy> {
         name: "deny".into(),
         creation_timestamp: String::new(),
         spec_json: spec.into(),
+        annotations: Default::default(),
     }]
 }
 

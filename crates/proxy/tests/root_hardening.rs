@@ -221,6 +221,7 @@ impl ControlPlane {
             namespace: "foo".into(),
             service_account: sa.into(),
             pod: pod.into(),
+            pod_uid: format!("{pod}-uid"),
         };
         let token = self.credentials.issue(&claims, Duration::from_secs(3600));
         write_token_file(&token_file, &token).unwrap();
@@ -331,6 +332,7 @@ async fn root_inbound_forwards_to_pod_ip_and_authorizes_the_host_the_app_sees() 
         name: "deny-host".into(),
         creation_timestamp: String::new(),
         spec_json: DENY_HOST.into(),
+        annotations: Default::default(),
     };
     control
         .hub
