@@ -245,3 +245,39 @@ fn apply_prints_istios_warnings_refuses_its_errors_and_describe_names_inert_fiel
         described.stdout
     );
 }
+
+/// A valid DENY policy that names only HTTP attributes: Istio stores it and warns that it denies all TCP
+/// traffic in its scope (`ValidateAuthorizationPolicy`'s warning); `analyze` prints that warning at the
+/// rule's position and still passes.
+#[test]
+fn analyze_prints_authorization_policy_warnings() {
+    let home = Home::new();
+    let policy = home.file(
+        "deny-http.yaml",
+        "apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-headers
+  namespace: foo
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: [/headers]
+",
+    );
+    let ran = home.run(&["analyze", "-f", &policy]);
+    assert_eq!(
+        ran.code, 0,
+        "warnings alone pass: {}{}",
+        ran.stdout, ran.stderr
+    );
+    assert!(
+        ran.stdout.contains(&format!(
+            "Warning: {policy}:9:5: spec.rules[0]: configured AuthorizationPolicy will deny all traffic to TCP ports under its scope"
+        )),
+        "{}",
+        ran.stdout
+    );
+}

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,62 +22,15 @@ use ironmesh_proto::pb::{
 };
 use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
 
+mod netns;
+use netns::{Topology, sh};
+
 const APP_PORT: u16 = 8080;
 /// An app port whose app listens on 127.0.0.1 only.
 const LOCAL_PORT: u16 = 8081;
 const DENY_HOST: &str = r#"{"action":"DENY","rules":[{"to":[{"operation":{"hosts":["denied.example","denied.example:*"]}}]}]}"#;
 
-struct Topology {
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .status();
-        }
-    }
-}
-
-fn sh(args: &[&str]) {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 impl Topology {
-    fn netns(&mut self, name: &str) {
-        sh(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_string());
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-
-    fn veth(&self, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str), tag: &str) {
-        let (a_if, b_if) = (format!("h{tag}a"), format!("h{tag}b"));
-        sh(&[
-            "ip", "link", "add", &a_if, "netns", a, "type", "veth", "peer", "name", &b_if, "netns",
-            b,
-        ]);
-        for (ns, interface, address) in [(a, &a_if, a_ip), (b, &b_if, b_ip)] {
-            let cidr = format!("{address}/24");
-            sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", interface]);
-            sh(&["ip", "-n", ns, "link", "set", interface, "up"]);
-        }
-    }
-
     /// Starts `argv` in `namespace`; its output (the proxy logs to stdout) goes to `log`, else to ours.
     fn spawn_in(
         &mut self,

@@ -18,68 +18,12 @@ use ironmesh_proto::pb::{
 };
 use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
 
+mod netns;
+use netns::{Topology, sh};
+
 const APP_PORT: u16 = 8080;
 
-/// Everything the test created, removed on drop even when an assertion failed.
-struct Topology {
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip")
-                .args(["netns", "del", namespace])
-                .status();
-        }
-    }
-}
-
-fn sh(args: &[&str]) {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 impl Topology {
-    fn netns(&mut self, name: &str) {
-        sh(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_string());
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-
-    fn veth(&self, (a, a_ip): (&str, &str), (b, b_ip): (&str, &str), tag: &str) {
-        let (a_if, b_if) = (format!("v{tag}a"), format!("v{tag}b"));
-        sh(&[
-            "ip", "link", "add", &a_if, "netns", a, "type", "veth", "peer", "name", &b_if, "netns",
-            b,
-        ]);
-        for (ns, interface, address) in [(a, &a_if, a_ip), (b, &b_if, b_ip)] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                interface,
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", interface, "up"]);
-        }
-    }
-
     fn spawn_in(&mut self, namespace: &str, program: &str, args: &[&str], env: &[(&str, String)]) {
         let mut command = Command::new("ip");
         command
