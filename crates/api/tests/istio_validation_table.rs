@@ -6,6 +6,8 @@
 //! TestValidateAuthenticationMeshPolicy of Istio 1.5. Each case names the Istio test case and the rule
 //! (function) it checks; the verdict (valid, valid with a warning, or invalid at a field) is Istio's.
 
+mod common;
+
 use ironmesh_api::{analyze_documents, load_documents_with_warnings};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +23,7 @@ use Verdict::*;
 /// (Istio case and rule, YAML document, Istio's verdict).
 type Case = (&'static str, String, Verdict);
 
+/// One document, `spec: ` followed by the case's text (flow or block).
 fn object(
     api_version: &str,
     kind: &str,
@@ -28,12 +31,7 @@ fn object(
     name: &str,
     spec: &str,
 ) -> String {
-    let namespace = namespace
-        .map(|ns| format!("  namespace: {ns}\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n{namespace}spec: {spec}\n"
-    )
+    common::doc(api_version, kind, namespace, name, &format!(" {spec}"))
 }
 
 /// A DestinationRule in namespace `ns5` (Istio's tests use a fixed namespace too).
