@@ -236,6 +236,23 @@ fn traffic_policy(namespace: &str, path: &str, policy: Option<&Value>, r: &mut R
         );
         return;
     }
+    shared_policy_fields(namespace, path, policy, r);
+    for (index, setting) in list(policy, "portLevelSettings").iter().enumerate() {
+        port_traffic_policy(
+            namespace,
+            &join_index(&join_key(path, "portLevelSettings"), index),
+            setting,
+            r,
+        );
+    }
+    if let Some(tunnel) = field(policy, "tunnel") {
+        tunnel_settings(&join_key(path, "tunnel"), tunnel, r);
+    }
+}
+
+/// The fields a traffic policy and a port-level setting share: outlier detection, connection pool, load
+/// balancer (which needs to know whether outlier detection is set) and client TLS.
+fn shared_policy_fields(namespace: &str, path: &str, policy: &Value, r: &mut Report) {
     let outlier = field(policy, "outlierDetection");
     outlier_detection(&join_key(path, "outlierDetection"), outlier, r);
     connection_pool(
@@ -250,17 +267,6 @@ fn traffic_policy(namespace: &str, path: &str, policy: Option<&Value>, r: &mut R
         r,
     );
     client_tls(namespace, &join_key(path, "tls"), field(policy, "tls"), r);
-    for (index, setting) in list(policy, "portLevelSettings").iter().enumerate() {
-        port_traffic_policy(
-            namespace,
-            &join_index(&join_key(path, "portLevelSettings"), index),
-            setting,
-            r,
-        );
-    }
-    if let Some(tunnel) = field(policy, "tunnel") {
-        tunnel_settings(&join_key(path, "tunnel"), tunnel, r);
-    }
 }
 
 /// `validatePortTrafficPolicies`, one entry.
@@ -289,20 +295,7 @@ fn port_traffic_policy(namespace: &str, path: &str, setting: &Value, r: &mut Rep
         );
         return;
     }
-    let outlier = field(setting, "outlierDetection");
-    outlier_detection(&join_key(path, "outlierDetection"), outlier, r);
-    connection_pool(
-        &join_key(path, "connectionPool"),
-        field(setting, "connectionPool"),
-        r,
-    );
-    load_balancer(
-        &join_key(path, "loadBalancer"),
-        field(setting, "loadBalancer"),
-        outlier.is_some(),
-        r,
-    );
-    client_tls(namespace, &join_key(path, "tls"), field(setting, "tls"), r);
+    shared_policy_fields(namespace, path, setting, r);
 }
 
 /// `validateTunnelSettings`.
