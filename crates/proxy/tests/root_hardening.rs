@@ -7,23 +7,17 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ironmesh_identity::ca_service::CaService;
-use ironmesh_identity::{
-    CA_AUDIENCE, CaOptions, CertificateAuthority, CredentialAuthority, PodClaims, write_token_file,
-};
+use ironmesh_identity::{PodClaims, write_token_file};
 use ironmesh_proto::pb::{
     AuthorizationPolicy, ClientTls, ClientTlsMode, Endpoint, InboundPort, OutboundTrafficPolicy,
     Protocol, ProxyConfig, ServerMode, Service, ServicePort, Workload,
 };
-use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
 
 mod netns;
-use netns::{Topology, sh};
+use netns::{ControlPlane, Topology, sh};
 
 const APP_PORT: u16 = 8080;
 /// An app port whose app listens on 127.0.0.1 only.
@@ -114,60 +108,7 @@ fn raw_request(to: SocketAddr, raw: &'static str) -> String {
 }
 
 /// The CA and config hub on a Unix socket, as the control plane serves them.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    credentials: Arc<CredentialAuthority>,
-    hub: ConfigHub,
-    server: tokio::task::JoinHandle<()>,
-}
-
 impl ControlPlane {
-    fn start() -> Self {
-        ironmesh_identity::install_crypto_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("xds.sock");
-        let ca = Arc::new(
-            CertificateAuthority::load_or_create(
-                &dir.path().join("ca"),
-                CaOptions::new("cluster.local"),
-            )
-            .unwrap(),
-        );
-        let credentials = Arc::new(CredentialAuthority::from_secret(
-            b"root-test-secret-0123456789abcdef",
-        ));
-        let verifier = credentials.clone();
-        let hub = ConfigHub::new(
-            Arc::new(move |token: &str, proxy_id: &str| {
-                let claims = verifier
-                    .verify(token, CA_AUDIENCE, SystemTime::now())
-                    .map_err(|e| AuthError(e.to_string()))?;
-                if format!("{}.{}", claims.pod, claims.namespace) == proxy_id {
-                    Ok(())
-                } else {
-                    Err(AuthError("not your proxy id".into()))
-                }
-            }),
-            HubOptions::default(),
-        );
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(CaService::new(ca, credentials.clone()).into_server())
-            .add_service(hub.service())
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
-        let server = tokio::spawn(async move {
-            let _ = server.await;
-        });
-        Self {
-            dir,
-            socket,
-            credentials,
-            hub,
-            server,
-        }
-    }
-
     fn proxy_env(&self, pod: &str, sa: &str, pod_ip: Option<&str>) -> Vec<(&'static str, String)> {
         let token_file = self.dir.path().join(format!("{pod}.token"));
         let claims = PodClaims {
@@ -194,12 +135,6 @@ impl ControlPlane {
             env.push(("POD_IP", ip.to_string()));
         }
         env
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

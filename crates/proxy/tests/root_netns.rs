@@ -3,23 +3,19 @@
 //! plus a third namespace without a sidecar. Fails loudly when it cannot set up; the Drop guard removes
 //! everything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use ironmesh_identity::ca_service::CaService;
-use ironmesh_identity::{
-    CA_AUDIENCE, CaOptions, CertificateAuthority, CredentialAuthority, PodClaims, write_token_file,
-};
+use ironmesh_identity::{CredentialAuthority, PodClaims, write_token_file};
 use ironmesh_proto::pb::{
     ClientTls, ClientTlsMode, Endpoint, InboundPort, Protocol, ProxyConfig, ServerMode, Service,
     ServicePort, Workload,
 };
-use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
 
 mod netns;
-use netns::{Topology, sh};
+use netns::{ControlPlane, Topology, sh};
 
 const APP_PORT: u16 = 8080;
 
@@ -298,41 +294,7 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         nix_is_root(),
         "root_* tests need root (network namespaces and iptables)"
     );
-    ironmesh_identity::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let socket: PathBuf = dir.path().join("xds.sock");
-
-    // The control plane side: CA + config hub on one Unix socket in the host namespace.
-    let ca = Arc::new(
-        CertificateAuthority::load_or_create(
-            &dir.path().join("ca"),
-            CaOptions::new("cluster.local"),
-        )
-        .unwrap(),
-    );
-    let credentials = Arc::new(CredentialAuthority::from_secret(
-        b"root-test-secret-0123456789abcdef",
-    ));
-    let verifier = credentials.clone();
-    let hub = ConfigHub::new(
-        Arc::new(move |token: &str, proxy_id: &str| {
-            let claims = verifier
-                .verify(token, CA_AUDIENCE, SystemTime::now())
-                .map_err(|e| AuthError(e.to_string()))?;
-            if format!("{}.{}", claims.pod, claims.namespace) == proxy_id {
-                Ok(())
-            } else {
-                Err(AuthError("not your proxy id".into()))
-            }
-        }),
-        HubOptions::default(),
-    );
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    let server = tonic::transport::Server::builder()
-        .add_service(CaService::new(ca, credentials.clone()).into_server())
-        .add_service(hub.service())
-        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
-    let server = tokio::spawn(server);
+    let control = ControlPlane::start();
 
     let tag = std::process::id() % 100_000;
     let (client_ns, server_ns, legacy_ns) = (
@@ -359,8 +321,8 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
     );
 
     let (client_config, server_config) = configs("10.201.0.2", ClientTlsMode::IstioMutual);
-    hub.publish("sleep-1.foo", client_config);
-    hub.publish("httpbin-1.foo", server_config);
+    control.hub.publish("sleep-1.foo", client_config);
+    control.hub.publish("httpbin-1.foo", server_config);
 
     // IRONMESH_PROXY_BIN measures another build of the same binary (e.g. a size-optimised profile).
     let binary = std::env::var("IRONMESH_PROXY_BIN")
@@ -370,8 +332,20 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         sh(&["ip", "netns", "exec", ns, binary, "iptables", "--apply"]);
     }
     let _app = App::start_in(&server_ns);
-    let client_env = proxy_env(dir.path(), &socket, &credentials, "sleep-1", "sleep");
-    let server_env = proxy_env(dir.path(), &socket, &credentials, "httpbin-1", "httpbin");
+    let client_env = proxy_env(
+        control.dir.path(),
+        &control.socket,
+        &control.credentials,
+        "sleep-1",
+        "sleep",
+    );
+    let server_env = proxy_env(
+        control.dir.path(),
+        &control.socket,
+        &control.credentials,
+        "httpbin-1",
+        "httpbin",
+    );
     topology.spawn_in(&client_ns, binary, &["run"], &client_env);
     topology.spawn_in(&server_ns, binary, &["run"], &server_env);
     let proxy_pids: Vec<u32> = topology.children[1..].iter().map(Child::id).collect();
@@ -401,22 +375,35 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         "no sidecar -> STRICT must be reset"
     );
     assert!(
-        hub.status("sleep-1.foo")
+        control
+            .hub
+            .status("sleep-1.foo")
             .and_then(|s| s.acked_version)
             .is_some()
     );
     // The client sidecar switches to plaintext (DestinationRule DISABLE): STRICT answers with Envoy's 503.
     let (plaintext_config, _) = configs("10.201.0.2", ClientTlsMode::ClientDisable);
-    hub.publish("sleep-1.foo", plaintext_config);
-    let published = hub.status("sleep-1.foo").and_then(|s| s.published_version);
+    control.hub.publish("sleep-1.foo", plaintext_config);
+    let published = control
+        .hub
+        .status("sleep-1.foo")
+        .and_then(|s| s.published_version);
     for _ in 0..200 {
-        if hub.status("sleep-1.foo").and_then(|s| s.acked_version) == published {
+        if control
+            .hub
+            .status("sleep-1.foo")
+            .and_then(|s| s.acked_version)
+            == published
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        hub.status("sleep-1.foo").and_then(|s| s.acked_version),
+        control
+            .hub
+            .status("sleep-1.foo")
+            .and_then(|s| s.acked_version),
         published,
         "plaintext config not applied"
     );
@@ -447,7 +434,7 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
         );
     }
     drop(topology);
-    server.abort();
+    drop(control);
 }
 
 /// Prints (does not assert) each proxy's resident memory.

@@ -1,8 +1,16 @@
-//! The rig of the proxy's root tests: network namespaces joined by veth pairs, and the processes started
-//! in them, all removed on drop even when an assertion failed.
+//! The rig of the proxy's root tests: network namespaces joined by veth pairs, the processes started in
+//! them, and the control plane (CA and configuration hub) the proxies reach, all removed on drop even when
+//! an assertion failed.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ironmesh_identity::ca_service::CaService;
+use ironmesh_identity::{CA_AUDIENCE, CaOptions, CertificateAuthority, CredentialAuthority};
+use ironmesh_proto::{AuthError, ConfigHub, HubOptions};
 
 /// Everything the test created, removed on drop even when an assertion failed.
 pub struct Topology {
@@ -62,5 +70,68 @@ impl Topology {
             ]);
             sh(&["ip", "-n", ns, "link", "set", interface, "up"]);
         }
+    }
+}
+
+/// The control plane side: CA and configuration hub on one Unix socket in the host namespace, stopped
+/// on drop.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub credentials: Arc<CredentialAuthority>,
+    pub hub: ConfigHub,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    pub fn start() -> Self {
+        ironmesh_identity::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("xds.sock");
+        let ca = Arc::new(
+            CertificateAuthority::load_or_create(
+                &dir.path().join("ca"),
+                CaOptions::new("cluster.local"),
+            )
+            .unwrap(),
+        );
+        let credentials = Arc::new(CredentialAuthority::from_secret(
+            b"root-test-secret-0123456789abcdef",
+        ));
+        let verifier = credentials.clone();
+        let hub = ConfigHub::new(
+            Arc::new(move |token: &str, proxy_id: &str| {
+                let claims = verifier
+                    .verify(token, CA_AUDIENCE, SystemTime::now())
+                    .map_err(|e| AuthError(e.to_string()))?;
+                if format!("{}.{}", claims.pod, claims.namespace) == proxy_id {
+                    Ok(())
+                } else {
+                    Err(AuthError("not your proxy id".into()))
+                }
+            }),
+            HubOptions::default(),
+        );
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(CaService::new(ca, credentials.clone()).into_server())
+            .add_service(hub.service())
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+        let server = tokio::spawn(async move {
+            let _ = server.await;
+        });
+        Self {
+            dir,
+            socket,
+            credentials,
+            hub,
+            server,
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
