@@ -6,10 +6,9 @@ use std::path::PathBuf;
 /// Errors from the local runtime's mechanisms.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// A helper program (`ip`, `iptables-restore`, `sysctl`) ran and failed.
-    #[error(
-        "`{command}` failed ({status}): {stderr}; the local runtime needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
-    )]
+    /// A helper program (`ip`, `iptables-restore`, `sysctl`, `runc`) ran and failed. The hint names root
+    /// only when the process is not root: as root the program's own stderr is the cause.
+    #[error("`{command}` failed ({status}): {stderr}{}", not_root_hint())]
     CommandFailed {
         command: String,
         status: String,
@@ -71,6 +70,15 @@ pub enum RuntimeError {
     EmptyCommand,
 }
 
+/// The advice appended to a failed command when the process lacks root, empty otherwise.
+fn not_root_hint() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        "; the local runtime needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo"
+    }
+}
+
 impl RuntimeError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         RuntimeError::Io {
@@ -83,3 +91,26 @@ impl RuntimeError {
 
 /// Result alias for this crate.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_names_root_only_when_not_root() {
+        let message = RuntimeError::CommandFailed {
+            command: "ip link add x".into(),
+            status: "exit status: 2".into(),
+            stderr: "RTNETLINK answers: File exists".into(),
+        }
+        .to_string();
+        assert!(message.starts_with(
+            "`ip link add x` failed (exit status: 2): RTNETLINK answers: File exists"
+        ));
+        assert_eq!(
+            message.contains("needs root"),
+            !nix::unistd::geteuid().is_root(),
+            "{message}"
+        );
+    }
+}
