@@ -144,7 +144,7 @@ impl Loop {
         let mut published = Vec::new();
         for pod in objects.iter().filter(|o| o.kind == "Pod").map(PodView::of) {
             if pod.has_sidecar() {
-                let id = format!("{}.{}", pod.name, pod.namespace);
+                let id = ironmesh_identity::proxy_id(&pod.name, &pod.namespace);
                 let mut config = snapshot.proxy_config(&pod);
                 if config.version.is_empty() {
                     config.version = content_version(&config);

@@ -41,7 +41,7 @@ fn authenticator(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>
             .verify(token, CA_AUDIENCE, SystemTime::now())
             .map_err(|e| AuthError(e.to_string()))?;
         check_pod_binding(&claims, pods.as_ref()).map_err(|e| AuthError(e.to_string()))?;
-        let expected = format!("{}.{}", claims.pod, claims.namespace);
+        let expected = claims.proxy_id();
         if expected == proxy_id {
             Ok(())
         } else {

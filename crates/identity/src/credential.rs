@@ -21,6 +21,14 @@ pub const CA_AUDIENCE: &str = "ironmesh-ca";
 const TOKEN_KEY: &str = "token-key";
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
+/// The id a pod's proxy subscribes to the configuration stream under: `<pod>.<namespace>`, the pod part of
+/// Istio's node id (`sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local`, pilot/pkg/model/context.go).
+/// The proxy builds it from its downward-API variables; whoever authenticates a subscription compares it
+/// with [`PodClaims::proxy_id`].
+pub fn proxy_id(pod: &str, namespace: &str) -> String {
+    format!("{pod}.{namespace}")
+}
+
 /// Who a pod is, as its credential states it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodClaims {
@@ -30,6 +38,13 @@ pub struct PodClaims {
     /// `metadata.uid` of the pod the credential was issued for: a pod recreated under the same name
     /// gets a new uid, so the old pod's credential does not pass for the new one.
     pub pod_uid: String,
+}
+
+impl PodClaims {
+    /// The only proxy id this credential may subscribe under (see [`proxy_id`]).
+    pub fn proxy_id(&self) -> String {
+        proxy_id(&self.pod, &self.namespace)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -55,7 +55,7 @@ pub use ca::{
 pub use ca_client::CaClient;
 pub use credential::{
     BindingError, CA_AUDIENCE, CredentialAuthority, CredentialError, PodClaims, PodLookup,
-    check_pod_binding, write_token_file,
+    check_pod_binding, proxy_id, write_token_file,
 };
 pub use csr::{CsrError, csr_for};
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};

@@ -188,7 +188,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .control_plane
         .parse()
         .context("IRONMESH_CONTROL_PLANE")?;
-    let proxy_id = format!("{}.{}", args.pod_name, args.pod_namespace);
+    let proxy_id = ironmesh_identity::proxy_id(&args.pod_name, &args.pod_namespace);
     let metrics = Arc::new(Metrics::default());
 
     // Control plane client, certificates and admin live on their own small runtime and thread.

@@ -104,7 +104,7 @@ impl ControlPlane {
                 let claims = verifier
                     .verify(token, CA_AUDIENCE, SystemTime::now())
                     .map_err(|e| AuthError(e.to_string()))?;
-                if format!("{}.{}", claims.pod, claims.namespace) == proxy_id {
+                if claims.proxy_id() == proxy_id {
                     Ok(())
                 } else {
                     Err(AuthError("not your proxy id".into()))

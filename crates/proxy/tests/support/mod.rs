@@ -281,7 +281,7 @@ impl Mesh {
             Arc::new(LocalSigner::new(self.ca.clone(), spiffe(namespace, sa))),
             RotationOptions::default(),
         );
-        let proxy_id = format!("{name}.{namespace}");
+        let proxy_id = ironmesh_identity::proxy_id(name, namespace);
         let mut options = ConfigClientOptions::new(
             ControlPlaneAddress::Unix(self.socket.clone()),
             proxy_id.clone(),
