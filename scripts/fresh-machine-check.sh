@@ -12,7 +12,8 @@
 # PREPARE_ONLY=1 stops after the pristine root exists.
 #
 # Mounts live in a private mount namespace (unshare --mount), so they vanish with it even on failure. The
-# root is bind-mounted onto itself because `ip netns exec` needs / to be a mount point. The network
+# root is bind-mounted onto itself and becomes / by pivot_root (a chroot is not enough: runc, pivoting into
+# a container's root from inside a chroot, ends up on the host's / instead of the chroot's). The network
 # namespace is the host's (crates.io and the Debian mirror must answer); the runtime only touches the
 # namespaces it creates.
 set -euo pipefail
@@ -72,6 +73,8 @@ if [[ -d /usr/local/share/ca-certificates ]]; then
   cp -a /usr/local/share/ca-certificates "$root/usr/local/share/"
 fi
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# debootstrap writes no /etc/hosts; Debian's installer writes these two lines on every machine.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 
 echo "== copying the committed tree ($(git -C "$repo" rev-parse --short HEAD)) to /root/ironmesh"
 mkdir -p "$root/root/ironmesh"
@@ -112,7 +115,15 @@ unshare --mount --propagation private --fork bash -euc '
   mount --rbind /dev "$root/dev"
   mount -t tmpfs tmpfs "$root/run"
   mount -t tmpfs tmpfs "$root/tmp"
-  exec chroot "$root" /bin/bash -c "$inside"
+  # pivot_root, not a bare chroot: runc pivots into each container root, and from inside a chroot that
+  # lands on the host'"'"'s real / (the pods then read the host'"'"'s /etc/hosts and cannot resolve a service).
+  # After the switch the old root is detached, as on a machine booted from this root.
+  cd "$root"
+  mkdir -p .old-root
+  pivot_root . .old-root
+  umount -l /.old-root
+  rmdir /.old-root
+  exec chroot / /bin/bash -c "$inside"
 ' fresh "$root" "$inside"
 status=$?
 set -e
