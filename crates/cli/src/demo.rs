@@ -229,23 +229,43 @@ impl Demo {
     fn wait_until_open(&self) -> Result<(), CliError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let all_open = NAMESPACES.iter().all(|src| {
-                NAMESPACES
-                    .iter()
-                    .all(|dst| self.call(src, dst) == ("200".into(), 0))
-            });
-            if all_open {
+            let mut closed = Vec::new();
+            for src in NAMESPACES {
+                for dst in NAMESPACES {
+                    let (code, exit) = self.call(src, dst);
+                    if (code.as_str(), exit) != ("200", 0) {
+                        closed.push(format!(
+                            "sleep.{src} -> httpbin.{dst}: HTTP {code}, curl exit {exit}{}",
+                            curl_exit_meaning(exit)
+                        ));
+                    }
+                }
+            }
+            if closed.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(fail(format!(
-                    "not every sleep reached every httpbin within {}s; see {}/logs and `ironmesh get pods -A`",
+                    "not every sleep reached every httpbin within {}s; still failing:\n  {}\nsee {}/logs and `ironmesh get pods -A`",
                     READY_TIMEOUT.as_secs(),
+                    closed.join("\n  "),
                     self.home.display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+}
+
+/// What the curl exit codes a pod-to-service call can end with mean, so a failed demo names its cause.
+fn curl_exit_meaning(exit: i32) -> &'static str {
+    match exit {
+        6 => " (could not resolve the service name: the pod's /etc/hosts)",
+        7 => " (connection refused)",
+        28 => " (timed out; when resolving, the pod's /etc/hosts lacks the service)",
+        52 => " (empty reply)",
+        56 => " (connection reset)",
+        _ => "",
     }
 }
 
@@ -287,7 +307,8 @@ pub(crate) fn run(keep: bool) -> Result<(), CliError> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if temporary {
+        // A failed run keeps its directory: the error points at its logs.
+        if temporary && result.is_ok() {
             let _ = std::fs::remove_dir_all(&demo.home);
         }
     }
