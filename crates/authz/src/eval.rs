@@ -12,7 +12,7 @@ use crate::request::{Http, Request};
 
 /// How HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers`) evaluate on a TCP connection:
 /// `false` for ALLOW (the rule is ignored), `true` for DENY and AUDIT (the whole port is denied/audited).
-/// istio-semantics §9 "HTTP-only fields on TCP"; Istio docs tasks/security/authorization/authz-tcp.
+/// docs/SEMANTICS.md#authz-tcp; Istio docs tasks/security/authorization/authz-tcp.
 pub(crate) type HttpFieldsOnTcp = bool;
 
 /// A request plus what is derived from it once per evaluation (the normalized path), shared by all rules.

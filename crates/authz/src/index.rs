@@ -144,7 +144,7 @@ impl AuthzIndex {
 
     /// The policies that apply to a workload in `namespace` with `labels`: those of its namespace and of
     /// the root namespace, each with no selector or a selector whose `matchLabels` all match. A root
-    /// policy with a selector applies to matching workloads in every namespace (istio-semantics §9 Scope).
+    /// policy with a selector applies to matching workloads in every namespace (docs/SEMANTICS.md#authz-scope).
     /// A policy with `targetRef(s)` applies to no sidecar (Istio `ShouldAttachPolicy`: "if targetRef is
     /// specified, ignore the policy altogether" for non-gateway workloads).
     pub fn policies_for(

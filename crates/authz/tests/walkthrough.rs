@@ -1,5 +1,5 @@
 //! The walkthrough's authorization cases: namespace isolation in `foo` and a DENY on `/headers` for `bar`
-//! (istio-semantics §9 "Namespace isolation"; Istio docs security-policy-examples).
+//! (docs/SEMANTICS.md#authz-examples; Istio docs security-policy-examples).
 
 mod common;
 
