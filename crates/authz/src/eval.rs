@@ -1,4 +1,4 @@
-//! Rule matching (API-AP Rule/Source): a rule matches when one `from`, one `to` and all `when` match;
+//! Rule matching (docs/SEMANTICS.md#authz-rules): a rule matches when one `from`, one `to` and all `when` match;
 //! fields inside one source or operation are AND-ed; an empty list means "any". Matching never allocates;
 //! only normalizing an unusual path (`%XX`, `.`/`..` segments) does, once per request.
 

@@ -243,7 +243,7 @@ fn shadow(
 }
 
 impl AppliedPolicies {
-    /// Istio's order (API-AP header; Envoy filter order CUSTOM, AUDIT, DENY, ALLOW): a CUSTOM match denies
+    /// Istio's order (docs/SEMANTICS.md#authz-evaluation; Envoy filter order CUSTOM, AUDIT, DENY, ALLOW): a CUSTOM match denies
     /// (no extension provider exists in ironmesh, see [`Action::Custom`]); any DENY match denies; else with
     /// no ALLOW policy the request is allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches
     /// are only reported, and dry-run policies only evaluated into [`Decision::dry_run`]. Allocates nothing

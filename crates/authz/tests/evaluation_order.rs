@@ -1,5 +1,5 @@
 //! Evaluation order and defaults (docs/SEMANTICS.md#authz-evaluation and
-//! docs/SEMANTICS.md#authz-tcp; API-AP header): each row lists the policies of namespace `foo` and the expected explanation.
+//! docs/SEMANTICS.md#authz-tcp; API-AP = the header of istio/api `security/v1beta1/authorization_policy.proto`): each row lists the policies of namespace `foo` and the expected explanation.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Which policies apply to a workload (docs/SEMANTICS.md#authz-scope; API-AP L274-281; Istio docs concepts
+//! Which policies apply to a workload (docs/SEMANTICS.md#authz-scope; API-AP = istio/api `authorization_policy.proto` `selector`; Istio docs concepts
 //! "Policy Target"): own namespace + root namespace, narrowed by `selector.matchLabels`.
 
 mod common;
