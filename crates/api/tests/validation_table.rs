@@ -78,10 +78,5 @@ fn validation_table() {
             failures.push(format!("{rule_name}: expected {expected:?}, got {got:?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }
