@@ -281,12 +281,7 @@ fn evaluation_order_table() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing rows:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }
 
 #[test]

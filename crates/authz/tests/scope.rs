@@ -113,7 +113,7 @@ fn scope_table() {
             failures.push(format!("{name}: expected applies={want}"));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::assert_no_failures(&failures);
 }
 
 #[test]
