@@ -1,7 +1,8 @@
 //! The repository's documents stay true to the code: every anchor cited after `SEMANTICS.md#` or `BENCHMARKS.md#`
 //! in code, tests and docs exists, and docs/ARCHITECTURE.md's "depends on" column lists exactly the
 //! `ironmesh-*` dependencies each crate's Cargo.toml declares. Both drift silently otherwise: a renamed
-//! section leaves dead citations, a new dependency leaves the crate map wrong.
+//! section leaves dead citations, a new dependency leaves the crate map wrong. Every crate also inherits
+//! the workspace lints.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -138,4 +139,24 @@ fn architecture_lists_each_crates_dependencies() {
     }
     assert!(crates_dir.len() >= 10, "{} crates found", crates_dir.len());
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Not a document, but the same kind of drift: a crate added without `[lints] workspace = true` would
+/// silently allow unsafe code and debugging leftovers.
+#[test]
+fn every_crate_inherits_the_workspace_lints() {
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(repo().join("crates")).unwrap() {
+        let manifest = entry.unwrap().path().join("Cargo.toml");
+        if let Ok(text) = fs::read_to_string(&manifest)
+            && !text.contains("\n[lints]\nworkspace = true\n")
+        {
+            missing.push(manifest.display().to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "add `[lints]\\nworkspace = true` to: {}",
+        missing.join(", ")
+    );
 }
