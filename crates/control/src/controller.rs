@@ -46,6 +46,19 @@ fn snapshot(store: &Store) -> Vec<Object> {
     snapshot_at(store).1
 }
 
+/// Runs store calls on the blocking pool: redb fsyncs on every commit and reads the file, which must not
+/// stall the async workers that serve the proxies' streams.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    call: impl FnOnce(&Store) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store))
+        .await
+        // A panic in the call is the controllers' own bug: surface it where it would have happened.
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+}
+
 /// The objects and the resourceVersion they were read at (`None` when the store could not be read).
 fn snapshot_at(store: &Store) -> (Option<u64>, Vec<Object>) {
     match store.list(None, None, &LabelSelector::default()) {
@@ -89,22 +102,25 @@ struct Loop {
 impl Loop {
     /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
-        let store = self.ctx.store.clone();
-        let (read_at, objects) = snapshot_at(&store);
+        let (read_at, objects) = blocking(&self.ctx.store, snapshot_at).await;
 
-        for (service, ip) in services::allocate_vips(&objects) {
-            tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
-            write(&store, &service, WriteMode::Apply, "service address");
-        }
+        let addresses = services::allocate_vips(&objects);
         let plan = deployments::plan(&objects, rand::random::<u64>);
-        for pod in &plan.create {
-            write(&store, pod, WriteMode::Create, "deployment controller");
-        }
-        for (namespace, name) in &plan.delete {
-            if let Err(error) = store.delete(&ObjectKey::new("pods", Some(namespace), name)) {
-                tracing::debug!(pod = %name, %error, "pod already gone");
+        blocking(&self.ctx.store, move |store| {
+            for (service, ip) in addresses {
+                tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
+                write(store, &service, WriteMode::Apply, "service address");
             }
-        }
+            for pod in &plan.create {
+                write(store, pod, WriteMode::Create, "deployment controller");
+            }
+            for (namespace, name) in &plan.delete {
+                if let Err(error) = store.delete(&ObjectKey::new("pods", Some(namespace), name)) {
+                    tracing::debug!(pod = %name, %error, "pod already gone");
+                }
+            }
+        })
+        .await;
 
         if let Some(kubelet) = &mut self.kubelet {
             kubelet.reconcile(&objects).await;
@@ -190,7 +206,7 @@ pub async fn run(ctx: Context) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = token_refresh.tick() => {
-                let objects = snapshot(&state.ctx.store);
+                let objects = blocking(&state.ctx.store, snapshot).await;
                 if let Some(kubelet) = &state.kubelet {
                     kubelet.refresh_tokens(&objects);
                 }
