@@ -9,6 +9,7 @@
 //! Pods → processes in network namespaces (the kubelet), Services → virtual IPs, NAT and names, and every
 //! sidecar's configuration, computed with the policy engine and pushed through the hub.
 
+mod authz;
 pub mod controller;
 pub mod deployments;
 mod grpc;

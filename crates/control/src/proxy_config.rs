@@ -9,11 +9,7 @@ use ironmesh_api::Object;
 use ironmesh_api::policy::{ClientTlsMode, PolicyIndex, ServerMode, Workload};
 use ironmesh_proto::pb;
 
-#[path = "authz.rs"]
-mod authz;
-
-use authz::{EgressScope, PolicyScope};
-
+use crate::authz::{EgressScope, PolicyScope};
 use crate::objects::{
     AppProtocol, PROXY_CONTAINER, PodView, ServiceView, app_protocol, selector_matches,
 };
