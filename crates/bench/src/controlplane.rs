@@ -169,7 +169,6 @@ impl ControlPlane {
             .map(|index| format!("push-{index}.bench"))
             .collect();
         let base = ProxyConfig {
-            trust_domain: TRUST_DOMAIN.into(),
             auto_mtls: true,
             ..Default::default()
         };

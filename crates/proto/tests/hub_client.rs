@@ -45,7 +45,6 @@ fn config(endpoint_ip: &str) -> ProxyConfig {
             }],
             ..Default::default()
         }],
-        trust_domain: "cluster.local".into(),
         ..Default::default()
     }
 }
