@@ -19,6 +19,7 @@ mod iptables;
 mod limits;
 pub mod metrics;
 mod outbound;
+mod replay;
 mod sockets;
 mod tcp;
 mod upstream;
