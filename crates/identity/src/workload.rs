@@ -126,10 +126,7 @@ impl WorkloadCertificates {
     ) -> Self {
         let provider = mesh_provider();
         let current = Arc::new(ArcSwap::from_pointee(None));
-        let trust: SharedTrust = Arc::new(ArcSwap::from_pointee(TrustBundle {
-            pems: Vec::new(),
-            anchors: Vec::new(),
-        }));
+        let trust: SharedTrust = Arc::new(ArcSwap::from_pointee(TrustBundle::empty()));
         let client_verifier = Arc::new(TrustDomainClientVerifier {
             trust: trust.clone(),
             trust_domain: identity.trust_domain().to_owned(),
@@ -367,30 +364,16 @@ fn check_issued_chain(
             "the certificate names {ids:?}, but we asked for {identity}"
         )));
     }
-    let end_entity = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| InstallError::BadCertificate(format!("{e:?}")))?;
+    // A mesh certificate serves both ends of a connection: check it for both, as peers will.
     let now = rustls::pki_types::UnixTime::now();
-    for usage in [
-        webpki::KeyUsage::server_auth(),
-        webpki::KeyUsage::client_auth(),
-    ] {
-        end_entity
-            .verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                &bundle.anchors,
-                intermediates,
-                now,
-                usage,
-                None,
-                None,
-            )
-            .map_err(|e| {
-                InstallError::BadCertificate(format!(
-                    "the chain does not verify against the trust bundle: {e:?}"
-                ))
-            })?;
-    }
-    Ok(())
+    bundle
+        .verify_server_chain(leaf, intermediates, now)
+        .and_then(|()| bundle.verify_client_chain(leaf, intermediates, now))
+        .map_err(|e| {
+            InstallError::BadCertificate(format!(
+                "the chain does not verify against the trust bundle: {e}"
+            ))
+        })
 }
 
 fn jittered(base: Duration, fraction: f64) -> Duration {
