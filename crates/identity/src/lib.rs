@@ -28,6 +28,8 @@
 //!   Configs are built once and follow rotations (cert resolver and trust bundle behind `ArcSwap`), so keep
 //!   and reuse them; cloning a config to change its ALPN keeps that property.
 //! - [`peer_identity`]`(&rustls::CommonState)` gives the peer's SPIFFE ID after a handshake.
+//! - [`ControlPlaneAddress`], [`connect_channel`] / [`lazy_channel`]: the one way to open a gRPC channel
+//!   to the control plane (Unix socket or TCP), shared by the CA client and the configuration stream.
 //!
 //! Call [`install_crypto_provider`] once at the top of every binary (idempotent; ring only).
 
@@ -37,6 +39,7 @@ mod ca_client;
 pub mod ca_service;
 mod credential;
 mod csr;
+mod endpoint;
 mod fsutil;
 mod pem;
 mod signer;
@@ -58,6 +61,7 @@ pub use credential::{
     check_pod_binding, proxy_id, write_token_file,
 };
 pub use csr::{CsrError, csr_for};
+pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel, lazy_channel};
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};
 pub use spiffe::{SpiffeId, SpiffeIdError};
 pub use tls::{TrustBundleError, install_crypto_provider, peer_identity};
