@@ -111,6 +111,7 @@ pub(crate) fn configs() -> (ProxyConfig, ProxyConfig) {
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: true,
+        ..Default::default()
     };
     (config(workload(CLIENT_POD)), config(workload(SERVER_POD)))
 }

@@ -115,6 +115,8 @@ impl ClusterSnapshot {
                 .map(|s| self.service_config(&pod.namespace, s))
                 .collect(),
             auto_mtls: self.auto_mtls,
+            // The CA's, not the resources': the controller adds it to every configuration it publishes.
+            trust_bundle_pem: Vec::new(),
         }
     }
 

@@ -115,6 +115,11 @@ impl TrustBundle {
     }
 }
 
+/// Checks that `pems` would be accepted by [`crate::WorkloadCertificates::set_trust_bundle`].
+pub fn check_trust_bundle(pems: &[String]) -> Result<(), TrustBundleError> {
+    TrustBundle::from_pems(pems).map(drop)
+}
+
 /// Why a trust bundle was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustBundleError {

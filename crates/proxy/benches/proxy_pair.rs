@@ -66,6 +66,7 @@ fn config(workload: Workload) -> ProxyConfig {
             }],
         }],
         auto_mtls: true,
+        ..Default::default()
     }
 }
 

@@ -299,6 +299,7 @@ mod tests {
                     },
                 ],
             }],
+            ..Default::default()
         }
     }
 

@@ -100,6 +100,7 @@ async fn mesh(client: ClientSide, httpbin_mode: ServerMode) -> Mesh {
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: client.auto_mtls,
+        ..Default::default()
     };
     mesh.publish(
         ip(SLEEP_IP),
@@ -597,6 +598,7 @@ async fn switch_httpbin(mesh: &Mesh, client: &ClientSide, mode: ServerMode, vers
         workload: Some(workload("httpbin-1", "httpbin", mode)),
         services: services(client, mode),
         auto_mtls: client.auto_mtls,
+        ..Default::default()
     };
     mesh.publish(ip(HTTPBIN_IP), "httpbin-1.foo", config).await;
 }

@@ -122,6 +122,7 @@ fn config(
         }),
         services: services(),
         auto_mtls: true,
+        ..Default::default()
     }
 }
 

@@ -85,6 +85,7 @@ fn config(
         }),
         services: services(),
         auto_mtls: true,
+        ..Default::default()
     }
 }
 

@@ -64,6 +64,7 @@ fn config(name: &str, sa: &str) -> ProxyConfig {
             }],
         }],
         auto_mtls: true,
+        ..Default::default()
     }
 }
 

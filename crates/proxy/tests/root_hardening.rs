@@ -179,6 +179,7 @@ fn config(pod: &str, sa: &str, server_ip: &str, policies: Vec<AuthorizationPolic
             }],
         }],
         auto_mtls: true,
+        ..Default::default()
     }
 }
 

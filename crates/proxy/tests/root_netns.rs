@@ -279,6 +279,7 @@ fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyCon
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: true,
+        ..Default::default()
     };
     (
         config(workload("sleep-1", "sleep", ServerMode::Permissive)),
