@@ -178,13 +178,12 @@ fn config(pod: &str, sa: &str, server_ip: &str, policies: Vec<AuthorizationPolic
             ports: vec![service_port(APP_PORT), service_port(LOCAL_PORT)],
             endpoints: vec![Endpoint {
                 ip: server_ip.into(),
-                has_sidecar: true,
                 mtls_ready: true,
                 spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
             }],
         }],
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 

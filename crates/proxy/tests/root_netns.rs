@@ -170,7 +170,6 @@ fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyCon
         }],
         endpoints: vec![Endpoint {
             ip: server_ip.into(),
-            has_sidecar: true,
             mtls_ready: true,
             spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
         }],
@@ -180,7 +179,7 @@ fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyCon
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     };
     (
         config(workload("sleep-1", "sleep", ServerMode::Permissive)),
