@@ -21,6 +21,7 @@ pub mod metrics;
 mod outbound;
 mod sockets;
 mod tcp;
+mod trim;
 mod upstream;
 
 pub use dataplane::{DataPlane, DataPlaneError, DataPlaneOptions, WorkloadInfo};
