@@ -1,6 +1,10 @@
 //! The in-process control plane the ironmesh rows need: our CA (`ironmesh-identity`) and a `ConfigHub`
 //! (`ironmesh-proto`) on one Unix socket, exactly as the control plane serves proxies; plus the two
 //! control-plane benchmarks: CA signings per second and push latency to many proxy streams.
+#![allow(
+    unsafe_code,
+    reason = "the thread CPU clock is read with libc::clock_gettime"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,7 +165,7 @@ impl ControlPlane {
     /// Connects `streams` in-process proxy clients, publishes a change to all of them at once and
     /// measures change → applied (the client's last-good config holds the new version) for each.
     pub fn bench_push(&self, streams: u32, timeout: Duration) -> Result<PushFigures> {
-        let address: ironmesh_proto::ControlPlaneAddress =
+        let address: ironmesh_identity::ControlPlaneAddress =
             format!("unix://{}", self.socket.display())
                 .parse()
                 .map_err(|error| setup_error("socket address", error))?;
@@ -169,7 +173,6 @@ impl ControlPlane {
             .map(|index| format!("push-{index}.bench"))
             .collect();
         let base = ProxyConfig {
-            trust_domain: TRUST_DOMAIN.into(),
             auto_mtls: true,
             ..Default::default()
         };

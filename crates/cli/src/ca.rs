@@ -1,6 +1,10 @@
 //! `ironmesh ca root|rotate-root|retire-root`: the mesh's trust bundle, and root rotation with an overlap.
 //! Rotation changes the CA's files here, then tells a running control plane to re-read them (SIGHUP); its
 //! chains carry the new root cross-signed by the old one until retirement, so no peer is refused meanwhile.
+#![allow(
+    unsafe_code,
+    reason = "SIGHUP to the control plane goes through libc::kill"
+)]
 
 use ironmesh_control::MeshOptions;
 use ironmesh_identity::{CaOptions, CertificateAuthority, MAX_WORKLOAD_TTL};

@@ -1,4 +1,8 @@
 //! `up`, `down`, `status` and the hidden `control-plane` command that `up` starts in the background.
+#![allow(
+    unsafe_code,
+    reason = "geteuid, setsid in pre_exec, sysconf and kill on our own control plane go through libc"
+)]
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;

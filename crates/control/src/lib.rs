@@ -9,6 +9,7 @@
 //! Pods → processes in network namespaces (the kubelet), Services → virtual IPs, NAT and names, and every
 //! sidecar's configuration, computed with the policy engine and pushed through the hub.
 
+mod authz;
 pub mod controller;
 pub mod deployments;
 mod grpc;
@@ -185,6 +186,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         mesh,
         shutdown: shutdown.clone(),
         sync: sync.clone(),
+        trust_bundle: ca.watch_trust_bundle(),
     }));
     let proxy_status: ironmesh_store::ProxyStatusSource = Arc::new(move || sync.report(&hub));
     let api = ironmesh_store::serve_api_with(

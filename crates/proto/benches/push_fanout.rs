@@ -1,14 +1,12 @@
 //! Time for one configuration change to be applied (ACKed) by 1,000 connected proxies, in-process over a
-//! Unix socket (PRODUCT §8: p99 < 1 s).
+//! Unix socket (BENCHMARKS.md#bars: p99 < 1 s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ironmesh_proto::pb::{Endpoint, ProxyConfig, Service, ServicePort};
-use ironmesh_proto::{
-    ConfigClient, ConfigClientOptions, ConfigHub, ControlPlaneAddress, HubOptions, TokenSource,
-};
+use ironmesh_proto::{ConfigClient, ConfigClientOptions, ConfigHub, HubOptions, TokenSource};
 
 const PROXIES: usize = 1000;
 
@@ -68,7 +66,7 @@ fn fanout(c: &mut Criterion) {
         ids.iter()
             .map(|id| {
                 ConfigClient::spawn(ConfigClientOptions::new(
-                    ControlPlaneAddress::Unix(socket.clone()),
+                    ironmesh_identity::ControlPlaneAddress::Unix(socket.clone()),
                     id.clone(),
                     TokenSource::None,
                 ))

@@ -19,9 +19,11 @@ mod iptables;
 mod limits;
 pub mod metrics;
 mod outbound;
+mod replay;
 mod sockets;
 mod tcp;
 mod trim;
+mod trust;
 mod upstream;
 
 pub use dataplane::{DataPlane, DataPlaneError, DataPlaneOptions, WorkloadInfo};
@@ -29,3 +31,4 @@ pub use iptables::{InterceptionRules, IptablesError, apply_rules, render_rules};
 pub use limits::ConnectionLimits;
 pub use metrics::Metrics;
 pub use sockets::{BoxFuture, PROXY_MARK, SocketLayer, SystemSockets, reset};
+pub use trust::follow_trust_bundle;
