@@ -50,8 +50,12 @@ impl IronmeshMode {
     }
 }
 
-/// `ironmesh-proxy` next to the harness binary (same target dir), else on PATH.
+/// `IRONMESH_BENCH_PROXY` if set (to compare builds of the proxy), else `ironmesh-proxy` next to the
+/// harness binary (same target dir), else on PATH.
 pub(crate) fn proxy_binary(self_exe: &std::path::Path) -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("IRONMESH_BENCH_PROXY") {
+        return Some(PathBuf::from(chosen));
+    }
     let sibling = self_exe.parent()?.join("ironmesh-proxy");
     if sibling.is_file() {
         Some(sibling)
@@ -118,6 +122,15 @@ pub(crate) fn configs() -> (ProxyConfig, ProxyConfig) {
 
 /// Starts the ironmesh pair for `mode`, or says why it cannot.
 pub(crate) fn start_pair(runner: &Runner, mode: IronmeshMode) -> Result<Pair> {
+    start_pair_with(runner, mode, &[])
+}
+
+/// [`start_pair`] with `extra_env` set for both proxies (an `LD_PRELOAD`ed allocator, for instance).
+pub(crate) fn start_pair_with(
+    runner: &Runner,
+    mode: IronmeshMode,
+    extra_env: &[(String, String)],
+) -> Result<Pair> {
     let binary = proxy_binary(&runner.bench.self_exe).ok_or_else(|| BenchError::Command {
         command: "ironmesh-proxy".into(),
         detail: "binary not found next to ironmesh-bench; build it with cargo build --release -p ironmesh-proxy".into(),
@@ -145,7 +158,7 @@ pub(crate) fn start_pair(runner: &Runner, mode: IronmeshMode) -> Result<Pair> {
     let work = &runner.bench.work_dir;
     let env = |(pod, sa): (&str, &str)| -> Result<Vec<(String, String)>> {
         let token = control.token_file(work, pod, NAMESPACE, sa)?;
-        Ok(vec![
+        Ok([
             ("POD_NAME".into(), pod.into()),
             ("POD_NAMESPACE".into(), NAMESPACE.into()),
             ("SERVICE_ACCOUNT".into(), sa.into()),
@@ -160,7 +173,10 @@ pub(crate) fn start_pair(runner: &Runner, mode: IronmeshMode) -> Result<Pair> {
             ),
             ("IRONMESH_TRUST_DOMAIN".into(), TRUST_DOMAIN.into()),
             ("RUST_LOG".into(), "warn".into()),
-        ])
+        ]
+        .into_iter()
+        .chain(extra_env.iter().cloned())
+        .collect())
     };
     let row = mode.row_name();
     let server_name = format!("{row}-server");

@@ -9,7 +9,7 @@
 //! Modules: [`netns`] topology; [`process`] children and `/proc` accounting; [`upstream`] the HTTP
 //! server; [`load`] the open/closed-loop generator; [`handshake`] the full-handshake client;
 //! [`certs`] certificates; [`peers`] peer configs; [`measure`] one step each; [`runner`] the sequence;
-//! [`report`] and [`plot`] the output.
+//! [`report`] and [`plot`] the output; [`memory`] the idle-connection memory run (`ironmesh-bench memory`).
 
 mod bars;
 pub mod certs;
@@ -19,6 +19,7 @@ pub mod handshake;
 pub mod ironmesh;
 pub mod load;
 pub mod measure;
+pub mod memory;
 pub mod netns;
 pub mod peers;
 pub mod plot;
@@ -77,6 +78,18 @@ pub fn run(quick: bool, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -> Result<
         push,
         notes,
     })
+}
+
+/// The memory run (`ironmesh-bench memory`): its own topology and control plane, then every variant
+/// of `plan`; returns the Markdown table.
+pub fn run_memory(
+    plan: &memory::MemoryPlan,
+    self_exe: PathBuf,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let runner = runner::Runner::start(true, self_exe)?;
+    let (runs, skipped) = memory::run(plan, &runner, log)?;
+    Ok(memory::markdown(&runs, &skipped))
 }
 
 /// Writes `<stamp>.md/.json/.png` and `latest.md/.json/.png` under `dir`; returns the written paths.

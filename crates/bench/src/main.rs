@@ -34,6 +34,29 @@ enum Commands {
         #[arg(long, default_value = "bench/results")]
         results_dir: PathBuf,
     },
+    /// Memory of the ironmesh pair with N idle connections and after they close, per allocator (root).
+    Memory {
+        #[arg(long, default_value_t = 5000)]
+        connections: u32,
+        /// tcp (the opaque relay) or http.
+        #[arg(long, default_value = "tcp")]
+        mode: Vec<String>,
+        /// system, jemalloc, mimalloc (preloaded into both proxies); default all three.
+        #[arg(long)]
+        allocator: Vec<String>,
+        /// Seconds between the sample right after the close and the last one.
+        #[arg(long, default_value_t = 5)]
+        settle_s: u64,
+    },
+    /// Opens N connections through a sidecar, one request each, holds them idle, then closes them.
+    Hold {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 5000)]
+        connections: u32,
+        #[arg(long, default_value_t = 3000)]
+        hold_ms: u64,
+    },
     /// Re-renders the Markdown report of a saved JSON result (e.g. bench/results/latest.json).
     Report { json: PathBuf },
     /// The upstream HTTP server (1 kB at /bytes/1024).
@@ -136,6 +159,67 @@ fn main() -> anyhow::Result<()> {
             for path in written {
                 eprintln!("bench: wrote {}", path.display());
             }
+        }
+        Commands::Memory {
+            connections,
+            mode,
+            allocator,
+            settle_s,
+        } => {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+                libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+            }
+            // Inherited by the proxies and `hold`: each needs a descriptor per connection or two.
+            raise_open_files_limit();
+            let modes = mode
+                .iter()
+                .map(|name| match name.as_str() {
+                    "tcp" => Ok(ironmesh_bench::ironmesh::IronmeshMode::Tcp),
+                    "http" => Ok(ironmesh_bench::ironmesh::IronmeshMode::Http),
+                    other => anyhow::bail!("--mode {other}: use tcp or http"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            use ironmesh_bench::memory::Allocator;
+            let allocators = if allocator.is_empty() {
+                Allocator::ALL.to_vec()
+            } else {
+                allocator
+                    .iter()
+                    .map(|name| match name.as_str() {
+                        "system" => Ok(Allocator::System),
+                        "jemalloc" => Ok(Allocator::Jemalloc),
+                        "mimalloc" => Ok(Allocator::Mimalloc),
+                        other => {
+                            anyhow::bail!("--allocator {other}: use system, jemalloc or mimalloc")
+                        }
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            let plan = ironmesh_bench::memory::MemoryPlan {
+                connections,
+                modes,
+                allocators,
+                settle: Duration::from_secs(settle_s),
+            };
+            let self_exe = std::env::current_exe().context("locating the ironmesh-bench binary")?;
+            let table = ironmesh_bench::run_memory(&plan, self_exe, &mut |step| {
+                eprintln!("bench memory: {step}")
+            })?;
+            print!("{table}");
+        }
+        Commands::Hold {
+            target,
+            connections,
+            hold_ms,
+        } => {
+            raise_open_files_limit();
+            single_thread()?.block_on(ironmesh_bench::memory::hold(
+                target,
+                connections,
+                Duration::from_millis(hold_ms),
+            ))?;
         }
         Commands::Report { json } => {
             let text = std::fs::read_to_string(&json)

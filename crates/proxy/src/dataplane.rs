@@ -131,9 +131,10 @@ impl DataPlane {
         let count = Arc::new(ConnectionCount::default());
         let max = options.limits.max_connections;
         let outbound_listener = Acceptor::new(outbound_listener, "outbound", max, count.clone());
-        let inbound_listener = Acceptor::new(inbound_listener, "inbound", max, count);
+        let inbound_listener = Acceptor::new(inbound_listener, "inbound", max, count.clone());
         let tasks = vec![
             follow,
+            tokio::spawn(crate::trim::return_freed_memory(count)),
             tokio::spawn(outbound::serve(
                 context.clone(),
                 pools.clone(),

@@ -22,6 +22,7 @@ mod outbound;
 mod replay;
 mod sockets;
 mod tcp;
+mod trim;
 mod trust;
 mod upstream;
 

@@ -105,13 +105,18 @@ pub(crate) fn is_resource_exhaustion(error: &io::Error) -> bool {
     )
 }
 
-/// Counts the open connections of one listener group; a [`Slot`] holds one.
+/// Counts the open connections of one listener group (a [`Slot`] holds one), and those that closed.
 #[derive(Debug, Default)]
-pub(crate) struct ConnectionCount(AtomicUsize);
+pub(crate) struct ConnectionCount(AtomicUsize, AtomicU64);
 
 impl ConnectionCount {
     pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed since start: what tells `trim` that memory was freed.
+    pub(crate) fn closed(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -127,6 +132,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.1.fetch_add(1, Ordering::Relaxed);
         self.0.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
