@@ -177,7 +177,10 @@ async fn drive_connection(
             Err(_) => Err(()),
         };
         let finished = Instant::now();
-        if begin >= measure_from && finished <= end {
+        // At a fixed rate the window holds the requests *due* in it: a wake-up that oversleeps past
+        // `measure_from` must not pull a warm-up request into the count (it did under load).
+        let counted_from = if interval.is_some() { due } else { begin };
+        if counted_from >= measure_from && finished <= end {
             match outcome {
                 Ok(()) => {
                     let micros =
