@@ -2,14 +2,13 @@
 //! Rotation changes the CA's files here, then tells a running control plane to re-read them (SIGHUP); its
 //! chains carry the new root cross-signed by the old one until retirement, so no peer is refused meanwhile.
 
-use ironmesh_control::MeshOptions;
 use ironmesh_identity::{CaOptions, CertificateAuthority, MAX_WORKLOAD_TTL};
 
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 fn ca_dir(home: &Home) -> std::path::PathBuf {
-    home.root().join("ca")
+    home.ca_dir()
 }
 
 fn open(home: &Home) -> Result<CertificateAuthority, CliError> {
@@ -20,7 +19,8 @@ fn open(home: &Home) -> Result<CertificateAuthority, CliError> {
             dir.display()
         )));
     }
-    let mesh = MeshOptions::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mesh =
+        ironmesh_control::options::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
     let options = CaOptions {
         default_workload_ttl: mesh.workload_cert_ttl(),
         max_workload_ttl: MAX_WORKLOAD_TTL,
@@ -75,7 +75,8 @@ pub(crate) fn rotate_root(home: &Home) -> Result<(), CliError> {
     ca.rotate_root()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     notify_control_plane(home)?;
-    let mesh = MeshOptions::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mesh =
+        ironmesh_control::options::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
     println!("new root {}", ca.root_fingerprint());
     println!(
         "both roots are trusted; new certificates come from the new root. Every workload renews within {}s \

@@ -8,7 +8,6 @@ mod cli;
 mod demo;
 mod error;
 mod get;
-mod home;
 pub mod inject;
 pub mod jsonpath;
 mod lifecycle;
@@ -27,7 +26,7 @@ use ironmesh_store::client::ApiClient;
 
 use crate::cli::{CaCommand, Cli, Command};
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 /// Runs the `ironmesh` command line with the process's arguments.
 pub fn run() -> ExitCode {
@@ -43,7 +42,7 @@ pub fn run() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<(), CliError> {
     let home = Home::from_env();
-    let client = ApiClient::new(&home.socket());
+    let client = ApiClient::new(&home.api_socket());
     let block_on =
         |work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + '_>>| {
             tokio::runtime::Builder::new_current_thread()

@@ -6,7 +6,7 @@ use ironmesh_store::client::ApiClient;
 use serde_json::Value;
 
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 /// The pod object, and the container to use: `-c`, or the first one (saying so when there are several).
 async fn pod_and_container(

@@ -11,8 +11,8 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::pem::Pem;
 
 use crate::error::CliError;
-use crate::home::Home;
 use crate::table::render;
+use ironmesh_home::Home;
 
 struct CertFacts {
     serial: String,
@@ -235,8 +235,8 @@ pub(crate) async fn cluster(
     use ironmesh_api::Object;
     use ironmesh_control::objects::PodView;
     use ironmesh_control::proxy_config::ClusterSnapshot;
-    let mesh = ironmesh_control::MeshOptions::load(home.root())
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mesh =
+        ironmesh_control::options::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
     let objects: Vec<Object> = client
         .list(None, None, None)
         .await?

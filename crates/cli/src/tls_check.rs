@@ -3,13 +3,12 @@
 
 use ironmesh_api::Object;
 use ironmesh_api::policy::{PolicyIndex, format_tls_check};
-use ironmesh_control::MeshOptions;
 use ironmesh_store::ObjectKey;
 use ironmesh_store::Reason;
 use ironmesh_store::client::{ApiClient, ClientError};
 
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 /// Splits `name.namespace` (istioctl's pod spelling) unless `-n` was given.
 fn pod_and_namespace<'a>(pod: &'a str, namespace: Option<&'a str>) -> (&'a str, &'a str) {
@@ -27,7 +26,8 @@ pub(crate) async fn tls_check(
     host: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<(), CliError> {
-    let mesh = MeshOptions::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mesh =
+        ironmesh_control::options::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
     let objects: Vec<Object> = client
         .list(None, None, None)
         .await?

@@ -1,6 +1,8 @@
 //! `ironmesh down` with a stale pid file: the pid it names may be any process by now, so `down` signals
 //! it only when it is this home's control plane (API only: `IRONMESH_NO_RUNTIME=1`, no root needed).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -69,6 +71,7 @@ fn down_leaves_an_unrelated_process_named_by_a_stale_pid_file_alone() {
 #[test]
 fn down_leaves_the_control_plane_of_another_home_alone_and_stops_its_own() {
     let other = ControlPlane(tempfile::tempdir().unwrap());
+    common::build_control_plane();
     let up = ironmesh(other.0.path(), &["up"]);
     assert!(up.status.success(), "{}", text(&up));
     let pid: u32 = std::fs::read_to_string(other.0.path().join("run/control-plane.pid"))

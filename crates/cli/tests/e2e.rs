@@ -1,6 +1,8 @@
 //! End-to-end tests of the real `ironmesh` binary against a control plane it starts with `up` in a
 //! temporary IRONMESH_HOME (API only: `IRONMESH_NO_RUNTIME=1`, so no root and no network runtime).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +46,7 @@ impl Cluster {
             home: tempfile::tempdir().unwrap(),
             runtime,
         };
+        common::build_control_plane();
         let up = cluster.run(&["up"]);
         assert_eq!(up.code, 0, "up failed: {}{}", up.stdout, up.stderr);
         cluster

@@ -1,7 +1,7 @@
 //! The control plane: wires the store, the CA and the configuration stream, and runs the controllers of the
 //! local runtime.
 //!
-//! [`run`] is what `ironmesh control-plane` (started by `ironmesh up`) executes. It serves
+//! [`run`] is what the `ironmesh-control-plane` binary (started by `ironmesh up`) executes. It serves
 //! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api`]);
 //! - gRPC for proxies on `$IRONMESH_HOME/run/xds.sock`: Istio's CA service and the configuration stream;
 //!
@@ -22,6 +22,7 @@ pub mod sync;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ironmesh_home::Home;
 use ironmesh_identity::{CaOptions, CertificateAuthority, CredentialAuthority, MAX_WORKLOAD_TTL};
 use ironmesh_runtime::Cluster;
 use ironmesh_store::Store;
@@ -29,18 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use options::{MESH_FILE, MeshOptions, OptionsError, OutboundTrafficPolicy};
 
-/// Socket of the CLI API under `$IRONMESH_HOME`.
-pub const API_SOCKET: &str = "run/api.sock";
-/// Socket of the proxies' gRPC (CA + configuration) under `$IRONMESH_HOME`.
-pub const XDS_SOCKET: &str = "run/xds.sock";
-/// Pid file of the running control plane under `$IRONMESH_HOME`.
-pub const PID_FILE: &str = "run/control-plane.pid";
-
 /// Why the control plane stopped or could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
     Options(#[from] OptionsError),
+    /// A directory or socket of the home (its message says what to do).
+    #[error(transparent)]
+    Layout(#[from] ironmesh_home::HomeError),
     #[error("cannot prepare {path}: {source}; check that $IRONMESH_HOME is writable")]
     Home {
         path: PathBuf,
@@ -76,8 +73,8 @@ fn read_file(path: &Path) -> Result<String, ControlError> {
 }
 
 /// Opens the CA: the user's own when `up` was given one, else the self-signed root kept under `ca/`.
-fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
-    let dir = home.join("ca");
+fn open_ca(home: &Home, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
+    let dir = home.ca_dir();
     prepare_dir(&dir)?;
     let options = CaOptions {
         default_workload_ttl: mesh.workload_cert_ttl(),
@@ -132,13 +129,12 @@ fn runtime_enabled() -> bool {
 /// the API); then stops every pod and removes the cluster's network, keeping the stored state.
 pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), ControlError> {
     ironmesh_identity::install_crypto_provider();
-    for dir in ["run", "logs", "pods"] {
-        prepare_dir(&home.join(dir))?;
-    }
-    let mesh = MeshOptions::load(home)?;
-    let store = Arc::new(Store::open(&home.join("store.redb"))?);
-    let ca = Arc::new(open_ca(home, &mesh)?);
-    let credentials = Arc::new(CredentialAuthority::load_or_create(&home.join("ca"))?);
+    let layout = Home::new(home);
+    layout.create_dirs()?;
+    let mesh = options::load(home)?;
+    let store = Arc::new(Store::open(&layout.store_file())?);
+    let ca = Arc::new(open_ca(&layout, &mesh)?);
+    let credentials = Arc::new(CredentialAuthority::load_or_create(&layout.ca_dir())?);
     tracing::info!(root = %ca.root_fingerprint(), trust_domain = %mesh.trust_domain, "certificate authority ready");
 
     let cluster = if runtime_enabled() {
@@ -157,9 +153,9 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         );
         None
     };
-    std::fs::write(home.join(PID_FILE), std::process::id().to_string()).map_err(|source| {
+    std::fs::write(layout.pid_file(), std::process::id().to_string()).map_err(|source| {
         ControlError::Home {
-            path: home.join(PID_FILE),
+            path: layout.pid_file(),
             source,
         }
     })?;
@@ -169,7 +165,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     let hub = grpc::hub(credentials.clone(), pods.clone());
     let sync = Arc::new(sync::ConfigSync::default());
     let grpc_server = tokio::spawn(grpc::serve(
-        home.join(XDS_SOCKET),
+        layout.xds_socket(),
         ca.clone(),
         credentials.clone(),
         pods,
@@ -189,7 +185,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     let proxy_status: ironmesh_store::ProxyStatusSource = Arc::new(move || sync.report(&hub));
     let api = ironmesh_store::serve_api_with(
         store,
-        &home.join(API_SOCKET),
+        &layout.api_socket(),
         shutdown.clone(),
         Some(proxy_status),
     )
@@ -200,7 +196,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     if let Some(cluster) = cluster {
         let _ = tokio::task::spawn_blocking(move || cluster.teardown()).await;
     }
-    let _ = std::fs::remove_file(home.join(PID_FILE));
+    let _ = std::fs::remove_file(layout.pid_file());
     api?;
     match grpc {
         Ok(result) => result,

@@ -41,11 +41,8 @@ pub enum ServeError {
         "another control plane already answers on {0}; stop it with `ironmesh down` or use another IRONMESH_HOME"
     )]
     AlreadyServing(PathBuf),
-    #[error("cannot listen on {path}: {source} (check that its directory exists and is writable)")]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(ironmesh_home::HomeError),
 }
 
 /// Serves the CLI API on `socket` until `shutdown` is cancelled (also by a `/v1/shutdown` request), then
@@ -65,16 +62,19 @@ pub async fn serve_api_with(
     shutdown: CancellationToken,
     proxy_status: Option<ProxyStatusSource>,
 ) -> Result<(), ServeError> {
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(ServeError::AlreadyServing(socket.to_path_buf()));
+    let listener = match ironmesh_home::bind_unix(socket) {
+        Ok(listener) => listener,
+        Err(ironmesh_home::HomeError::SocketInUse { path }) => {
+            return Err(ServeError::AlreadyServing(path));
         }
-        // A socket file left by a crashed control plane.
-        let _ = std::fs::remove_file(socket);
-    }
-    let listener = UnixListener::bind(socket).map_err(|source| ServeError::Bind {
-        path: socket.to_path_buf(),
-        source,
+        Err(other) => return Err(ServeError::Bind(other)),
+    };
+    let listener = UnixListener::from_std(listener).map_err(|source| {
+        ServeError::Bind(ironmesh_home::HomeError::Io {
+            action: "listen on",
+            path: socket.to_path_buf(),
+            source,
+        })
     })?;
     tracing::info!(socket = %socket.display(), "CLI API listening");
     loop {
