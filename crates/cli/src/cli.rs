@@ -104,7 +104,7 @@ pub(crate) enum Command {
     /// Authorization: `authz check POD` explains which AuthorizationPolicy allows or denies a request.
     Authz {
         #[command(subcommand)]
-        command: crate::authz::AuthzCommand,
+        command: crate::explain::AuthzCommand,
     },
     /// Print a manifest with the sidecar added.
     #[command(alias = "inject")]

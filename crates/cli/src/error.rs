@@ -20,14 +20,6 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
-    /// kubectl's wording for a missing object: `Error from server (NotFound): pods "x" not found`.
-    pub(crate) fn not_found(plural: &str, name: &str) -> CliError {
-        CliError::Client(ClientError::Server {
-            reason: ironmesh_store::Reason::NotFound,
-            message: format!("{plural} \"{name}\" not found"),
-        })
-    }
-
     /// The process exit code for this error.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {

@@ -2,15 +2,19 @@
 //! local runtime.
 //!
 //! [`run`] is what the `ironmesh-control-plane` binary (started by `ironmesh up`) executes. It serves
-//! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api`]);
+//! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api_with`]), with the routes of
+//!   what it owns added to the store's: the CA's roots and their rotation, the explanations (`authz
+//!   check`, `tls-check`), the sidecars' clusters and secrets, pod logs (`api`);
 //! - gRPC for proxies on `$IRONMESH_HOME/run/xds.sock`: Istio's CA service and the configuration stream;
 //!
 //! and runs the controllers, level-triggered on every store change ([`controller`]): Deployments → Pods,
 //! Pods → processes in network namespaces (the kubelet), Services → virtual IPs, NAT and names, and every
 //! sidecar's configuration, computed with the policy engine and pushed through the hub.
 
+mod api;
 pub mod controller;
 pub mod deployments;
+mod explain;
 mod grpc;
 pub mod kubelet;
 pub mod objects;
@@ -101,25 +105,6 @@ fn open_ca(home: &Home, mesh: &MeshOptions) -> Result<CertificateAuthority, Cont
     })
 }
 
-/// `ironmesh ca rotate-root` and `retire-root` change the CA's files, then send SIGHUP: the CA re-reads
-/// them, and the certificates it signs from then on follow the new roots.
-async fn reload_ca_on_hangup(ca: Arc<CertificateAuthority>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; restart the control plane after a CA change");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hangups.recv() => match ca.reload() {
-                Ok(()) => tracing::info!(root = %ca.root_fingerprint(), "CA reloaded"),
-                Err(error) => tracing::error!(%error, "CA reload failed; still signing with the previous roots"),
-            },
-        }
-    }
-}
-
 /// Whether pods run: `IRONMESH_NO_RUNTIME` (for unprivileged use of the API alone) turns the runtime off.
 fn runtime_enabled() -> bool {
     std::env::var_os("IRONMESH_NO_RUNTIME").is_none_or(|v| v.is_empty())
@@ -160,7 +145,6 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         }
     })?;
 
-    tokio::spawn(reload_ca_on_hangup(ca.clone(), shutdown.clone()));
     let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(grpc::StorePods(store.clone()));
     let hub = grpc::hub(credentials.clone(), pods.clone());
     let sync = Arc::new(sync::ConfigSync::default());
@@ -178,18 +162,22 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         cluster: cluster.clone(),
         credentials,
         hub: hub.clone(),
-        mesh,
+        mesh: mesh.clone(),
         shutdown: shutdown.clone(),
         sync: sync.clone(),
     }));
-    let proxy_status: ironmesh_store::ProxyStatusSource = Arc::new(move || sync.report(&hub));
-    let api = ironmesh_store::serve_api_with(
-        store,
-        &layout.api_socket(),
-        shutdown.clone(),
-        Some(proxy_status),
-    )
-    .await;
+    let routes = Arc::new(api::ControlRoutes {
+        home: layout.clone(),
+        store: store.clone(),
+        cluster: cluster.clone(),
+        ca,
+        mesh,
+        hub,
+        sync,
+    });
+    let api =
+        ironmesh_store::serve_api_with(store, &layout.api_socket(), shutdown.clone(), Some(routes))
+            .await;
     shutdown.cancel();
     let _ = controllers.await;
     let grpc = grpc_server.await;
