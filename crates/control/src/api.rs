@@ -17,11 +17,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::explain;
+use crate::source::ResourceSource;
 use crate::sync::ConfigSync;
 
 /// What the routes answer from: the running control plane's own parts.
 pub(crate) struct ControlRoutes {
     pub home: ironmesh_home::Home,
+    /// What the explanations compute from: the controllers' own source.
+    pub source: Arc<dyn ResourceSource>,
     pub store: Arc<Store>,
     /// The local runtime (`None` with `IRONMESH_NO_RUNTIME`): the sidecars to ask.
     pub cluster: Option<Arc<Cluster>>,
@@ -102,11 +105,14 @@ impl ControlRoutes {
         Q: DeserializeOwned + Send + 'static,
         T: Serialize + Send + 'static,
     {
-        let (store, mesh) = (self.store.clone(), self.mesh.clone());
+        let (source, mesh) = (self.source.clone(), self.mesh.clone());
         async move {
             let query: Q = parse(&body)?;
             let explanation = tokio::task::spawn_blocking(move || {
-                let objects = explain::stored_objects(&store)?;
+                let objects = source
+                    .list()
+                    .map_err(|e| RouteError::new(e.reason(), e.to_string()))?
+                    .objects;
                 compute(&objects, &mesh, query)
             })
             .await

@@ -1,5 +1,5 @@
-//! The controllers' loop: on every store change (debounced), read one snapshot of all objects and converge
-//! everything to it, in dependency order: Service addresses, Deployment pods, running pods, NAT and names,
+//! The controllers' loop: on every change of the resources (debounced), read one snapshot of all objects
+//! from the [`ResourceSource`] and converge everything to it, in dependency order: Service addresses, Deployment pods, running pods, NAT and names,
 //! sidecar configurations. Level-triggered: each pass looks at the whole state, so a missed event or a
 //! restart never leaves anything behind.
 
@@ -8,18 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use ironmesh_api::Object;
 use ironmesh_identity::CredentialAuthority;
 use ironmesh_proto::{ConfigHub, content_version};
 use ironmesh_runtime::Cluster;
-use ironmesh_store::{ApplyItem, ApplyOptions, LabelSelector, ObjectKey, Store, WriteMode};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use ironmesh_store::{ApplyItem, ApplyOptions, ObjectKey, Store, WriteMode};
 use tokio_util::sync::CancellationToken;
 
 use crate::kubelet::Kubelet;
 use crate::objects::PodView;
 use crate::options::MeshOptions;
 use crate::proxy_config::ClusterSnapshot;
+use crate::source::ResourceSource;
 use crate::sync::ConfigSync;
 use crate::{deployments, services};
 
@@ -31,6 +32,9 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(3600);
 /// What the controllers work with.
 pub struct Context {
     pub home: PathBuf,
+    /// Where the resources the controllers compute from are read.
+    pub source: Arc<dyn ResourceSource>,
+    /// Where the controllers write what they own (Service addresses, Deployment pods).
     pub store: Arc<Store>,
     /// `None` when the local runtime is off (no pods run).
     pub cluster: Option<Arc<Cluster>>,
@@ -42,22 +46,16 @@ pub struct Context {
     pub sync: Arc<ConfigSync>,
 }
 
-fn snapshot(store: &Store) -> Vec<Object> {
-    snapshot_at(store).1
+fn snapshot(source: &dyn ResourceSource) -> Vec<Object> {
+    snapshot_at(source).1
 }
 
-/// The objects and the resourceVersion they were read at (`None` when the store could not be read).
-fn snapshot_at(store: &Store) -> (Option<u64>, Vec<Object>) {
-    match store.list(None, None, &LabelSelector::default()) {
-        Ok(list) => (
-            Some(list.resource_version),
-            list.items
-                .into_iter()
-                .filter_map(|value| serde_json::from_value(value).ok())
-                .collect(),
-        ),
+/// The objects and the version they were read at (`None` when the source could not be read).
+fn snapshot_at(source: &dyn ResourceSource) -> (Option<u64>, Vec<Object>) {
+    match source.list() {
+        Ok(snapshot) => (Some(snapshot.version), snapshot.objects),
         Err(error) => {
-            tracing::error!(%error, "cannot read the store; retrying on the next change");
+            tracing::error!(%error, "cannot read the resources; retrying on the next change");
             (None, Vec::new())
         }
     }
@@ -90,7 +88,7 @@ impl Loop {
     /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
         let store = self.ctx.store.clone();
-        let (read_at, objects) = snapshot_at(&store);
+        let (read_at, objects) = snapshot_at(self.ctx.source.as_ref());
 
         for (service, ip) in services::allocate_vips(&objects) {
             tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
@@ -166,7 +164,7 @@ impl Loop {
 
 /// Runs the controllers until `ctx.shutdown`, then stops every pod.
 pub async fn run(ctx: Context) {
-    let mut events = ctx.store.subscribe();
+    let mut changes = ctx.source.changes();
     let kubelet = ctx.cluster.clone().map(|cluster| {
         Kubelet::new(
             &ctx.home,
@@ -190,21 +188,21 @@ pub async fn run(ctx: Context) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = token_refresh.tick() => {
-                let objects = snapshot(&state.ctx.store);
+                let objects = snapshot(state.ctx.source.as_ref());
                 if let Some(kubelet) = &state.kubelet {
                     kubelet.refresh_tokens(&objects);
                 }
                 continue;
             }
-            event = events.recv() => {
-                if let Err(RecvError::Closed) = event {
+            change = changes.next() => {
+                if change.is_none() {
                     break;
                 }
             }
         }
         tokio::time::sleep(DEBOUNCE).await;
         // Everything that arrived meanwhile is covered by the next pass's fresh snapshot.
-        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+        while let Some(Some(())) = changes.next().now_or_never() {}
     }
     if let Some(kubelet) = &mut state.kubelet {
         kubelet.stop_all().await;
@@ -233,6 +231,7 @@ mod tests {
         Loop {
             ctx: Context {
                 home: dir.to_path_buf(),
+                source: store.clone(),
                 store,
                 cluster: None,
                 credentials: Arc::new(CredentialAuthority::from_secret(&[1; 32])),

@@ -21,6 +21,7 @@ pub mod objects;
 pub mod options;
 pub mod proxy_config;
 pub mod services;
+pub mod source;
 pub mod sync;
 
 use std::path::{Path, PathBuf};
@@ -156,8 +157,11 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         hub.clone(),
         shutdown.clone(),
     ));
+    // The embedded store is the resources' source today; a Kubernetes API server is the next one.
+    let source: Arc<dyn source::ResourceSource> = store.clone();
     let controllers = tokio::spawn(controller::run(controller::Context {
         home: home.to_path_buf(),
+        source: source.clone(),
         store: store.clone(),
         cluster: cluster.clone(),
         credentials,
@@ -168,6 +172,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     }));
     let routes = Arc::new(api::ControlRoutes {
         home: layout.clone(),
+        source,
         store: store.clone(),
         cluster: cluster.clone(),
         ca,
