@@ -3,18 +3,10 @@
 //! work from wherever the API answers, without access to `ca/`. Its chains carry the new root
 //! cross-signed by the old one until retirement, so no peer is refused meanwhile.
 
-use ironmesh_store::client::{ApiClient, ClientError};
+use ironmesh_store::client::ApiClient;
 use ironmesh_store::wire::CaRoots;
 
 use crate::error::CliError;
-
-/// The CA's refusals (nothing to retire, a plug-in CA) are about the command, as before: `error: ...`.
-fn refused(error: ClientError) -> CliError {
-    match error {
-        ClientError::Server { message, .. } => CliError::Usage(message),
-        other => CliError::Client(other),
-    }
-}
 
 /// `ironmesh ca root [-o pem]`: the trust bundle (every trusted root), or a summary of it.
 pub(crate) async fn root(client: &ApiClient, output: Option<&str>) -> Result<(), CliError> {
@@ -23,7 +15,7 @@ pub(crate) async fn root(client: &ApiClient, output: Option<&str>) -> Result<(),
             "unknown output format {other:?}: use -o pem, or nothing for a summary"
         )));
     }
-    let roots = client.ca_roots().await.map_err(refused)?;
+    let roots = client.ca_roots().await.map_err(CliError::refused)?;
     match output {
         Some("pem") => print!("{}", roots.trust_bundle.concat()),
         _ => {
@@ -45,7 +37,7 @@ pub(crate) async fn rotate_root(client: &ApiClient) -> Result<(), CliError> {
         current_root_fingerprint,
         workload_cert_ttl_seconds,
         ..
-    } = client.ca_rotate_root().await.map_err(refused)?;
+    } = client.ca_rotate_root().await.map_err(CliError::refused)?;
     println!("new root {current_root_fingerprint}");
     println!(
         "both roots are trusted; new certificates come from the new root. Every workload renews within {}s \
@@ -57,7 +49,7 @@ pub(crate) async fn rotate_root(client: &ApiClient) -> Result<(), CliError> {
 
 /// `ironmesh ca retire-root`: only the current root stays trusted.
 pub(crate) async fn retire_root(client: &ApiClient) -> Result<(), CliError> {
-    let roots = client.ca_retire_root().await.map_err(refused)?;
+    let roots = client.ca_retire_root().await.map_err(CliError::refused)?;
     println!(
         "old roots retired; trusted root {}",
         roots.current_root_fingerprint

@@ -20,6 +20,19 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
+    /// A request the control plane refused as a bad one (nothing to retire, a pod without a sidecar, no
+    /// log yet) is about the command, so it reads as `error: ...` as it did when the CLI found it out
+    /// itself; a missing object stays kubectl's `Error from server (NotFound)`.
+    pub(crate) fn refused(error: ClientError) -> CliError {
+        match error {
+            ClientError::Server {
+                reason: ironmesh_store::Reason::BadRequest,
+                message,
+            } => CliError::Usage(message),
+            other => CliError::Client(other),
+        }
+    }
+
     /// The process exit code for this error.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {

@@ -2,7 +2,7 @@
 //! computes (`/v1/explain/...`) from the resources and mesh options its controllers use; printed here.
 
 use clap::Subcommand;
-use ironmesh_store::client::{ApiClient, ClientError};
+use ironmesh_store::client::ApiClient;
 use ironmesh_store::wire::{AuthzQuery, Explanation, TlsCheckQuery};
 
 use crate::error::CliError;
@@ -34,18 +34,6 @@ pub(crate) enum AuthzCommand {
     },
 }
 
-/// A refusal that is about the command (a pod without ports, a policy the engine rejects) reads as
-/// before, `error: ...`; a missing pod or service stays kubectl's `Error from server (NotFound)`.
-fn refused(error: ClientError) -> CliError {
-    match error {
-        ClientError::Server {
-            reason: ironmesh_store::Reason::BadRequest,
-            message,
-        } => CliError::Usage(message),
-        other => CliError::Client(other),
-    }
-}
-
 fn print(explanation: Explanation) {
     print!("{}", explanation.text);
     if let Some(note) = explanation.note {
@@ -72,7 +60,12 @@ pub(crate) async fn authz(client: &ApiClient, command: AuthzCommand) -> Result<(
         method,
         port,
     };
-    print(client.explain_authz(&query).await.map_err(refused)?);
+    print(
+        client
+            .explain_authz(&query)
+            .await
+            .map_err(CliError::refused)?,
+    );
     Ok(())
 }
 
@@ -87,6 +80,11 @@ pub(crate) async fn tls_check(
         host: host.map(str::to_owned),
         namespace: namespace.map(str::to_owned),
     };
-    print(client.explain_tls_check(&query).await.map_err(refused)?);
+    print(
+        client
+            .explain_tls_check(&query)
+            .await
+            .map_err(CliError::refused)?,
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 
 use ironmesh_home::{ClusterId, Home};
 use ironmesh_store::ObjectKey;
-use ironmesh_store::client::{ApiClient, ClientError};
+use ironmesh_store::client::ApiClient;
 use ironmesh_store::wire::LogsQuery;
 use serde_json::Value;
 
@@ -189,9 +189,5 @@ pub(crate) async fn logs(
     client
         .logs(&query, &mut out)
         .await
-        .map_err(|error| match error {
-            // The control plane's refusal (no log yet) reads as before: `error: ...`.
-            ClientError::Server { message, .. } => CliError::Usage(message),
-            other => CliError::Client(other),
-        })
+        .map_err(CliError::refused)
 }

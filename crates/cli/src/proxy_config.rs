@@ -3,7 +3,7 @@
 //! (`/v1/proxy-config/secret`). `proxy-config cluster POD [-o json]`: its outbound clusters, TLS mode and
 //! SNI, as the control plane computes them (`/v1/proxy-config/cluster`).
 
-use ironmesh_store::client::{ApiClient, ClientError};
+use ironmesh_store::client::ApiClient;
 use ironmesh_store::wire::PodQuery;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::pem::Pem;
@@ -30,18 +30,6 @@ fn pems(texts: &[String]) -> Result<Vec<Pem>, CliError> {
         }
     }
     Ok(all)
-}
-
-/// A refusal about the command (no sidecar, no certificate yet) reads as before, `error: ...`; a missing
-/// pod stays kubectl's `Error from server (NotFound)`.
-fn refused(error: ClientError) -> CliError {
-    match error {
-        ClientError::Server {
-            reason: ironmesh_store::Reason::BadRequest,
-            message,
-        } => CliError::Usage(message),
-        other => CliError::Client(other),
-    }
 }
 
 fn facts(pem: &Pem) -> Result<CertFacts, CliError> {
@@ -87,7 +75,10 @@ pub(crate) async fn secret(
         pod: pod.to_owned(),
         namespace: namespace.to_owned(),
     };
-    let held = client.proxy_secret(&query).await.map_err(refused)?;
+    let held = client
+        .proxy_secret(&query)
+        .await
+        .map_err(CliError::refused)?;
     let chain = pems(&held.chain_pem)?;
     let bundle = pems(&held.trust_bundle_pem)?;
     if chain.is_empty() {
@@ -183,7 +174,11 @@ pub(crate) async fn cluster(
         pod: pod.to_owned(),
         namespace: namespace.to_owned(),
     };
-    let rows = client.proxy_clusters(&query).await.map_err(refused)?.rows;
+    let rows = client
+        .proxy_clusters(&query)
+        .await
+        .map_err(CliError::refused)?
+        .rows;
     match output {
         None => print!("{}", render(&rows)),
         Some("json") => {

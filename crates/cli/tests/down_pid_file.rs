@@ -4,27 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
-
-fn ironmesh(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("IRONMESH_HOME", home)
-        .env("IRONMESH_NO_RUNTIME", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{ironmesh_api_only as ironmesh, output_text as text};
 
 fn write_pid_file(home: &Path, pid: u32) {
     std::fs::create_dir_all(home.join("run")).unwrap();

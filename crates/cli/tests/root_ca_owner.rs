@@ -8,17 +8,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{BIN, build_control_plane, require_root};
-
-fn ironmesh(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("IRONMESH_HOME", home)
-        .env("IRONMESH_NO_RUNTIME", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
+use common::{
+    BIN, build_control_plane, ironmesh_api_only as ironmesh, output_text as text, require_root,
+};
 
 /// Runs `ironmesh ARGS` in a mount namespace of its own where `ca/` is an empty tmpfs; first proves
 /// that the CA's key is out of reach there.
@@ -34,14 +26,6 @@ fn ironmesh_without_ca(home: &Path, args: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Stops the control plane even when the test fails.

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,27 @@ pub fn build_companions() {
             ],
         )
     });
+}
+
+/// Runs `ironmesh ARGS` in `home` with the control plane API-only (`IRONMESH_NO_RUNTIME=1`: no root, no
+/// network runtime).
+pub fn ironmesh_api_only(home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("IRONMESH_HOME", home)
+        .env("IRONMESH_NO_RUNTIME", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// stdout then stderr of a finished command.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 pub fn require_root() {
