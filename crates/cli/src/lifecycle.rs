@@ -1,4 +1,5 @@
-//! `up`, `down`, `status` and the hidden `control-plane` command that `up` starts in the background.
+//! `up`, `down`, `status` and the hidden `control-plane` command: `up` starts the `ironmesh-control-plane`
+//! binary in the background, `control-plane` becomes it in the foreground.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -193,7 +194,7 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
 /// Why the process a pid file names is not taken for this home's control plane.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NotOurs {
-    /// `/proc/<pid>/cmdline` is not `ironmesh control-plane`.
+    /// `/proc/<pid>/cmdline` is not `ironmesh-control-plane` (nor the older `ironmesh control-plane`).
     Command(String),
     /// It started after the pid file was written: the pid was reused by a later process.
     StartedLater,
@@ -205,7 +206,7 @@ impl std::fmt::Display for NotOurs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotOurs::Command(command) => {
-                write!(f, "it runs {command:?}, not `ironmesh control-plane`")
+                write!(f, "it runs {command:?}, not `ironmesh-control-plane`")
             }
             NotOurs::StartedLater => write!(
                 f,
