@@ -5,7 +5,7 @@
 //!
 //! - [`object`]: the generic [`Object`] envelope (`apiVersion`, `kind`, `metadata`, open body), kept
 //!   JSON-shaped so Kubernetes fields we do not model survive a round trip.
-//! - [`kinds`]: the served kinds (PRODUCT §5) and their kubectl spellings ([`kind_for_spelling`],
+//! - [`kinds`]: the served kinds (docs/SEMANTICS.md#resources) and their kubectl spellings ([`kind_for_spelling`],
 //!   [`kind_for_type`], [`KindInfo::display_group`] for `meshpolicy.authentication.istio.io/default`).
 //! - [`load`]: multi-document YAML or JSON ([`load_documents`]): `---`, empty documents skipped,
 //!   `kind: List` expanded, every document validated, every problem reported as
@@ -16,7 +16,7 @@
 //!   [`policy::MeshConfig`], then ask for a workload's server mode on a container port, a client
 //!   namespace's TLS towards a host and port, or `tls-check` rows.
 //!
-//! Semantics follow `reference/istio-semantics.md`. Where it leaves a choice we take: the code over
+//! Semantics follow docs/SEMANTICS.md. Where Istio leaves a choice we take (its #choices): the code over
 //! the docs (oldest policy wins, not "random"); Istio 1.4's full replacement of the top-level `tls` by a
 //! matching `portLevelSettings` entry; and, in `tls-check`, an unset client TLS without auto mTLS
 //! counts as plaintext (CONFLICT against STRICT, as the walkthrough's 503 shows) and a server whose

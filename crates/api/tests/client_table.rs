@@ -1,5 +1,5 @@
 //! Table-driven client TLS cases (DestinationRule lookup and TLS settings). Each names the Istio rule it checks
-//! (istio-semantics.md section).
+//! (the docs/SEMANTICS.md anchor it starts with).
 
 mod common;
 
@@ -54,35 +54,35 @@ fn cases() -> Vec<Case> {
     );
     vec![
         case(
-            "§3.2 no rule anywhere leaves TLS unset",
+            "destinationrule-precedence: no rule anywhere leaves TLS unset",
             String::new(),
             "bar",
             Unset,
             "-",
         ),
         case(
-            "§3.2 a rule in the client namespace applies",
+            "destinationrule-precedence: a rule in the client namespace applies",
             rule("bar", "r", &tls("ISTIO_MUTUAL")),
             "bar",
             IstioMutual,
             "DestinationRule bar/r",
         ),
         case(
-            "§3.1 short host resolves against the rule's namespace",
+            "destinationrule-hosts: short host resolves against the rule's namespace",
             rule("foo", "r", &host_tls("httpbin", "ISTIO_MUTUAL")),
             "bar",
             IstioMutual,
             "DestinationRule foo/r",
         ),
         case(
-            "§3.1 short host in another namespace names another service",
+            "destinationrule-hosts: short host in another namespace names another service",
             rule("bar", "r", &host_tls("httpbin", "ISTIO_MUTUAL")),
             "bar",
             Unset,
             "-",
         ),
         case(
-            "§3.2 client namespace beats service namespace",
+            "destinationrule-precedence: client namespace beats service namespace",
             format!(
                 "{}{}",
                 rule("foo", "svc-ns", &tls("DISABLE")),
@@ -93,14 +93,14 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/client-ns",
         ),
         case(
-            "§3.2 service namespace rule applies when the client namespace has none",
+            "destinationrule-precedence: service namespace rule applies when the client namespace has none",
             rule("foo", "svc-ns", &tls("SIMPLE")),
             "bar",
             Simple,
             "DestinationRule foo/svc-ns",
         ),
         case(
-            "§3.2 exportTo `.` hides a service-namespace rule from other clients",
+            "destinationrule-precedence: exportTo `.` hides a service-namespace rule from other clients",
             format!(
                 "{root_mutual}{}",
                 rule(
@@ -114,7 +114,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule istio-system/default",
         ),
         case(
-            "§3.2 exportTo `.` still applies inside its own namespace",
+            "destinationrule-precedence: exportTo `.` still applies inside its own namespace",
             rule(
                 "foo",
                 "private",
@@ -125,21 +125,21 @@ fn cases() -> Vec<Case> {
             "DestinationRule foo/private",
         ),
         case(
-            "§3.2 the root namespace rule applies last",
+            "destinationrule-precedence: the root namespace rule applies last",
             root_mutual.clone(),
             "bar",
             IstioMutual,
             "DestinationRule istio-system/default",
         ),
         case(
-            "§3.2 service namespace beats root namespace",
+            "destinationrule-precedence: service namespace beats root namespace",
             format!("{root_mutual}{}", rule("foo", "svc-ns", &tls("DISABLE"))),
             "bar",
             Disable,
             "DestinationRule foo/svc-ns",
         ),
         case(
-            "§3.2 first namespace with any match wins, even a broader wildcard",
+            "destinationrule-precedence: first namespace with any match wins, even a broader wildcard",
             format!(
                 "{}{}",
                 rule("bar", "wide", &host_tls("*.local", "DISABLE")),
@@ -150,7 +150,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/wide",
         ),
         case(
-            "§3.1 exact host beats a wildcard in one namespace",
+            "destinationrule-hosts: exact host beats a wildcard in one namespace",
             format!(
                 "{}{}",
                 rule("bar", "wide", &host_tls("*.local", "DISABLE")),
@@ -161,7 +161,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/exact",
         ),
         case(
-            "§3.1 longer wildcard beats shorter",
+            "destinationrule-hosts: longer wildcard beats shorter",
             format!(
                 "{}{}",
                 rule("bar", "local", &host_tls("*.local", "DISABLE")),
@@ -176,14 +176,14 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/foo-ns",
         ),
         case(
-            "§3.1 `*` matches every host",
+            "destinationrule-hosts: `*` matches every host",
             rule("bar", "all", &host_tls("*", "ISTIO_MUTUAL")),
             "bar",
             IstioMutual,
             "DestinationRule bar/all",
         ),
         case(
-            "§3.1 a wildcard for another namespace does not match",
+            "destinationrule-hosts: a wildcard for another namespace does not match",
             rule(
                 "bar",
                 "bar-ns",
@@ -194,14 +194,14 @@ fn cases() -> Vec<Case> {
             "-",
         ),
         case(
-            "§3.1 a host with a dot is not expanded",
+            "destinationrule-hosts: a host with a dot is not expanded",
             rule("bar", "dotted", &host_tls("httpbin.foo", "ISTIO_MUTUAL")),
             "bar",
             Unset,
             "-",
         ),
         case(
-            "§3.2 a rule without tls overrides a mesh-wide ISTIO_MUTUAL (no inheritance)",
+            "destinationrule-precedence: a rule without tls overrides a mesh-wide ISTIO_MUTUAL (no inheritance)",
             format!(
                 "{root_mutual}{}",
                 rule(
@@ -215,7 +215,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/lb",
         ),
         case(
-            "§3.3 a tls block without mode is DISABLE",
+            "destinationrule-tls: a tls block without mode is DISABLE",
             rule(
                 "bar",
                 "r",
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/r",
         ),
         case(
-            "§3.4 port-level tls replaces top-level for its port",
+            "destinationrule-ports-subsets: port-level tls replaces top-level for its port",
             rule(
                 "bar",
                 "r",
@@ -237,7 +237,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/r",
         ),
         case(
-            "§3.4 port-level settings of another port leave top-level tls",
+            "destinationrule-ports-subsets: port-level settings of another port leave top-level tls",
             rule(
                 "bar",
                 "r",
@@ -248,7 +248,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/r",
         ),
         case(
-            "§3.4 a port-level setting without tls does not inherit the top-level tls",
+            "destinationrule-ports-subsets: a port-level setting without tls does not inherit the top-level tls",
             rule(
                 "bar",
                 "r",
@@ -259,7 +259,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/r",
         ),
         case(
-            "§3.2 same host, same namespace: the oldest rule's trafficPolicy wins",
+            "destinationrule-precedence: same host, same namespace: the oldest rule's trafficPolicy wins",
             format!(
                 "{}{}",
                 rule("bar", "old", &tls("SIMPLE")),
@@ -270,7 +270,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/old",
         ),
         case(
-            "§3.2 same host: an older rule without trafficPolicy yields to one with it",
+            "destinationrule-precedence: same host: an older rule without trafficPolicy yields to one with it",
             format!(
                 "{}{}",
                 rule(
@@ -285,7 +285,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/tls",
         ),
         case(
-            "PRODUCT §5 (Istio 1.0) another namespace's exported rule applies last",
+            "resources: (Istio 1.0) another namespace's exported rule applies last",
             rule(
                 "walkthrough",
                 "default",
@@ -296,7 +296,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule walkthrough/default",
         ),
         case(
-            "PRODUCT §5 another namespace's rule exported with `.` does not apply",
+            "resources: another namespace's rule exported with `.` does not apply",
             rule(
                 "other",
                 "r",
@@ -307,7 +307,7 @@ fn cases() -> Vec<Case> {
             "-",
         ),
         case(
-            "§3.2 exportTo listing the client namespace makes it visible",
+            "destinationrule-precedence: exportTo listing the client namespace makes it visible",
             rule(
                 "other",
                 "r",
@@ -318,7 +318,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule other/r",
         ),
         case(
-            "§3.2 exportTo listing another namespace hides it",
+            "destinationrule-precedence: exportTo listing another namespace hides it",
             rule(
                 "other",
                 "r",
@@ -329,7 +329,7 @@ fn cases() -> Vec<Case> {
             "-",
         ),
         case(
-            "§3.2 root namespace beats other namespaces",
+            "destinationrule-precedence: root namespace beats other namespaces",
             format!(
                 "{}{root_mutual}",
                 rule("other", "r", &host_tls("*.local", "DISABLE"))
@@ -339,7 +339,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule istio-system/default",
         ),
         case(
-            "§3.2 workloadSelector rules apply only to selected workloads",
+            "destinationrule-precedence: workloadSelector rules apply only to selected workloads",
             rule(
                 "bar",
                 "sel",
@@ -350,14 +350,14 @@ fn cases() -> Vec<Case> {
             "-",
         ),
         case(
-            "§3.3 SIMPLE",
+            "destinationrule-tls: SIMPLE",
             rule("bar", "r", &tls("SIMPLE")),
             "bar",
             Simple,
             "DestinationRule bar/r",
         ),
         case(
-            "§3.3 MUTUAL with user certificates",
+            "destinationrule-tls: MUTUAL with user certificates",
             rule(
                 "bar",
                 "r",
@@ -368,7 +368,7 @@ fn cases() -> Vec<Case> {
             "DestinationRule bar/r",
         ),
         case(
-            "§3.2 a client in the root namespace uses root rules first",
+            "destinationrule-precedence: a client in the root namespace uses root rules first",
             format!("{}{root_mutual}", rule("foo", "svc-ns", &tls("DISABLE"))),
             "istio-system",
             IstioMutual,
@@ -377,7 +377,7 @@ fn cases() -> Vec<Case> {
         Case {
             subset: Some("v1"),
             ..case(
-                "§3.4 subset tls overrides the rule's top-level tls",
+                "destinationrule-ports-subsets: subset tls overrides the rule's top-level tls",
                 rule(
                     "bar",
                     "r",
@@ -391,7 +391,7 @@ fn cases() -> Vec<Case> {
         Case {
             subset: Some("v2"),
             ..case(
-                "§3.4 a subset without tls falls back to the rule's tls",
+                "destinationrule-ports-subsets: a subset without tls falls back to the rule's tls",
                 rule(
                     "bar",
                     "r",
@@ -406,7 +406,7 @@ fn cases() -> Vec<Case> {
             port: 9000,
             subset: Some("v1"),
             ..case(
-                "§3.4 subset port-level tls applies to its port",
+                "destinationrule-ports-subsets: subset port-level tls applies to its port",
                 rule(
                     "bar",
                     "r",
@@ -420,7 +420,7 @@ fn cases() -> Vec<Case> {
         Case {
             subset: Some("v1"),
             ..case(
-                "§3.4 subset port-level tls does not apply to other ports (no rule tls: unset)",
+                "destinationrule-ports-subsets: subset port-level tls does not apply to other ports (no rule tls: unset)",
                 rule(
                     "bar",
                     "r",
@@ -434,7 +434,7 @@ fn cases() -> Vec<Case> {
         Case {
             host: "sleep.bar.svc.cluster.local",
             ..case(
-                "§3.1 `*.local` covers every cluster service",
+                "destinationrule-hosts: `*.local` covers every cluster service",
                 root_mutual.clone(),
                 "foo",
                 IstioMutual,
@@ -460,17 +460,12 @@ fn client_tls_table() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }
 
 #[test]
 fn sni_and_subject_alt_names() {
-    // §3.3: a user `sni`/`subjectAltNames` override the ISTIO_MUTUAL defaults.
+    // docs/SEMANTICS.md#destinationrule-tls: a user `sni`/`subjectAltNames` override the ISTIO_MUTUAL defaults.
     let index = index(
         &rule(
             "bar",
@@ -485,7 +480,7 @@ fn sni_and_subject_alt_names() {
         decision.subject_alt_names,
         vec!["spiffe://td/ns/x/sa/y".to_string()]
     );
-    // §3.3: ISTIO_MUTUAL default SNI includes the subset.
+    // docs/SEMANTICS.md#destinationrule-tls: ISTIO_MUTUAL default SNI includes the subset.
     let index = index_with_subset();
     let decision = index.client_tls_for_subset("bar", FOO_HTTPBIN, 8000, Some("v1"));
     assert_eq!(

@@ -83,7 +83,7 @@ fn server(objects: &[Object]) -> (ServerMode, Option<String>) {
 }
 
 proptest! {
-    /// §2.3: a workload-level mode that is set decides, whatever the namespace and mesh levels say.
+    /// docs/SEMANTICS.md#peerauthentication-mode: a workload-level mode that is set decides, whatever the namespace and mesh levels say.
     #[test]
     fn broader_peer_authentications_never_change_a_workload_decision(
         workload_mode in 1usize..4,
@@ -99,7 +99,7 @@ proptest! {
         prop_assert_eq!(server(&objects), alone);
     }
 
-    /// §2.3: adding a workload policy whose mode is UNSET never changes the mode.
+    /// docs/SEMANTICS.md#peerauthentication-mode: adding a workload policy whose mode is UNSET never changes the mode.
     #[test]
     fn unset_workload_policy_equals_absent(
         mesh in proptest::option::of(0usize..4),
@@ -114,7 +114,7 @@ proptest! {
         prop_assert_eq!(server(&objects), before);
     }
 
-    /// §1.4: a service-specific legacy policy decides regardless of namespace and mesh policies.
+    /// docs/SEMANTICS.md#legacy-precedence: a service-specific legacy policy decides regardless of namespace and mesh policies.
     #[test]
     fn broader_legacy_policies_never_change_a_service_decision(
         peers in 0u8..3,
@@ -161,7 +161,7 @@ proptest! {
         prop_assert_eq!(ask(&objects), before);
     }
 
-    /// §3.2: a rule in the client's namespace decides, whatever the root and other namespaces hold.
+    /// docs/SEMANTICS.md#destinationrule-precedence: a rule in the client's namespace decides, whatever the root and other namespaces hold.
     #[test]
     fn broader_rules_never_change_a_client_namespace_decision(
         mode in 0usize..4,

@@ -1,4 +1,4 @@
-//! Table-driven server-mode cases. Each names the Istio rule it checks (istio-semantics.md section).
+//! Table-driven server-mode cases. Each names the Istio rule it checks (the docs/SEMANTICS.md anchor it starts with).
 
 mod common;
 
@@ -51,98 +51,98 @@ fn legacy_cases() -> Vec<Case> {
     };
     vec![
         case(
-            "§1.3 `mtls: {}` is STRICT",
+            "legacy-peers: `mtls: {}` is STRICT",
             mesh_policy(" {peers: [{mtls: {}}]}"),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 bare `mtls:` is STRICT",
+            "legacy-peers: bare `mtls:` is STRICT",
             mesh_policy("\n  peers:\n  - mtls:\n"),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 `mtls: null` is STRICT",
+            "legacy-peers: `mtls: null` is STRICT",
             mesh_policy("\n  peers:\n  - mtls: null\n"),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 `mode: STRICT`",
+            "legacy-peers: `mode: STRICT`",
             mesh_policy(" {peers: [{mtls: {mode: STRICT}}]}"),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 `mode: PERMISSIVE`",
+            "legacy-peers: `mode: PERMISSIVE`",
             mesh_policy(" {peers: [{mtls: {mode: PERMISSIVE}}]}"),
             8080,
             Permissive,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 deprecated `allowTls: true` is PERMISSIVE",
+            "legacy-peers: deprecated `allowTls: true` is PERMISSIVE",
             mesh_policy(" {peers: [{mtls: {allowTls: true}}]}"),
             8080,
             Permissive,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 no `peers` (`spec: {}`) is DISABLE",
+            "legacy-peers: no `peers` (`spec: {}`) is DISABLE",
             mesh_policy(" {}"),
             8080,
             Disable,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 peers without an mtls method is DISABLE",
+            "legacy-peers: peers without an mtls method is DISABLE",
             mesh_policy(" {peers: [{jwt: {issuer: x}}]}"),
             8080,
             Disable,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 the first mtls entry counts, after a jwt",
+            "legacy-peers: the first mtls entry counts, after a jwt",
             mesh_policy(" {peers: [{jwt: {issuer: x}}, {mtls: {}}]}"),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 only the first mtls entry counts",
+            "legacy-peers: only the first mtls entry counts",
             mesh_policy(" {peers: [{mtls: {mode: PERMISSIVE}}, {mtls: {}}]}"),
             8080,
             Permissive,
             "MeshPolicy /default",
         ),
         case(
-            "§1.3 no policy at all is DISABLE",
+            "legacy-peers: no policy at all is DISABLE",
             String::new(),
             8080,
             Disable,
             "-",
         ),
         case(
-            "§1.4 namespace Policy beats MeshPolicy",
+            "legacy-precedence: namespace Policy beats MeshPolicy",
             format!("{strict_mesh}{permissive_ns}"),
             8080,
             Permissive,
             "Policy foo/default",
         ),
         case(
-            "§1.4 service-specific beats namespace-wide",
+            "legacy-precedence: service-specific beats namespace-wide",
             format!("{permissive_ns}{}", strict_svc("svc-strict", "")),
             8080,
             Strict,
             "Policy foo/svc-strict",
         ),
         case(
-            "§1.4 port selector names the SERVICE port (8000 → container 8080)",
+            "legacy-precedence: port selector names the SERVICE port (8000 → container 8080)",
             format!(
                 "{permissive_ns}{}",
                 strict_svc("p8000", ", ports: [{number: 8000}]")
@@ -152,7 +152,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/p8000",
         ),
         case(
-            "§1.4 port selector for 8000 does not cover container 9000",
+            "legacy-precedence: port selector for 8000 does not cover container 9000",
             format!(
                 "{permissive_ns}{}",
                 strict_svc("p8000", ", ports: [{number: 8000}]")
@@ -162,7 +162,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/default",
         ),
         case(
-            "§1.4 port selector by service port name",
+            "legacy-precedence: port selector by service port name",
             format!(
                 "{permissive_ns}{}",
                 strict_svc("http", ", ports: [{name: http}]")
@@ -172,7 +172,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/http",
         ),
         case(
-            "§1.4 service port 8000 is not container port 8000",
+            "legacy-precedence: service port 8000 is not container port 8000",
             format!(
                 "{permissive_ns}{}",
                 strict_svc("p8000", ", ports: [{number: 8000}]")
@@ -182,7 +182,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/default",
         ),
         case(
-            "§1.4 targetPort defaults to port (9000)",
+            "legacy-precedence: targetPort defaults to port (9000)",
             format!(
                 "{permissive_ns}{}",
                 strict_svc("p9000", ", ports: [{number: 9000}]")
@@ -192,7 +192,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/p9000",
         ),
         case(
-            "§1.4 oldest portless policy wins",
+            "legacy-precedence: oldest portless policy wins",
             format!(
                 "{}{}",
                 strict_svc("older", ""),
@@ -207,7 +207,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/older",
         ),
         case(
-            "§1.4 port match beats an older portless policy",
+            "legacy-precedence: port match beats an older portless policy",
             format!(
                 "{}{}",
                 policy("foo", "portless", " {targets: [{name: httpbin}]}"),
@@ -218,7 +218,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/port",
         ),
         case(
-            "§1.4 oldest port-matching policy wins",
+            "legacy-precedence: oldest port-matching policy wins",
             format!(
                 "{}{}",
                 strict_svc("first", ", ports: [{number: 8000}]"),
@@ -233,7 +233,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/first",
         ),
         case(
-            "§1.4 policy for another service does not apply",
+            "legacy-precedence: policy for another service does not apply",
             format!(
                 "{strict_mesh}{}",
                 policy("foo", "sleep-only", " {targets: [{name: sleep}]}")
@@ -243,7 +243,7 @@ fn legacy_cases() -> Vec<Case> {
             "MeshPolicy /default",
         ),
         case(
-            "§1.4 target names resolve in the policy's namespace",
+            "legacy-precedence: target names resolve in the policy's namespace",
             format!(
                 "{strict_mesh}{}",
                 policy("bar", "httpbin-bar", " {targets: [{name: httpbin}]}")
@@ -253,7 +253,7 @@ fn legacy_cases() -> Vec<Case> {
             "MeshPolicy /default",
         ),
         case(
-            "§1.4 no inheritance: a service policy without peers is DISABLE",
+            "legacy-precedence: no inheritance: a service policy without peers is DISABLE",
             format!(
                 "{strict_mesh}{}",
                 policy("foo", "plain", " {targets: [{name: httpbin}]}")
@@ -263,14 +263,14 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/plain",
         ),
         case(
-            "§1.4 another namespace's default policy does not apply",
+            "legacy-precedence: another namespace's default policy does not apply",
             format!("{strict_mesh}{}", policy("bar", "default", " {}")),
             8080,
             Strict,
             "MeshPolicy /default",
         ),
         case(
-            "§1.4 the target must be one of the policy's targets",
+            "legacy-precedence: the target must be one of the policy's targets",
             format!(
                 "{strict_mesh}{}",
                 policy(
@@ -286,7 +286,7 @@ fn legacy_cases() -> Vec<Case> {
         Case {
             labels: OTHER,
             ..case(
-                "§1.4 a workload outside the service selector gets only ns/mesh policies",
+                "legacy-precedence: a workload outside the service selector gets only ns/mesh policies",
                 format!("{strict_mesh}{}", strict_svc("svc", "")),
                 8080,
                 Strict,
@@ -294,7 +294,7 @@ fn legacy_cases() -> Vec<Case> {
             )
         },
         case(
-            "§1.4 oldest by creationTimestamp, not document order",
+            "legacy-precedence: oldest by creationTimestamp, not document order",
             format!(
                 "{}{}",
                 policy("foo", "b", " {targets: [{name: httpbin}]}").replace(
@@ -316,7 +316,7 @@ fn legacy_cases() -> Vec<Case> {
             "Policy foo/b",
         ),
         case(
-            "§1.4 equal timestamps: name breaks the tie",
+            "legacy-precedence: equal timestamps: name breaks the tie",
             format!(
                 "{}{}",
                 policy("foo", "zz", " {targets: [{name: httpbin}]}").replace(
@@ -361,14 +361,14 @@ fn peer_authentication_cases() -> Vec<Case> {
     };
     vec![
         case(
-            "§1.6 any PeerAuthentication makes legacy policies ignored",
+            "legacy-and-peerauthentication: any PeerAuthentication makes legacy policies ignored",
             format!("{permissive_mesh_policy}{}", root("STRICT")),
             8080,
             Strict,
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§1.6 an UNSET mesh PeerAuthentication still replaces legacy (→ PERMISSIVE)",
+            "legacy-and-peerauthentication: an UNSET mesh PeerAuthentication still replaces legacy (→ PERMISSIVE)",
             format!(
                 "{}{}",
                 policy("foo", "default", " {peers: [{mtls: {}}]}"),
@@ -379,7 +379,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§1.6 a PeerAuthentication of another namespace leaves legacy in force",
+            "legacy-and-peerauthentication: a PeerAuthentication of another namespace leaves legacy in force",
             format!(
                 "{}{}",
                 policy("foo", "default", " {peers: [{mtls: {}}]}"),
@@ -390,7 +390,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             "Policy foo/default",
         ),
         case(
-            "§2.2 root-namespace PeerAuthentication with a selector is ignored",
+            "peerauthentication-scope: root-namespace PeerAuthentication with a selector is ignored",
             format!(
                 "{permissive_mesh_policy}{}",
                 peer_authn(
@@ -404,63 +404,63 @@ fn peer_authentication_cases() -> Vec<Case> {
             "MeshPolicy /default",
         ),
         case(
-            "§2.3 namespace level beats mesh level",
+            "peerauthentication-mode: namespace level beats mesh level",
             format!("{}{}", root("STRICT"), ns("PERMISSIVE")),
             8080,
             Permissive,
             "PeerAuthentication foo/default",
         ),
         case(
-            "§2.3 namespace UNSET inherits the mesh mode",
+            "peerauthentication-mode: namespace UNSET inherits the mesh mode",
             format!("{}{}", root("STRICT"), ns("UNSET")),
             8080,
             Strict,
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§2.3 workload level beats mesh DISABLE",
+            "peerauthentication-mode: workload level beats mesh DISABLE",
             format!("{}{}", root("DISABLE"), wl("wl", "STRICT", "")),
             8080,
             Strict,
             "PeerAuthentication foo/wl",
         ),
         case(
-            "§2.3 workload UNSET inherits namespace DISABLE",
+            "peerauthentication-mode: workload UNSET inherits namespace DISABLE",
             format!("{}{}", ns("DISABLE"), wl("wl", "UNSET", "")),
             8080,
             Disable,
             "PeerAuthentication foo/default",
         ),
         case(
-            "§2.3 mesh UNSET means PERMISSIVE",
+            "peerauthentication-mode: mesh UNSET means PERMISSIVE",
             root("UNSET"),
             8080,
             Permissive,
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§2.3 port-level DISABLE overrides the workload mode on that port",
+            "peerauthentication-mode: port-level DISABLE overrides the workload mode on that port",
             wl("wl", "STRICT", ", portLevelMtls: {8080: {mode: DISABLE}}"),
             8080,
             Disable,
             "PeerAuthentication foo/wl",
         ),
         case(
-            "§2.3 port-level applies only to its port",
+            "peerauthentication-mode: port-level applies only to its port",
             wl("wl", "STRICT", ", portLevelMtls: {8080: {mode: DISABLE}}"),
             9000,
             Strict,
             "PeerAuthentication foo/wl",
         ),
         case(
-            "§2.3 port-level UNSET inherits the workload mode",
+            "peerauthentication-mode: port-level UNSET inherits the workload mode",
             wl("wl", "PERMISSIVE", ", portLevelMtls: {8080: {mode: UNSET}}"),
             8080,
             Permissive,
             "PeerAuthentication foo/wl",
         ),
         case(
-            "§2.3 port-level UNSET inherits through an UNSET workload to the namespace",
+            "peerauthentication-mode: port-level UNSET inherits through an UNSET workload to the namespace",
             format!(
                 "{}{}",
                 ns("STRICT"),
@@ -471,7 +471,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             "PeerAuthentication foo/default",
         ),
         case(
-            "§2.1 portLevelMtls keys are container ports, not service ports",
+            "peerauthentication-fields: portLevelMtls keys are container ports, not service ports",
             wl("wl", "STRICT", ", portLevelMtls: {8000: {mode: DISABLE}}"),
             8080,
             Strict,
@@ -480,7 +480,7 @@ fn peer_authentication_cases() -> Vec<Case> {
         Case {
             labels: OTHER,
             ..case(
-                "§2.2 a workload selector must match the pod labels",
+                "peerauthentication-scope: a workload selector must match the pod labels",
                 format!("{}{}", ns("PERMISSIVE"), wl("wl", "STRICT", "")),
                 8080,
                 Permissive,
@@ -488,7 +488,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             )
         },
         case(
-            "§2.2 oldest namespace-level PeerAuthentication wins",
+            "peerauthentication-scope: oldest namespace-level PeerAuthentication wins",
             format!(
                 "{}{}",
                 ns("DISABLE"),
@@ -499,7 +499,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             "PeerAuthentication foo/default",
         ),
         case(
-            "§2.2 oldest matching workload PeerAuthentication wins",
+            "peerauthentication-scope: oldest matching workload PeerAuthentication wins",
             format!(
                 "{}{}",
                 wl("older", "DISABLE", ""),
@@ -510,7 +510,7 @@ fn peer_authentication_cases() -> Vec<Case> {
             "PeerAuthentication foo/older",
         ),
         case(
-            "§2.2 selectors match a subset of the labels",
+            "peerauthentication-scope: selectors match a subset of the labels",
             peer_authn(
                 "foo",
                 "v1",
@@ -523,7 +523,7 @@ fn peer_authentication_cases() -> Vec<Case> {
         Case {
             namespace: "istio-system",
             ..case(
-                "§2.2 in the root namespace, its un-selected policy is mesh-wide and selectors are ignored",
+                "peerauthentication-scope: in the root namespace, its un-selected policy is mesh-wide and selectors are ignored",
                 format!(
                     "{}{}",
                     root("STRICT"),
@@ -539,21 +539,21 @@ fn peer_authentication_cases() -> Vec<Case> {
             )
         },
         case(
-            "§2.2 a mesh-wide PeerAuthentication covers every namespace",
+            "peerauthentication-scope: a mesh-wide PeerAuthentication covers every namespace",
             root("DISABLE"),
             8080,
             Disable,
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§2.3 a namespace PeerAuthentication without mtls is UNSET",
+            "peerauthentication-mode: a namespace PeerAuthentication without mtls is UNSET",
             format!("{}{}", root("STRICT"), peer_authn("foo", "default", " {}")),
             8080,
             Strict,
             "PeerAuthentication istio-system/default",
         ),
         case(
-            "§2.2 an empty selector is namespace-wide",
+            "peerauthentication-scope: an empty selector is namespace-wide",
             format!(
                 "{}{}",
                 root("STRICT"),
@@ -564,14 +564,14 @@ fn peer_authentication_cases() -> Vec<Case> {
             "PeerAuthentication foo/empty",
         ),
         case(
-            "§2.3 with only a namespace PeerAuthentication, its mode applies",
+            "peerauthentication-mode: with only a namespace PeerAuthentication, its mode applies",
             ns("STRICT"),
             8080,
             Strict,
             "PeerAuthentication foo/default",
         ),
         case(
-            "§2.3 workload DISABLE beats namespace STRICT",
+            "peerauthentication-mode: workload DISABLE beats namespace STRICT",
             format!("{}{}", ns("STRICT"), wl("wl", "DISABLE", "")),
             8080,
             Disable,
@@ -599,10 +599,5 @@ fn server_mode_table() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }

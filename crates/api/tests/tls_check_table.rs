@@ -1,5 +1,5 @@
 //! Table-driven auto mTLS and tls-check status cases. Each names the Istio rule it checks
-//! (istio-semantics.md section).
+//! (the docs/SEMANTICS.md anchor it starts with).
 
 mod common;
 
@@ -22,7 +22,7 @@ fn auto_mtls_table() {
     use ServerMode::*;
     let cases: &[(&str, ClientTlsMode, bool, ServerMode, bool, bool)] = &[
         (
-            "§4 auto: sidecar endpoint in STRICT gets mTLS",
+            "auto-mtls: auto: sidecar endpoint in STRICT gets mTLS",
             Unset,
             true,
             Strict,
@@ -30,7 +30,7 @@ fn auto_mtls_table() {
             true,
         ),
         (
-            "§4 auto: sidecar endpoint in PERMISSIVE gets mTLS",
+            "auto-mtls: auto: sidecar endpoint in PERMISSIVE gets mTLS",
             Unset,
             true,
             Permissive,
@@ -38,7 +38,7 @@ fn auto_mtls_table() {
             true,
         ),
         (
-            "§4 auto: sidecar endpoint in DISABLE gets plaintext (≥1.12)",
+            "auto-mtls: auto: sidecar endpoint in DISABLE gets plaintext (≥1.12)",
             Unset,
             true,
             ServerMode::Disable,
@@ -46,7 +46,7 @@ fn auto_mtls_table() {
             false,
         ),
         (
-            "§4 auto: endpoint without sidecar gets plaintext",
+            "auto-mtls: auto: endpoint without sidecar gets plaintext",
             Unset,
             false,
             Strict,
@@ -54,7 +54,7 @@ fn auto_mtls_table() {
             false,
         ),
         (
-            "§4 auto off: unset TLS is plaintext",
+            "auto-mtls: auto off: unset TLS is plaintext",
             Unset,
             true,
             Strict,
@@ -62,7 +62,7 @@ fn auto_mtls_table() {
             false,
         ),
         (
-            "§4 explicit ISTIO_MUTUAL wins over auto, even to DISABLE",
+            "auto-mtls: explicit ISTIO_MUTUAL wins over auto, even to DISABLE",
             IstioMutual,
             true,
             ServerMode::Disable,
@@ -70,7 +70,7 @@ fn auto_mtls_table() {
             true,
         ),
         (
-            "§4 explicit ISTIO_MUTUAL without auto",
+            "auto-mtls: explicit ISTIO_MUTUAL without auto",
             IstioMutual,
             false,
             Strict,
@@ -78,7 +78,7 @@ fn auto_mtls_table() {
             true,
         ),
         (
-            "§4 explicit DISABLE wins over auto",
+            "auto-mtls: explicit DISABLE wins over auto",
             ClientTlsMode::Disable,
             true,
             Strict,
@@ -86,7 +86,7 @@ fn auto_mtls_table() {
             false,
         ),
         (
-            "§4 SIMPLE is not mesh mTLS",
+            "auto-mtls: SIMPLE is not mesh mTLS",
             Simple,
             true,
             Strict,
@@ -124,40 +124,40 @@ fn tls_check_status_table() {
         ("PERMISSIVE", ServerMode::Permissive),
         ("STRICT", ServerMode::Strict),
     ];
-    // §6.1 EvaluateTLSState (1.4); an unset client without auto mTLS sends plaintext (§5 row 8).
+    // docs/SEMANTICS.md#tls-check EvaluateTLSState (1.4); an unset client without auto mTLS sends plaintext (docs/SEMANTICS.md#outcomes row 8).
     let expected: &[(&str, Option<&str>, bool, [TlsCheckStatus; 3])] = &[
         (
-            "§6.1 client not set, auto off",
+            "tls-check: client not set, auto off",
             None,
             false,
             [Ok, Ok, Conflict],
         ),
         (
-            "§6.1 client not set, auto on → AUTO",
+            "tls-check: client not set, auto on → AUTO",
             None,
             true,
             [Auto, Auto, Auto],
         ),
         (
-            "§6.1 client DISABLE",
+            "tls-check: client DISABLE",
             Some("DISABLE"),
             false,
             [Ok, Ok, Conflict],
         ),
         (
-            "§6.1 client ISTIO_MUTUAL",
+            "tls-check: client ISTIO_MUTUAL",
             Some("ISTIO_MUTUAL"),
             false,
             [Conflict, Ok, Ok],
         ),
         (
-            "§6.1 client SIMPLE",
+            "tls-check: client SIMPLE",
             Some("SIMPLE"),
             false,
             [Conflict, Conflict, Conflict],
         ),
         (
-            "§6.1 explicit DISABLE is not AUTO even with auto on",
+            "tls-check: explicit DISABLE is not AUTO even with auto on",
             Some("DISABLE"),
             true,
             [Ok, Ok, Conflict],
@@ -190,7 +190,7 @@ fn tls_check_status_table() {
 
 #[test]
 fn tls_check_lists_subset_rows_sorted_by_host_then_port() {
-    // §6.1: one row per (service, port) plus one per DR subset, `host|subset`.
+    // docs/SEMANTICS.md#tls-check: one row per (service, port) plus one per DR subset, `host|subset`.
     let yaml = format!(
         "{}{}{}",
         service(

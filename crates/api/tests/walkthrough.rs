@@ -47,7 +47,7 @@ fn strict_mesh_policy_conflicts_for_sidecar_services_until_the_istio_mutual_rule
         rows[0].destination_rule.as_ref().unwrap().to_string(),
         "default/default"
     );
-    // The legacy namespace has no sidecar: ISTIO_MUTUAL towards it fails (istio-semantics §5 row 7).
+    // The legacy namespace has no sidecar: ISTIO_MUTUAL towards it fails (docs/SEMANTICS.md#outcomes row 7).
     let legacy = index.tls_check(Some("bar"), Some("httpbin.legacy"));
     assert_eq!(legacy[0].status, TlsCheckStatus::Conflict);
 

@@ -1,4 +1,4 @@
-//! Rule matching (API-AP Rule/Source): a rule matches when one `from`, one `to` and all `when` match;
+//! Rule matching (docs/SEMANTICS.md#authz-rules): a rule matches when one `from`, one `to` and all `when` match;
 //! fields inside one source or operation are AND-ed; an empty list means "any". Matching never allocates;
 //! only normalizing an unusual path (`%XX`, `.`/`..` segments) does, once per request.
 
@@ -12,7 +12,7 @@ use crate::request::{Http, Request};
 
 /// How HTTP-only fields (`hosts`, `methods`, `paths`, `request.headers`) evaluate on a TCP connection:
 /// `false` for ALLOW (the rule is ignored), `true` for DENY and AUDIT (the whole port is denied/audited).
-/// istio-semantics §9 "HTTP-only fields on TCP"; Istio docs tasks/security/authorization/authz-tcp.
+/// docs/SEMANTICS.md#authz-tcp; Istio docs tasks/security/authorization/authz-tcp.
 pub(crate) type HttpFieldsOnTcp = bool;
 
 /// A request plus what is derived from it once per evaluation (the normalized path), shared by all rules.

@@ -144,7 +144,7 @@ impl AuthzIndex {
 
     /// The policies that apply to a workload in `namespace` with `labels`: those of its namespace and of
     /// the root namespace, each with no selector or a selector whose `matchLabels` all match. A root
-    /// policy with a selector applies to matching workloads in every namespace (istio-semantics §9 Scope).
+    /// policy with a selector applies to matching workloads in every namespace (docs/SEMANTICS.md#authz-scope).
     /// A policy with `targetRef(s)` applies to no sidecar (Istio `ShouldAttachPolicy`: "if targetRef is
     /// specified, ignore the policy altogether" for non-gateway workloads).
     pub fn policies_for(
@@ -243,7 +243,7 @@ fn shadow(
 }
 
 impl AppliedPolicies {
-    /// Istio's order (API-AP header; Envoy filter order CUSTOM, AUDIT, DENY, ALLOW): a CUSTOM match denies
+    /// Istio's order (docs/SEMANTICS.md#authz-evaluation; Envoy filter order CUSTOM, AUDIT, DENY, ALLOW): a CUSTOM match denies
     /// (no extension provider exists in ironmesh, see [`Action::Custom`]); any DENY match denies; else with
     /// no ALLOW policy the request is allowed; else it is allowed iff some ALLOW rule matches. AUDIT matches
     /// are only reported, and dry-run policies only evaluated into [`Decision::dry_run`]. Allocates nothing

@@ -10,7 +10,7 @@
 //!    a CUSTOM match denies (no extension provider); any DENY match denies; if no ALLOW policy applies the request is allowed; otherwise it is allowed
 //!    iff some ALLOW rule matches. AUDIT matches are reported, never decisive.
 //!
-//! Semantics worth knowing (istio-semantics §9 and the Istio docs cited in the tests):
+//! Semantics worth knowing (docs/SEMANTICS.md#authz-evaluation and the Istio docs cited in the tests):
 //! - `spec: {}` is ALLOW with no rules: it applies and matches nothing, so it denies everything.
 //!   `rules: [{}]` matches every request.
 //! - Identity fields (`principals`, `namespaces`, `source.principal`, `source.namespace`) need an mTLS

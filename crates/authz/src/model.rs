@@ -16,7 +16,7 @@ use crate::parse::{
     non_empty_strings, object, object_list, path_list, port_list, string_list,
 };
 
-/// What a policy does when one of its rules matches (API-AP `Action`).
+/// What a policy does when one of its rules matches (docs/SEMANTICS.md#authz-evaluation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// The default: once any ALLOW policy applies to a workload, only matching requests are allowed.

@@ -1,5 +1,5 @@
-//! Evaluation order and defaults (istio-semantics §9 "Evaluation", "Default-deny", "HTTP-only fields on
-//! TCP"; API-AP header): each row lists the policies of namespace `foo` and the expected explanation.
+//! Evaluation order and defaults (docs/SEMANTICS.md#authz-evaluation and
+//! docs/SEMANTICS.md#authz-tcp; API-AP = the header of istio/api `security/v1beta1/authorization_policy.proto`): each row lists the policies of namespace `foo` and the expected explanation.
 
 mod common;
 
@@ -32,25 +32,25 @@ struct Row {
 fn rows() -> Vec<Row> {
     vec![
         Row {
-            name: "§9 no policy: allow",
+            name: "authz-evaluation: no policy: allow",
             policies: vec![],
             request: plaintext(),
             expect: "allowed: no ALLOW policy applies",
         },
         Row {
-            name: "§9 `spec: {}` is allow-nothing",
+            name: "authz-evaluation: `spec: {}` is allow-nothing",
             policies: vec![p("allow-nothing", json!({}))],
             request: mtls_from("foo"),
             expect: "denied: ALLOW policies apply (foo/allow-nothing) but none matches",
         },
         Row {
-            name: "§9 `rules: [{}]` (ALLOW) is allow-all",
+            name: "authz-evaluation: `rules: [{}]` (ALLOW) is allow-all",
             policies: vec![allow_all("allow-all")],
             request: plaintext(),
             expect: "allowed by ALLOW policy foo/allow-all rule 0",
         },
         Row {
-            name: "§9 DENY + `rules: [{}]` is deny-all",
+            name: "authz-evaluation: DENY + `rules: [{}]` is deny-all",
             policies: vec![p("deny-all", json!({"action": "DENY", "rules": [{}]}))],
             request: mtls_from("foo"),
             expect: "denied by DENY policy foo/deny-all rule 0",
@@ -80,25 +80,25 @@ fn rows() -> Vec<Row> {
             expect: "allowed by ALLOW policy foo/allow-all rule 0",
         },
         Row {
-            name: "§9 DENY is evaluated before ALLOW",
+            name: "authz-evaluation: DENY is evaluated before ALLOW",
             policies: vec![allow_all("allow-all"), deny_path("deny-ip", "/ip")],
             request: mtls_from("foo"),
             expect: "denied by DENY policy foo/deny-ip rule 0",
         },
         Row {
-            name: "§9 a DENY that does not match falls through to ALLOW",
+            name: "authz-evaluation: a DENY that does not match falls through to ALLOW",
             policies: vec![allow_all("allow-all"), deny_path("deny-admin", "/admin")],
             request: mtls_from("foo"),
             expect: "allowed by ALLOW policy foo/allow-all rule 0",
         },
         Row {
-            name: "§9 default deny only once an ALLOW policy applies",
+            name: "authz-evaluation: default deny only once an ALLOW policy applies",
             policies: vec![deny_path("deny-admin", "/admin")],
             request: mtls_from("bar"),
             expect: "allowed: no ALLOW policy applies",
         },
         Row {
-            name: "§9 any matching ALLOW policy allows",
+            name: "authz-evaluation: any matching ALLOW policy allows",
             policies: vec![
                 p(
                     "allow-bar",
@@ -122,7 +122,7 @@ fn rows() -> Vec<Row> {
             expect: "allowed by ALLOW policy foo/two-rules rule 1",
         },
         Row {
-            name: "§9 several ALLOW policies, none matches: all are named",
+            name: "authz-evaluation: several ALLOW policies, none matches: all are named",
             policies: vec![
                 p("a", json!({})),
                 p(
@@ -161,13 +161,13 @@ fn rows() -> Vec<Row> {
             expect: "allowed by ALLOW policy foo/allow-all rule 0",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: a DENY on a path denies the whole TCP port",
+            name: "authz-tcp: HTTP-only fields on TCP: a DENY on a path denies the whole TCP port",
             policies: vec![deny_path("deny-headers", "/headers")],
             request: tcp(mtls_from("foo")),
             expect: "denied by DENY policy foo/deny-headers rule 0",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: a DENY with notPaths also counts as matching",
+            name: "authz-tcp: HTTP-only fields on TCP: a DENY with notPaths also counts as matching",
             policies: vec![p(
                 "deny-not-ip",
                 json!({"action": "DENY", "rules": [{"to": [{"operation": {"notPaths": ["/ip"]}}]}]}),
@@ -176,7 +176,7 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/deny-not-ip rule 0",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: a DENY on a header condition denies the TCP port",
+            name: "authz-tcp: HTTP-only fields on TCP: a DENY on a header condition denies the TCP port",
             policies: vec![p(
                 "deny-header",
                 json!({"action": "DENY", "rules": [{"when": [{"key": "request.headers[x-evil]", "values": ["1"]}]}]}),
@@ -185,7 +185,7 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/deny-header rule 0",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: the DENY still needs its TCP fields to match",
+            name: "authz-tcp: HTTP-only fields on TCP: the DENY still needs its TCP fields to match",
             policies: vec![p(
                 "deny-bar-headers",
                 json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["bar"]}}], "to": [{"operation": {"paths": ["/headers"]}}]}]}),
@@ -194,7 +194,7 @@ fn rows() -> Vec<Row> {
             expect: "allowed: no ALLOW policy applies",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: an ALLOW with methods is ignored, so the only ALLOW denies",
+            name: "authz-tcp: HTTP-only fields on TCP: an ALLOW with methods is ignored, so the only ALLOW denies",
             policies: vec![p(
                 "allow-get",
                 json!({"rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}),
@@ -203,7 +203,7 @@ fn rows() -> Vec<Row> {
             expect: "denied: ALLOW policies apply (foo/allow-get) but none matches",
         },
         Row {
-            name: "§9 HTTP-only fields on TCP: another ALLOW rule with TCP fields still allows",
+            name: "authz-tcp: HTTP-only fields on TCP: another ALLOW rule with TCP fields still allows",
             policies: vec![p(
                 "allow-mixed",
                 json!({"rules": [{"to": [{"operation": {"methods": ["GET"]}}]}, {"to": [{"operation": {"ports": ["8000"]}}]}]}),
@@ -230,7 +230,7 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/deny-headers rule 0",
         },
         Row {
-            name: "§9 Require mTLS: DENY notPrincipals [*] denies plaintext",
+            name: "authz-examples: Require mTLS: DENY notPrincipals [*] denies plaintext",
             policies: vec![p(
                 "require-mtls",
                 json!({"action": "DENY", "rules": [{"from": [{"source": {"notPrincipals": ["*"]}}]}]}),
@@ -239,7 +239,7 @@ fn rows() -> Vec<Row> {
             expect: "denied by DENY policy foo/require-mtls rule 0",
         },
         Row {
-            name: "§9 Require mTLS: DENY notPrincipals [*] lets mTLS through",
+            name: "authz-examples: Require mTLS: DENY notPrincipals [*] lets mTLS through",
             policies: vec![p(
                 "require-mtls",
                 json!({"action": "DENY", "rules": [{"from": [{"source": {"notPrincipals": ["*"]}}]}]}),
@@ -248,7 +248,7 @@ fn rows() -> Vec<Row> {
             expect: "allowed: no ALLOW policy applies",
         },
         Row {
-            name: "§9 isolation DENY form: notNamespaces [foo] denies bar and plaintext",
+            name: "authz-examples: isolation DENY form: notNamespaces [foo] denies bar and plaintext",
             policies: vec![p(
                 "deny-others",
                 json!({"action": "DENY", "rules": [{"from": [{"source": {"notNamespaces": ["foo"]}}]}]}),
@@ -281,12 +281,7 @@ fn evaluation_order_table() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing rows:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }
 
 #[test]

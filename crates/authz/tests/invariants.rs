@@ -1,4 +1,4 @@
-//! Property tests of invariants that follow from Istio's evaluation order (API-AP header, §9):
+//! Property tests of invariants that follow from Istio's evaluation order (docs/SEMANTICS.md#authz-evaluation):
 //! DENY first, then "no ALLOW policy → allow", then "allow iff some ALLOW rule matches".
 //! - adding a DENY policy never turns a deny into an allow;
 //! - adding an ALLOW policy to a workload that had no ALLOW policy never turns a deny into an allow

@@ -39,7 +39,7 @@ fn run(rows: Vec<Row>) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::assert_no_failures(&failures);
 }
 
 fn from(source: Value) -> Value {

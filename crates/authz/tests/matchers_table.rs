@@ -1,6 +1,6 @@
 //! One table row per matcher: a single ALLOW policy with one rule, so "allowed" means "the rule matched".
 //! Names cite the Istio rule checked: API-AP = istio/api `security/v1beta1/authorization_policy.proto`,
-//! §9 = /work/shared/reference/istio-semantics.md §9, SEC-2021-004 = Istio bulletin ISTIO-SECURITY-2021-004.
+//! a lowercase anchor (`authz-identity:`) = that section of docs/SEMANTICS.md, SEC-2021-004 = Istio bulletin ISTIO-SECURITY-2021-004.
 
 mod common;
 
@@ -104,13 +104,13 @@ fn source_cases() -> Vec<Case> {
             true,
         ),
         case(
-            "§9 principals [\"*\"]: any authenticated peer matches",
+            "authz-identity: principals [\"*\"]: any authenticated peer matches",
             source(json!({"principals": ["*"]})),
             mtls_from("bar"),
             true,
         ),
         case(
-            "§9 principals require mTLS: `*` never matches plaintext",
+            "authz-identity: principals require mTLS: `*` never matches plaintext",
             source(json!({"principals": ["*"]})),
             plaintext(),
             false,
@@ -146,19 +146,19 @@ fn source_cases() -> Vec<Case> {
             true,
         ),
         case(
-            "§9 namespaces: the peer's namespace matches",
+            "authz-identity: namespaces: the peer's namespace matches",
             source(json!({"namespaces": ["foo"]})),
             mtls_from("foo"),
             true,
         ),
         case(
-            "§9 namespaces: another namespace does not match",
+            "authz-identity: namespaces: another namespace does not match",
             source(json!({"namespaces": ["foo"]})),
             mtls_from("bar"),
             false,
         ),
         case(
-            "§9 namespaces require mTLS: plaintext never matches",
+            "authz-identity: namespaces require mTLS: plaintext never matches",
             source(json!({"namespaces": ["*"]})),
             plaintext(),
             false,
@@ -373,19 +373,19 @@ fn operation_cases() -> Vec<Case> {
             true,
         ),
         case(
-            "§9 HTTP-only fields on TCP: an ALLOW rule with paths is ignored",
+            "authz-tcp: HTTP-only fields on TCP: an ALLOW rule with paths is ignored",
             operation(json!({"paths": ["*"]})),
             tcp(mtls_from("foo")),
             false,
         ),
         case(
-            "§9 HTTP-only fields on TCP: an ALLOW rule with notMethods is ignored too",
+            "authz-tcp: HTTP-only fields on TCP: an ALLOW rule with notMethods is ignored too",
             operation(json!({"notMethods": ["POST"]})),
             tcp(mtls_from("foo")),
             false,
         ),
         case(
-            "§9 TCP fields on TCP: an ALLOW rule with only ports matches",
+            "authz-tcp: TCP fields on TCP: an ALLOW rule with only ports matches",
             operation(json!({"ports": [8000]})),
             tcp(mtls_from("foo")),
             true,
@@ -486,7 +486,7 @@ fn condition_cases() -> Vec<Case> {
             false,
         ),
         case(
-            "§9 HTTP-only when on TCP: an ALLOW rule with request.headers is ignored",
+            "authz-tcp: HTTP-only when on TCP: an ALLOW rule with request.headers is ignored",
             when("request.headers[x-tenant]", &[], &["red"]),
             tcp(mtls_from("foo")),
             false,
@@ -542,12 +542,7 @@ fn run(cases: Vec<Case>) {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(&failures);
 }
 
 #[test]

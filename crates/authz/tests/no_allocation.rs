@@ -1,5 +1,9 @@
 //! Evaluation allocates nothing in the common path (no AUDIT match): checked with a counting allocator
 //! that counts only the allocations of the thread under test.
+#![allow(
+    unsafe_code,
+    reason = "a counting GlobalAlloc is the only way to observe allocations"
+)]
 
 mod common;
 

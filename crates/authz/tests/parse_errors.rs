@@ -1,4 +1,4 @@
-//! Invalid specs are refused with the field path and a hint (API-AP schema; Istio's validation refuses
+//! Invalid specs are refused with the field path and a hint (istio/api `security/v1beta1/authorization_policy.proto`; Istio's validation refuses
 //! empty sources/operations and conditions without values). One row per error.
 
 use ironmesh_authz::{AuthorizationPolicy, AuthzError, AuthzIndex, PolicyObject};

@@ -1,4 +1,4 @@
-//! Which policies apply to a workload (istio-semantics §9 "Scope"; API-AP L274-281; Istio docs concepts
+//! Which policies apply to a workload (docs/SEMANTICS.md#authz-scope; API-AP = istio/api `authorization_policy.proto` `selector`; Istio docs concepts
 //! "Policy Target"): own namespace + root namespace, narrowed by `selector.matchLabels`.
 
 mod common;
@@ -37,28 +37,28 @@ fn scope_table() {
     let sleep: &[(&str, &str)] = &[("app", "sleep")];
     let rows: Vec<ScopeRow> = vec![
         (
-            "§9 a namespace policy without selector applies to every workload of the namespace",
+            "authz-scope: a namespace policy without selector applies to every workload of the namespace",
             allow_nothing("foo", "p", None),
             "foo",
             sleep,
             true,
         ),
         (
-            "§9 a namespace policy does not apply in another namespace",
+            "authz-scope: a namespace policy does not apply in another namespace",
             allow_nothing("foo", "p", None),
             "bar",
             httpbin,
             false,
         ),
         (
-            "§9 a selector narrows a namespace policy to matching workloads",
+            "authz-scope: a selector narrows a namespace policy to matching workloads",
             allow_nothing("foo", "p", Some(&[("app", "httpbin")])),
             "foo",
             httpbin,
             true,
         ),
         (
-            "§9 a selector skips workloads whose labels differ",
+            "authz-scope: a selector skips workloads whose labels differ",
             allow_nothing("foo", "p", Some(&[("app", "httpbin")])),
             "foo",
             sleep,
@@ -79,28 +79,28 @@ fn scope_table() {
             true,
         ),
         (
-            "§9 a root-namespace policy without selector is mesh-wide",
+            "authz-scope: a root-namespace policy without selector is mesh-wide",
             allow_nothing("istio-system", "p", None),
             "bar",
             sleep,
             true,
         ),
         (
-            "§9 a root-namespace policy with selector applies to matching workloads in all namespaces",
+            "authz-scope: a root-namespace policy with selector applies to matching workloads in all namespaces",
             allow_nothing("istio-system", "p", Some(&[("app", "httpbin")])),
             "bar",
             httpbin,
             true,
         ),
         (
-            "§9 a root-namespace policy with selector skips other workloads",
+            "authz-scope: a root-namespace policy with selector skips other workloads",
             allow_nothing("istio-system", "p", Some(&[("app", "httpbin")])),
             "bar",
             sleep,
             false,
         ),
         (
-            "§9 a selector in a non-root namespace never reaches other namespaces",
+            "authz-scope: a selector in a non-root namespace never reaches other namespaces",
             allow_nothing("bar", "p", Some(&[("app", "httpbin")])),
             "foo",
             httpbin,
@@ -113,7 +113,7 @@ fn scope_table() {
             failures.push(format!("{name}: expected applies={want}"));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::assert_no_failures(&failures);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The walkthrough's authorization cases: namespace isolation in `foo` and a DENY on `/headers` for `bar`
-//! (istio-semantics §9 "Namespace isolation"; Istio docs security-policy-examples).
+//! (docs/SEMANTICS.md#authz-examples; Istio docs security-policy-examples).
 
 mod common;
 
@@ -30,7 +30,7 @@ fn namespace_isolation_allows_foo_denies_bar_and_plaintext_legacy() {
         "denied: ALLOW policies apply (foo/foo-isolation) but none matches"
     );
 
-    // Legacy has no sidecar: plaintext, no identity, so `namespaces` cannot match (D-C "Dependency on mTLS").
+    // Legacy has no sidecar: plaintext, no identity, so `namespaces` cannot match (docs/SEMANTICS.md#authz-identity).
     let from_legacy = decide(vec![namespace_isolation()], &plaintext());
     assert!(!from_legacy.allowed);
     assert!(from_legacy.by.is_none());

@@ -1,4 +1,4 @@
-//! The PRODUCT §8 bars side by side: for each bar, ironmesh's figure, the best peer's and direct's,
+//! The bars of BENCHMARKS.md#bars side by side: for each bar, ironmesh's figure, the best peer's and direct's,
 //! all from the same run, and whether ironmesh meets the goal.
 
 use std::fmt::Write as _;
@@ -73,7 +73,7 @@ impl RunReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| bar (PRODUCT §8) | goal | ironmesh | best peer | direct | verdict |"
+            "| bar (BENCHMARKS.md#bars) | goal | ironmesh | best peer | direct | verdict |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         let peer = |best: Option<(f64, &str)>, unit: &str, digits: usize| {

@@ -1,6 +1,10 @@
 //! The in-process control plane the ironmesh rows need: our CA (`ironmesh-identity`) and a `ConfigHub`
 //! (`ironmesh-proto`) on one Unix socket, exactly as the control plane serves proxies; plus the two
 //! control-plane benchmarks: CA signings per second and push latency to many proxy streams.
+#![allow(
+    unsafe_code,
+    reason = "the thread CPU clock is read with libc::clock_gettime"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,10 @@
 //! certificate from our CA, session resumption disabled so every connection is a full handshake).
 //! After each handshake it sends one `Connection: close` request and reads to EOF, so the server has
 //! finished verifying the client certificate before the handshake is counted.
+#![allow(
+    unsafe_code,
+    reason = "SO_MARK on the client socket is set with libc::setsockopt"
+)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,5 +1,9 @@
 //! `ironmesh-bench`: `run` is the whole benchmark (as root); `upstream`, `load` and `handshakes` are the
 //! pieces it starts inside the namespaces.
+#![allow(
+    unsafe_code,
+    reason = "rlimits and the Ctrl-C handler are set through libc"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

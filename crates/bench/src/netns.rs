@@ -121,9 +121,10 @@ mod root_only_tests {
 
     /// ROOT ONLY: creates real namespaces; fails loudly without root, and the guard removes them.
     #[test]
+    #[allow(unsafe_code, reason = "the root check reads geteuid through libc")]
     fn root_only_topology_links_both_namespaces_and_is_removed_on_drop() {
-        // SAFETY: geteuid has no preconditions.
         assert_eq!(
+            // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() },
             0,
             "root_only tests need root (ip netns)"

@@ -1,5 +1,6 @@
 //! Child processes of the harness: started inside a namespace and pinned to a CPU, killed (whole
 //! process group) on drop, and measured from `/proc` (CPU ticks and VmRSS summed over the process tree).
+#![allow(unsafe_code, reason = "process-group kill and sysconf go through libc")]
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The run's report: JSON (everything measured) and Markdown (latency table with added latency over
-//! direct, resource table, CA and push figures, the PRODUCT §8 bars side by side).
+//! direct, resource table, CA and push figures, the bars of BENCHMARKS.md#bars side by side).
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -132,7 +132,7 @@ impl RunReport {
             self.machine.cpu_model,
             self.machine.kernel
         );
-        let _ = writeln!(out, "## PRODUCT §8 bars, same run\n");
+        let _ = writeln!(out, "## Bars (BENCHMARKS.md#bars), same run\n");
         out.push_str(&self.bars_markdown());
         let _ = writeln!(out);
         let _ = writeln!(

@@ -1,5 +1,9 @@
 //! `up`, `down`, `status` and the hidden `control-plane` command: `up` starts the `ironmesh-control-plane`
 //! binary in the background, `control-plane` becomes it in the foreground.
+#![allow(
+    unsafe_code,
+    reason = "geteuid, setsid in pre_exec and kill on our own control plane go through libc"
+)]
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;

@@ -1,6 +1,10 @@
 //! Commands that reach into running pods: `exec` (kubectl's messages and exit codes), which runs
 //! `runc exec` in the cluster's runc state as `kubectl exec` asks the kubelet, and `logs`, which the control
 //! plane streams (`/v1/logs`).
+#![allow(
+    unsafe_code,
+    reason = "exec hands Ctrl-C to the command: signal(2) around runc, and in its pre_exec"
+)]
 
 use std::os::unix::process::CommandExt;
 
@@ -142,6 +146,7 @@ fn run_in_container(
             libc::signal(libc::SIGQUIT, libc::SIG_IGN),
         ]
     };
+    // SAFETY: the closure runs between fork and exec and only calls the async-signal-safe signal(2).
     unsafe {
         command.pre_exec(|| {
             libc::signal(libc::SIGINT, libc::SIG_DFL);

@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `ironmesh` binary against a control plane it starts with `up` in a
 //! temporary IRONMESH_HOME (API only: `IRONMESH_NO_RUNTIME=1`, so no root and no network runtime).
+#![allow(unsafe_code, reason = "root tests check geteuid through libc")]
 
 mod common;
 
@@ -558,8 +559,8 @@ fn tls_check_follows_the_walkthrough_policies() {
 /// Root only: pods run in network namespaces. `down` (the Drop guard) removes them even on failure.
 #[test]
 fn root_exec_and_logs_in_a_running_pod() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test needs root: the local runtime creates network namespaces"

@@ -3,6 +3,10 @@
 //! positive control showing the same check can succeed: the CA and token-signing keys, another pod's
 //! credential, the configuration/CA socket, another pod's network namespace, the pod's own iptables,
 //! socket mark 1337, the API socket, and IPv6 around the interception rules.
+#![allow(
+    unsafe_code,
+    reason = "the SO_MARK probe builds its socket with libc (socket, setsockopt, connect)"
+)]
 
 mod common;
 

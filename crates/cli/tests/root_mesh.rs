@@ -249,7 +249,7 @@ fn peer_authentication(namespace: &str, mode: &str) -> String {
     )
 }
 
-/// PRODUCT §6 rows the walkthrough does not visit: a DISABLE server (plaintext 200, ISTIO_MUTUAL 503) and
+/// docs/SEMANTICS.md#outcomes rows the walkthrough does not visit: a DISABLE server (plaintext 200, ISTIO_MUTUAL 503) and
 /// ISTIO_MUTUAL to a PERMISSIVE server (200 over mTLS), with the modern PeerAuthentication API.
 #[test]
 fn root_disable_and_permissive_servers_behave_as_istio() {

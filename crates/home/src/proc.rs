@@ -1,4 +1,8 @@
 //! Processes seen through `/proc`, and the programs ironmesh runs.
+#![allow(
+    unsafe_code,
+    reason = "the clock tick rate comes from sysconf(3) through libc"
+)]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! Time for one configuration change to be applied (ACKed) by 1,000 connected proxies, in-process over a
-//! Unix socket (PRODUCT §8: p99 < 1 s).
+//! Unix socket (BENCHMARKS.md#bars: p99 < 1 s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! PRODUCT §6 decisions through the real proxy in-process (fake sockets over loopback, real CA, real hub).
+//! docs/SEMANTICS.md#outcomes decisions through the real proxy in-process (fake sockets over loopback, real CA, real hub).
 
 mod support;
 

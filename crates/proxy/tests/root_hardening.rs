@@ -3,6 +3,10 @@
 //! mesh), Host and absolute-form requests are authorized on the host the app sees, and a flood of idle
 //! connections on the readiness port under a low open-files limit neither spins the CPU nor floods the log,
 //! and the proxy serves again once the connections close. The Drop guard removes everything.
+#![allow(
+    unsafe_code,
+    reason = "setns on a thread, geteuid and sysconf go through libc"
+)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -190,8 +194,8 @@ fn binary() -> String {
 }
 
 fn assert_root() {
-    // SAFETY: geteuid has no preconditions.
     assert!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() } == 0,
         "root_* tests need root (network namespaces and iptables)"
     );

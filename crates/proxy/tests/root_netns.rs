@@ -2,6 +2,7 @@
 //! iptables script, the real `ironmesh-proxy` binary, a tiny HTTP app served by this test, real `curl`),
 //! plus a third namespace without a sidecar. Fails loudly when it cannot set up; the Drop guard removes
 //! everything.
+#![allow(unsafe_code, reason = "setns on a thread and geteuid go through libc")]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

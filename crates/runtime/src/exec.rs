@@ -1,6 +1,10 @@
 //! `ironmesh exec` and `ironmesh logs`: a command run inside a running container (`runc exec`: its
 //! namespaces, user, capabilities, seccomp profile and no_new_privileges, as `kubectl exec`), and a
 //! container's log printed (optionally followed across rotations).
+#![allow(
+    unsafe_code,
+    reason = "signal dispositions around an interactive child are set with sigaction"
+)]
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +48,7 @@ pub fn exec(
     // SAFETY: installing SIG_IGN/SIG_DFL runs no handler code; the pre_exec closure only calls the
     // async-signal-safe sigaction.
     let previous = unsafe { ignore_interactive_signals() };
+    // SAFETY: the pre_exec closure runs between fork and exec and only calls sigaction.
     unsafe {
         command.pre_exec(|| {
             let _ = signal(Signal::SIGINT, SigHandler::SigDfl);
@@ -67,6 +72,7 @@ type SavedHandlers = [(Signal, Option<SigHandler>); 2];
 unsafe fn ignore_interactive_signals() -> SavedHandlers {
     let mut saved = [(Signal::SIGINT, None), (Signal::SIGQUIT, None)];
     for (sig, previous) in saved.iter_mut() {
+        // SAFETY: SIG_IGN installs no handler code; the caller restores the previous disposition.
         *previous = unsafe { signal(*sig, SigHandler::SigIgn) }.ok();
     }
     saved
@@ -75,6 +81,7 @@ unsafe fn ignore_interactive_signals() -> SavedHandlers {
 unsafe fn restore_signals(saved: SavedHandlers) {
     for (sig, previous) in saved {
         if let Some(handler) = previous {
+            // SAFETY: the disposition that was installed before ignore_interactive_signals ran.
             let _ = unsafe { signal(sig, handler) };
         }
     }

@@ -10,6 +10,10 @@
 //! Everything of one cluster lives under `/run/ironmesh/<cluster id>/`: `runc/` (runc's state, so a
 //! teardown finds every container even after a crash) and `rootfs/` (the skeleton of the host view, see
 //! [`crate::oci`]). Container ids are `<pod netns>-<container>`.
+#![allow(
+    unsafe_code,
+    reason = "pidfd_open and pidfd_send_signal have no safe wrapper in nix or std"
+)]
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! ROOT ONLY: the store on a small tmpfs this test mounts, filled to ENOSPC and then freed. Writes fail
 //! while the disk is full, nothing half-written shows, and the store works again once space is back,
 //! without being reopened by its owner. The Drop guard unmounts even when an assertion fails.
+#![allow(unsafe_code, reason = "the root test checks geteuid through libc")]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,8 +78,8 @@ fn names(store: &Store) -> Vec<String> {
 
 #[test]
 fn root_a_full_disk_fails_writes_and_the_store_recovers_once_space_is_back() {
-    // SAFETY: geteuid has no preconditions.
     assert!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() } == 0,
         "root_* tests need root (they mount a tmpfs)"
     );

@@ -1,5 +1,5 @@
 //! Client side: which DestinationRule applies to a client namespace calling a host and port, and the
-//! TLS it asks for (istio-semantics §3; PRODUCT §5): rules in the client namespace, then the service
+//! TLS it asks for (docs/SEMANTICS.md#destinationrule-precedence; docs/SEMANTICS.md#resources): rules in the client namespace, then the service
 //! namespace's exported rules, then the root namespace's, then (Istio 1.0) any other namespace's
 //! exported rules; most specific host within a namespace; port-level settings replace `tls`.
 
@@ -191,7 +191,7 @@ impl PolicyIndex {
         self.client_tls_for_subset(client_namespace, host_fqdn, service_port, None)
     }
 
-    /// Like [`PolicyIndex::client_tls`], for traffic routed to a DestinationRule subset (§3.4: subset
+    /// Like [`PolicyIndex::client_tls`], for traffic routed to a DestinationRule subset (docs/SEMANTICS.md#destinationrule-ports-subsets: subset
     /// port-level → subset top-level → rule port-level → rule top-level).
     pub fn client_tls_for_subset(
         &self,

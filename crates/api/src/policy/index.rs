@@ -18,7 +18,7 @@ pub(crate) struct Index {
     pub(crate) targeted: HashMap<(String, String), Vec<Arc<LegacyPolicy>>>,
     /// The oldest target-less Policy per namespace.
     pub(crate) namespace_policy: HashMap<String, LegacyPolicy>,
-    /// The MeshPolicy named `default`, the only one Pilot reads (istio-semantics §1.1).
+    /// The MeshPolicy named `default`, the only one Pilot reads (docs/SEMANTICS.md#legacy-kinds).
     pub(crate) mesh_policy: Option<LegacyPolicy>,
     pub(crate) rules: RuleTables,
     pub(crate) services: HashMap<String, Vec<Service>>,

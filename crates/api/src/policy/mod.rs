@@ -1,6 +1,6 @@
 //! The pure policy engine: which mTLS mode a server workload enforces, which TLS a client sends to a
-//! service, and `tls-check` rows, with exactly Istio's semantics (see `reference/istio-semantics.md`
-//! §1–§4, §6.1 and PRODUCT §5).
+//! service, and `tls-check` rows, with exactly Istio's semantics (see docs/SEMANTICS.md,
+//! from #resources to #tls-check).
 //!
 //! Build a [`PolicyIndex`] once from the stored objects (policies, rules, services, namespaces,
 //! deployments, pods) and a [`MeshConfig`], then ask it questions; lookups do not allocate much and
@@ -164,7 +164,7 @@ impl PolicyIndex {
         &self.mesh
     }
 
-    /// Whether a sidecar client actually sends mesh mTLS to an endpoint (istio-semantics §4): an explicit
+    /// Whether a sidecar client actually sends mesh mTLS to an endpoint (docs/SEMANTICS.md#auto-mtls): an explicit
     /// DestinationRule mode always wins (only ISTIO_MUTUAL is mesh mTLS); with no `tls`, auto mTLS sends
     /// mTLS to endpoints that have a sidecar and do not DISABLE it, and plaintext otherwise.
     pub fn effective_client_mtls(

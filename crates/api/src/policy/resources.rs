@@ -110,7 +110,7 @@ pub(crate) struct LegacyPolicy {
     pub(crate) mode: ServerMode,
 }
 
-/// What `peers` means (istio-semantics §1.3): the first `mtls` entry counts; `{}`, bare and null are
+/// What `peers` means (docs/SEMANTICS.md#legacy-peers): the first `mtls` entry counts; `{}`, bare and null are
 /// STRICT; `mode: PERMISSIVE` or `allowTls: true` are PERMISSIVE; no `mtls` at all is DISABLE.
 fn legacy_mode(spec: &Value) -> ServerMode {
     let first_mtls = spec
@@ -180,7 +180,7 @@ fn parse_tls(value: Option<&Value>) -> Option<Tls> {
         Some("SIMPLE") => ClientTlsMode::Simple,
         Some("MUTUAL") => ClientTlsMode::Mutual,
         Some("ISTIO_MUTUAL") => ClientTlsMode::IstioMutual,
-        // A `tls` block without a mode is DISABLE, the enum's zero value (istio-semantics §3.3).
+        // A `tls` block without a mode is DISABLE, the enum's zero value (docs/SEMANTICS.md#destinationrule-tls).
         _ => ClientTlsMode::Disable,
     };
     Some(Tls {

@@ -1,5 +1,5 @@
-//! Server side: the mTLS mode a workload enforces on a container port (istio-semantics §1.4, §1.6,
-//! §2.2–§2.3): PeerAuthentication (workload > namespace > root namespace, UNSET inherits, port-level
+//! Server side: the mTLS mode a workload enforces on a container port (docs/SEMANTICS.md#legacy-precedence, #legacy-and-peerauthentication,
+//! #peerauthentication-scope, #peerauthentication-mode): PeerAuthentication (workload > namespace > root namespace, UNSET inherits, port-level
 //! keys are container ports) when any applies, else the legacy Policy/MeshPolicy chain.
 
 use super::resources::{
@@ -16,7 +16,7 @@ impl PolicyIndex {
         self.legacy_mode(workload, container_port)
     }
 
-    /// §2.3 `ComposePeerAuthentication`; `None` when no PeerAuthentication applies (§1.6: then and only
+    /// docs/SEMANTICS.md#peerauthentication-mode `ComposePeerAuthentication`; `None` when no PeerAuthentication applies (docs/SEMANTICS.md#legacy-and-peerauthentication: then and only
     /// then the legacy policies count).
     fn peer_authentication_mode(&self, workload: &Workload, port: u16) -> Option<ServerDecision> {
         let root = &self.mesh.root_namespace;
@@ -31,7 +31,7 @@ impl PolicyIndex {
         // Lists are sorted oldest first, so `find` implements "the oldest wins within a level".
         let mesh = in_namespace(root).iter().find(no_selector);
         let (namespace, workload_level) = if &workload.namespace == root {
-            // Root-namespace policies with a selector are ignored (§2.2), and the root namespace's own
+            // Root-namespace policies with a selector are ignored (docs/SEMANTICS.md#peerauthentication-scope), and the root namespace's own
             // un-selected policy is the mesh-wide one.
             (None, None)
         } else {
@@ -71,7 +71,7 @@ impl PolicyIndex {
         Some(decision)
     }
 
-    /// §1.4: service-specific Policy (oldest port match, else oldest portless) > namespace Policy >
+    /// docs/SEMANTICS.md#legacy-precedence: service-specific Policy (oldest port match, else oldest portless) > namespace Policy >
     /// MeshPolicy `default` > DISABLE.
     fn legacy_mode(&self, workload: &Workload, container_port: u16) -> ServerDecision {
         let services = self
@@ -134,7 +134,7 @@ impl PolicyIndex {
         }
     }
 
-    /// The service-specific legacy policy for one service port (§1.4 step 1).
+    /// The service-specific legacy policy for one service port (docs/SEMANTICS.md#legacy-precedence step 1).
     pub(crate) fn service_policy(
         &self,
         service: &Service,

@@ -1,4 +1,4 @@
-//! `tls-check` rows (istio-semantics §6.1, Istio 1.4 shape): one row per service port plus one per
+//! `tls-check` rows (docs/SEMANTICS.md#tls-check, Istio 1.4 shape): one row per service port plus one per
 //! DestinationRule subset, with the server mode, the client TLS, OK/CONFLICT/AUTO and who decided each.
 
 use std::fmt;
@@ -41,7 +41,7 @@ pub struct TlsCheckRow {
 
 /// Istio 1.4 `EvaluateTLSState`, plus: an unset client without auto mTLS sends plaintext (so it
 /// conflicts with STRICT, as the walkthrough's 503 shows), and a server without a sidecar accepts only
-/// plaintext whatever its policy says (istio-semantics §5 rows 7 and 13).
+/// plaintext whatever its policy says (docs/SEMANTICS.md#outcomes rows 7 and 13).
 pub(crate) fn evaluate(
     server: ServerMode,
     client: ClientTlsMode,

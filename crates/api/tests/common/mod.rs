@@ -137,3 +137,13 @@ pub fn who(decided_by: &Option<ironmesh_api::policy::PolicyRef>) -> String {
         .as_ref()
         .map_or("-".to_string(), |r| format!("{} {r}", r.kind))
 }
+
+/// Fails listing every failing case of a table, so one run shows all that disagree.
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -77,3 +77,13 @@ pub fn decide_for(
         .collect();
     index.policies_for(namespace, &labels).evaluate(request)
 }
+
+/// Fails listing every failing row of a table, so one run shows all that disagree.
+pub fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,6 +1,7 @@
 //! Shared harness of the root end-to-end tests: a cluster of its own per test (real `ironmesh`,
 //! `ironmesh-proxy` and `ironmesh-httpbin` binaries, network namespaces, iptables, `curl`), torn down by a
 //! Drop guard even when the test fails. Each test file uses a part of it.
+#![allow(unsafe_code, reason = "require_root checks geteuid through libc")]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -80,8 +81,8 @@ pub fn output_text(output: &Output) -> String {
 }
 
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test needs root: the local runtime creates network namespaces and iptables rules"
