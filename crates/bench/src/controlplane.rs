@@ -165,7 +165,7 @@ impl ControlPlane {
     /// Connects `streams` in-process proxy clients, publishes a change to all of them at once and
     /// measures change → applied (the client's last-good config holds the new version) for each.
     pub fn bench_push(&self, streams: u32, timeout: Duration) -> Result<PushFigures> {
-        let address: ironmesh_proto::ControlPlaneAddress =
+        let address: ironmesh_identity::ControlPlaneAddress =
             format!("unix://{}", self.socket.display())
                 .parse()
                 .map_err(|error| setup_error("socket address", error))?;
@@ -173,7 +173,6 @@ impl ControlPlane {
             .map(|index| format!("push-{index}.bench"))
             .collect();
         let base = ProxyConfig {
-            trust_domain: TRUST_DOMAIN.into(),
             auto_mtls: true,
             ..Default::default()
         };

@@ -102,7 +102,6 @@ pub(crate) fn configs() -> (ProxyConfig, ProxyConfig) {
             .collect(),
         endpoints: vec![Endpoint {
             ip: SERVER_IP.into(),
-            has_sidecar: true,
             mtls_ready: true,
             spiffe_id: spiffe(SERVER_POD.1),
         }],
@@ -112,7 +111,7 @@ pub(crate) fn configs() -> (ProxyConfig, ProxyConfig) {
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: true,
-        trust_domain: TRUST_DOMAIN.into(),
+        ..Default::default()
     };
     (config(workload(CLIENT_POD)), config(workload(SERVER_POD)))
 }

@@ -237,9 +237,9 @@ impl EgressScope {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ClusterSnapshot;
     use crate::objects::PodView;
     use crate::options::MeshOptions;
+    use crate::proxy_config::ClusterSnapshot;
     use ironmesh_api::Object;
     use ironmesh_proto::pb;
     use serde_json::json;

@@ -14,6 +14,7 @@ use ironmesh_identity::CredentialAuthority;
 use ironmesh_proto::{ConfigHub, content_version};
 use ironmesh_runtime::Cluster;
 use ironmesh_store::{ApplyItem, ApplyOptions, ObjectKey, Store, WriteMode};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::kubelet::Kubelet;
@@ -44,10 +45,31 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// What each pass published, for `ironmesh wait`.
     pub sync: Arc<ConfigSync>,
+    /// The CA's trust bundle ([`ironmesh_identity::CertificateAuthority::watch_trust_bundle`]), pushed with
+    /// every configuration; a change is a pass of its own, so a root rotation reaches the proxies at once.
+    pub trust_bundle: watch::Receiver<Vec<String>>,
 }
 
 fn snapshot(source: &dyn ResourceSource) -> Vec<Object> {
     snapshot_at(source).1
+}
+
+/// Runs store calls on the blocking pool: redb fsyncs on every commit and reads the file, which must not
+/// stall the async workers that serve the proxies' streams.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    call: impl FnOnce(&Store) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    on_blocking_pool(move || call(&store)).await
+}
+
+/// Runs `call` on the blocking pool (the source's reads may block as the store's do).
+async fn on_blocking_pool<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(call)
+        .await
+        // A panic in the call is the controllers' own bug: surface it where it would have happened.
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
 }
 
 /// The objects and the version they were read at (`None` when the source could not be read).
@@ -87,22 +109,26 @@ struct Loop {
 impl Loop {
     /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
-        let store = self.ctx.store.clone();
-        let (read_at, objects) = snapshot_at(self.ctx.source.as_ref());
+        let source = self.ctx.source.clone();
+        let (read_at, objects) = on_blocking_pool(move || snapshot_at(source.as_ref())).await;
 
-        for (service, ip) in services::allocate_vips(&objects) {
-            tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
-            write(&store, &service, WriteMode::Apply, "service address");
-        }
+        let addresses = services::allocate_vips(&objects);
         let plan = deployments::plan(&objects, rand::random::<u64>);
-        for pod in &plan.create {
-            write(&store, pod, WriteMode::Create, "deployment controller");
-        }
-        for (namespace, name) in &plan.delete {
-            if let Err(error) = store.delete(&ObjectKey::new("pods", Some(namespace), name)) {
-                tracing::debug!(pod = %name, %error, "pod already gone");
+        blocking(&self.ctx.store, move |store| {
+            for (service, ip) in addresses {
+                tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
+                write(store, &service, WriteMode::Apply, "service address");
             }
-        }
+            for pod in &plan.create {
+                write(store, pod, WriteMode::Create, "deployment controller");
+            }
+            for (namespace, name) in &plan.delete {
+                if let Err(error) = store.delete(&ObjectKey::new("pods", Some(namespace), name)) {
+                    tracing::debug!(pod = %name, %error, "pod already gone");
+                }
+            }
+        })
+        .await;
 
         if let Some(kubelet) = &mut self.kubelet {
             kubelet.reconcile(&objects).await;
@@ -138,12 +164,14 @@ impl Loop {
         }
 
         let snapshot = ClusterSnapshot::new(&objects, &self.ctx.mesh);
+        let trust_bundle = self.ctx.trust_bundle.borrow().clone();
         let mut proxies = BTreeSet::new();
         let mut published = Vec::new();
         for pod in objects.iter().filter(|o| o.kind == "Pod").map(PodView::of) {
             if pod.has_sidecar() {
                 let id = ironmesh_identity::proxy_id(&pod.name, &pod.namespace);
                 let mut config = snapshot.proxy_config(&pod);
+                config.trust_bundle_pem = trust_bundle.clone();
                 if config.version.is_empty() {
                     config.version = content_version(&config);
                 }
@@ -175,6 +203,7 @@ pub async fn run(ctx: Context) {
         )
     });
     let shutdown = ctx.shutdown.clone();
+    let mut roots = ctx.trust_bundle.clone();
     let mut state = Loop {
         ctx,
         kubelet,
@@ -188,7 +217,8 @@ pub async fn run(ctx: Context) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = token_refresh.tick() => {
-                let objects = snapshot(state.ctx.source.as_ref());
+                let source = state.ctx.source.clone();
+                let objects = on_blocking_pool(move || snapshot(source.as_ref())).await;
                 if let Some(kubelet) = &state.kubelet {
                     kubelet.refresh_tokens(&objects);
                 }
@@ -199,6 +229,7 @@ pub async fn run(ctx: Context) {
                     break;
                 }
             }
+            Ok(()) = roots.changed() => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
         // Everything that arrived meanwhile is covered by the next pass's fresh snapshot.
@@ -242,6 +273,7 @@ mod tests {
                 mesh: MeshOptions::default(),
                 shutdown: CancellationToken::new(),
                 sync: Arc::default(),
+                trust_bundle: watch::channel(vec!["a root".to_owned()]).1,
             },
             kubelet: None,
             applied_network: None,
@@ -339,5 +371,29 @@ mod tests {
             .get(&ObjectKey::new("pods", Some("bar"), &third[0].1))
             .unwrap();
         assert_eq!(pod["metadata"]["labels"].get("version"), None);
+    }
+
+    #[tokio::test]
+    async fn a_new_trust_bundle_is_published_to_every_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controllers = controllers(dir.path());
+        let (roots, receiver) = watch::channel(vec!["old root".to_owned()]);
+        controllers.ctx.trust_bundle = receiver;
+        let store = controllers.ctx.store.clone();
+        let with_sidecar = deployment("app: sleep").replace(
+            "command: [/bin/sleep, 3650d]}\n",
+            "command: [/bin/sleep, 3650d]}\n      - {name: ironmesh-proxy, image: ironmesh-proxy}\n",
+        );
+        apply(&store, &with_sidecar);
+        settle(&mut controllers).await;
+        let proxies = controllers.configured_proxies.clone();
+        assert_eq!(proxies.len(), 1, "one pod with a sidecar");
+        let id = proxies.first().unwrap();
+        let before = controllers.ctx.hub.status(id).unwrap().published_version;
+
+        roots.send_replace(vec!["new root".to_owned(), "old root".to_owned()]);
+        controllers.converge().await;
+        let after = controllers.ctx.hub.status(id).unwrap().published_version;
+        assert_ne!(before, after, "the new bundle is a new configuration");
     }
 }

@@ -12,6 +12,7 @@
 //! sidecar's configuration, computed with the policy engine and pushed through the hub.
 
 mod api;
+mod authz;
 pub mod controller;
 pub mod deployments;
 mod explain;
@@ -169,6 +170,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         mesh: mesh.clone(),
         shutdown: shutdown.clone(),
         sync: sync.clone(),
+        trust_bundle: ca.watch_trust_bundle(),
     }));
     let routes = Arc::new(api::ControlRoutes {
         home: layout.clone(),

@@ -9,11 +9,7 @@ use ironmesh_api::Object;
 use ironmesh_api::policy::{ClientTlsMode, PolicyIndex, ServerMode, Workload};
 use ironmesh_proto::pb;
 
-#[path = "authz.rs"]
-mod authz;
-
-use authz::{EgressScope, PolicyScope};
-
+use crate::authz::{EgressScope, PolicyScope};
 use crate::objects::{
     AppProtocol, PROXY_CONTAINER, PodView, ServiceView, app_protocol, selector_matches,
 };
@@ -119,7 +115,8 @@ impl ClusterSnapshot {
                 .map(|s| self.service_config(&pod.namespace, s))
                 .collect(),
             auto_mtls: self.auto_mtls,
-            trust_domain: self.trust_domain.clone(),
+            // The CA's, not the resources': the controller adds it to every configuration it publishes.
+            trust_bundle_pem: Vec::new(),
         }
     }
 
@@ -225,12 +222,10 @@ impl ClusterSnapshot {
             endpoints: endpoints
                 .iter()
                 .map(|pod| {
-                    let has_sidecar = pod.has_sidecar();
                     let mode = self.index.server_mode(&Self::workload(pod), mtls_port).mode;
                     pb::Endpoint {
                         ip: pod.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                        has_sidecar,
-                        mtls_ready: has_sidecar && mode != ServerMode::Disable,
+                        mtls_ready: pod.has_sidecar() && mode != ServerMode::Disable,
                         spiffe_id: self.spiffe_id(pod),
                     }
                 })
@@ -359,7 +354,7 @@ mod tests {
             .unwrap();
         assert_eq!(legacy.vip, "198.19.0.3");
         assert_eq!(legacy.endpoints.len(), 1);
-        assert!(!legacy.endpoints[0].has_sidecar);
+        assert!(!legacy.endpoints[0].mtls_ready, "no sidecar, no mTLS");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rcgen::{
     SanType, SerialNumber,
 };
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::SpiffeId;
 use crate::fsutil::write_atomic;
@@ -111,6 +112,8 @@ pub struct CertificateAuthority {
     dir: PathBuf,
     options: CaOptions,
     state: ArcSwap<CaState>,
+    /// The trust bundle as last installed, for the control plane to push to every proxy.
+    bundle: watch::Sender<Vec<String>>,
     // Serialises changes (rotate, retire) so two of them never interleave their file writes.
     change: Mutex<()>,
 }
@@ -145,6 +148,7 @@ impl CertificateAuthority {
         Ok(CertificateAuthority {
             dir: ca_dir.to_owned(),
             options,
+            bundle: watch::Sender::new(state.trust_bundle.clone()),
             state: ArcSwap::from_pointee(state),
             change: Mutex::new(()),
         })
@@ -208,6 +212,23 @@ impl CertificateAuthority {
         self.state.load().trust_bundle.clone()
     }
 
+    /// Every change of the trust bundle (rotation, retirement, a reload after another process changed
+    /// the files), current value first: what the control plane pushes to the proxies with their configuration.
+    pub fn watch_trust_bundle(&self) -> watch::Receiver<Vec<String>> {
+        self.bundle.subscribe()
+    }
+
+    /// Makes `state` the CA's and tells the bundle's watchers when the bundle changed.
+    fn install(&self, state: CaState) {
+        let bundle = state.trust_bundle.clone();
+        self.state.store(Arc::new(state));
+        self.bundle.send_if_modified(|current| {
+            let changed = *current != bundle;
+            *current = bundle;
+            changed
+        });
+    }
+
     /// The trust bundle as one PEM text (what `ironmesh ca root` prints).
     pub fn trust_bundle_pem(&self) -> String {
         self.trust_bundle_pems().concat()
@@ -245,7 +266,7 @@ impl CertificateAuthority {
         )?;
         write_root(&self.dir, &state)?;
         tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), "CA root rotated; old root still trusted");
-        self.state.store(Arc::new(state));
+        self.install(state);
         Ok(())
     }
 
@@ -259,7 +280,7 @@ impl CertificateAuthority {
             load_self_signed(&self.dir)?
         };
         tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), roots = state.trust_bundle.len(), "CA reloaded from disk");
-        self.state.store(Arc::new(state));
+        self.install(state);
         Ok(())
     }
 
@@ -284,7 +305,7 @@ impl CertificateAuthority {
         write_bundle(&self.dir, &state.trust_bundle)?;
         remove_cross_signed(&self.dir)?;
         tracing::info!("old CA roots retired; trust bundle holds the current root only");
-        self.state.store(Arc::new(state));
+        self.install(state);
         Ok(())
     }
 

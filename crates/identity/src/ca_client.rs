@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::ca_service::TRUST_BUNDLE_METADATA;
+use crate::endpoint::{ControlPlaneAddress, lazy_channel};
 use crate::proto::IstioCertificateRequest;
 use crate::proto::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::signer::{BoxFuture, CertificateSigner, SignError, SignedChain};
@@ -27,28 +27,11 @@ impl CaClient {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let channel = if let Some(path) = endpoint.strip_prefix("unix://") {
-            let path = PathBuf::from(path);
-            // The URI is required by tonic but unused: the connector always dials the socket.
-            Endpoint::from_static("http://ironmesh-ca.invalid")
-                .connect_timeout(Duration::from_secs(5))
-                .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
-                    }
-                }))
-        } else if endpoint.starts_with("http://") {
-            Endpoint::from_shared(endpoint.to_owned())
-                .map_err(|e| unreachable(format!("not a valid URI: {e}")))?
-                .connect_timeout(Duration::from_secs(5))
-                .connect_lazy()
-        } else {
-            return Err(unreachable(
-                "use unix:///path/to/xds.sock or http://host:port".into(),
-            ));
-        };
+        let address: ControlPlaneAddress = endpoint
+            .parse()
+            .map_err(|e: crate::EndpointError| unreachable(e.to_string()))?;
+        let channel = lazy_channel(&address, Duration::from_secs(5))
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(CaClient {
             endpoint: endpoint.to_owned(),
             token_file: token_file.into(),

@@ -5,7 +5,8 @@
 //!   (10 years, key 0600 written atomically), reused on later starts; or
 //!   [`CertificateAuthority::plug_in`]`(ca_dir, opts, cert_pem, key_pem, chain_pem)` (Istio `cacerts`).
 //!   [`CertificateAuthority::rotate_root`] / [`CertificateAuthority::retire_root`],
-//!   [`CertificateAuthority::trust_bundle_pem`], [`CertificateAuthority::root_fingerprint`],
+//!   [`CertificateAuthority::trust_bundle_pem`], [`CertificateAuthority::watch_trust_bundle`] (what the
+//!   control plane pushes to proxies), [`CertificateAuthority::root_fingerprint`],
 //!   [`CertificateAuthority::sign_workload`]`(csr_pem, &SpiffeId, ttl) -> Vec<String>` (leaf first, root last;
 //!   the CSR only contributes its public key).
 //! - [`CredentialAuthority`]: pod tokens (HS256, key `ca_dir/token-key` 0600), [`CredentialAuthority::issue`],
@@ -24,10 +25,13 @@
 //!   renewal at half life with jitter, capped jittered backoff on failure while the valid certificate stays
 //!   in use. [`WorkloadCertificates::ready`], [`WorkloadCertificates::server_config`],
 //!   [`WorkloadCertificates::client_config`]`(&expected_ids, alpn)`, [`WorkloadCertificates::snapshot`],
-//!   [`WorkloadCertificates::subscribe`], [`WorkloadCertificates::set_trust_bundle`] (root-rotation push).
+//!   [`WorkloadCertificates::subscribe`], [`WorkloadCertificates::set_trust_bundle`] (the bundle pushed with
+//!   the configuration; a new current root renews the certificate at once).
 //!   Configs are built once and follow rotations (cert resolver and trust bundle behind `ArcSwap`), so keep
 //!   and reuse them; cloning a config to change its ALPN keeps that property.
 //! - [`peer_identity`]`(&rustls::CommonState)` gives the peer's SPIFFE ID after a handshake.
+//! - [`ControlPlaneAddress`], [`connect_channel`] / [`lazy_channel`]: the one way to open a gRPC channel
+//!   to the control plane (Unix socket or TCP), shared by the CA client and the configuration stream.
 //!
 //! Call [`install_crypto_provider`] once at the top of every binary (idempotent; ring only).
 
@@ -37,6 +41,7 @@ mod ca_client;
 pub mod ca_service;
 mod credential;
 mod csr;
+mod endpoint;
 mod fsutil;
 mod pem;
 mod signer;
@@ -58,7 +63,8 @@ pub use credential::{
     check_pod_binding, proxy_id, write_token_file,
 };
 pub use csr::{CsrError, csr_for};
+pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel, lazy_channel};
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};
 pub use spiffe::{SpiffeId, SpiffeIdError};
-pub use tls::{TrustBundleError, install_crypto_provider, peer_identity};
+pub use tls::{TrustBundleError, check_trust_bundle, install_crypto_provider, peer_identity};
 pub use workload::{CertInfo, INBOUND_ALPN, InstallError, RotationOptions, WorkloadCertificates};

@@ -2,16 +2,19 @@
 //! the SPIFFE verifiers (server side: chain + our trust domain; client side: chain + secure naming) and the
 //! certificate resolver that makes rotation invisible to existing configs.
 
-use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
 
 use crate::SpiffeId;
 
@@ -27,16 +30,29 @@ pub(crate) fn mesh_provider() -> Arc<CryptoProvider> {
 }
 
 /// The set of trusted roots, parsed once per change and swapped atomically so live configs see updates.
+/// Chains are checked by rustls's own verifiers built from it; the mesh adds only the SPIFFE ID checks.
 #[derive(Debug)]
 pub(crate) struct TrustBundle {
     pub(crate) pems: Vec<String>,
-    pub(crate) anchors: Vec<TrustAnchor<'static>>,
+    roots: Arc<RootCertStore>,
+    /// rustls's client-chain verifier over `roots`; `None` before the first bundle (nothing verifies).
+    client_chains: Option<Arc<dyn ClientCertVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl TrustBundle {
+    /// No roots yet: every chain is refused until the first certificate brings the CA's bundle.
+    pub(crate) fn empty() -> Self {
+        TrustBundle {
+            pems: Vec::new(),
+            roots: Arc::new(RootCertStore::empty()),
+            client_chains: None,
+            algorithms: mesh_provider().signature_verification_algorithms,
+        }
+    }
+
     /// Parses PEM roots; refuses an empty bundle because it would make every handshake fail.
     pub(crate) fn from_pems(pems: &[String]) -> Result<Self, TrustBundleError> {
-        let mut anchors = Vec::new();
         let mut ders = Vec::new();
         for pem in pems {
             ders.extend(crate::pem::certs_from_pem(pem).map_err(TrustBundleError::Pem)?);
@@ -44,15 +60,64 @@ impl TrustBundle {
         if ders.is_empty() {
             return Err(TrustBundleError::Empty);
         }
+        let mut roots = RootCertStore::empty();
         for der in &ders {
-            let anchor = webpki::anchor_from_trusted_cert(der)
-                .map_err(|e| TrustBundleError::NotARoot(format!("{e:?}")))?
-                .to_owned();
-            anchors.push(anchor);
+            roots
+                .add(der.clone())
+                .map_err(|e| TrustBundleError::NotARoot(e.to_string()))?;
         }
+        let roots = Arc::new(roots);
+        let provider = mesh_provider();
+        let client_chains =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| TrustBundleError::NotARoot(e.to_string()))?;
         let pems = ders.iter().map(crate::pem::cert_to_pem).collect();
-        Ok(TrustBundle { pems, anchors })
+        Ok(TrustBundle {
+            pems,
+            roots,
+            client_chains: Some(client_chains),
+            algorithms: provider.signature_verification_algorithms,
+        })
     }
+
+    /// Checks that `end_entity` chains to one of the roots for client authentication.
+    pub(crate) fn verify_client_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        match &self.client_chains {
+            Some(verifier) => verifier
+                .verify_client_cert(end_entity, intermediates, now)
+                .map(|_| ()),
+            None => Err(CertificateError::UnknownIssuer.into()),
+        }
+    }
+
+    /// Checks that `end_entity` chains to one of the roots for server authentication (the name is the
+    /// caller's business: the mesh checks SPIFFE IDs, not DNS names).
+    pub(crate) fn verify_server_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )
+    }
+}
+
+/// Checks that `pems` would be accepted by [`crate::WorkloadCertificates::set_trust_bundle`].
+pub fn check_trust_bundle(pems: &[String]) -> Result<(), TrustBundleError> {
+    TrustBundle::from_pems(pems).map(drop)
 }
 
 /// Why a trust bundle was refused.
@@ -69,29 +134,6 @@ pub enum TrustBundleError {
 }
 
 pub(crate) type SharedTrust = Arc<ArcSwap<TrustBundle>>;
-
-/// Validates `end_entity` up to one of the current roots for `usage`, then returns its SPIFFE URI SANs.
-fn verify_chain(
-    trust: &SharedTrust,
-    end_entity: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    now: UnixTime,
-    usage: webpki::KeyUsage,
-) -> Result<Vec<SpiffeId>, rustls::Error> {
-    let bundle = trust.load();
-    let cert = webpki::EndEntityCert::try_from(end_entity).map_err(pki_error)?;
-    cert.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &bundle.anchors,
-        intermediates,
-        now,
-        usage,
-        None,
-        None,
-    )
-    .map_err(pki_error)?;
-    Ok(spiffe_ids_of(end_entity))
-}
 
 /// The SPIFFE identities carried as URI SANs of a DER certificate (ignores URIs that are not SPIFFE IDs).
 pub(crate) fn spiffe_ids_of(der: &[u8]) -> Vec<SpiffeId> {
@@ -112,38 +154,11 @@ pub(crate) fn spiffe_ids_of(der: &[u8]) -> Vec<SpiffeId> {
         .collect()
 }
 
-fn pki_error(error: webpki::Error) -> rustls::Error {
-    use webpki::Error as E;
-    let cert_error = match error {
-        E::CertExpired { time, not_after } => CertificateError::ExpiredContext { time, not_after },
-        E::CertNotValidYet { time, not_before } => {
-            CertificateError::NotValidYetContext { time, not_before }
-        }
-        E::UnknownIssuer => CertificateError::UnknownIssuer,
-        E::BadDer | E::BadDerTime | E::TrailingData(_) => CertificateError::BadEncoding,
-        E::InvalidSignatureForPublicKey => CertificateError::BadSignature,
-        E::CertRevoked => CertificateError::Revoked,
-        other => CertificateError::Other(rustls::OtherError(Arc::new(DebugAsError(format!(
-            "{other:?}"
-        ))))),
-    };
-    cert_error.into()
-}
-
 fn identity_error(message: String) -> rustls::Error {
     // ApplicationVerificationFailure makes the peer see `access_denied`, which is what a policy refusal is.
     tracing::warn!(%message, "mTLS peer refused");
     CertificateError::ApplicationVerificationFailure.into()
 }
-
-#[derive(Debug)]
-struct DebugAsError(String);
-impl fmt::Display for DebugAsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for DebugAsError {}
 
 /// Server side: the client must present a certificate that chains to the bundle and carries a SPIFFE ID of
 /// our trust domain. Which identity may call what is decided later by authorization, not here.
@@ -167,13 +182,10 @@ impl ClientCertVerifier for TrustDomainClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let ids = verify_chain(
-            &self.trust,
-            end_entity,
-            intermediates,
-            now,
-            webpki::KeyUsage::client_auth(),
-        )?;
+        self.trust
+            .load()
+            .verify_client_chain(end_entity, intermediates, now)?;
+        let ids = spiffe_ids_of(end_entity);
         if ids.iter().any(|id| id.trust_domain() == self.trust_domain) {
             Ok(ClientCertVerified::assertion())
         } else {
@@ -238,13 +250,10 @@ impl ServerCertVerifier for SecureNamingServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ids = verify_chain(
-            &self.trust,
-            end_entity,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-        )?;
+        self.trust
+            .load()
+            .verify_server_chain(end_entity, intermediates, now)?;
+        let ids = spiffe_ids_of(end_entity);
         if ids.iter().any(|id| self.expected.contains(id)) {
             Ok(ServerCertVerified::assertion())
         } else {

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::SpiffeId;
@@ -90,6 +90,8 @@ struct Shared {
     trust: SharedTrust,
     info: watch::Sender<Option<CertInfo>>,
     server_config: Arc<ServerConfig>,
+    /// Wakes the rotation task for a renewal now (a new root was pushed).
+    renew: Notify,
 }
 
 struct Inner {
@@ -126,10 +128,7 @@ impl WorkloadCertificates {
     ) -> Self {
         let provider = mesh_provider();
         let current = Arc::new(ArcSwap::from_pointee(None));
-        let trust: SharedTrust = Arc::new(ArcSwap::from_pointee(TrustBundle {
-            pems: Vec::new(),
-            anchors: Vec::new(),
-        }));
+        let trust: SharedTrust = Arc::new(ArcSwap::from_pointee(TrustBundle::empty()));
         let client_verifier = Arc::new(TrustDomainClientVerifier {
             trust: trust.clone(),
             trust_domain: identity.trust_domain().to_owned(),
@@ -155,6 +154,7 @@ impl WorkloadCertificates {
             trust,
             info,
             server_config: Arc::new(server_config),
+            renew: Notify::new(),
         });
         let task = tokio::spawn(rotate_forever(shared.clone(), signer, options));
         WorkloadCertificates {
@@ -219,17 +219,27 @@ impl WorkloadCertificates {
         Arc::new(config)
     }
 
-    /// Replaces the trust bundle (the control plane pushes it during a root rotation before any workload
-    /// is given a certificate from the new root).
+    /// Replaces the trust bundle (the control plane pushes it with the configuration). When the bundle's
+    /// first root (the CA's current one) is not the root our certificate chains to, the certificate is
+    /// renewed at once: a root rotation moves every workload to the new root while the old one is still
+    /// trusted, instead of waiting for the next scheduled renewal.
     pub fn set_trust_bundle(&self, roots_pem: &[String]) -> Result<(), TrustBundleError> {
+        let shared = &self.inner.shared;
         let bundle = TrustBundle::from_pems(roots_pem)?;
-        self.inner.shared.trust.store(Arc::new(bundle));
-        let pems = self.inner.shared.trust.load().pems.clone();
-        self.inner.shared.info.send_modify(|info| {
+        let current_root = bundle.pems.first().cloned();
+        shared.trust.store(Arc::new(bundle));
+        let pems = shared.trust.load().pems.clone();
+        let mut renew = false;
+        shared.info.send_modify(|info| {
             if let Some(info) = info {
                 info.trust_bundle_pem = pems;
+                renew = info.chain_pem.last() != current_root.as_ref();
             }
         });
+        if renew {
+            tracing::info!(identity = %shared.identity, "a new CA root was pushed; renewing the certificate now");
+            shared.renew.notify_one();
+        }
         Ok(())
     }
 }
@@ -267,7 +277,10 @@ async fn rotate_forever(
                 }
             }
         };
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.renew.notified() => {}
+        }
     }
 }
 
@@ -367,30 +380,16 @@ fn check_issued_chain(
             "the certificate names {ids:?}, but we asked for {identity}"
         )));
     }
-    let end_entity = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| InstallError::BadCertificate(format!("{e:?}")))?;
+    // A mesh certificate serves both ends of a connection: check it for both, as peers will.
     let now = rustls::pki_types::UnixTime::now();
-    for usage in [
-        webpki::KeyUsage::server_auth(),
-        webpki::KeyUsage::client_auth(),
-    ] {
-        end_entity
-            .verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                &bundle.anchors,
-                intermediates,
-                now,
-                usage,
-                None,
-                None,
-            )
-            .map_err(|e| {
-                InstallError::BadCertificate(format!(
-                    "the chain does not verify against the trust bundle: {e:?}"
-                ))
-            })?;
-    }
-    Ok(())
+    bundle
+        .verify_server_chain(leaf, intermediates, now)
+        .and_then(|()| bundle.verify_client_chain(leaf, intermediates, now))
+        .map_err(|e| {
+            InstallError::BadCertificate(format!(
+                "the chain does not verify against the trust bundle: {e}"
+            ))
+        })
 }
 
 fn jittered(base: Duration, fraction: f64) -> Duration {

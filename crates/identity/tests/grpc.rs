@@ -142,17 +142,10 @@ async fn refuses_a_missing_credential() {
     let client = h.client();
     drop(client);
     let path = h.socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://unused.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel =
+        ironmesh_identity::connect_channel(&ironmesh_identity::ControlPlaneAddress::Unix(path))
+            .await
+            .unwrap();
     let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
     let status = IstioCertificateServiceClient::new(channel)
         .create_certificate(IstioCertificateRequest {
@@ -347,17 +340,10 @@ async fn a_credential_dies_with_its_pod_and_does_not_pass_for_a_recreated_one() 
 async fn impersonation_is_refused_unauthenticated_as_istiod_does_without_trusted_nodes() {
     let h = harness().await;
     let path = h.socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://unused.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel =
+        ironmesh_identity::connect_channel(&ironmesh_identity::ControlPlaneAddress::Unix(path))
+            .await
+            .unwrap();
     let token = h.credentials.issue(&sleep_pod(), Duration::from_secs(600));
     let (csr, _) = csr_for(&id("kube-system", "admin")).unwrap();
     let request = |impersonate: Option<&str>| {

@@ -72,7 +72,11 @@ async fn server_refuses_a_client_from_another_trust_domain() {
         rotation(Duration::from_secs(3600)),
     );
     outsider.ready().await;
-    outsider.set_trust_bundle(&bundle).unwrap();
+    // Its own CA's root first: a pushed bundle names the signing CA's current root first, and a
+    // different one would make the outsider renew at once (and take its CA's bundle back).
+    let mut outsider_bundle = other.trust_bundle_pems();
+    outsider_bundle.extend(ca.trust_bundle_pems());
+    outsider.set_trust_bundle(&outsider_bundle).unwrap();
     let addr = echo_server(server).await;
     let err = connect(&outsider, addr, &[id("foo", "httpbin")])
         .await
@@ -89,7 +93,11 @@ async fn server_refuses_a_client_of_an_untrusted_self_signed_ca() {
     let server = workload(&ca, id("foo", "httpbin"), Duration::from_secs(3600)).await;
     // Same trust domain, same name, but its root is not in the server's bundle.
     let rogue = workload(&rogue_ca, id("bar", "sleep"), Duration::from_secs(3600)).await;
-    rogue.set_trust_bundle(&ca.trust_bundle_pems()).unwrap();
+    // It trusts the server's root too (after its own, so it keeps its certificate): only the server's
+    // check can refuse the connection.
+    let mut rogue_bundle = rogue_ca.trust_bundle_pems();
+    rogue_bundle.extend(ca.trust_bundle_pems());
+    rogue.set_trust_bundle(&rogue_bundle).unwrap();
     let addr = echo_server(server).await;
     let err = connect(&rogue, addr, &[id("foo", "httpbin")])
         .await

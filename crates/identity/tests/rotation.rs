@@ -176,7 +176,9 @@ async fn after_retiring_the_old_root_its_certificates_are_refused() {
     // A client whose certificate is from the old root and that will not renew within the test.
     let stale_client = workload(&ca, id("bar", "sleep"), Duration::from_secs(3600)).await;
     ca.rotate_root().unwrap();
-    push_bundle(&ca, &[&server, &stale_client]);
+    // Only the server learns the new bundle (and renews from the new root); the stale client keeps its
+    // old-root certificate because nothing tells it about the rotation.
+    push_bundle(&ca, &[&server]);
     let addr = echo_server(server.clone()).await;
     let expected = [id("foo", "httpbin")];
     // During the overlap the old-root client is still accepted.
@@ -185,6 +187,36 @@ async fn after_retiring_the_old_root_its_certificates_are_refused() {
     push_bundle(&ca, &[&server]);
     let err = connect(&stale_client, addr, &expected).await.unwrap_err();
     assert!(err.to_string().to_lowercase().contains("unknown"), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_pushed_bundle_with_a_new_root_renews_the_certificate_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(dir.path());
+    // An hour-long certificate: no scheduled renewal happens during the test.
+    let certs = workload(&ca, id("foo", "httpbin"), Duration::from_secs(3600)).await;
+    let mut bundles = ca.watch_trust_bundle();
+
+    ca.rotate_root().unwrap();
+    assert!(
+        bundles.has_changed().unwrap(),
+        "the CA announces its new bundle"
+    );
+    let pushed = bundles.borrow_and_update().clone();
+    assert_eq!(pushed, ca.trust_bundle_pems());
+    certs.set_trust_bundle(&pushed).unwrap();
+    let new_root = ca.current_root_pem();
+    wait_for(
+        "renewal from the pushed root",
+        Duration::from_secs(10),
+        || chains_to(&certs, &new_root),
+    )
+    .await;
+    assert_eq!(generation(&certs), 2);
+    assert_eq!(certs.snapshot().unwrap().trust_bundle_pem.len(), 2);
+
+    ca.retire_root().unwrap();
+    assert_eq!(*bundles.borrow_and_update(), vec![new_root]);
 }
 
 /// Fails every call while `down` is set; otherwise signs with the in-process CA.

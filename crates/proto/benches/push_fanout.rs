@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ironmesh_proto::pb::{Endpoint, ProxyConfig, Service, ServicePort};
-use ironmesh_proto::{
-    ConfigClient, ConfigClientOptions, ConfigHub, ControlPlaneAddress, HubOptions, TokenSource,
-};
+use ironmesh_proto::{ConfigClient, ConfigClientOptions, ConfigHub, HubOptions, TokenSource};
 
 const PROXIES: usize = 1000;
 
@@ -68,7 +66,7 @@ fn fanout(c: &mut Criterion) {
         ids.iter()
             .map(|id| {
                 ConfigClient::spawn(ConfigClientOptions::new(
-                    ControlPlaneAddress::Unix(socket.clone()),
+                    ironmesh_identity::ControlPlaneAddress::Unix(socket.clone()),
                     id.clone(),
                     TokenSource::None,
                 ))

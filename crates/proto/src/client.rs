@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 
-use crate::endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
 use crate::pb::proxy_config_service_client::ProxyConfigServiceClient;
 use crate::pb::{Ack, Nack, ProxyConfig, ProxyMessage, Subscribe, proxy_message};
 use crate::validate::{ConfigRejection, validate_config};
+use ironmesh_identity::{ControlPlaneAddress, EndpointError, connect_channel};
 
 /// Where the bearer token comes from. A file is re-read on every connection so a rotated token is picked up.
 #[derive(Debug, Clone)]

@@ -9,7 +9,6 @@
 
 mod authz;
 mod client;
-mod endpoint;
 mod hub;
 mod validate;
 
@@ -21,7 +20,6 @@ pub mod pb {
 
 pub use authz::{applied_policies, client_sni, client_uses_mtls, policy_object, policy_resource};
 pub use client::{ClientError, ConfigClient, ConfigClientOptions, ExtraValidator, TokenSource};
-pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel};
 pub use hub::{
     AuthError, Authenticator, ConfigHub, HubError, HubOptions, HubService, ProxyStatus,
     content_version,

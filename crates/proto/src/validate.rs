@@ -57,6 +57,11 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
     if config.version.is_empty() {
         return Err(reject("config", "version is empty"));
     }
+    // Empty is a control plane that sends no bundle: the proxy keeps the one its CA gave it.
+    if !config.trust_bundle_pem.is_empty() {
+        ironmesh_identity::check_trust_bundle(&config.trust_bundle_pem)
+            .map_err(|error| reject("trust_bundle", error.to_string()))?;
+    }
     if let Some(workload) = &config.workload {
         let name = format!("workload/{}.{}", workload.name, workload.namespace);
         if workload.name.is_empty() || workload.namespace.is_empty() {
@@ -218,6 +223,16 @@ mod tests {
         assert_eq!(
             validate_config(&config).unwrap_err().resource,
             "workload/port/80"
+        );
+    }
+
+    #[test]
+    fn a_bad_trust_bundle_is_refused_by_name() {
+        let mut config = good();
+        config.trust_bundle_pem = vec!["not a certificate".into()];
+        assert_eq!(
+            validate_config(&config).unwrap_err().resource,
+            "trust_bundle"
         );
     }
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use ironmesh_proto::pb::{Endpoint, ProxyConfig, Service, ServicePort};
 use ironmesh_proto::{
-    AuthError, ConfigClient, ConfigClientOptions, ConfigHub, ControlPlaneAddress, HubOptions,
-    TokenSource,
+    AuthError, ConfigClient, ConfigClientOptions, ConfigHub, HubOptions, TokenSource,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -45,7 +44,6 @@ fn config(endpoint_ip: &str) -> ProxyConfig {
             }],
             ..Default::default()
         }],
-        trust_domain: "cluster.local".into(),
         ..Default::default()
     }
 }
@@ -90,7 +88,7 @@ impl Server {
 
 fn client(path: PathBuf, token: &str) -> ConfigClient {
     let mut options = ConfigClientOptions::new(
-        ControlPlaneAddress::Unix(path),
+        ironmesh_identity::ControlPlaneAddress::Unix(path),
         PROXY,
         TokenSource::Static(token.into()),
     );

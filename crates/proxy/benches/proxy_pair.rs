@@ -61,13 +61,12 @@ fn config(workload: Workload) -> ProxyConfig {
             }],
             endpoints: vec![Endpoint {
                 ip: "10.0.0.2".into(),
-                has_sidecar: true,
                 mtls_ready: true,
                 spiffe_id: spiffe("foo", "app").to_string(),
             }],
         }],
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 

@@ -239,13 +239,13 @@ pub fn config_json(config: &ProxyConfig) -> Value {
                     })
                 }).collect::<Vec<_>>(),
                 "endpoints": s.endpoints.iter().map(|e| json!({
-                    "ip": e.ip, "has_sidecar": e.has_sidecar, "mtls_ready": e.mtls_ready, "spiffe_id": e.spiffe_id,
+                    "ip": e.ip, "mtls_ready": e.mtls_ready, "spiffe_id": e.spiffe_id,
                 })).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!({
-        "version": config.version, "trust_domain": config.trust_domain, "auto_mtls": config.auto_mtls,
+        "version": config.version, "auto_mtls": config.auto_mtls,
         "workload": workload, "services": services,
     })
 }

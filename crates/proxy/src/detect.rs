@@ -8,14 +8,11 @@ use ironmesh_proto::pb::ServerMode;
 pub enum FirstBytes {
     /// A TLS handshake record (`0x16 0x03 0x01..=0x04`).
     Tls,
-    /// Anything else (HTTP method, h2 preface, opaque TCP, or nothing within the peek timeout).
+    /// Anything else (HTTP method, h2 preface, opaque TCP, or nothing within the first-bytes timeout).
     Plaintext,
-    /// Too few bytes to tell; peek again.
+    /// Too few bytes to tell; read more.
     NeedMore,
 }
-
-/// How many bytes [`classify_first_bytes`] needs at most.
-pub const CLASSIFY_BYTES: usize = 3;
 
 pub fn classify_first_bytes(bytes: &[u8]) -> FirstBytes {
     match bytes {
@@ -37,7 +34,7 @@ pub enum InboundAction {
     ReadClientHello,
 }
 
-/// Decision on the first bytes alone. `NeedMore` must not reach here: treat a peek timeout as plaintext.
+/// Decision on the first bytes alone. `NeedMore` must not reach here: treat a first-bytes timeout as plaintext.
 pub fn inbound_action(mode: ServerMode, first: FirstBytes) -> InboundAction {
     match (mode, first) {
         (ServerMode::Disable, _) => InboundAction::ForwardRaw,
@@ -140,7 +137,7 @@ mod tests {
         #[test]
         fn strict_never_forwards_raw_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let first = match classify_first_bytes(&bytes) {
-                FirstBytes::NeedMore => FirstBytes::Plaintext, // what a peek timeout becomes
+                FirstBytes::NeedMore => FirstBytes::Plaintext, // what a first-bytes timeout becomes
                 other => other,
             };
             let action = inbound_action(ServerMode::Strict, first);

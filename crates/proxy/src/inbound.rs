@@ -1,4 +1,4 @@
-//! The inbound listener (15006): peek at the first bytes, apply the port's server mode (reset, forward
+//! The inbound listener (15006): read the first bytes (replayed afterwards), apply the port's server mode (reset, forward
 //! raw, pass application TLS through, or terminate mTLS), authorize (per HTTP request, or once per TCP
 //! connection and again on every policy change) and forward to the app on the pod's IP, adding
 //! `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
@@ -19,25 +19,20 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
 use crate::context::{ActiveGuard, Context, serve_http_until_drained};
-use crate::detect::{
-    CLASSIFY_BYTES, FirstBytes, InboundAction, TlsAction, after_client_hello, classify_first_bytes,
-    inbound_action,
-};
+use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
 use crate::limits::{Acceptor, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
 };
+use crate::replay::{Replay, Sniffer};
 use crate::sockets::reset;
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
 
 /// A client that starts a TLS handshake must finish it within this time (no slowloris on the inbound port).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest ClientHello we wait for before giving up on reading its ALPN.
-const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 pub(crate) async fn serve(
     context: Arc<Context>,
@@ -52,72 +47,6 @@ pub(crate) async fn serve(
                 tokio::spawn(handle(context.clone(), pools.clone(), stream, peer, peek_timeout, slot));
             }
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// Peeks until the first bytes can be classified; a silent client (server-first protocol) counts as
-/// plaintext after `timeout`. `None` when the client closed before sending anything.
-async fn peek_first_bytes(stream: &TcpStream, timeout: Duration) -> Option<FirstBytes> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buffer = [0u8; CLASSIFY_BYTES];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
-            Err(_) => return Some(FirstBytes::Plaintext),
-            Ok(Err(_)) | Ok(Ok(0)) => return None,
-            Ok(Ok(read)) => match classify_first_bytes(&buffer[..read]) {
-                FirstBytes::NeedMore if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                FirstBytes::NeedMore => return Some(FirstBytes::Plaintext),
-                decided => return Some(decided),
-            },
-        }
-    }
-}
-
-/// What the proxy reads from a ClientHello before deciding to terminate or pass TLS through.
-struct ClientHello {
-    alpn: Vec<Vec<u8>>,
-    /// The server name (SNI) the client asked for (Envoy's `requested_server_name`, `connection.sni`).
-    sni: Option<String>,
-}
-
-/// Reads (without consuming) the ClientHello's ALPN list and SNI; `None` if it is not parseable in time.
-async fn peek_client_hello(stream: &TcpStream, timeout: Duration) -> Option<ClientHello> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buffer = vec![0u8; 4096];
-    loop {
-        let read = tokio::time::timeout_at(deadline, stream.peek(&mut buffer))
-            .await
-            .ok()?
-            .ok()?;
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut cursor = &buffer[..read];
-        while !cursor.is_empty() {
-            match acceptor.read_tls(&mut cursor) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let hello = accepted.client_hello();
-                let alpn = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect());
-                return Some(ClientHello {
-                    alpn: alpn.unwrap_or_default(),
-                    sni: hello.server_name().map(str::to_owned),
-                });
-            }
-            Ok(None) => {}
-            Err(_) => return None,
-        }
-        if read == buffer.len() && buffer.len() < MAX_CLIENT_HELLO {
-            buffer.resize(buffer.len() * 2, 0);
-        } else if tokio::time::Instant::now() >= deadline {
-            return None;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -172,14 +101,15 @@ async fn handle(
     // socket carries the mark, so iptables does not capture it again.
     let app = SocketAddr::new(context.pod_ip.unwrap_or(original.ip()), port);
     let (mode, http) = context.index.load().inbound(port);
-    let Some(first) = peek_first_bytes(&stream, peek_timeout).await else {
+    let mut sniffer = Sniffer::new(stream, peek_timeout);
+    let Some(first) = sniffer.first_bytes().await else {
         return;
     };
     let recheck = Arc::new(OnceLock::new());
     match inbound_action(mode, first) {
         InboundAction::Reset => {
             tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
-            reset(stream);
+            reset(sniffer.into_replay().into_inner());
         }
         InboundAction::ForwardRaw if http && !context.index.load().authz.is_empty() => {
             // Plaintext HTTP under policies: parse it, so that paths, methods and hosts are enforced.
@@ -187,7 +117,7 @@ async fn handle(
             let serve = serve_http(
                 context.clone(),
                 pools,
-                stream,
+                sniffer.into_replay(),
                 (app, original, peer),
                 Downstream {
                     peer: None,
@@ -215,7 +145,7 @@ async fn handle(
             } else {
                 Recheck::Connection(Box::new(request))
             });
-            let relay = forward_raw(&context, stream, app, original);
+            let relay = forward_raw(&context, sniffer.into_replay(), app, original);
             until_revoked(
                 &context,
                 changes,
@@ -231,7 +161,7 @@ async fn handle(
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
             } else {
-                match peek_client_hello(&stream, peek_timeout).await {
+                match sniffer.client_hello().await {
                     Some(hello) => {
                         sni = hello.sni;
                         after_client_hello(mode, hello.alpn.iter().map(Vec::as_slice))
@@ -248,14 +178,14 @@ async fn handle(
                         return;
                     }
                     let _ = recheck.set(Recheck::Connection(Box::new(request)));
-                    let relay = forward_raw(&context, stream, app, original);
+                    let relay = forward_raw(&context, sniffer.into_replay(), app, original);
                     until_revoked(&context, changes, port, Admitted::AppTls, &recheck, relay).await
                 }
                 TlsAction::TerminateMtls => {
                     let serve = terminate(
                         context.clone(),
                         pools,
-                        stream,
+                        sniffer.into_replay(),
                         (app, original, peer),
                         http,
                         recheck.clone(),
@@ -343,12 +273,17 @@ async fn until_revoked(
     }
 }
 
-async fn forward_raw(context: &Context, stream: TcpStream, app: SocketAddr, original: SocketAddr) {
+async fn forward_raw(
+    context: &Context,
+    stream: Replay<TcpStream>,
+    app: SocketAddr,
+    original: SocketAddr,
+) {
     match upstream::connect(context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
         Ok(upstream) => relay(context, labels(context, None, original), stream, upstream).await,
         Err(error) => {
             tracing::info!(target: "access", %error, "application not reachable");
-            reset(stream);
+            reset(stream.into_inner());
         }
     }
 }
@@ -356,7 +291,7 @@ async fn forward_raw(context: &Context, stream: TcpStream, app: SocketAddr, orig
 async fn terminate(
     context: Arc<Context>,
     pools: Arc<Pools>,
-    stream: TcpStream,
+    stream: Replay<TcpStream>,
     addresses: (SocketAddr, SocketAddr, SocketAddr),
     http: bool,
     recheck: Arc<OnceLock<Recheck>>,

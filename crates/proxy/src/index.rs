@@ -290,7 +290,6 @@ mod tests {
                 endpoints: vec![
                     Endpoint {
                         ip: "10.0.0.1".into(),
-                        has_sidecar: true,
                         mtls_ready: true,
                         spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
                     },

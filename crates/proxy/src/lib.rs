@@ -19,8 +19,10 @@ mod iptables;
 mod limits;
 pub mod metrics;
 mod outbound;
+mod replay;
 mod sockets;
 mod tcp;
+mod trust;
 mod upstream;
 
 pub use dataplane::{DataPlane, DataPlaneError, DataPlaneOptions, WorkloadInfo};
@@ -28,3 +30,4 @@ pub use iptables::{InterceptionRules, IptablesError, apply_rules, render_rules};
 pub use limits::ConnectionLimits;
 pub use metrics::Metrics;
 pub use sockets::{BoxFuture, PROXY_MARK, SocketLayer, SystemSockets, reset};
+pub use trust::follow_trust_bundle;

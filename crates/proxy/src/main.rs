@@ -252,6 +252,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Some(dir) = state_dir {
                     tokio::spawn(keep_chain_copy(certs.clone(), dir));
                 }
+                tokio::spawn(ironmesh_proxy::follow_trust_bundle(
+                    certs.clone(),
+                    client.config(),
+                ));
                 let _ = handles_tx.send(ControlHandles {
                     certs,
                     config: client.config(),

@@ -51,7 +51,6 @@ fn services(client: &ClientSide, httpbin_mode: ServerMode) -> Vec<Service> {
             ports: vec![port()],
             endpoints: vec![Endpoint {
                 ip: HTTPBIN_IP.into(),
-                has_sidecar: true,
                 mtls_ready: httpbin_mode != ServerMode::Disable,
                 spiffe_id: spiffe("foo", "httpbin").to_string(),
             }],
@@ -101,7 +100,7 @@ async fn mesh(client: ClientSide, httpbin_mode: ServerMode) -> Mesh {
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: client.auto_mtls,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     };
     mesh.publish(
         ip(SLEEP_IP),
@@ -599,7 +598,7 @@ async fn switch_httpbin(mesh: &Mesh, client: &ClientSide, mode: ServerMode, vers
         workload: Some(workload("httpbin-1", "httpbin", mode)),
         services: services(client, mode),
         auto_mtls: client.auto_mtls,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     };
     mesh.publish(ip(HTTPBIN_IP), "httpbin-1.foo", config).await;
 }

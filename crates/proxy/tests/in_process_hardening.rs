@@ -54,7 +54,6 @@ fn services() -> Vec<Service> {
         }],
         endpoints: vec![Endpoint {
             ip: HTTPBIN.into(),
-            has_sidecar: true,
             mtls_ready: true,
             spiffe_id: spiffe("foo", "httpbin").to_string(),
         }],
@@ -86,7 +85,7 @@ fn config(
         }),
         services: services(),
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 

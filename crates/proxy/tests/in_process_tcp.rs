@@ -59,13 +59,12 @@ fn config(name: &str, sa: &str) -> ProxyConfig {
             }],
             endpoints: vec![Endpoint {
                 ip: "10.0.0.2".into(),
-                has_sidecar: true,
                 mtls_ready: true,
                 spiffe_id: spiffe("foo", "echo").to_string(),
             }],
         }],
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 

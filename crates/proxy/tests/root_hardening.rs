@@ -9,7 +9,7 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use ironmesh_proto::pb::{
 };
 
 mod netns;
-use netns::{ControlPlane, Topology, sh};
+use netns::{App, ControlPlane, Topology, sh};
 
 const APP_PORT: u16 = 8080;
 /// An app port whose app listens on 127.0.0.1 only.
@@ -178,13 +178,12 @@ fn config(pod: &str, sa: &str, server_ip: &str, policies: Vec<AuthorizationPolic
             ports: vec![service_port(APP_PORT), service_port(LOCAL_PORT)],
             endpoints: vec![Endpoint {
                 ip: server_ip.into(),
-                has_sidecar: true,
                 mtls_ready: true,
                 spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
             }],
         }],
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     }
 }
 
@@ -235,17 +234,15 @@ async fn root_inbound_forwards_to_pod_ip_and_authorizes_the_host_the_app_sees() 
     for ns in [&client_ns, &server_ns] {
         sh(&["ip", "netns", "exec", ns, &binary, "iptables", "--apply"]);
     }
-    let python = |bind: &str, port: u16| {
-        let port = port.to_string();
-        let argv = ["python3", "-m", "http.server", "--bind", bind, &port];
-        argv.map(str::to_owned)
-    };
-    let everywhere = python("0.0.0.0", APP_PORT);
-    let localhost = python("127.0.0.1", LOCAL_PORT);
-    for argv in [&everywhere, &localhost] {
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        topology.spawn_in(&server_ns, &argv, &[], None);
-    }
+    // The apps: one on every address, one on loopback only (served by threads of this test, no python3).
+    let _everywhere = App::start_in(
+        &server_ns,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, APP_PORT),
+    );
+    let _localhost = App::start_in(
+        &server_ns,
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, LOCAL_PORT),
+    );
     let client_env = control.proxy_env("sleep-1", "sleep", Some(client_ip));
     let server_env = control.proxy_env("httpbin-1", "httpbin", Some(server_ip));
     topology.spawn_in(&client_ns, &[&binary, "run"], &client_env, None);

@@ -4,9 +4,9 @@
 //! everything.
 #![allow(unsafe_code, reason = "setns on a thread and geteuid go through libc")]
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ironmesh_identity::{CredentialAuthority, PodClaims, write_token_file};
@@ -16,7 +16,7 @@ use ironmesh_proto::pb::{
 };
 
 mod netns;
-use netns::{ControlPlane, Topology, sh};
+use netns::{App, ControlPlane, Topology, sh};
 
 const APP_PORT: u16 = 8080;
 
@@ -36,107 +36,6 @@ impl Topology {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {program} in {namespace}: {e}")),
         );
-    }
-}
-
-/// The pod's application: a tiny HTTP/1.1 server on 0.0.0.0:APP_PORT inside `namespace`, served by a thread
-/// of this test that entered the namespace (a socket stays in the namespace it was created in). Only the
-/// Rust toolchain is needed: no python3 or other server on the machine. Stops when dropped.
-struct App {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl App {
-    fn start_in(namespace: &str) -> App {
-        use std::os::fd::AsRawFd;
-        let netns = std::fs::File::open(format!("/run/netns/{namespace}"))
-            .unwrap_or_else(|e| panic!("cannot open /run/netns/{namespace}: {e}"));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ready, started) = std::sync::mpsc::channel();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            // SAFETY: setns on this thread only, with a valid namespace file descriptor.
-            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            if entered != 0 {
-                let _ = ready.send(Err(std::io::Error::last_os_error().to_string()));
-                return;
-            }
-            let listener = match std::net::TcpListener::bind(("0.0.0.0", APP_PORT)) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    let _ = ready.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            listener.set_nonblocking(true).unwrap();
-            let _ = ready.send(Ok(()));
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        std::thread::spawn(move || serve_http(stream));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        match started.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("the app cannot listen in {namespace}: {e}"),
-            Err(_) => panic!("the app thread for {namespace} ended before listening"),
-        }
-        App {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Answers every request of a keep-alive connection with 200 and a short body (requests here have none).
-fn serve_http(stream: std::net::TcpStream) {
-    use std::io::{BufRead, BufReader, Write};
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = match stream.try_clone() {
-        Ok(writer) => writer,
-        Err(_) => return,
-    };
-    let mut reader = BufReader::new(stream);
-    let body = "hello from the app\n";
-    loop {
-        let mut line = String::new();
-        // The request line, then headers up to the blank line.
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        loop {
-            let mut header = String::new();
-            match reader.read_line(&mut header) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if header == "\r\n" || header == "\n" => break,
-                Ok(_) => {}
-            }
-        }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
     }
 }
 
@@ -271,7 +170,6 @@ fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyCon
         }],
         endpoints: vec![Endpoint {
             ip: server_ip.into(),
-            has_sidecar: true,
             mtls_ready: true,
             spiffe_id: "spiffe://cluster.local/ns/foo/sa/httpbin".into(),
         }],
@@ -281,7 +179,7 @@ fn configs(server_ip: &str, client_tls: ClientTlsMode) -> (ProxyConfig, ProxyCon
         workload: Some(workload),
         services: services.clone(),
         auto_mtls: true,
-        trust_domain: "cluster.local".into(),
+        ..Default::default()
     };
     (
         config(workload("sleep-1", "sleep", ServerMode::Permissive)),
@@ -332,7 +230,10 @@ async fn root_strict_resets_plaintext_and_sidecars_talk_mtls() {
     for ns in [&client_ns, &server_ns] {
         sh(&["ip", "netns", "exec", ns, binary, "iptables", "--apply"]);
     }
-    let _app = App::start_in(&server_ns);
+    let _app = App::start_in(
+        &server_ns,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, APP_PORT),
+    );
     let client_env = proxy_env(
         control.dir.path(),
         &control.socket,

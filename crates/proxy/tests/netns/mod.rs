@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ironmesh_identity::ca_service::CaService;
 use ironmesh_identity::{CA_AUDIENCE, CaOptions, CertificateAuthority, CredentialAuthority};
@@ -133,5 +133,106 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// A pod's application: a tiny HTTP/1.1 server on `bind` inside `namespace`, served by a thread
+/// of this test that entered the namespace (a socket stays in the namespace it was created in). Only the
+/// Rust toolchain is needed: no python3 or other server on the machine. Stops when dropped.
+pub struct App {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl App {
+    pub fn start_in(namespace: &str, bind: std::net::SocketAddrV4) -> App {
+        use std::os::fd::AsRawFd;
+        let netns = std::fs::File::open(format!("/run/netns/{namespace}"))
+            .unwrap_or_else(|e| panic!("cannot open /run/netns/{namespace}: {e}"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready, started) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid namespace file descriptor.
+            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if entered != 0 {
+                let _ = ready.send(Err(std::io::Error::last_os_error().to_string()));
+                return;
+            }
+            let listener = match std::net::TcpListener::bind(bind) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            listener.set_nonblocking(true).unwrap();
+            let _ = ready.send(Ok(()));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || serve_http(stream));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the app cannot listen on {bind} in {namespace}: {e}"),
+            Err(_) => panic!("the app thread for {namespace} ended before listening"),
+        }
+        App {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers every request of a keep-alive connection with 200 and a short body (requests here have none).
+fn serve_http(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    let body = "hello from the app\n";
+    loop {
+        let mut line = String::new();
+        // The request line, then headers up to the blank line.
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if header == "\r\n" || header == "\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
     }
 }

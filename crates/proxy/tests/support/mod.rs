@@ -18,8 +18,7 @@ use ironmesh_identity::{
 };
 use ironmesh_proto::pb::ProxyConfig;
 use ironmesh_proto::{
-    AuthError, ConfigClient, ConfigClientOptions, ConfigHub, ControlPlaneAddress, HubOptions,
-    TokenSource,
+    AuthError, ConfigClient, ConfigClientOptions, ConfigHub, HubOptions, TokenSource,
 };
 use ironmesh_proxy::admin::AdminState;
 use ironmesh_proxy::{BoxFuture, DataPlane, DataPlaneOptions, Metrics, SocketLayer, WorkloadInfo};
@@ -283,7 +282,7 @@ impl Mesh {
         );
         let proxy_id = ironmesh_identity::proxy_id(name, namespace);
         let mut options = ConfigClientOptions::new(
-            ControlPlaneAddress::Unix(self.socket.clone()),
+            ironmesh_identity::ControlPlaneAddress::Unix(self.socket.clone()),
             proxy_id.clone(),
             TokenSource::Static(format!("token-{proxy_id}")),
         );

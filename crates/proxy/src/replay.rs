@@ -1,0 +1,312 @@
+//! Reading an inbound connection's first bytes to decide what it is, then handing the connection on with
+//! those bytes replayed in front of the rest. Each step waits for the socket to have data (no `peek` polled
+//! with sleeps), and the ClientHello is fed to one rustls `Acceptor` as it arrives instead of re-parsing
+//! everything seen so far on every pass.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::detect::{FirstBytes, classify_first_bytes};
+
+/// The largest ClientHello we wait for before giving up on reading its ALPN.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// How much one read asks for; a ClientHello usually fits.
+const READ_CHUNK: usize = 4096;
+
+/// What the proxy reads from a ClientHello before deciding to terminate or pass TLS through.
+#[derive(Debug)]
+pub(crate) struct ClientHello {
+    pub(crate) alpn: Vec<Vec<u8>>,
+    /// The server name (SNI) the client asked for (Envoy's `requested_server_name`, `connection.sni`).
+    pub(crate) sni: Option<String>,
+}
+
+/// A connection whose first bytes are being read; [`Sniffer::into_replay`] gives them back.
+pub(crate) struct Sniffer<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    /// How long each step waits for the client.
+    timeout: Duration,
+}
+
+enum Fill {
+    Read,
+    /// End of stream or a read error.
+    Closed,
+    TimedOut,
+}
+
+impl<S: AsyncRead + Unpin> Sniffer<S> {
+    pub(crate) fn new(stream: S, timeout: Duration) -> Self {
+        Sniffer {
+            stream,
+            buffer: Vec::new(),
+            timeout,
+        }
+    }
+
+    async fn fill(&mut self, deadline: Instant) -> Fill {
+        self.buffer.reserve(READ_CHUNK);
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Fill::Closed,
+            Ok(Ok(_)) => Fill::Read,
+            Err(_) => Fill::TimedOut,
+        }
+    }
+
+    /// Reads until the first bytes can be classified; a silent client (server-first protocol) or one that
+    /// stops early counts as plaintext. `None` when the client closed (or failed) before sending anything.
+    pub(crate) async fn first_bytes(&mut self) -> Option<FirstBytes> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match classify_first_bytes(&self.buffer) {
+                FirstBytes::NeedMore => {}
+                decided => return Some(decided),
+            }
+            match self.fill(deadline).await {
+                Fill::Read => {}
+                Fill::Closed if self.buffer.is_empty() => return None,
+                Fill::Closed | Fill::TimedOut => return Some(FirstBytes::Plaintext),
+            }
+        }
+    }
+
+    /// Reads the ClientHello's ALPN list and SNI; `None` if it is not parseable in time or too large.
+    pub(crate) async fn client_hello(&mut self) -> Option<ClientHello> {
+        let deadline = Instant::now() + self.timeout;
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut fed = 0;
+        loop {
+            let mut unread = &self.buffer[fed..];
+            while !unread.is_empty() {
+                match acceptor.read_tls(&mut unread) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            fed = self.buffer.len() - unread.len();
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let hello = accepted.client_hello();
+                    let alpn = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect());
+                    return Some(ClientHello {
+                        alpn: alpn.unwrap_or_default(),
+                        sni: hello.server_name().map(str::to_owned),
+                    });
+                }
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            if self.buffer.len() >= MAX_CLIENT_HELLO {
+                return None;
+            }
+            if !matches!(self.fill(deadline).await, Fill::Read) {
+                return None;
+            }
+        }
+    }
+
+    /// The connection with every byte read so far in front of the rest.
+    pub(crate) fn into_replay(self) -> Replay<S> {
+        Replay {
+            prefix: self.buffer,
+            replayed: 0,
+            inner: self.stream,
+        }
+    }
+}
+
+/// A stream that yields a buffered prefix, then reads from the inner stream; writes go straight through.
+pub(crate) struct Replay<S> {
+    prefix: Vec<u8>,
+    replayed: usize,
+    inner: S,
+}
+
+impl<S> Replay<S> {
+    /// The inner stream; bytes not replayed yet are dropped (used to reset the connection).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let rest = &this.prefix[this.replayed..];
+        if rest.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let count = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..count]);
+        this.replayed += count;
+        if this.replayed == this.prefix.len() {
+            // Long-lived connections should not keep the first bytes' buffer.
+            this.prefix = Vec::new();
+            this.replayed = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A real ClientHello offering Istio's ALPN, for `istio.example`.
+    fn client_hello_bytes() -> Vec<u8> {
+        ironmesh_identity::install_crypto_provider();
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"istio-http/1.1".to_vec(), b"http/1.1".to_vec()];
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(config), "istio.example".try_into().unwrap())
+                .unwrap();
+        let mut bytes = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut bytes).unwrap();
+        }
+        bytes
+    }
+
+    /// Writes `bytes` in pieces of `piece` bytes, yielding between them so the reader sees each alone.
+    async fn trickle(mut writer: DuplexStream, bytes: Vec<u8>, piece: usize) -> DuplexStream {
+        for chunk in bytes.chunks(piece) {
+            writer.write_all(chunk).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        writer
+    }
+
+    async fn read_all<S: AsyncRead + Unpin>(mut stream: S) -> Vec<u8> {
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_client_hello_split_in_pieces_is_read_and_replayed_whole() {
+        let hello = client_hello_bytes();
+        for piece in [1, 2, 7, 100, hello.len()] {
+            let (reader, writer) = duplex(64 * 1024);
+            let writing = tokio::spawn(trickle(writer, hello.clone(), piece));
+            let mut sniffer = Sniffer::new(reader, TIMEOUT);
+            assert_eq!(sniffer.first_bytes().await, Some(FirstBytes::Tls));
+            let parsed = sniffer.client_hello().await.expect("a full ClientHello");
+            assert_eq!(parsed.sni.as_deref(), Some("istio.example"));
+            assert_eq!(
+                parsed.alpn,
+                [b"istio-http/1.1".to_vec(), b"http/1.1".to_vec()]
+            );
+            let mut writer = writing.await.unwrap();
+            writer.write_all(b"after").await.unwrap();
+            drop(writer);
+            let mut expected = hello.clone();
+            expected.extend_from_slice(b"after");
+            assert_eq!(
+                read_all(sniffer.into_replay()).await,
+                expected,
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plaintext_is_classified_and_replayed() {
+        let (reader, writer) = duplex(1024);
+        let writing = tokio::spawn(trickle(writer, b"GET / HTTP/1.1\r\n\r\n".to_vec(), 1));
+        let mut sniffer = Sniffer::new(reader, TIMEOUT);
+        assert_eq!(sniffer.first_bytes().await, Some(FirstBytes::Plaintext));
+        drop(writing.await.unwrap());
+        assert_eq!(
+            read_all(sniffer.into_replay()).await,
+            b"GET / HTTP/1.1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_plaintext_and_a_closed_one_is_nothing() {
+        let (reader, _writer) = duplex(1024);
+        let mut sniffer = Sniffer::new(reader, Duration::from_millis(20));
+        assert_eq!(sniffer.first_bytes().await, Some(FirstBytes::Plaintext));
+
+        let (reader, writer) = duplex(1024);
+        drop(writer);
+        assert_eq!(Sniffer::new(reader, TIMEOUT).first_bytes().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_record_start_is_plaintext_and_garbage_is_no_client_hello() {
+        let (reader, mut writer) = duplex(1024);
+        writer.write_all(&[0x16]).await.unwrap();
+        drop(writer);
+        let mut sniffer = Sniffer::new(reader, TIMEOUT);
+        assert_eq!(sniffer.first_bytes().await, Some(FirstBytes::Plaintext));
+
+        let (reader, mut writer) = duplex(1024);
+        writer
+            .write_all(b"\x16\x03\x01\x00\x05hello-not-a-handshake")
+            .await
+            .unwrap();
+        drop(writer);
+        let mut sniffer = Sniffer::new(reader, TIMEOUT);
+        assert_eq!(sniffer.first_bytes().await, Some(FirstBytes::Tls));
+        assert!(sniffer.client_hello().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn writes_go_straight_to_the_inner_stream() {
+        let (reader, mut peer) = duplex(1024);
+        let mut replay = Sniffer::new(reader, TIMEOUT).into_replay();
+        replay.write_all(b"pong").await.unwrap();
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+    }
+}
