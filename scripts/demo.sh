@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian 12 machine: install the packages it needs (scripts/packages.txt, groups
-# build and run), build ironmesh in release mode, install its three binaries into /usr/local/bin, and run the
+# build and run), build ironmesh in release mode, install its four binaries into /usr/local/bin, and run the
 # seed walkthrough end to end (`ironmesh demo`) on a local cluster of its own. Extra arguments go to
 # `ironmesh demo` (e.g. --keep to leave the cluster up and explore it).
 set -euo pipefail
@@ -20,8 +20,8 @@ phase "system packages: scripts/install-deps.sh build run" "under a minute; noth
 phase "release build: cargo build --release --workspace" "~11 min on 2 cores the first time, seconds after"
 cargo build --release --workspace
 
-phase "install: ironmesh, ironmesh-proxy, ironmesh-httpbin into $bin_dir" "a second"
-install -m 0755 target/release/ironmesh target/release/ironmesh-proxy target/release/ironmesh-httpbin "$bin_dir/"
+phase "install: ironmesh, ironmesh-control-plane, ironmesh-proxy, ironmesh-httpbin into $bin_dir" "a second"
+install -m 0755 target/release/ironmesh target/release/ironmesh-control-plane target/release/ironmesh-proxy target/release/ironmesh-httpbin "$bin_dir/"
 echo "installed: $(command -v ironmesh || echo "$bin_dir/ironmesh (add $bin_dir to PATH)") ($(ironmesh --version 2>/dev/null || "$bin_dir/ironmesh" --version))"
 
 phase "walkthrough: ironmesh demo $*" "~20 s"

@@ -25,6 +25,7 @@
 pub mod inert;
 pub mod kinds;
 pub mod load;
+pub mod mesh;
 pub mod object;
 pub mod policy;
 mod validate;

@@ -4,15 +4,15 @@
 
 use clap::Subcommand;
 use ironmesh_api::Object;
+use ironmesh_api::mesh::MeshOptions;
 use ironmesh_authz::{Http, Peer, PolicyMatch, Request};
-use ironmesh_control::MeshOptions;
 use ironmesh_control::objects::PodView;
 use ironmesh_control::proxy_config::ClusterSnapshot;
 use ironmesh_proto::pb;
 use ironmesh_store::client::ApiClient;
 
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuthzCommand {
@@ -213,7 +213,8 @@ pub(crate) async fn run(
     home: &Home,
     command: AuthzCommand,
 ) -> Result<(), CliError> {
-    let mesh = MeshOptions::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mesh =
+        ironmesh_control::options::load(home.root()).map_err(|e| CliError::Usage(e.to_string()))?;
     let objects: Vec<Object> = client
         .list(None, None, None)
         .await?

@@ -104,7 +104,7 @@ pub(crate) enum Command {
     /// Authorization: `authz check POD` explains which AuthorizationPolicy allows or denies a request.
     Authz {
         #[command(subcommand)]
-        command: crate::authz::AuthzCommand,
+        command: crate::explain::AuthzCommand,
     },
     /// Print a manifest with the sidecar added.
     #[command(alias = "inject")]
@@ -183,7 +183,7 @@ pub(crate) struct UpArgs {
     pub auto_mtls: bool,
     /// What sidecars may call without a `Sidecar` resource: ALLOW_ANY, or REGISTRY_ONLY (only known services).
     #[arg(long, value_parser = parse_outbound, default_value = "ALLOW_ANY")]
-    pub outbound_traffic_policy: ironmesh_control::OutboundTrafficPolicy,
+    pub outbound_traffic_policy: ironmesh_api::mesh::OutboundTrafficPolicy,
     /// Lifetime of workload certificates, e.g. `24h`, `90m`.
     #[arg(long, default_value = "24h")]
     pub workload_cert_ttl: String,
@@ -214,10 +214,10 @@ pub(crate) struct GetArgs {
     pub output: Option<String>,
 }
 
-fn parse_outbound(text: &str) -> Result<ironmesh_control::OutboundTrafficPolicy, String> {
+fn parse_outbound(text: &str) -> Result<ironmesh_api::mesh::OutboundTrafficPolicy, String> {
     match text {
-        "ALLOW_ANY" => Ok(ironmesh_control::OutboundTrafficPolicy::AllowAny),
-        "REGISTRY_ONLY" => Ok(ironmesh_control::OutboundTrafficPolicy::RegistryOnly),
+        "ALLOW_ANY" => Ok(ironmesh_api::mesh::OutboundTrafficPolicy::AllowAny),
+        "REGISTRY_ONLY" => Ok(ironmesh_api::mesh::OutboundTrafficPolicy::RegistryOnly),
         other => Err(format!(
             "{other:?} is not an outbound traffic policy: use ALLOW_ANY or REGISTRY_ONLY"
         )),

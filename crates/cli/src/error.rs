@@ -20,12 +20,17 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
-    /// kubectl's wording for a missing object: `Error from server (NotFound): pods "x" not found`.
-    pub(crate) fn not_found(plural: &str, name: &str) -> CliError {
-        CliError::Client(ClientError::Server {
-            reason: ironmesh_store::Reason::NotFound,
-            message: format!("{plural} \"{name}\" not found"),
-        })
+    /// A request the control plane refused as a bad one (nothing to retire, a pod without a sidecar, no
+    /// log yet) is about the command, so it reads as `error: ...` as it did when the CLI found it out
+    /// itself; a missing object stays kubectl's `Error from server (NotFound)`.
+    pub(crate) fn refused(error: ClientError) -> CliError {
+        match error {
+            ClientError::Server {
+                reason: ironmesh_store::Reason::BadRequest,
+                message,
+            } => CliError::Usage(message),
+            other => CliError::Client(other),
+        }
     }
 
     /// The process exit code for this error.

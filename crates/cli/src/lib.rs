@@ -2,20 +2,19 @@
 //! crates may reuse (sidecar injection, the jsonpath templates); [`run`] is the `ironmesh` binary.
 
 mod analyze;
-mod authz;
 mod ca;
 mod cli;
 mod demo;
 mod error;
+mod explain;
 mod get;
-mod home;
+
 pub mod inject;
 pub mod jsonpath;
 mod lifecycle;
 mod pods;
 mod proxy_config;
 mod table;
-mod tls_check;
 mod wait;
 mod write;
 mod yaml_out;
@@ -27,7 +26,7 @@ use ironmesh_store::client::ApiClient;
 
 use crate::cli::{CaCommand, Cli, Command};
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
 /// Runs the `ironmesh` command line with the process's arguments.
 pub fn run() -> ExitCode {
@@ -43,7 +42,7 @@ pub fn run() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<(), CliError> {
     let home = Home::from_env();
-    let client = ApiClient::new(&home.socket());
+    let client = ApiClient::new(&home.api_socket());
     let block_on =
         |work: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>> + '_>>| {
             tokio::runtime::Builder::new_current_thread()
@@ -120,14 +119,13 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             namespace.as_deref(),
         ))),
         Command::KubeInject { file } => write::kube_inject(&file),
-        Command::Authz { command } => block_on(Box::pin(authz::run(&client, &home, command))),
+        Command::Authz { command } => block_on(Box::pin(explain::authz(&client, command))),
         Command::TlsCheck {
             pod,
             host,
             namespace,
-        } => block_on(Box::pin(tls_check::tls_check(
+        } => block_on(Box::pin(explain::tls_check(
             &client,
-            &home,
             pod.as_deref(),
             host.as_deref(),
             namespace.as_deref(),
@@ -157,7 +155,6 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             follow,
         } => block_on(Box::pin(pods::logs(
             &client,
-            &home,
             &pod,
             namespace.as_deref().unwrap_or("default"),
             container.as_deref(),
@@ -172,7 +169,6 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             if what == "cluster" || what == "clusters" {
                 return block_on(Box::pin(proxy_config::cluster(
                     &client,
-                    &home,
                     &pod,
                     namespace.as_deref().unwrap_or("default"),
                     output.as_deref(),
@@ -185,7 +181,6 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             }
             block_on(Box::pin(proxy_config::secret(
                 &client,
-                &home,
                 &pod,
                 namespace.as_deref().unwrap_or("default"),
                 output.as_deref(),
@@ -193,9 +188,9 @@ fn dispatch(command: Command) -> Result<(), CliError> {
         }
         Command::Demo { keep } => demo::run(keep),
         Command::Ca { command } => match command {
-            CaCommand::Root { output } => ca::root(&home, output.as_deref()),
-            CaCommand::RotateRoot => ca::rotate_root(&home),
-            CaCommand::RetireRoot => ca::retire_root(&home),
+            CaCommand::Root { output } => block_on(Box::pin(ca::root(&client, output.as_deref()))),
+            CaCommand::RotateRoot => block_on(Box::pin(ca::rotate_root(&client))),
+            CaCommand::RetireRoot => block_on(Box::pin(ca::retire_root(&client))),
         },
         Command::Completion { shell } => {
             clap_complete::generate(

@@ -1,7 +1,8 @@
-//! `up`, `down`, `status` and the hidden `control-plane` command that `up` starts in the background.
+//! `up`, `down`, `status` and the hidden `control-plane` command: `up` starts the `ironmesh-control-plane`
+//! binary in the background, `control-plane` becomes it in the foreground.
 #![allow(
     unsafe_code,
-    reason = "geteuid, setsid in pre_exec, sysconf and kill on our own control plane go through libc"
+    reason = "geteuid, setsid in pre_exec and kill on our own control plane go through libc"
 )]
 
 use std::fs::OpenOptions;
@@ -9,14 +10,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironmesh_control::MeshOptions;
+use ironmesh_api::mesh::MeshOptions;
 use ironmesh_store::client::ApiClient;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::UpArgs;
 use crate::error::CliError;
-use crate::home::Home;
+use ironmesh_home::Home;
 
+/// The control plane's own binary (crates/control).
+const CONTROL_PLANE: &str = "ironmesh-control-plane";
 /// How long `up` waits for the API socket to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `down` waits for the control plane to exit before signalling it.
@@ -66,20 +68,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 }
 
 fn answers(home: &Home) -> Option<ironmesh_store::wire::ServerInfo> {
-    let client = ApiClient::new(&home.socket());
+    let client = ApiClient::new(&home.api_socket());
     runtime().ok()?.block_on(client.info()).ok()
 }
 
 fn create_dirs(home: &Home) -> Result<(), CliError> {
-    for dir in [home.root().to_path_buf(), home.run_dir(), home.logs_dir()] {
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            CliError::Usage(format!(
-                "cannot create {}: {e}; set IRONMESH_HOME to a writable directory or run as root",
-                dir.display()
-            ))
-        })?;
-    }
-    Ok(())
+    home.create_dirs()
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
@@ -131,11 +126,9 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         .append(true)
         .open(home.log_file())
         .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", home.log_file().display())))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Usage(format!("cannot find the ironmesh binary: {e}")))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(control_plane_program()?);
     command
-        .arg("control-plane")
+        .arg("run")
         .env("IRONMESH_HOME", home.root())
         .stdin(Stdio::null())
         .stdout(
@@ -168,7 +161,7 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
             println!(
                 "control plane started (pid {}), API on {}",
                 child.id(),
-                home.socket().display()
+                home.api_socket().display()
             );
             return Ok(());
         }
@@ -177,7 +170,7 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
     Err(CliError::Usage(format!(
         "the control plane (pid {}) did not answer on {} within {}s; see {}",
         child.id(),
-        home.socket().display(),
+        home.api_socket().display(),
         START_TIMEOUT.as_secs(),
         home.log_file().display()
     )))
@@ -189,16 +182,7 @@ fn log_tail(home: &Home) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie (exited, not yet reaped) counts as gone.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
+use ironmesh_home::is_alive as alive;
 
 fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let started = Instant::now();
@@ -214,7 +198,7 @@ fn wait_gone(pid: i32, timeout: Duration) -> bool {
 /// Why the process a pid file names is not taken for this home's control plane.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NotOurs {
-    /// `/proc/<pid>/cmdline` is not `ironmesh control-plane`.
+    /// `/proc/<pid>/cmdline` is not `ironmesh-control-plane` (nor the older `ironmesh control-plane`).
     Command(String),
     /// It started after the pid file was written: the pid was reused by a later process.
     StartedLater,
@@ -226,7 +210,7 @@ impl std::fmt::Display for NotOurs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotOurs::Command(command) => {
-                write!(f, "it runs {command:?}, not `ironmesh control-plane`")
+                write!(f, "it runs {command:?}, not `ironmesh-control-plane`")
             }
             NotOurs::StartedLater => write!(
                 f,
@@ -239,28 +223,10 @@ impl std::fmt::Display for NotOurs {
     }
 }
 
-/// The start of process `pid` in seconds since the epoch (`/proc/<pid>/stat` field 22, in clock ticks
-/// since boot, plus the boot time from `/proc/stat`).
-fn started_at(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after_name) = stat.rsplit_once(')')?;
-    let ticks: f64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: f64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| boot + ticks / hz as f64)
-}
-
 /// Whether `pid` is the control plane this home's pid file was written for: its command line is
-/// `ironmesh control-plane`, it started before the pid file was written (so the pid was not reused since;
-/// `up` and the control plane write the file after it started), and, when its environment is readable,
-/// its IRONMESH_HOME is this home.
+/// `ironmesh-control-plane` (or the older `ironmesh control-plane`), it started before the pid file was
+/// written (so the pid was not reused since; `up` and the control plane write the file after it started),
+/// and, when its environment is readable, its IRONMESH_HOME is this home.
 pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<String> = cmdline
@@ -273,8 +239,10 @@ pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> 
         .and_then(|arg| std::path::Path::new(arg).file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if !program.starts_with("ironmesh") || args.get(1).map(String::as_str) != Some("control-plane")
-    {
+    let ours = program == CONTROL_PLANE
+        || (program.starts_with("ironmesh")
+            && args.get(1).map(String::as_str) == Some("control-plane"));
+    if !ours {
         return Err(NotOurs::Command(args.join(" ")));
     }
     let written = std::fs::metadata(home.pid_file())
@@ -282,7 +250,7 @@ pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> 
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
-    if let (Some(started), Some(written)) = (started_at(pid), written)
+    if let (Some(started), Some(written)) = (ironmesh_home::started_at(pid), written)
         && started > written
     {
         return Err(NotOurs::StartedLater);
@@ -292,7 +260,7 @@ pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> 
             .split(|byte| *byte == 0)
             .find_map(|var| var.strip_prefix(b"IRONMESH_HOME="))
             .map(|value| std::path::PathBuf::from(String::from_utf8_lossy(value).into_owned()))
-            .unwrap_or_else(|| crate::home::DEFAULT_HOME.into());
+            .unwrap_or_else(|| ironmesh_home::DEFAULT_HOME.into());
         // A relative IRONMESH_HOME is relative to where that process runs.
         let theirs = match std::fs::read_link(format!("/proc/{pid}/cwd")) {
             Ok(cwd) if theirs.is_relative() => cwd.join(theirs),
@@ -332,7 +300,7 @@ pub(crate) fn control_plane_pid(home: &Home) -> Option<i32> {
 pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
     match control_plane_pid(home) {
         Some(pid) if alive(pid) => {
-            let client = ApiClient::new(&home.socket());
+            let client = ApiClient::new(&home.api_socket());
             let asked = runtime()?.block_on(client.shutdown()).is_ok();
             if !asked || !wait_gone(pid, STOP_TIMEOUT) {
                 // SAFETY: kill with the pid of our control plane (checked above) has no memory effects.
@@ -349,7 +317,7 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
     }
     remove_leftovers(home);
     let _ = std::fs::remove_file(home.pid_file());
-    let _ = std::fs::remove_file(home.socket());
+    let _ = std::fs::remove_file(home.api_socket());
     if purge && home.root().exists() {
         std::fs::remove_dir_all(home.root()).map_err(|e| {
             CliError::Usage(format!("cannot remove {}: {e}", home.root().display()))
@@ -360,23 +328,40 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
 }
 
 /// A control plane that died (kill -9, a crash) leaves its pods and their network namespaces behind;
-/// `down` removes them too, so it always leaves nothing of the cluster running.
+/// `down` has the control plane's `teardown` remove them too, so it always leaves nothing of the cluster
+/// running.
 fn remove_leftovers(home: &Home) {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !home.root().join("pods").exists() {
+    if unsafe { libc::geteuid() } != 0 || !home.pods_dir().exists() {
         return;
     }
-    match ironmesh_runtime::Cluster::open(home.root()).and_then(|cluster| cluster.teardown()) {
-        Ok(()) => {}
-        Err(error) => eprintln!("warning: cannot remove what the cluster left running: {error}"),
-    }
+    let program = match control_plane_program() {
+        Ok(program) => program,
+        Err(error) => return eprintln!("warning: {error}"),
+    };
+    // Its own message (on its stderr, which is ours) says what failed.
+    let _ = Command::new(program)
+        .arg("teardown")
+        .env("IRONMESH_HOME", home.root())
+        .stdin(Stdio::null())
+        .status();
+}
+
+/// The `ironmesh-control-plane` binary: next to this one (or in `$IRONMESH_BIN_DIR`), else on PATH.
+fn control_plane_program() -> Result<std::path::PathBuf, CliError> {
+    ironmesh_home::find_program(CONTROL_PLANE, ironmesh_home::bin_dir().as_deref()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "cannot find the {CONTROL_PLANE} binary next to ironmesh or on PATH; install it with the other \
+             binaries (scripts/demo.sh), or build it with `cargo build -p ironmesh-control`"
+        ))
+    })
 }
 
 pub(crate) fn status(home: &Home) -> Result<(), CliError> {
     match answers(home) {
         Some(info) => {
             println!("control plane: running (pid {})", info.pid);
-            println!("api:           {}", home.socket().display());
+            println!("api:           {}", home.api_socket().display());
             println!(
                 "store:         {} ({} objects, resourceVersion {})",
                 info.store_path, info.objects, info.resource_version
@@ -402,7 +387,7 @@ pub(crate) fn status(home: &Home) -> Result<(), CliError> {
 
 /// `3 running, 1 pending` over every namespace, if the API answers.
 fn pod_summary(home: &Home) -> Option<String> {
-    let client = ApiClient::new(&home.socket());
+    let client = ApiClient::new(&home.api_socket());
     let pods = runtime()
         .ok()?
         .block_on(client.list(Some("pods"), None, None))
@@ -428,45 +413,15 @@ fn pod_summary(home: &Home) -> Option<String> {
     )
 }
 
-/// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request.
+/// `ironmesh control-plane`: becomes the control plane (exec), in the foreground.
 pub(crate) fn control_plane(home: &Home) -> Result<(), CliError> {
-    create_dirs(home)?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // `up` sends this to logs/control-plane.log: colour codes only for a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        tracing::info!(home = %home.root().display(), "control plane starting");
-        let result = ironmesh_control::run(home.root(), shutdown).await;
-        tracing::info!("control plane stopped");
-        result.map_err(|e| CliError::Usage(e.to_string()))
-    })
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown.cancel();
+    let error = Command::new(control_plane_program()?)
+        .arg("run")
+        .env("IRONMESH_HOME", home.root())
+        .exec();
+    Err(CliError::Usage(format!(
+        "cannot run the control plane {CONTROL_PLANE}: {error}"
+    )))
 }
 
 #[cfg(test)]

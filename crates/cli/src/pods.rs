@@ -1,12 +1,20 @@
-//! Commands that reach into running pods through the local runtime: `exec` (kubectl's messages and exit
-//! codes) and `logs`.
+//! Commands that reach into running pods: `exec` (kubectl's messages and exit codes), which runs
+//! `runc exec` in the cluster's runc state as `kubectl exec` asks the kubelet, and `logs`, which the control
+//! plane streams (`/v1/logs`).
+#![allow(
+    unsafe_code,
+    reason = "exec hands Ctrl-C to the command: signal(2) around runc, and in its pre_exec"
+)]
 
+use std::os::unix::process::CommandExt;
+
+use ironmesh_home::{ClusterId, Home};
 use ironmesh_store::ObjectKey;
 use ironmesh_store::client::ApiClient;
+use ironmesh_store::wire::LogsQuery;
 use serde_json::Value;
 
 use crate::error::CliError;
-use crate::home::Home;
 
 /// The pod object, and the container to use: `-c`, or the first one (saying so when there are several).
 async fn pod_and_container(
@@ -90,14 +98,13 @@ pub(crate) async fn exec(
     let command = request.command.to_vec();
     // A terminal only when there is one to give (kubectl: "Unable to use a TTY - input is not a terminal").
     let tty = request.tty && std::io::IsTerminal::is_terminal(&std::io::stdin());
-    let (root, namespace) = (home.root().to_path_buf(), request.namespace.to_owned());
-    let pod_name = pod_name.to_owned();
-    let code = tokio::task::spawn_blocking(move || {
-        ironmesh_runtime::exec(&root, &namespace, &pod_name, &container, &command, tty)
-    })
-    .await
-    .map_err(|e| CliError::Usage(format!("exec failed: {e}")))?
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let cluster = home
+        .cluster_id()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let id = cluster.container_id(request.namespace, pod_name, &container);
+    let code = tokio::task::spawn_blocking(move || run_in_container(&cluster, &id, &command, tty))
+        .await
+        .map_err(|e| CliError::Usage(format!("exec failed: {e}")))??;
     if code != 0 {
         eprintln!("command terminated with exit code {code}");
         return Err(CliError::Exit(code));
@@ -105,9 +112,69 @@ pub(crate) async fn exec(
     Ok(())
 }
 
+/// Runs `argv` in container `id` with `runc exec` (its namespaces, user, capabilities, seccomp profile
+/// and no_new_privileges) with this process's stdin, stdout and stderr, and returns its exit code (128 +
+/// signal if killed). With `tty`, runc gives the command a terminal.
+fn run_in_container(
+    cluster: &ClusterId,
+    id: &str,
+    argv: &[String],
+    tty: bool,
+) -> Result<i32, CliError> {
+    let root = cluster.runc_root();
+    if !root.join(id).exists() {
+        return Err(CliError::Usage(format!(
+            "container {id} is not running; check `ironmesh get pods` and `ironmesh describe pod`"
+        )));
+    }
+    let mut command = std::process::Command::new("runc");
+    command.arg("--root").arg(&root).arg("exec");
+    if tty {
+        command.arg("--tty").arg("--env").arg(format!(
+            "TERM={}",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
+        ));
+    }
+    command.arg(id).args(argv);
+    // Like system(3): while the command owns the terminal, Ctrl-C and Ctrl-\ are for it, not for us.
+    // Ignored dispositions survive exec, so the child gets the defaults back first.
+    // SAFETY: installing SIG_IGN/SIG_DFL runs no handler code; the pre_exec closure only calls the
+    // async-signal-safe signal(2).
+    let previous = unsafe {
+        [
+            libc::signal(libc::SIGINT, libc::SIG_IGN),
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+        ]
+    };
+    // SAFETY: the closure runs between fork and exec and only calls the async-signal-safe signal(2).
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let status = command.status();
+    // SAFETY: puts back exactly the handlers that were installed before.
+    unsafe {
+        libc::signal(libc::SIGINT, previous[0]);
+        libc::signal(libc::SIGQUIT, previous[1]);
+    }
+    let status = status.map_err(|e| {
+        CliError::Usage(format!(
+            "cannot run `runc`: {e}; install the `runc` package (apt-get install runc)"
+        ))
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 255,
+    })
+}
+
 pub(crate) async fn logs(
     client: &ApiClient,
-    home: &Home,
     pod: &str,
     namespace: &str,
     container: Option<&str>,
@@ -117,12 +184,15 @@ pub(crate) async fn logs(
         eprintln!("Defaulted container \"{first}\" out of: {}", all.join(", "));
     })
     .await?;
-    let dir = ironmesh_runtime::pod_dir(home.root(), namespace, pod);
-    tokio::task::spawn_blocking(move || {
-        let mut out = std::io::stdout();
-        ironmesh_runtime::logs(&dir, &container, follow, &mut out, &|| true)
-    })
-    .await
-    .map_err(|e| CliError::Usage(format!("logs failed: {e}")))?
-    .map_err(|e| CliError::Usage(e.to_string()))
+    let query = LogsQuery {
+        pod: pod.to_owned(),
+        namespace: namespace.to_owned(),
+        container,
+        follow,
+    };
+    let mut out = std::io::stdout();
+    client
+        .logs(&query, &mut out)
+        .await
+        .map_err(CliError::refused)
 }

@@ -1,17 +1,14 @@
-//! `proxy-config secret POD [-o pem]`: the certificate chain a pod's proxy holds (its debugging copy under
-//! `pods/<ns>/<pod>/proxy/cert-chain.pem`), its SPIFFE ID, validity and next rotation, and the mesh's
-//! trust bundle. `proxy-config cluster POD [-o json]`: its outbound clusters, TLS mode and SNI.
+//! `proxy-config secret POD [-o pem]`: the certificate chain a pod's proxy holds, its SPIFFE ID, validity
+//! and next rotation, and the trust bundle it holds, asked of the proxy by the control plane
+//! (`/v1/proxy-config/secret`). `proxy-config cluster POD [-o json]`: its outbound clusters, TLS mode and
+//! SNI, as the control plane computes them (`/v1/proxy-config/cluster`).
 
-use std::path::Path;
-
-use ironmesh_control::objects::PodView;
-use ironmesh_store::ObjectKey;
 use ironmesh_store::client::ApiClient;
+use ironmesh_store::wire::PodQuery;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::pem::Pem;
 
 use crate::error::CliError;
-use crate::home::Home;
 use crate::table::render;
 
 struct CertFacts {
@@ -22,17 +19,17 @@ struct CertFacts {
     is_ca: bool,
 }
 
-fn pems(path: &Path) -> Result<Vec<Pem>, CliError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot read {}: {e}; the proxy writes it once it holds a certificate (is the pod injected \
-             and running?)",
-            path.display()
-        ))
-    })?;
-    Pem::iter_from_buffer(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::Usage(format!("{} is not valid PEM: {e}", path.display())))
+/// The certificates of PEM texts, in order.
+fn pems(texts: &[String]) -> Result<Vec<Pem>, CliError> {
+    let mut all = Vec::new();
+    for text in texts {
+        for pem in Pem::iter_from_buffer(text.as_bytes()) {
+            all.push(
+                pem.map_err(|e| CliError::Usage(format!("the sidecar answered invalid PEM: {e}")))?,
+            );
+        }
+    }
+    Ok(all)
 }
 
 fn facts(pem: &Pem) -> Result<CertFacts, CliError> {
@@ -70,33 +67,25 @@ fn time_text(unix: i64) -> String {
 
 pub(crate) async fn secret(
     client: &ApiClient,
-    home: &Home,
     pod: &str,
     namespace: &str,
     output: Option<&str>,
 ) -> Result<(), CliError> {
-    let object = client
-        .get(&ObjectKey::new("pods", Some(namespace), pod))
-        .await?;
-    let has_sidecar = serde_json::from_value::<ironmesh_api::Object>(object)
-        .map(|object| PodView::of(&object).has_sidecar())
-        .unwrap_or(false);
-    if !has_sidecar {
+    let query = PodQuery {
+        pod: pod.to_owned(),
+        namespace: namespace.to_owned(),
+    };
+    let held = client
+        .proxy_secret(&query)
+        .await
+        .map_err(CliError::refused)?;
+    let chain = pems(&held.chain_pem)?;
+    let bundle = pems(&held.trust_bundle_pem)?;
+    if chain.is_empty() {
         return Err(CliError::Usage(format!(
-            "pod \"{pod}\" in namespace \"{namespace}\" has no sidecar, so it holds no mesh certificate; \
-             apply it through `ironmesh kube-inject` (or label the namespace istio-injection=enabled) to give it one"
+            "the sidecar of pod \"{pod}\" holds no certificate yet"
         )));
     }
-    let dir = ironmesh_runtime::pod_dir(home.root(), namespace, pod).join("proxy");
-    let path = dir.join("cert-chain.pem");
-    if !path.exists() {
-        return Err(CliError::Usage(format!(
-            "the sidecar of pod \"{pod}\" holds no certificate yet; it gets one once the pod runs: \
-             check `ironmesh get pod {pod} -n {namespace}`"
-        )));
-    }
-    let chain = pems(&path)?;
-    let bundle = pems(&home.root().join("ca/trust-bundle.pem"))?;
     match output {
         Some("pem") => {
             for pem in chain.iter().take(1).chain(bundle.iter()) {
@@ -152,11 +141,10 @@ pub(crate) async fn secret(
         leaf.spiffe_id.as_deref().unwrap_or("<none>")
     );
     println!("Chain length:   {}", chain.len());
-    // The proxy renews at half the lifetime (see the identity crate's rotation scheduler).
-    let rotation = leaf.not_before + (leaf.not_after - leaf.not_before) / 2;
+    // The proxy's own schedule: about half the lifetime, jittered so sidecars do not renew at once.
     println!(
-        "Next rotation:  {} (half the lifetime)",
-        time_text(rotation)
+        "Next rotation:  {} (as scheduled by the sidecar)",
+        time_text(held.next_rotation as i64)
     );
     Ok(())
 }
@@ -173,89 +161,24 @@ fn pem_text(pem: &Pem) -> String {
     out
 }
 
-/// One outbound cluster row of `proxy-config cluster`: what the pod's sidecar does for a service port.
-fn cluster_rows(config: &ironmesh_proto::pb::ProxyConfig) -> Vec<Vec<String>> {
-    use ironmesh_proto::pb::ClientTlsMode;
-    let mut rows = vec![
-        [
-            "SERVICE FQDN",
-            "PORT",
-            "DIRECTION",
-            "TLS",
-            "SNI",
-            "ENDPOINTS",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for service in &config.services {
-        for port in &service.ports {
-            let tls = port.tls.clone().unwrap_or_default();
-            let mode = ClientTlsMode::try_from(tls.mode).unwrap_or(ClientTlsMode::Unspecified);
-            // The SNI the sidecar sends when this cluster uses mTLS (see ironmesh_proto::client_sni).
-            let sni = match mode {
-                ClientTlsMode::IstioMutual | ClientTlsMode::Auto => {
-                    ironmesh_proto::client_sni(service, port)
-                }
-                _ => "-".to_owned(),
-            };
-            let endpoints: Vec<String> = service
-                .endpoints
-                .iter()
-                .filter(|e| !e.ip.is_empty())
-                .map(|e| format!("{}:{}", e.ip, port.target_port))
-                .collect();
-            rows.push(vec![
-                service.hostname.clone(),
-                port.port.to_string(),
-                "outbound".into(),
-                mode.as_str_name().to_owned(),
-                sni,
-                if endpoints.is_empty() {
-                    "-".into()
-                } else {
-                    endpoints.join(",")
-                },
-            ]);
-        }
-    }
-    rows
-}
-
 /// `proxy-config cluster POD`: the outbound clusters the pod's sidecar is configured with, computed from
 /// the stored resources as the control plane computes the pushed configuration, with each cluster's TLS
 /// mode and the SNI its mTLS connections carry (`outbound_.<port>_._.<FQDN>`).
 pub(crate) async fn cluster(
     client: &ApiClient,
-    home: &Home,
     pod: &str,
     namespace: &str,
     output: Option<&str>,
 ) -> Result<(), CliError> {
-    use ironmesh_api::Object;
-    use ironmesh_control::objects::PodView;
-    use ironmesh_control::proxy_config::ClusterSnapshot;
-    let mesh = ironmesh_control::MeshOptions::load(home.root())
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let objects: Vec<Object> = client
-        .list(None, None, None)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|value| serde_json::from_value(value).ok())
-        .collect();
-    let view = objects
-        .iter()
-        .filter(|o| o.kind == "Pod")
-        .map(PodView::of)
-        .find(|p| p.name == pod && p.namespace == namespace)
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "pod \"{pod}\" not found in namespace \"{namespace}\"; list pods with `ironmesh get pods -n {namespace}`"
-            ))
-        })?;
-    let config = ClusterSnapshot::new(&objects, &mesh).proxy_config(&view);
-    let rows = cluster_rows(&config);
+    let query = PodQuery {
+        pod: pod.to_owned(),
+        namespace: namespace.to_owned(),
+    };
+    let rows = client
+        .proxy_clusters(&query)
+        .await
+        .map_err(CliError::refused)?
+        .rows;
     match output {
         None => print!("{}", render(&rows)),
         Some("json") => {
@@ -283,58 +206,4 @@ pub(crate) async fn cluster(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod cluster_tests {
-    use ironmesh_proto::pb;
-
-    #[test]
-    fn clusters_show_the_sni_of_mtls_ports() {
-        let config = pb::ProxyConfig {
-            services: vec![pb::Service {
-                hostname: "httpbin.foo.svc.cluster.local".into(),
-                ports: vec![
-                    pb::ServicePort {
-                        port: 8000,
-                        target_port: 80,
-                        tls: Some(pb::ClientTls {
-                            mode: pb::ClientTlsMode::Auto as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                    pb::ServicePort {
-                        port: 9000,
-                        target_port: 9000,
-                        tls: Some(pb::ClientTls {
-                            mode: pb::ClientTlsMode::ClientDisable as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                ],
-                endpoints: vec![pb::Endpoint {
-                    ip: "198.18.0.5".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let rows = super::cluster_rows(&config);
-        assert_eq!(
-            rows[1],
-            [
-                "httpbin.foo.svc.cluster.local",
-                "8000",
-                "outbound",
-                "AUTO",
-                "outbound_.8000_._.httpbin.foo.svc.cluster.local",
-                "198.18.0.5:80"
-            ]
-        );
-        assert_eq!(rows[2][3], "CLIENT_DISABLE");
-        assert_eq!(rows[2][4], "-");
-    }
 }

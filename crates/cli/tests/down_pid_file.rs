@@ -1,28 +1,12 @@
 //! `ironmesh down` with a stale pid file: the pid it names may be any process by now, so `down` signals
 //! it only when it is this home's control plane (API only: `IRONMESH_NO_RUNTIME=1`, no root needed).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
-
-fn ironmesh(home: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("IRONMESH_HOME", home)
-        .env("IRONMESH_NO_RUNTIME", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{ironmesh_api_only as ironmesh, output_text as text};
 
 fn write_pid_file(home: &Path, pid: u32) {
     std::fs::create_dir_all(home.join("run")).unwrap();
@@ -69,6 +53,7 @@ fn down_leaves_an_unrelated_process_named_by_a_stale_pid_file_alone() {
 #[test]
 fn down_leaves_the_control_plane_of_another_home_alone_and_stops_its_own() {
     let other = ControlPlane(tempfile::tempdir().unwrap());
+    common::build_control_plane();
     let up = ironmesh(other.0.path(), &["up"]);
     assert!(up.status.success(), "{}", text(&up));
     let pid: u32 = std::fs::read_to_string(other.0.path().join("run/control-plane.pid"))

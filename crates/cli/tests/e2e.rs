@@ -2,6 +2,8 @@
 //! temporary IRONMESH_HOME (API only: `IRONMESH_NO_RUNTIME=1`, so no root and no network runtime).
 #![allow(unsafe_code, reason = "root tests check geteuid through libc")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,6 +47,7 @@ impl Cluster {
             home: tempfile::tempdir().unwrap(),
             runtime,
         };
+        common::build_control_plane();
         let up = cluster.run(&["up"]);
         assert_eq!(up.code, 0, "up failed: {}{}", up.stdout, up.stderr);
         cluster

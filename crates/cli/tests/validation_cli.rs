@@ -2,6 +2,8 @@
 //! Istio's warnings as kubectl does and refusing Istio-invalid input, and `describe` naming the fields
 //! that have no effect in ironmesh. The control plane runs API-only (`IRONMESH_NO_RUNTIME=1`, no root).
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -196,6 +198,7 @@ fn analyze_checks_files_without_a_control_plane() {
 #[test]
 fn apply_prints_istios_warnings_refuses_its_errors_and_describe_names_inert_fields() {
     let home = Home::new();
+    common::build_control_plane();
     let up = home.run(&["up"]);
     assert_eq!(up.code, 0, "up failed: {}{}", up.stdout, up.stderr);
     let ns = home.run(&["create", "ns", "foo"]);

@@ -1,5 +1,5 @@
-//! The controllers' loop: on every store change (debounced), read one snapshot of all objects and converge
-//! everything to it, in dependency order: Service addresses, Deployment pods, running pods, NAT and names,
+//! The controllers' loop: on every change of the resources (debounced), read one snapshot of all objects
+//! from the [`ResourceSource`] and converge everything to it, in dependency order: Service addresses, Deployment pods, running pods, NAT and names,
 //! sidecar configurations. Level-triggered: each pass looks at the whole state, so a missed event or a
 //! restart never leaves anything behind.
 
@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use ironmesh_api::Object;
 use ironmesh_identity::CredentialAuthority;
 use ironmesh_proto::{ConfigHub, content_version};
 use ironmesh_runtime::Cluster;
-use ironmesh_store::{ApplyItem, ApplyOptions, LabelSelector, ObjectKey, Store, WriteMode};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use ironmesh_store::{ApplyItem, ApplyOptions, ObjectKey, Store, WriteMode};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::kubelet::Kubelet;
 use crate::objects::PodView;
 use crate::options::MeshOptions;
 use crate::proxy_config::ClusterSnapshot;
+use crate::source::ResourceSource;
 use crate::sync::ConfigSync;
 use crate::{deployments, services};
 
@@ -32,6 +33,9 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(3600);
 /// What the controllers work with.
 pub struct Context {
     pub home: PathBuf,
+    /// Where the resources the controllers compute from are read.
+    pub source: Arc<dyn ResourceSource>,
+    /// Where the controllers write what they own (Service addresses, Deployment pods).
     pub store: Arc<Store>,
     /// `None` when the local runtime is off (no pods run).
     pub cluster: Option<Arc<Cluster>>,
@@ -46,8 +50,8 @@ pub struct Context {
     pub trust_bundle: watch::Receiver<Vec<String>>,
 }
 
-fn snapshot(store: &Store) -> Vec<Object> {
-    snapshot_at(store).1
+fn snapshot(source: &dyn ResourceSource) -> Vec<Object> {
+    snapshot_at(source).1
 }
 
 /// Runs store calls on the blocking pool: redb fsyncs on every commit and reads the file, which must not
@@ -57,24 +61,23 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce(&Store) -> T + Send + 'static,
 ) -> T {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || call(&store))
+    on_blocking_pool(move || call(&store)).await
+}
+
+/// Runs `call` on the blocking pool (the source's reads may block as the store's do).
+async fn on_blocking_pool<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(call)
         .await
         // A panic in the call is the controllers' own bug: surface it where it would have happened.
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
 }
 
-/// The objects and the resourceVersion they were read at (`None` when the store could not be read).
-fn snapshot_at(store: &Store) -> (Option<u64>, Vec<Object>) {
-    match store.list(None, None, &LabelSelector::default()) {
-        Ok(list) => (
-            Some(list.resource_version),
-            list.items
-                .into_iter()
-                .filter_map(|value| serde_json::from_value(value).ok())
-                .collect(),
-        ),
+/// The objects and the version they were read at (`None` when the source could not be read).
+fn snapshot_at(source: &dyn ResourceSource) -> (Option<u64>, Vec<Object>) {
+    match source.list() {
+        Ok(snapshot) => (Some(snapshot.version), snapshot.objects),
         Err(error) => {
-            tracing::error!(%error, "cannot read the store; retrying on the next change");
+            tracing::error!(%error, "cannot read the resources; retrying on the next change");
             (None, Vec::new())
         }
     }
@@ -106,7 +109,8 @@ struct Loop {
 impl Loop {
     /// One pass; what it writes to the store comes back as events and triggers the next pass.
     async fn converge(&mut self) {
-        let (read_at, objects) = blocking(&self.ctx.store, snapshot_at).await;
+        let source = self.ctx.source.clone();
+        let (read_at, objects) = on_blocking_pool(move || snapshot_at(source.as_ref())).await;
 
         let addresses = services::allocate_vips(&objects);
         let plan = deployments::plan(&objects, rand::random::<u64>);
@@ -188,7 +192,7 @@ impl Loop {
 
 /// Runs the controllers until `ctx.shutdown`, then stops every pod.
 pub async fn run(ctx: Context) {
-    let mut events = ctx.store.subscribe();
+    let mut changes = ctx.source.changes();
     let kubelet = ctx.cluster.clone().map(|cluster| {
         Kubelet::new(
             &ctx.home,
@@ -213,14 +217,15 @@ pub async fn run(ctx: Context) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = token_refresh.tick() => {
-                let objects = blocking(&state.ctx.store, snapshot).await;
+                let source = state.ctx.source.clone();
+                let objects = on_blocking_pool(move || snapshot(source.as_ref())).await;
                 if let Some(kubelet) = &state.kubelet {
                     kubelet.refresh_tokens(&objects);
                 }
                 continue;
             }
-            event = events.recv() => {
-                if let Err(RecvError::Closed) = event {
+            change = changes.next() => {
+                if change.is_none() {
                     break;
                 }
             }
@@ -228,7 +233,7 @@ pub async fn run(ctx: Context) {
         }
         tokio::time::sleep(DEBOUNCE).await;
         // Everything that arrived meanwhile is covered by the next pass's fresh snapshot.
-        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+        while let Some(Some(())) = changes.next().now_or_never() {}
     }
     if let Some(kubelet) = &mut state.kubelet {
         kubelet.stop_all().await;
@@ -257,6 +262,7 @@ mod tests {
         Loop {
             ctx: Context {
                 home: dir.to_path_buf(),
+                source: store.clone(),
                 store,
                 cluster: None,
                 credentials: Arc::new(CredentialAuthority::from_secret(&[1; 32])),

@@ -60,12 +60,12 @@ pub(crate) async fn serve(
     hub: ConfigHub,
     shutdown: CancellationToken,
 ) -> Result<(), ControlError> {
-    let _ = std::fs::remove_file(&socket);
-    let listener =
-        tokio::net::UnixListener::bind(&socket).map_err(|source| ControlError::Home {
+    let listener = tokio::net::UnixListener::from_std(ironmesh_home::bind_unix(&socket)?).map_err(
+        |source| ControlError::Home {
             path: socket.clone(),
             source,
-        })?;
+        },
+    )?;
     // Proxies run as uid/gid 1337 without capabilities (docs/SECURITY.md): they may connect (group
     // write), nobody else but root. The socket is bind-mounted into proxy containers only.
     {

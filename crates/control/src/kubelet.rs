@@ -461,7 +461,7 @@ impl Kubelet {
                 read_only: false,
             },
             VolumeMount {
-                source: self.home.join(crate::XDS_SOCKET),
+                source: ironmesh_home::Home::new(&self.home).xds_socket(),
                 destination: PathBuf::from(PROXY_XDS_SOCKET),
                 read_only: false,
             },

@@ -1,28 +1,34 @@
 //! The control plane: wires the store, the CA and the configuration stream, and runs the controllers of the
 //! local runtime.
 //!
-//! [`run`] is what `ironmesh control-plane` (started by `ironmesh up`) executes. It serves
-//! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api`]);
+//! [`run`] is what the `ironmesh-control-plane` binary (started by `ironmesh up`) executes. It serves
+//! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api_with`]), with the routes of
+//!   what it owns added to the store's: the CA's roots and their rotation, the explanations (`authz
+//!   check`, `tls-check`), the sidecars' clusters and secrets, pod logs (`api`);
 //! - gRPC for proxies on `$IRONMESH_HOME/run/xds.sock`: Istio's CA service and the configuration stream;
 //!
 //! and runs the controllers, level-triggered on every store change ([`controller`]): Deployments → Pods,
 //! Pods → processes in network namespaces (the kubelet), Services → virtual IPs, NAT and names, and every
 //! sidecar's configuration, computed with the policy engine and pushed through the hub.
 
+mod api;
 mod authz;
 pub mod controller;
 pub mod deployments;
+mod explain;
 mod grpc;
 pub mod kubelet;
 pub mod objects;
 pub mod options;
 pub mod proxy_config;
 pub mod services;
+pub mod source;
 pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ironmesh_home::Home;
 use ironmesh_identity::{CaOptions, CertificateAuthority, CredentialAuthority, MAX_WORKLOAD_TTL};
 use ironmesh_runtime::Cluster;
 use ironmesh_store::Store;
@@ -30,18 +36,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use options::{MESH_FILE, MeshOptions, OptionsError, OutboundTrafficPolicy};
 
-/// Socket of the CLI API under `$IRONMESH_HOME`.
-pub const API_SOCKET: &str = "run/api.sock";
-/// Socket of the proxies' gRPC (CA + configuration) under `$IRONMESH_HOME`.
-pub const XDS_SOCKET: &str = "run/xds.sock";
-/// Pid file of the running control plane under `$IRONMESH_HOME`.
-pub const PID_FILE: &str = "run/control-plane.pid";
-
 /// Why the control plane stopped or could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
     Options(#[from] OptionsError),
+    /// A directory or socket of the home (its message says what to do).
+    #[error(transparent)]
+    Layout(#[from] ironmesh_home::HomeError),
     #[error("cannot prepare {path}: {source}; check that $IRONMESH_HOME is writable")]
     Home {
         path: PathBuf,
@@ -77,8 +79,8 @@ fn read_file(path: &Path) -> Result<String, ControlError> {
 }
 
 /// Opens the CA: the user's own when `up` was given one, else the self-signed root kept under `ca/`.
-fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
-    let dir = home.join("ca");
+fn open_ca(home: &Home, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
+    let dir = home.ca_dir();
     prepare_dir(&dir)?;
     let options = CaOptions {
         default_workload_ttl: mesh.workload_cert_ttl(),
@@ -105,25 +107,6 @@ fn open_ca(home: &Path, mesh: &MeshOptions) -> Result<CertificateAuthority, Cont
     })
 }
 
-/// `ironmesh ca rotate-root` and `retire-root` change the CA's files, then send SIGHUP: the CA re-reads
-/// them, and the certificates it signs from then on follow the new roots.
-async fn reload_ca_on_hangup(ca: Arc<CertificateAuthority>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; restart the control plane after a CA change");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hangups.recv() => match ca.reload() {
-                Ok(()) => tracing::info!(root = %ca.root_fingerprint(), "CA reloaded"),
-                Err(error) => tracing::error!(%error, "CA reload failed; still signing with the previous roots"),
-            },
-        }
-    }
-}
-
 /// Whether pods run: `IRONMESH_NO_RUNTIME` (for unprivileged use of the API alone) turns the runtime off.
 fn runtime_enabled() -> bool {
     std::env::var_os("IRONMESH_NO_RUNTIME").is_none_or(|v| v.is_empty())
@@ -133,13 +116,12 @@ fn runtime_enabled() -> bool {
 /// the API); then stops every pod and removes the cluster's network, keeping the stored state.
 pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), ControlError> {
     ironmesh_identity::install_crypto_provider();
-    for dir in ["run", "logs", "pods"] {
-        prepare_dir(&home.join(dir))?;
-    }
-    let mesh = MeshOptions::load(home)?;
-    let store = Arc::new(Store::open(&home.join("store.redb"))?);
-    let ca = Arc::new(open_ca(home, &mesh)?);
-    let credentials = Arc::new(CredentialAuthority::load_or_create(&home.join("ca"))?);
+    let layout = Home::new(home);
+    layout.create_dirs()?;
+    let mesh = options::load(home)?;
+    let store = Arc::new(Store::open(&layout.store_file())?);
+    let ca = Arc::new(open_ca(&layout, &mesh)?);
+    let credentials = Arc::new(CredentialAuthority::load_or_create(&layout.ca_dir())?);
     tracing::info!(root = %ca.root_fingerprint(), trust_domain = %mesh.trust_domain, "certificate authority ready");
 
     let cluster = if runtime_enabled() {
@@ -158,51 +140,58 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         );
         None
     };
-    std::fs::write(home.join(PID_FILE), std::process::id().to_string()).map_err(|source| {
+    std::fs::write(layout.pid_file(), std::process::id().to_string()).map_err(|source| {
         ControlError::Home {
-            path: home.join(PID_FILE),
+            path: layout.pid_file(),
             source,
         }
     })?;
 
-    tokio::spawn(reload_ca_on_hangup(ca.clone(), shutdown.clone()));
     let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(grpc::StorePods(store.clone()));
     let hub = grpc::hub(credentials.clone(), pods.clone());
     let sync = Arc::new(sync::ConfigSync::default());
     let grpc_server = tokio::spawn(grpc::serve(
-        home.join(XDS_SOCKET),
+        layout.xds_socket(),
         ca.clone(),
         credentials.clone(),
         pods,
         hub.clone(),
         shutdown.clone(),
     ));
+    // The embedded store is the resources' source today; a Kubernetes API server is the next one.
+    let source: Arc<dyn source::ResourceSource> = store.clone();
     let controllers = tokio::spawn(controller::run(controller::Context {
         home: home.to_path_buf(),
+        source: source.clone(),
         store: store.clone(),
         cluster: cluster.clone(),
         credentials,
         hub: hub.clone(),
-        mesh,
+        mesh: mesh.clone(),
         shutdown: shutdown.clone(),
         sync: sync.clone(),
         trust_bundle: ca.watch_trust_bundle(),
     }));
-    let proxy_status: ironmesh_store::ProxyStatusSource = Arc::new(move || sync.report(&hub));
-    let api = ironmesh_store::serve_api_with(
-        store,
-        &home.join(API_SOCKET),
-        shutdown.clone(),
-        Some(proxy_status),
-    )
-    .await;
+    let routes = Arc::new(api::ControlRoutes {
+        home: layout.clone(),
+        source,
+        store: store.clone(),
+        cluster: cluster.clone(),
+        ca,
+        mesh,
+        hub,
+        sync,
+    });
+    let api =
+        ironmesh_store::serve_api_with(store, &layout.api_socket(), shutdown.clone(), Some(routes))
+            .await;
     shutdown.cancel();
     let _ = controllers.await;
     let grpc = grpc_server.await;
     if let Some(cluster) = cluster {
         let _ = tokio::task::spawn_blocking(move || cluster.teardown()).await;
     }
-    let _ = std::fs::remove_file(home.join(PID_FILE));
+    let _ = std::fs::remove_file(layout.pid_file());
     api?;
     match grpc {
         Ok(result) => result,

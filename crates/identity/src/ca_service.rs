@@ -174,28 +174,29 @@ impl IstioCertificateService for CaService {
 /// Why the Unix-socket server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {path}: {source}; remove a stale socket or check the directory")]
-    Bind {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] ironmesh_home::HomeError),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
 /// Serves only the CA on a Unix socket until `shutdown` completes (the control plane mounts the service
-/// on its own router; this is for tests, benches and standalone use). Removes a stale socket first.
+/// on its own router; this is for tests, benches and standalone use). Replaces a stale socket, refuses a
+/// live one ([`ironmesh_home::bind_unix`]).
 /// Stock gRPC clients are served whatever `:authority` they send ([`crate::any_authority`]).
 pub async fn serve_unix(
     path: &Path,
     service: CaService,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Bind {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let listener =
+        tokio::net::UnixListener::from_std(ironmesh_home::bind_unix(path)?).map_err(|source| {
+            ironmesh_home::HomeError::Io {
+                action: "listen on",
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let incoming = crate::any_authority::incoming(listener);
     tonic::transport::Server::builder()
         .add_service(service.into_server())

@@ -25,13 +25,8 @@ pub type Authenticator = Arc<dyn Fn(&str, &str) -> Result<(), AuthError> + Send 
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error(
-        "cannot listen on {path}: {source}; remove a stale socket or check the directory permissions"
-    )]
-    Bind {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] ironmesh_home::HomeError),
     #[error("the configuration gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -167,11 +162,12 @@ impl ConfigHub {
         path: &Path,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), HubError> {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path).map_err(|source| HubError::Bind {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let listener = tokio::net::UnixListener::from_std(ironmesh_home::bind_unix(path)?)
+            .map_err(|e| ironmesh_home::HomeError::Io {
+                action: "listen on",
+                path: path.to_path_buf(),
+                source: e,
+            })?;
         tonic::transport::Server::builder()
             .add_service(self.service())
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

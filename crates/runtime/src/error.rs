@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Errors from the local runtime's mechanisms.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// A path of the home could not be created or resolved.
+    #[error(transparent)]
+    Home(#[from] ironmesh_home::HomeError),
     /// A helper program (`ip`, `iptables-restore`, `sysctl`, `runc`) ran and failed. The hint names root
     /// only when the process is not root: as root the program's own stderr is the cause.
     #[error("`{command}` failed ({status}): {stderr}{}", not_root_hint())]

@@ -68,6 +68,7 @@ mod ipam;
 mod logfile;
 mod names;
 mod nat;
+mod netns_http;
 mod network;
 mod oci;
 mod process;
@@ -83,6 +84,7 @@ pub use ipam::Ipam;
 pub use logfile::{MAX_LOG_BYTES, MAX_LOG_FILES, RotatingLog};
 pub use names::{ClusterId, GATEWAY, POD_NETWORK, SERVICE_NETWORK};
 pub use nat::{Protocol, ServiceNat};
+pub use netns_http::http_get_in_netns;
 pub use network::{Cluster, PodNetwork};
 pub use oci::{ConfigError, DEFAULT_CAPABILITIES, SecurityContext, VolumeMount};
 pub use process::{

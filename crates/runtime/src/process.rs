@@ -1,7 +1,6 @@
 //! Container processes: resolving what to run, generating its OCI spec and starting it with runc in the
 //! pod's network namespace with the pod's environment and a rotating log, pid files.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -39,36 +38,8 @@ pub struct ContainerSpec {
     pub volumes: Vec<VolumeMount>,
 }
 
-/// Where bundled binaries live: `$IRONMESH_BIN_DIR`, else the directory of the current executable.
-pub fn bin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("IRONMESH_BIN_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-}
-
-/// Finds `program` in the bundled binaries directory, then on PATH; paths with a `/` are taken as given.
-pub fn find_program(program: &str, bundled: Option<&Path>) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(CONTAINER_PATH));
-    bundled
-        .map(Path::to_path_buf)
-        .into_iter()
-        .chain(std::env::split_paths(&path))
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
+pub use ironmesh_home::{bin_dir, find_program};
+pub(crate) use ironmesh_home::{is_alive, start_time};
 
 /// Turns a container spec into the executable and arguments to run, following Kubernetes' rules
 /// (`command` replaces the entrypoint, `args` its arguments) with bundled samples as "images".
@@ -176,7 +147,7 @@ pub(crate) async fn start_container(
     args: &[String],
     env: &[(String, String)],
 ) -> Result<runc::Container, StartError> {
-    let cluster = ClusterId::from_home(pod.home)?;
+    let cluster = ClusterId::from_home(pod.home).map_err(RuntimeError::from)?;
     let home = std::fs::canonicalize(pod.home).unwrap_or_else(|_| pod.home.to_path_buf());
     let host = runc::host_view(&cluster, &home, pod.bin_dir)?;
     let etc = etc_dir(pod.netns);
@@ -234,25 +205,6 @@ fn record_pid(pod_dir: &Path, container: &str, pid: i32) -> Result<()> {
 
 pub(crate) fn forget_pid(pod_dir: &Path, container: &str) {
     let _ = std::fs::remove_file(pid_path(pod_dir, container));
-}
-
-/// Process start time (clock ticks since boot, /proc/PID/stat field 22): a pid plus its start time
-/// names a process unambiguously, so a recycled pid is never killed by mistake.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// True while `pid` exists and is not a zombie.
-pub(crate) fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat.get(i + 2..i + 3))
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 /// Kills (SIGKILL, whole process group) every container recorded in pid files under `pods_root`
@@ -366,12 +318,5 @@ mod tests {
                 .any(|(k, v)| k == "PATH" && v.starts_with("/opt/im:"))
         );
         assert!(env.iter().any(|(k, v)| k == "POD_NAME" && v == "sleep-1"));
-    }
-
-    #[test]
-    fn start_time_identifies_this_process() {
-        let me = std::process::id() as i32;
-        assert!(start_time(me).is_some());
-        assert!(is_alive(me));
     }
 }

@@ -28,10 +28,8 @@ use crate::error::{Result, RuntimeError};
 use crate::names::ClusterId;
 use crate::oci::HostView;
 
-/// Where a cluster keeps its runtime state on the host.
-pub(crate) const RUNTIME_ROOT: &str = "/run/ironmesh";
 /// The default `$IRONMESH_HOME`: masked in every container even when another home is in use.
-const DEFAULT_HOME: &str = "/var/lib/ironmesh";
+use ironmesh_home::DEFAULT_HOME;
 /// Top-level host directories never bound into a container: replaced by the container's own (`/proc`,
 /// `/sys`, `/dev`, `/tmp`, `/run`) or useless.
 const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "run", "lost+found"];
@@ -40,15 +38,15 @@ const MASKED_TOP: &[&str] = &["root", "home"];
 
 /// `/run/ironmesh/<cid>`.
 pub(crate) fn cluster_dir(id: &ClusterId) -> PathBuf {
-    Path::new(RUNTIME_ROOT).join(id.as_str())
+    id.runtime_dir()
 }
 
 /// runc's `--root` for the cluster.
 pub(crate) fn state_root(id: &ClusterId) -> PathBuf {
-    cluster_dir(id).join("runc")
+    id.runc_root()
 }
 
-/// The runc id of a container.
+/// The runc id of a container (see [`ClusterId::container_id`]).
 pub fn container_id(netns: &str, container: &str) -> String {
     format!("{netns}-{container}")
 }

@@ -529,7 +529,7 @@ pub(crate) fn exit_code(status: Option<std::process::ExitStatus>) -> (i32, Optio
 
 /// `$IRONMESH_HOME/pods/<ns>/<pod>`.
 pub fn pod_dir(home: &Path, namespace: &str, name: &str) -> PathBuf {
-    home.join("pods").join(namespace).join(name)
+    ironmesh_home::Home::new(home).pod_dir(namespace, name)
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use crate::error::Reason;
 use crate::object::ObjectKey;
 use crate::store::{ApplyItem, ApplyOptions, ApplyResult, ObjectList, WatchEvent};
 use crate::wire::{
-    ApplyRequest, ErrorBody, ListRequest, ProxySyncReport, ServerInfo, StatusRequest, WatchRequest,
+    ApplyRequest, AuthzQuery, CaRoots, ClusterTable, ErrorBody, Explanation, ListRequest,
+    LogsQuery, PodQuery, ProxySecret, ProxySyncReport, ServerInfo, StatusRequest, TlsCheckQuery,
+    WatchRequest,
 };
 
 /// Why a CLI API call failed.
@@ -105,16 +107,7 @@ impl ApiClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            let error: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| {
-                ClientError::Protocol(format!(
-                    "status {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            })?;
-            return Err(ClientError::Server {
-                reason: error.reason,
-                message: error.message,
-            });
+            return Err(server_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -127,6 +120,74 @@ impl ApiClient {
     /// How far every sidecar's configuration has gone (served by the control plane).
     pub async fn proxy_status(&self) -> Result<ProxySyncReport, ClientError> {
         self.call("/v1/proxy-status", &Value::Null).await
+    }
+
+    /// The CA's roots (`/v1/ca/root`).
+    pub async fn ca_roots(&self) -> Result<CaRoots, ClientError> {
+        self.call("/v1/ca/root", &Value::Null).await
+    }
+
+    /// Adds a new root to the control plane's CA; both are trusted until [`Self::ca_retire_root`].
+    pub async fn ca_rotate_root(&self) -> Result<CaRoots, ClientError> {
+        self.call("/v1/ca/rotate-root", &Value::Null).await
+    }
+
+    /// Drops every root but the current one from the control plane's CA.
+    pub async fn ca_retire_root(&self) -> Result<CaRoots, ClientError> {
+        self.call("/v1/ca/retire-root", &Value::Null).await
+    }
+
+    /// Which AuthorizationPolicy allows or denies a request, explained by the control plane.
+    pub async fn explain_authz(&self, query: &AuthzQuery) -> Result<Explanation, ClientError> {
+        self.call("/v1/explain/authz", query).await
+    }
+
+    /// The policy engine's TLS verdict per service port (`tls-check`), from the control plane.
+    pub async fn explain_tls_check(
+        &self,
+        query: &TlsCheckQuery,
+    ) -> Result<Explanation, ClientError> {
+        self.call("/v1/explain/tls-check", query).await
+    }
+
+    /// A sidecar's outbound clusters, as the control plane computes its configuration.
+    pub async fn proxy_clusters(&self, query: &PodQuery) -> Result<ClusterTable, ClientError> {
+        self.call("/v1/proxy-config/cluster", query).await
+    }
+
+    /// The certificates a sidecar holds, asked of it by the control plane.
+    pub async fn proxy_secret(&self, query: &PodQuery) -> Result<ProxySecret, ClientError> {
+        self.call("/v1/proxy-config/secret", query).await
+    }
+
+    /// Copies a container's log to `out` as the control plane sends it (with `follow`, until the log's
+    /// pod is gone or `out` fails, e.g. a closed pipe: then it stops quietly, as `tail -f` does).
+    pub async fn logs(
+        &self,
+        query: &LogsQuery,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(query).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = self.send("/v1/logs", body).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return Err(server_error(status, &bytes));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Ok(data) = frame.into_data()
+                && (out.write_all(&data).is_err() || out.flush().is_err())
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Applies all items in one transaction (all or nothing).
@@ -206,6 +267,20 @@ impl ApiClient {
             body: response.into_body(),
             buffer: BytesMut::new(),
         })
+    }
+}
+
+/// The error a refused request answers (an [`ErrorBody`]).
+fn server_error(status: http::StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(error) => ClientError::Server {
+            reason: error.reason,
+            message: error.message,
+        },
+        Err(_) => ClientError::Protocol(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(bytes)
+        )),
     }
 }
 

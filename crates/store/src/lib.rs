@@ -12,7 +12,7 @@ pub mod wire;
 pub use error::{Reason, StoreError};
 pub use object::{ObjectKey, name_of, namespace_of, resource_version_of};
 pub use selector::LabelSelector;
-pub use server::{ProxyStatusSource, ServeError, serve_api, serve_api_with};
+pub use server::{ByteStream, Reply, RouteError, Routes, ServeError, serve_api, serve_api_with};
 pub use store::{
     ApplyAction, ApplyItem, ApplyOptions, ApplyResult, EventType, ObjectList, Store, WatchEvent,
     WriteMode,

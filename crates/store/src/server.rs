@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
@@ -22,17 +23,51 @@ use crate::error::{Reason, StoreError};
 use crate::object::ObjectKey;
 use crate::selector::LabelSelector;
 use crate::store::{EventType, Store, WatchEvent};
-use crate::wire::{
-    ApplyRequest, ErrorBody, ListRequest, ProxySyncReport, ServerInfo, StatusRequest, WatchRequest,
-};
+use crate::wire::{ApplyRequest, ErrorBody, ListRequest, ServerInfo, StatusRequest, WatchRequest};
 
 /// Largest request body accepted (a big manifest is a few MB).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// What answers `/v1/proxy-status`: the control plane, which owns the sidecars' configuration stream.
-pub type ProxyStatusSource = Arc<dyn Fn() -> ProxySyncReport + Send + Sync>;
+/// Routes another component serves on the same socket: the control plane answers what it owns (the CA,
+/// the explanations, the sidecars' configuration and secrets) next to the store's own routes, so the CLI
+/// talks to one API whatever answers.
+pub trait Routes: Send + Sync + 'static {
+    /// The answer to `path` with the request's JSON `body`, or `None` when `path` is not one of these.
+    fn route(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Option<BoxFuture<'static, Result<Reply, RouteError>>>;
+}
+
+/// What a [`Routes`] answers.
+pub enum Reply {
+    /// A JSON document.
+    Json(serde_json::Value),
+    /// Raw bytes as they come (`application/octet-stream`, chunked), e.g. a followed log.
+    Stream(ByteStream),
+}
+
+/// The chunks of a [`Reply::Stream`] (`Sync`, as the server's response bodies are).
+pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Bytes> + Send + Sync>>;
+
+/// A refused request of a [`Routes`]: the client prints it as `Error from server (<reason>): <message>`.
+#[derive(Debug, Clone)]
+pub struct RouteError {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl RouteError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        RouteError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
 
 /// Why the API server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +76,8 @@ pub enum ServeError {
         "another control plane already answers on {0}; stop it with `ironmesh down` or use another IRONMESH_HOME"
     )]
     AlreadyServing(PathBuf),
-    #[error("cannot listen on {path}: {source} (check that its directory exists and is writable)")]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(ironmesh_home::HomeError),
 }
 
 /// Serves the CLI API on `socket` until `shutdown` is cancelled (also by a `/v1/shutdown` request), then
@@ -58,23 +90,26 @@ pub async fn serve_api(
     serve_api_with(store, socket, shutdown, None).await
 }
 
-/// [`serve_api`], with `/v1/proxy-status` answered by `proxy_status` (the control plane's hub).
+/// [`serve_api`], with `routes` answering the paths the store does not serve (the control plane's).
 pub async fn serve_api_with(
     store: Arc<Store>,
     socket: &Path,
     shutdown: CancellationToken,
-    proxy_status: Option<ProxyStatusSource>,
+    routes: Option<Arc<dyn Routes>>,
 ) -> Result<(), ServeError> {
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(ServeError::AlreadyServing(socket.to_path_buf()));
+    let listener = match ironmesh_home::bind_unix(socket) {
+        Ok(listener) => listener,
+        Err(ironmesh_home::HomeError::SocketInUse { path }) => {
+            return Err(ServeError::AlreadyServing(path));
         }
-        // A socket file left by a crashed control plane.
-        let _ = std::fs::remove_file(socket);
-    }
-    let listener = UnixListener::bind(socket).map_err(|source| ServeError::Bind {
-        path: socket.to_path_buf(),
-        source,
+        Err(other) => return Err(ServeError::Bind(other)),
+    };
+    let listener = UnixListener::from_std(listener).map_err(|source| {
+        ServeError::Bind(ironmesh_home::HomeError::Io {
+            action: "listen on",
+            path: socket.to_path_buf(),
+            source,
+        })
     })?;
     tracing::info!(socket = %socket.display(), "CLI API listening");
     loop {
@@ -90,13 +125,13 @@ pub async fn serve_api_with(
         };
         let store = store.clone();
         let shutdown = shutdown.clone();
-        let proxy_status = proxy_status.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let store = store.clone();
                 let shutdown = shutdown.clone();
-                let proxy_status = proxy_status.clone();
-                async move { Ok::<_, Infallible>(route(store, shutdown, proxy_status, request).await) }
+                let routes = routes.clone();
+                async move { Ok::<_, Infallible>(route(store, shutdown, routes, request).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -113,7 +148,7 @@ pub async fn serve_api_with(
 async fn route(
     store: Arc<Store>,
     shutdown: CancellationToken,
-    proxy_status: Option<ProxyStatusSource>,
+    routes: Option<Arc<dyn Routes>>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     if request.method() != Method::POST {
@@ -169,24 +204,31 @@ async fn route(
             Ok(r) => watch(store, shutdown, r),
             Err(e) => error_response(Reason::BadRequest, format!("bad watch request: {e}")),
         },
-        "/v1/proxy-status" => match proxy_status {
-            Some(source) => json_response(StatusCode::OK, &source()),
-            None => error_response(
-                Reason::NotFound,
-                "this API server does not track sidecars; `ironmesh wait` needs the control plane started by \
-                 `ironmesh up`"
-                    .into(),
-            ),
-        },
         "/v1/shutdown" => {
             shutdown.cancel();
             json_response(StatusCode::OK, &serde_json::json!({"stopping": true}))
         }
-        other => error_response(
-            Reason::NotFound,
-            format!("no route {other}; this CLI and control plane may be different versions"),
-        ),
+        other => match routes.and_then(|routes| routes.route(other, body)) {
+            Some(answer) => match answer.await {
+                Ok(Reply::Json(value)) => json_response(StatusCode::OK, &value),
+                Ok(Reply::Stream(chunks)) => stream_response(chunks),
+                Err(e) => error_response(e.reason, e.message),
+            },
+            None => error_response(
+                Reason::NotFound,
+                format!("no route {other}; this CLI and control plane may be different versions"),
+            ),
+        },
     }
+}
+
+fn stream_response(chunks: ByteStream) -> Response<Body> {
+    let frames = chunks.map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 async fn with_request<R, T>(

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -15,34 +15,69 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
 }
 
-/// The proxy and the sample server must sit next to `ironmesh` (the runtime looks there first).
+/// Builds `packages` and checks that `binaries` sit next to `ironmesh` (where `up` and the runtime look
+/// first). A nested cargo: `cargo test -p ironmesh-cli` builds only this package's binaries.
+fn build_next_to_ironmesh(packages: &[&str], binaries: &[&str]) {
+    let mut command = Command::new(env!("CARGO"));
+    command.args(["build", "-q"]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let status = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo to build {packages:?}: {e}"));
+    assert!(status.success(), "building {packages:?} failed");
+    let dir = Path::new(BIN).parent().unwrap();
+    for binary in binaries {
+        assert!(
+            dir.join(binary).exists(),
+            "{binary} is not next to {BIN}; build the workspace"
+        );
+    }
+}
+
+/// The control plane's binary, which `ironmesh up` starts.
+pub fn build_control_plane() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_next_to_ironmesh(&["ironmesh-control"], &["ironmesh-control-plane"]));
+}
+
+/// The control plane, the proxy and the sample server must sit next to `ironmesh`.
 pub fn build_companions() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
+        build_next_to_ironmesh(
+            &["ironmesh-control", "ironmesh-proxy", "ironmesh-samples"],
+            &[
+                "ironmesh-control-plane",
                 "ironmesh-proxy",
-                "-p",
-                "ironmesh-samples",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo to build ironmesh-proxy and ironmesh-httpbin");
-        assert!(
-            status.success(),
-            "building ironmesh-proxy and ironmesh-httpbin failed"
-        );
-        let dir = Path::new(BIN).parent().unwrap();
-        for companion in ["ironmesh-proxy", "ironmesh-httpbin"] {
-            assert!(
-                dir.join(companion).exists(),
-                "{companion} is not next to {BIN}; build the workspace"
-            );
-        }
+                "ironmesh-httpbin",
+            ],
+        )
     });
+}
+
+/// Runs `ironmesh ARGS` in `home` with the control plane API-only (`IRONMESH_NO_RUNTIME=1`: no root, no
+/// network runtime).
+pub fn ironmesh_api_only(home: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("IRONMESH_HOME", home)
+        .env("IRONMESH_NO_RUNTIME", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// stdout then stderr of a finished command.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 pub fn require_root() {
@@ -238,14 +273,14 @@ impl Cluster {
     }
 
     pub fn pod_netns(&self, namespace: &str, pod: &str) -> String {
-        ironmesh_runtime::ClusterId::from_home(self.home.path())
+        ironmesh_home::ClusterId::from_home(self.home.path())
             .unwrap()
             .pod_netns(namespace, pod)
     }
 
     /// `im-<cluster id>-`: every network namespace of this cluster starts with it.
     pub fn netns_prefix(&self) -> String {
-        ironmesh_runtime::ClusterId::from_home(self.home.path())
+        ironmesh_home::ClusterId::from_home(self.home.path())
             .unwrap()
             .netns_prefix()
     }
