@@ -58,9 +58,6 @@ impl Cluster {
 /// The walkthrough's STRICT mesh: every sidecar server takes only mTLS.
 const MESH_STRICT: &str = "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata:\n  name: default\nspec:\n  peers:\n  - mtls: {}\n";
 
-/// Every client sidecar sends ISTIO_MUTUAL to every `*.local` service.
-const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
-
 /// Namespace isolation of foo (Istio's security-policy example).
 const ALLOW_FROM_FOO: &str = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-foo\n  namespace: foo\nspec:\n  action: ALLOW\n  rules:\n  - from:\n    - source:\n        namespaces: [\"foo\"]\n";
 

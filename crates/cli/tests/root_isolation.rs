@@ -21,8 +21,6 @@ const READY: Duration = Duration::from_secs(90);
 const DEFAULT_CAPS: &str = "00000000a80425fb";
 /// The environment variable that turns this test binary into the SO_MARK probe run inside a pod.
 const MARK_PROBE: &str = "IRONMESH_TEST_MARK_PROBE";
-/// Every client sidecar sends ISTIO_MUTUAL to every `*.local` service.
-const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
 
 /// What a command printed and its exit code.
 struct Ran {

@@ -149,24 +149,12 @@ fn root_traffic_survives_a_dead_control_plane_and_down_leaves_nothing() {
     );
 }
 
-const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
-
 #[test]
 fn root_certificate_and_root_rotation_under_traffic_fail_no_request() {
     require_root();
     build_companions();
-    let c = Cluster {
-        home: tempfile::tempdir().unwrap(),
-    };
     // Certificates live 4 s, so every workload renews (at half its life) several times during the test.
-    c.ok(&["up", "--workload-cert-ttl", "4s"]);
-    c.ok(&["create", "ns", "foo"]);
-    c.apply_injected("httpbin/httpbin.yaml", "foo");
-    c.apply_injected("sleep/sleep.yaml", "foo");
-    let rule = c.home.path().join("rule.yaml");
-    std::fs::write(&rule, ISTIO_MUTUAL_EVERYWHERE).unwrap();
-    c.ok(&["apply", "-f", rule.to_str().unwrap()]);
-    c.wait_for("foo", "foo", "200/0", READY);
+    let c = Cluster::up_foo_with_mutual_tls("4s", READY);
     let root_before = c.ok(&["ca", "root", "-o", "pem"]);
     assert_eq!(root_before.matches("BEGIN CERTIFICATE").count(), 1);
 

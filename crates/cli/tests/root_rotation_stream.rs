@@ -15,8 +15,6 @@ const RENEWED: Duration = Duration::from_secs(60);
 /// The request loop stops on its own after this long, whatever the test does.
 const LOAD_LIMIT_SECONDS: u32 = 180;
 
-const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
-
 fn pems(text: &str) -> Vec<String> {
     text.split_inclusive("-----END CERTIFICATE-----")
         .map(str::trim)
@@ -52,17 +50,7 @@ fn leaf_signed_by(c: &Cluster, pod: &str, root: &str) -> bool {
 fn root_rotation_reaches_running_proxies_through_the_stream_without_failed_requests() {
     require_root();
     build_companions();
-    let c = Cluster {
-        home: tempfile::tempdir().unwrap(),
-    };
-    c.ok(&["up", "--workload-cert-ttl", "1h"]);
-    c.ok(&["create", "ns", "foo"]);
-    c.apply_injected("httpbin/httpbin.yaml", "foo");
-    c.apply_injected("sleep/sleep.yaml", "foo");
-    let rule = c.home.path().join("rule.yaml");
-    std::fs::write(&rule, ISTIO_MUTUAL_EVERYWHERE).unwrap();
-    c.ok(&["apply", "-f", rule.to_str().unwrap()]);
-    c.wait_for("foo", "foo", "200/0", READY);
+    let c = Cluster::up_foo_with_mutual_tls("1h", READY);
     let root_before = pems(&c.ok(&["ca", "root", "-o", "pem"]));
     assert_eq!(root_before.len(), 1);
     let pods = [c.pod("httpbin", "foo"), c.pod("sleep", "foo")];

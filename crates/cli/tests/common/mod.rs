@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
 
+/// The walkthrough's mesh-wide DestinationRule: ISTIO_MUTUAL for every `*.local` host.
+pub const ISTIO_MUTUAL_EVERYWHERE: &str = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: default\n  namespace: default\nspec:\n  host: \"*.local\"\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n";
+
 pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
 }
@@ -123,6 +126,23 @@ impl Cluster {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A cluster whose workload certificates live `workload_cert_ttl`, with httpbin and sleep (sidecars
+    /// injected) in `foo` and ISTIO_MUTUAL everywhere, once sleep reaches httpbin over mutual TLS.
+    pub fn up_foo_with_mutual_tls(workload_cert_ttl: &str, ready: Duration) -> Cluster {
+        let c = Cluster {
+            home: tempfile::tempdir().unwrap(),
+        };
+        c.ok(&["up", "--workload-cert-ttl", workload_cert_ttl]);
+        c.ok(&["create", "ns", "foo"]);
+        c.apply_injected("httpbin/httpbin.yaml", "foo");
+        c.apply_injected("sleep/sleep.yaml", "foo");
+        let rule = c.home.path().join("rule.yaml");
+        std::fs::write(&rule, ISTIO_MUTUAL_EVERYWHERE).unwrap();
+        c.ok(&["apply", "-f", rule.to_str().unwrap()]);
+        c.wait_for("foo", "foo", "200/0", ready);
+        c
     }
 
     pub fn apply_injected(&self, file: &str, namespace: &str) {
