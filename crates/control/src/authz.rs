@@ -240,17 +240,10 @@ mod tests {
     use crate::objects::PodView;
     use crate::options::MeshOptions;
     use crate::proxy_config::ClusterSnapshot;
+    use crate::test_objects::load;
     use ironmesh_api::Object;
     use ironmesh_proto::pb;
     use serde_json::json;
-
-    fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("t.yaml", yaml)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.object)
-            .collect()
-    }
 
     fn pod(ns: &str, app: &str, ip: &str) -> Object {
         let mut pod = load(&format!(

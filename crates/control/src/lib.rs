@@ -25,6 +25,18 @@ pub mod services;
 pub mod source;
 pub mod sync;
 
+/// The unit tests' one way to turn YAML into stored objects.
+#[cfg(test)]
+mod test_objects {
+    pub(crate) fn load(yaml: &str) -> Vec<ironmesh_api::Object> {
+        ironmesh_api::load_documents("t.yaml", yaml)
+            .unwrap()
+            .into_iter()
+            .map(|loaded| loaded.object)
+            .collect()
+    }
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -237,15 +237,8 @@ impl ClusterSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_objects::load;
     use serde_json::json;
-
-    fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("t.yaml", yaml)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.object)
-            .collect()
-    }
 
     fn service(ns: &str, vip: &str) -> String {
         format!(

@@ -365,14 +365,7 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("t.yaml", yaml)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.object)
-            .collect()
-    }
+    use crate::test_objects::load;
 
     /// The walkthrough's pods (sidecars in foo and bar, none in legacy), STRICT, and the policies in `extra`.
     fn cluster(extra: &str) -> Vec<Object> {
