@@ -82,27 +82,44 @@ impl AuthzIndex {
         policies: impl IntoIterator<Item = PolicyObject>,
         root_namespace: &str,
     ) -> Result<Self, AuthzError> {
-        let mut parsed = policies
+        let (index, mut invalid) = Self::skipping_invalid(policies, root_namespace);
+        match invalid.is_empty() {
+            true => Ok(index),
+            false => Err(invalid.swap_remove(0)),
+        }
+    }
+
+    /// Parses every policy and indexes the valid ones; each invalid one is returned with its error instead.
+    /// For the control plane, which sends proxies only what is valid (apply already refuses the rest).
+    pub fn skipping_invalid(
+        policies: impl IntoIterator<Item = PolicyObject>,
+        root_namespace: &str,
+    ) -> (Self, Vec<AuthzError>) {
+        let mut invalid = Vec::new();
+        let mut parsed: Vec<_> = policies
             .into_iter()
-            .map(|object| {
-                let mut policy =
-                    AuthorizationPolicy::from_spec(&object.spec).map_err(|source| {
-                        AuthzError::InvalidPolicy {
-                            namespace: object.namespace.clone(),
-                            name: object.name.clone(),
+            .filter_map(|object| {
+                let mut policy = match AuthorizationPolicy::from_spec(&object.spec) {
+                    Ok(policy) => policy,
+                    Err(source) => {
+                        invalid.push(AuthzError::InvalidPolicy {
+                            namespace: object.namespace,
+                            name: object.name,
                             source,
-                        }
-                    })?;
+                        });
+                        return None;
+                    }
+                };
                 policy.bind_namespace(&object.namespace);
                 let dry_run = object.dry_run(policy.action);
-                Ok((
+                Some((
                     object.creation_timestamp,
                     object.namespace,
                     object.name,
                     (policy, dry_run),
                 ))
             })
-            .collect::<Result<Vec<_>, AuthzError>>()?;
+            .collect();
         // Deterministic order (Istio orders by creation time, then name): the same input in any order
         // yields the same decisions and explanations.
         parsed.sort_by(|a, b| {
@@ -121,10 +138,11 @@ impl AuthzIndex {
                 })
             })
             .collect();
-        Ok(Self {
+        let index = Self {
             root_namespace: root_namespace.to_owned(),
             policies,
-        })
+        };
+        (index, invalid)
     }
 
     /// The root namespace whose policies apply mesh-wide.
@@ -153,7 +171,6 @@ impl AuthzIndex {
         labels: &BTreeMap<String, String>,
     ) -> AppliedPolicies {
         let mut applied = AppliedPolicies::default();
-        let mut allow_names = Vec::new();
         for indexed in &self.policies {
             let policy_ns = &*indexed.name.namespace;
             if policy_ns != namespace && policy_ns != self.root_namespace {
@@ -170,20 +187,9 @@ impl AuthzIndex {
             if !selected {
                 continue;
             }
-            match (indexed.policy.action, indexed.dry_run) {
-                (Action::Allow, false) => {
-                    allow_names.push(indexed.name.clone());
-                    applied.allow.push(indexed.clone());
-                }
-                (Action::Deny, false) => applied.deny.push(indexed.clone()),
-                (Action::Audit, _) => applied.audit.push(indexed.clone()),
-                (Action::Custom, _) => applied.custom.push(indexed.clone()),
-                (Action::Allow, true) => applied.dry_allow.push(indexed.clone()),
-                (Action::Deny, true) => applied.dry_deny.push(indexed.clone()),
-            }
+            applied.push(indexed.clone());
         }
-        applied.allow_names = allow_names.into();
-        applied
+        applied.finish()
     }
 }
 
@@ -211,6 +217,44 @@ pub struct AppliedPolicies {
     dry_deny: Vec<Arc<IndexedPolicy>>,
     dry_allow: Vec<Arc<IndexedPolicy>>,
     allow_names: Arc<[PolicyName]>,
+}
+
+impl AppliedPolicies {
+    /// The policies a control plane already scoped to one workload, in evaluation order (oldest first);
+    /// `dry_run` counts for ALLOW and DENY only. `serviceAccounts` written without a namespace take the
+    /// policy's, as in [`AuthzIndex::new`].
+    pub fn from_scoped(
+        policies: impl IntoIterator<Item = (PolicyName, AuthorizationPolicy, bool)>,
+    ) -> Self {
+        let mut applied = Self::default();
+        for (name, mut policy, dry_run) in policies {
+            policy.bind_namespace(&name.namespace);
+            let dry_run = dry_run && matches!(policy.action, Action::Allow | Action::Deny);
+            applied.push(Arc::new(IndexedPolicy {
+                name,
+                policy,
+                dry_run,
+            }));
+        }
+        applied.finish()
+    }
+
+    fn push(&mut self, indexed: Arc<IndexedPolicy>) {
+        match (indexed.policy.action, indexed.dry_run) {
+            (Action::Allow, false) => self.allow.push(indexed),
+            (Action::Deny, false) => self.deny.push(indexed),
+            (Action::Audit, _) => self.audit.push(indexed),
+            (Action::Custom, _) => self.custom.push(indexed),
+            (Action::Allow, true) => self.dry_allow.push(indexed),
+            (Action::Deny, true) => self.dry_deny.push(indexed),
+        }
+    }
+
+    /// Names the ALLOW policies once all are pushed (a decision reports them when none matches).
+    fn finish(mut self) -> Self {
+        self.allow_names = self.allow.iter().map(|p| p.name.clone()).collect();
+        self
+    }
 }
 
 /// The first matching rule among `policies`, in order.
@@ -315,6 +359,13 @@ impl AppliedPolicies {
     pub fn policies(&self) -> impl Iterator<Item = (&PolicyName, Action)> {
         self.all()
             .map(|indexed| (&indexed.name, indexed.policy.action))
+    }
+
+    /// The applied policies with whether each runs dry, in the order of [`AppliedPolicies::explain`]: what
+    /// a control plane sends the workload's proxy ([`AppliedPolicies::from_scoped`] rebuilds the same set).
+    pub fn entries(&self) -> impl Iterator<Item = (&PolicyName, &AuthorizationPolicy, bool)> {
+        self.all()
+            .map(|indexed| (&indexed.name, &indexed.policy, indexed.dry_run))
     }
 
     /// True when no policy applies (every request is allowed, and nothing is audited or dry-run).

@@ -2,7 +2,9 @@
 //!
 //! It owns three things:
 //! 1. the typed model of `security.istio.io/v1beta1` and `v1` AuthorizationPolicy specs, parsed from the
-//!    `spec` JSON with errors naming the field path ([`AuthorizationPolicy::from_spec`], [`SpecError`]);
+//!    `spec` JSON with errors naming the field path ([`AuthorizationPolicy::from_spec`], [`SpecError`]),
+//!    through the rules as written ([`RuleSpec`]), which [`AuthorizationPolicy::compile`] validates and
+//!    compiles wherever they come from (JSON at apply time, the configuration stream in the proxy);
 //! 2. scope: which policies apply to a workload ([`AuthzIndex::policies_for`]): its namespace's policies
 //!    and the root namespace's (mesh-wide), each narrowed by `selector.matchLabels`; a root policy with a
 //!    selector applies to matching workloads in every namespace;
@@ -37,11 +39,13 @@
 //! Wiring, by caller (as built):
 //! - API: `ironmesh apply` refuses what [`AuthorizationPolicy::from_spec`] refuses, with its field path
 //!   (`crates/api/src/validate/rules.rs`).
-//! - control plane: `crates/control/src/authz.rs` builds an [`AuthzIndex`] per snapshot and pushes each
-//!   sidecar the policies in its scope (`Workload.authorization_policies`, spec as JSON); a stored policy
-//!   the engine refuses is pushed too, so the proxy NACKs it by name and keeps the last good set.
-//! - proxy (inbound only): `ironmesh_proto::applied_policies` compiles the pushed policies into one
-//!   [`AppliedPolicies`] per configuration; [`AppliedPolicies::evaluate`] runs per HTTP request (denied →
+//! - control plane: `crates/control/src/authz.rs` builds an [`AuthzIndex`] per snapshot (a stored policy
+//!   the engine refuses is logged by name and left out: [`AuthzIndex::skipping_invalid`]) and sends each
+//!   sidecar the policies in its scope ([`AppliedPolicies::entries`]) as typed messages
+//!   (`ironmesh_proto::policy_message`, `Workload.authorization_policies`).
+//! - proxy (inbound only): `ironmesh_proto::compile_config` compiles the received policies once per
+//!   configuration ([`AuthorizationPolicy::compile`], [`AppliedPolicies::from_scoped`]), refusing (NACK)
+//!   the configuration if one does not compile; [`AppliedPolicies::evaluate`] runs per HTTP request (denied →
 //!   403 `RBAC: access denied`) or per TCP connection with `http: None` (denied → closed, and re-checked
 //!   on every policy change). [`Request::peer`] comes from [`Peer::from_principal`] of the verified
 //!   SPIFFE ID.
@@ -91,6 +95,7 @@ mod model;
 mod parse;
 mod path;
 mod request;
+mod spec;
 
 pub use decision::{Decision, DryRun, PolicyName, PolicyRef};
 pub use error::{AuthzError, SpecError};
@@ -98,6 +103,7 @@ pub use index::{AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, PolicyMatch
 pub use model::{Action, AuthorizationPolicy, DRY_RUN_ANNOTATION, parse_bool, validation_warnings};
 pub use path::normalize_path;
 pub use request::{Http, Peer, Request};
+pub use spec::{ConditionSpec, OperationSpec, RuleSpec, SourceSpec};
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,10 @@ use serde_json::{Map, Value};
 use crate::error::SpecError;
 use crate::matcher::{Glob, IpNet, ServiceAccount, StringMatch, TrustDomain};
 use crate::parse::{
-    Result, check_ips, check_ports, check_service_accounts, check_wildcards, is_set, known_fields,
-    non_empty_strings, object, object_list, path_list, port_list, string_list,
+    Result, check_ips, check_non_empty, check_ports, check_service_accounts, check_wildcards,
+    is_set, known_fields, object, object_list, path_list,
 };
+use crate::spec::{ConditionSpec, OperationSpec, RuleSpec, SourceSpec, read_rules};
 
 /// What a policy does when one of its rules matches (docs/SEMANTICS.md#authz-evaluation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +51,8 @@ pub struct AuthorizationPolicy {
     pub(crate) selector: Option<BTreeMap<String, String>>,
     pub(crate) action: Action,
     pub(crate) rules: Vec<Rule>,
+    /// `rules` as written, before compiling: what the control plane sends to proxies.
+    pub(crate) written: Vec<RuleSpec>,
     /// `provider.name` of a CUSTOM policy.
     pub(crate) provider: Option<String>,
     /// The policy names `targetRef`/`targetRefs` (gateways, services): Istio never attaches such a policy
@@ -174,33 +177,6 @@ const SPEC_FIELDS: &[&str] = &[
     "targetRef",
     "targetRefs",
 ];
-const RULE_FIELDS: &[&str] = &["from", "to", "when"];
-const SOURCE_FIELDS: &[&str] = &[
-    "principals",
-    "notPrincipals",
-    "requestPrincipals",
-    "notRequestPrincipals",
-    "namespaces",
-    "notNamespaces",
-    "serviceAccounts",
-    "notServiceAccounts",
-    "trustDomains",
-    "notTrustDomains",
-    "ipBlocks",
-    "notIpBlocks",
-    "remoteIpBlocks",
-    "notRemoteIpBlocks",
-];
-const OPERATION_FIELDS: &[&str] = &[
-    "hosts",
-    "notHosts",
-    "ports",
-    "notPorts",
-    "methods",
-    "notMethods",
-    "paths",
-    "notPaths",
-];
 const CONDITION_KEYS: &str = "source.namespace, source.principal, source.serviceAccount, \
     source.trustDomain, source.ip, remote.ip, request.headers[<name>], destination.port, destination.ip, \
     connection.sni, request.auth.principal, request.auth.audiences, request.auth.presenter, \
@@ -281,47 +257,58 @@ impl AuthorizationPolicy {
             }
         };
         let rules_value = map.get("rules").filter(|v| !v.is_null());
-        let rules_list = object_list(rules_value, "spec.rules")?;
         // Istio reads `rules: []` as no rules at all (the list decodes to nil).
-        let has_rules = !rules_list.is_empty();
+        let rules = read_rules(object_list(rules_value, "spec.rules")?)?;
         if action == Action::Custom {
-            if !has_rules {
-                return Err(SpecError::new(
-                    "spec.rules",
-                    "CUSTOM action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
-                ));
-            }
+            check_has_rules(action, &rules)?;
             if provider.as_deref().is_none_or(str::is_empty) {
                 return Err(SpecError::new(
                     "spec.provider.name",
                     "`provider.name` must not be empty for a CUSTOM policy",
                 ));
             }
-            check_custom_rules(rules_list)?;
         } else if provider.is_some() {
             return Err(SpecError::new(
                 "spec.provider",
                 format!("`provider` must not be with non CUSTOM action, found {action}"),
             ));
         }
-        if action == Action::Deny && !has_rules {
-            return Err(SpecError::new(
-                "spec.rules",
-                "DENY action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request",
-            ));
-        }
-        let rules = rules_list
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| parse_rule(rule, &format!("spec.rules[{i}]")))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             selector,
-            action,
-            rules,
             provider: provider.filter(|_| action == Action::Custom),
             targeted: target_ref.is_some() || !target_refs.is_empty(),
+            ..Self::compile(action, rules)?
         })
+    }
+
+    /// Validates and compiles rules as written (what [`AuthorizationPolicy::from_spec`] reads from
+    /// `spec.rules`, and what a proxy receives from the control plane) with Istio's rules for `action`:
+    /// CUSTOM and DENY need a rule, CUSTOM refuses identity fields. Errors name the path from `spec`. The
+    /// result has no selector (the control plane resolved it) and no extension provider.
+    pub fn compile(action: Action, rules: Vec<RuleSpec>) -> std::result::Result<Self, SpecError> {
+        check_has_rules(action, &rules)?;
+        if action == Action::Custom {
+            check_custom_rules(&rules)?;
+        }
+        let compiled = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| compile_rule(rule, &format!("spec.rules[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            selector: None,
+            action,
+            rules: compiled,
+            written: rules,
+            provider: None,
+            targeted: false,
+        })
+    }
+
+    /// The rules as written, for sending the validated policy on (the proxy compiles them again with
+    /// [`AuthorizationPolicy::compile`]).
+    pub fn written_rules(&self) -> &[RuleSpec] {
+        &self.written
     }
 
     /// The policy's action.
@@ -552,41 +539,48 @@ fn check_target_ref(target: &Value, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// CUSTOM and DENY policies need a rule (`{}` matches every request): without one they never trigger.
+fn check_has_rules(action: Action, rules: &[RuleSpec]) -> Result<()> {
+    if rules.is_empty() && matches!(action, Action::Custom | Action::Deny) {
+        return Err(SpecError::new(
+            "spec.rules",
+            format!(
+                "{action} action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The source fields and `when` keys Istio does not support with CUSTOM (identity and JWT attributes).
-fn check_custom_rules(rules: &[Value]) -> Result<()> {
+fn check_custom_rules(rules: &[RuleSpec]) -> Result<()> {
+    const IDENTITY_FIELDS: [&str; 10] = [
+        "namespaces",
+        "notNamespaces",
+        "serviceAccounts",
+        "notServiceAccounts",
+        "trustDomains",
+        "notTrustDomains",
+        "principals",
+        "notPrincipals",
+        "requestPrincipals",
+        "notRequestPrincipals",
+    ];
     for (i, rule) in rules.iter().enumerate() {
-        let froms = rule.get("from").and_then(Value::as_array);
-        for (f, from) in froms.into_iter().flatten().enumerate() {
-            let Some(source) = from.get("source").and_then(Value::as_object) else {
-                continue;
-            };
-            for field in [
-                "namespaces",
-                "notNamespaces",
-                "serviceAccounts",
-                "notServiceAccounts",
-                "trustDomains",
-                "notTrustDomains",
-                "principals",
-                "notPrincipals",
-                "requestPrincipals",
-                "notRequestPrincipals",
-            ] {
-                if is_set(source.get(field)) {
-                    return Err(SpecError::new(
-                        format!("spec.rules[{i}].from[{f}].source.{field}"),
-                        format!("{field} is currently not supported with CUSTOM action"),
-                    ));
-                }
+        for (f, source) in rule.from.iter().enumerate() {
+            let set = source
+                .fields()
+                .into_iter()
+                .find(|(name, values)| IDENTITY_FIELDS.contains(name) && !values.is_empty());
+            if let Some((field, _)) = set {
+                return Err(SpecError::new(
+                    format!("spec.rules[{i}].from[{f}].source.{field}"),
+                    format!("{field} is currently not supported with CUSTOM action"),
+                ));
             }
         }
-        let whens = rule.get("when").and_then(Value::as_array);
-        for (w, when) in whens.into_iter().flatten().enumerate() {
-            let path = format!("spec.rules[{i}].when[{w}]");
-            if when.is_null() {
-                return Err(SpecError::new(path, "when field cannot be nil"));
-            }
-            let key = when.get("key").and_then(Value::as_str).unwrap_or_default();
+        for (w, when) in rule.when.iter().enumerate() {
+            let key = when.key.as_str();
             if matches!(
                 key,
                 "source.namespace"
@@ -596,7 +590,7 @@ fn check_custom_rules(rules: &[Value]) -> Result<()> {
             ) || key.starts_with("request.auth.")
             {
                 return Err(SpecError::new(
-                    format!("{path}.key"),
+                    format!("spec.rules[{i}].when[{w}].key"),
                     format!("{key} is currently not supported with CUSTOM action"),
                 ));
             }
@@ -605,100 +599,66 @@ fn check_custom_rules(rules: &[Value]) -> Result<()> {
     Ok(())
 }
 
-/// A `from`/`to` list: absent or `null` is "any"; an explicit empty list is refused, as Istio refuses
-/// `From: []` ("`from` must not be empty").
-fn explicit_list<'a>(value: Option<&'a Value>, path: &str, name: &str) -> Result<&'a [Value]> {
-    match value {
-        Some(Value::Array(items)) if items.is_empty() => Err(SpecError::new(
-            path,
-            format!("`{name}` must not be empty; omit it to match any {name}"),
-        )),
-        other => object_list(other, path),
-    }
-}
-
-fn parse_rule(rule: &Value, path: &str) -> Result<Rule> {
-    if rule.is_null() {
-        return Err(SpecError::new(
-            path,
-            "`rule` must not be nil; write `{}` to match every request",
-        ));
-    }
-    let map = object(rule, path)?;
-    known_fields(map, path, RULE_FIELDS)?;
-    let from = explicit_list(map.get("from"), &format!("{path}.from"), "from")?
+fn compile_rule(rule: &RuleSpec, path: &str) -> Result<Rule> {
+    let from = rule
+        .from
         .iter()
         .enumerate()
-        .map(|(i, from)| {
-            let from_path = format!("{path}.from[{i}]");
-            let wrapper = object(from, &from_path)?;
-            known_fields(wrapper, &from_path, &["source"])?;
-            parse_source(
-                wrapper.get("source").unwrap_or(&Value::Null),
-                &format!("{from_path}.source"),
-            )
-        })
+        .map(|(i, source)| compile_source(source, &format!("{path}.from[{i}].source")))
         .collect::<Result<Vec<_>>>()?;
-    let to = explicit_list(map.get("to"), &format!("{path}.to"), "to")?
+    let to = rule
+        .to
         .iter()
         .enumerate()
-        .map(|(i, to)| {
-            let to_path = format!("{path}.to[{i}]");
-            let wrapper = object(to, &to_path)?;
-            known_fields(wrapper, &to_path, &["operation"])?;
-            parse_operation(
-                wrapper.get("operation").unwrap_or(&Value::Null),
-                &format!("{to_path}.operation"),
-            )
-        })
+        .map(|(i, operation)| compile_operation(operation, &format!("{path}.to[{i}].operation")))
         .collect::<Result<Vec<_>>>()?;
-    let when = object_list(map.get("when"), &format!("{path}.when"))?
+    let when = rule
+        .when
         .iter()
         .enumerate()
-        .map(|(i, condition)| parse_condition(condition, &format!("{path}.when[{i}]")))
+        .map(|(i, condition)| compile_condition(condition, &format!("{path}.when[{i}]")))
         .collect::<Result<Vec<_>>>()?;
     Ok(Rule { from, to, when })
 }
 
-/// Istio's validation refuses a missing or empty `source`/`operation`: it is almost always a mistake, and
-/// "match anything" is written by omitting `from`/`to`.
-fn parse_source(source: &Value, path: &str) -> Result<Source> {
-    let map = object(source, path).map_err(|_| {
-        SpecError::new(
+/// Istio's validation refuses an empty `source`/`operation`: it is almost always a mistake, and "match
+/// anything" is written by omitting `from`/`to`.
+fn compile_source(source: &SourceSpec, path: &str) -> Result<Source> {
+    if *source == SourceSpec::default() {
+        return Err(SpecError::new(
             path,
-            "`from.source` must not be nil: expected a source object with at least one field",
-        )
-    })?;
-    known_fields(map, path, SOURCE_FIELDS)?;
+            "`from.source` must not be empty: set at least one field, or omit `from` to match any source",
+        ));
+    }
     let field = |name: &str| format!("{path}.{name}");
-    let strings = |name: &str| non_empty_strings(map.get(name), &field(name));
-    let identity_fields = ["principals", "notPrincipals", "namespaces", "notNamespaces"];
-    let account_fields = ["serviceAccounts", "notServiceAccounts"];
-    if identity_fields.iter().any(|f| is_set(map.get(*f)))
-        && account_fields.iter().any(|f| is_set(map.get(*f)))
+    let is_set = |names: &[&str]| {
+        source
+            .fields()
+            .iter()
+            .any(|(name, values)| names.contains(name) && !values.is_empty())
+    };
+    if is_set(&["principals", "notPrincipals", "namespaces", "notNamespaces"])
+        && is_set(&["serviceAccounts", "notServiceAccounts"])
     {
         return Err(SpecError::new(
             path,
             "cannot set serviceAccounts with namespaces or principals",
         ));
     }
-    let patterns = |name: &str| -> Result<Vec<StringMatch>> {
-        Ok(strings(name)?
-            .iter()
-            .map(|p| StringMatch::parse(p))
-            .collect())
+    let patterns = |values: &[String], name: &str| -> Result<Vec<StringMatch>> {
+        check_non_empty(values, &field(name))?;
+        Ok(values.iter().map(|p| StringMatch::parse(p)).collect())
     };
-    let globs = |name: &str| -> Result<Vec<Glob>> {
-        Ok(strings(name)?.iter().map(|p| Glob::parse(p)).collect())
+    let globs = |values: &[String], name: &str| -> Result<Vec<Glob>> {
+        check_non_empty(values, &field(name))?;
+        Ok(values.iter().map(|p| Glob::parse(p)).collect())
     };
-    let accounts = |name: &str| -> Result<Vec<ServiceAccount>> {
-        let values = string_list(map.get(name), &field(name))?;
-        check_service_accounts(&values, &field(name))?;
+    let accounts = |values: &[String], name: &str| -> Result<Vec<ServiceAccount>> {
+        check_service_accounts(values, &field(name))?;
         Ok(values.iter().map(|v| ServiceAccount::parse(v)).collect())
     };
-    let trust_domains = |name: &str| -> Result<Vec<TrustDomain>> {
-        let values = string_list(map.get(name), &field(name))?;
-        check_wildcards(&values, &field(name))?;
+    let trust_domains = |values: &[String], name: &str| -> Result<Vec<TrustDomain>> {
+        check_wildcards(values, &field(name))?;
         if let Some((i, value)) = values.iter().enumerate().find(|(_, v)| v.contains('/')) {
             return Err(SpecError::new(
                 format!("{}[{i}]", field(name)),
@@ -709,92 +669,59 @@ fn parse_source(source: &Value, path: &str) -> Result<Source> {
         }
         Ok(values.iter().map(|v| TrustDomain::parse(v)).collect())
     };
-    let ips = |name: &str| -> Result<Vec<IpNet>> {
-        let values = string_list(map.get(name), &field(name))?;
-        check_ips(&values, &field(name))
-    };
-    let parsed = Source {
-        principals: patterns("principals")?,
-        not_principals: patterns("notPrincipals")?,
-        request_principals: patterns("requestPrincipals")?,
-        not_request_principals: patterns("notRequestPrincipals")?,
-        namespaces: globs("namespaces")?,
-        not_namespaces: globs("notNamespaces")?,
-        service_accounts: accounts("serviceAccounts")?,
-        not_service_accounts: accounts("notServiceAccounts")?,
-        trust_domains: trust_domains("trustDomains")?,
-        not_trust_domains: trust_domains("notTrustDomains")?,
-        ip_blocks: ips("ipBlocks")?,
-        not_ip_blocks: ips("notIpBlocks")?,
-        remote_ip_blocks: ips("remoteIpBlocks")?,
-        not_remote_ip_blocks: ips("notRemoteIpBlocks")?,
-    };
-    if parsed == Source::default() {
-        return Err(SpecError::new(
-            path,
-            "`from.source` must not be empty: set at least one field, or omit `from` to match any source",
-        ));
-    }
-    Ok(parsed)
+    let ips = |values: &[String], name: &str| check_ips(values, &field(name));
+    Ok(Source {
+        principals: patterns(&source.principals, "principals")?,
+        not_principals: patterns(&source.not_principals, "notPrincipals")?,
+        request_principals: patterns(&source.request_principals, "requestPrincipals")?,
+        not_request_principals: patterns(&source.not_request_principals, "notRequestPrincipals")?,
+        namespaces: globs(&source.namespaces, "namespaces")?,
+        not_namespaces: globs(&source.not_namespaces, "notNamespaces")?,
+        service_accounts: accounts(&source.service_accounts, "serviceAccounts")?,
+        not_service_accounts: accounts(&source.not_service_accounts, "notServiceAccounts")?,
+        trust_domains: trust_domains(&source.trust_domains, "trustDomains")?,
+        not_trust_domains: trust_domains(&source.not_trust_domains, "notTrustDomains")?,
+        ip_blocks: ips(&source.ip_blocks, "ipBlocks")?,
+        not_ip_blocks: ips(&source.not_ip_blocks, "notIpBlocks")?,
+        remote_ip_blocks: ips(&source.remote_ip_blocks, "remoteIpBlocks")?,
+        not_remote_ip_blocks: ips(&source.not_remote_ip_blocks, "notRemoteIpBlocks")?,
+    })
 }
 
-fn parse_operation(operation: &Value, path: &str) -> Result<Operation> {
-    let map = object(operation, path).map_err(|_| {
-        SpecError::new(
-            path,
-            "`to.operation` must not be nil: expected an operation object with at least one field",
-        )
-    })?;
-    known_fields(map, path, OPERATION_FIELDS)?;
-    let field = |name: &str| format!("{path}.{name}");
-    let patterns = |name: &str| -> Result<Vec<StringMatch>> {
-        Ok(non_empty_strings(map.get(name), &field(name))?
-            .iter()
-            .map(|p| StringMatch::parse(p))
-            .collect())
-    };
-    let parsed = Operation {
-        hosts: patterns("hosts")?,
-        not_hosts: patterns("notHosts")?,
-        ports: port_list(map.get("ports"), &field("ports"))?,
-        not_ports: port_list(map.get("notPorts"), &field("notPorts"))?,
-        methods: patterns("methods")?,
-        not_methods: patterns("notMethods")?,
-        paths: path_list(map.get("paths"), &field("paths"))?,
-        not_paths: path_list(map.get("notPaths"), &field("notPaths"))?,
-    };
-    if parsed == Operation::default() {
+fn compile_operation(operation: &OperationSpec, path: &str) -> Result<Operation> {
+    if *operation == OperationSpec::default() {
         return Err(SpecError::new(
             path,
             "`to.operation` must not be empty: set at least one field, or omit `to` to match any operation",
         ));
     }
-    Ok(parsed)
+    let field = |name: &str| format!("{path}.{name}");
+    let patterns = |values: &[String], name: &str| -> Result<Vec<StringMatch>> {
+        check_non_empty(values, &field(name))?;
+        Ok(values.iter().map(|p| StringMatch::parse(p)).collect())
+    };
+    Ok(Operation {
+        hosts: patterns(&operation.hosts, "hosts")?,
+        not_hosts: patterns(&operation.not_hosts, "notHosts")?,
+        ports: check_ports(&operation.ports, &field("ports"))?,
+        not_ports: check_ports(&operation.not_ports, &field("notPorts"))?,
+        methods: patterns(&operation.methods, "methods")?,
+        not_methods: patterns(&operation.not_methods, "notMethods")?,
+        paths: path_list(&operation.paths, &field("paths"))?,
+        not_paths: path_list(&operation.not_paths, &field("notPaths"))?,
+    })
 }
 
-fn parse_condition(condition: &Value, path: &str) -> Result<Condition> {
-    if condition.is_null() {
-        return Err(SpecError::new(path, "when field cannot be nil"));
-    }
-    let map = object(condition, path)?;
-    known_fields(map, path, &["key", "values", "notValues"])?;
+fn compile_condition(condition: &ConditionSpec, path: &str) -> Result<Condition> {
     let key_path = format!("{path}.key");
-    let key = match map.get("key") {
-        Some(Value::String(key)) => key.as_str(),
-        None | Some(Value::Null) => "",
-        Some(_) => return Err(SpecError::new(key_path, "expected a string")),
-    };
+    let key = condition.key.as_str();
     if key.is_empty() {
         return Err(SpecError::new(
             key_path,
             format!("`key` must not be empty; one of: {CONDITION_KEYS}"),
         ));
     }
-    let values_path = format!("{path}.values");
-    let not_values_path = format!("{path}.notValues");
-    let values = string_list(map.get("values"), &values_path)?;
-    let not_values = string_list(map.get("notValues"), &not_values_path)?;
-    if values.is_empty() && not_values.is_empty() {
+    if condition.values.is_empty() && condition.not_values.is_empty() {
         return Err(SpecError::new(
             path,
             format!("at least one of `values` or `notValues` must be set for key {key}"),
@@ -802,8 +729,18 @@ fn parse_condition(condition: &Value, path: &str) -> Result<Condition> {
     }
     let attribute = parse_attribute(key).map_err(|message| SpecError::new(&key_path, message))?;
     Ok(Condition {
-        values: parse_values(&attribute, key, &values, &values_path)?,
-        not_values: parse_values(&attribute, key, &not_values, &not_values_path)?,
+        values: parse_values(
+            &attribute,
+            key,
+            &condition.values,
+            &format!("{path}.values"),
+        )?,
+        not_values: parse_values(
+            &attribute,
+            key,
+            &condition.not_values,
+            &format!("{path}.notValues"),
+        )?,
         attribute,
     })
 }

@@ -65,21 +65,21 @@ pub(crate) fn is_set(value: Option<&Value>) -> bool {
 }
 
 /// A list of strings without empty ones (Istio's `CheckEmptyValues`).
-pub(crate) fn non_empty_strings(value: Option<&Value>, path: &str) -> Result<Vec<String>> {
-    let values = string_list(value, path)?;
-    if let Some(i) = values.iter().position(String::is_empty) {
-        return Err(SpecError::new(
+pub(crate) fn check_non_empty(values: &[String], path: &str) -> Result<()> {
+    match values.iter().position(String::is_empty) {
+        Some(i) => Err(SpecError::new(
             format!("{path}[{i}]"),
             "empty value not allowed",
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(values)
 }
 
 /// `paths`/`notPaths`: no empty value, path templates valid as Istio's `CheckValidPathTemplate`;
 /// `{*}`/`{**}` templates compile to Envoy's URI template matcher, other values to string patterns.
-pub(crate) fn path_list(value: Option<&Value>, path: &str) -> Result<Vec<PathMatch>> {
-    non_empty_strings(value, path)?
+pub(crate) fn path_list(values: &[String], path: &str) -> Result<Vec<PathMatch>> {
+    check_non_empty(values, path)?;
+    values
         .iter()
         .enumerate()
         .map(|(i, pattern)| {
@@ -162,9 +162,9 @@ pub(crate) fn check_service_accounts(values: &[String], path: &str) -> Result<()
     Ok(())
 }
 
-/// Ports written as numbers or strings (`ports: ["8080"]`, `ports: [8080]`), checked as Istio's
-/// `ValidatePorts` (decimal digits, 0-65535).
-pub(crate) fn port_list(value: Option<&Value>, path: &str) -> Result<Vec<u16>> {
+/// Ports written as numbers or strings (`ports: ["8080"]`, `ports: [8080]`), read as the strings Istio
+/// has (a number as its decimal text) and checked when compiled ([`check_ports`]).
+pub(crate) fn port_strings(value: Option<&Value>, path: &str) -> Result<Vec<String>> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
@@ -173,24 +173,18 @@ pub(crate) fn port_list(value: Option<&Value>, path: &str) -> Result<Vec<u16>> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| {
-            let at = format!("{path}[{i}]");
-            match item {
-                Value::Number(n) => n
-                    .as_u64()
-                    .and_then(|n| u16::try_from(n).ok())
-                    .ok_or_else(|| SpecError::new(at, format!("bad port ({n}): expected 0-65535"))),
-                Value::String(s) => port(s, &at),
-                _ => Err(SpecError::new(
-                    at,
-                    "expected a port (a string such as \"8080\")",
-                )),
-            }
+        .map(|(i, item)| match item {
+            Value::Number(n) => Ok(n.to_string()),
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(SpecError::new(
+                format!("{path}[{i}]"),
+                "expected a port (a string such as \"8080\")",
+            )),
         })
         .collect()
 }
 
-/// Ports as strings (condition values).
+/// Ports as strings, checked as Istio's `ValidatePorts` (decimal digits, 0-65535).
 pub(crate) fn check_ports(values: &[String], path: &str) -> Result<Vec<u16>> {
     values
         .iter()

@@ -217,7 +217,7 @@ impl ControlPlane {
                 .map(|r| {
                     r.borrow()
                         .as_ref()
-                        .map(|c| c.version.clone())
+                        .map(|c| c.config.version.clone())
                         .unwrap_or_default()
                 })
                 .collect();
@@ -235,7 +235,9 @@ impl ControlPlane {
                 .map(|(mut receiver, old)| {
                     tokio::spawn(async move {
                         receiver
-                            .wait_for(|config| config.as_ref().is_some_and(|c| c.version != old))
+                            .wait_for(|config| {
+                                config.as_ref().is_some_and(|c| c.config.version != old)
+                            })
                             .await
                             .map(|_| started.elapsed())
                             .ok()

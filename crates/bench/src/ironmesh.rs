@@ -265,7 +265,7 @@ mod tests {
         for mut config in [client, server] {
             // The hub stamps the content version before pushing; the proxy validates what it receives.
             config.version = ironmesh_proto::content_version(&config);
-            ironmesh_proto::validate_config(&config).unwrap();
+            ironmesh_proto::compile_config(config.clone()).unwrap();
             let workload = config.workload.as_ref().unwrap();
             assert!(
                 workload

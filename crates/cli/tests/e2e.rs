@@ -728,7 +728,7 @@ fn wait_returns_once_the_sidecars_acknowledged_and_names_those_that_did_not() {
     );
     let held = sidecar.config().borrow().clone().expect("a configuration");
     assert_eq!(
-        held.workload.as_ref().map(|w| w.default_mode()),
+        held.config.workload.as_ref().map(|w| w.default_mode()),
         Some(ServerMode::Strict)
     );
     // `wait KIND NAME` for a change already everywhere returns at once.

@@ -5,19 +5,13 @@
 use std::collections::BTreeMap;
 
 use ironmesh_api::Object;
-use ironmesh_authz::{AuthorizationPolicy, AuthzIndex, PolicyObject};
+use ironmesh_authz::{AuthzIndex, PolicyObject};
 use ironmesh_proto::pb;
 use serde_json::Value;
 
 /// The stored AuthorizationPolicies, indexed by scope.
 pub(crate) struct PolicyScope {
     index: AuthzIndex,
-    /// Every policy by `(namespace, name)`, as pushed.
-    pushed: BTreeMap<(String, String), pb::AuthorizationPolicy>,
-    /// Policies the engine refuses: pushed to every workload they could cover so its proxy NACKs them by
-    /// name and keeps enforcing the last good set (dropping them would silently open a DENY).
-    invalid: Vec<PolicyObject>,
-    root_namespace: String,
 }
 
 fn policy_object(object: &Object) -> PolicyObject {
@@ -31,48 +25,30 @@ fn policy_object(object: &Object) -> PolicyObject {
 }
 
 impl PolicyScope {
+    /// Indexes the valid policies. A stored policy the engine refuses (apply refuses it too, so only an
+    /// older ironmesh could have stored it) is logged by name and sent to no proxy.
     pub(crate) fn new(objects: &[Object], root_namespace: &str) -> Self {
-        let (valid, invalid): (Vec<PolicyObject>, Vec<PolicyObject>) = objects
+        let policies = objects
             .iter()
             .filter(|o| o.kind == "AuthorizationPolicy")
-            .map(policy_object)
-            .partition(|p| AuthorizationPolicy::from_spec(&p.spec).is_ok());
-        let pushed = valid
-            .iter()
-            .chain(&invalid)
-            .map(|p| ((p.namespace.clone(), p.name.clone()), p.into()))
-            .collect();
-        let index = AuthzIndex::new(valid, root_namespace)
-            .expect("every policy in the index parsed on its own");
-        Self {
-            index,
-            pushed,
-            invalid,
-            root_namespace: root_namespace.to_owned(),
+            .map(policy_object);
+        let (index, invalid) = AuthzIndex::skipping_invalid(policies, root_namespace);
+        for error in invalid {
+            tracing::warn!(%error, "not sent to any sidecar; fix or delete the policy");
         }
+        Self { index }
     }
 
-    /// The policies to push to the sidecar of a workload in `namespace` with `labels`.
+    /// The policies to send the sidecar of a workload in `namespace` with `labels`, in evaluation order.
     pub(crate) fn for_workload(
         &self,
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<pb::AuthorizationPolicy> {
-        let applied = self.index.policies_for(namespace, labels);
-        let mut names: Vec<(String, String)> = applied
-            .policies()
-            .map(|(name, _)| (name.namespace.to_string(), name.name.to_string()))
-            .collect();
-        names.extend(
-            self.invalid
-                .iter()
-                .filter(|p| p.namespace == namespace || p.namespace == self.root_namespace)
-                .map(|p| (p.namespace.clone(), p.name.clone())),
-        );
-        names.sort();
-        names
-            .iter()
-            .filter_map(|key| self.pushed.get(key).cloned())
+        self.index
+            .policies_for(namespace, labels)
+            .entries()
+            .map(|(name, policy, dry_run)| ironmesh_proto::policy_message(name, policy, dry_run))
             .collect()
     }
 }
@@ -327,7 +303,8 @@ mod tests {
                 "{selector: {matchLabels: {app: sleep}}, action: DENY, rules: [{to: [{operation: {ports: [\"9\"]}}]}]}"
             ),
         ));
-        // (pod, expected policies): namespace-wide, selector-narrowed, root (mesh-wide) with and without selector.
+        // (pod, expected policies in evaluation order, DENY before ALLOW before AUDIT): namespace-wide,
+        // selector-narrowed, root (mesh-wide) with and without selector.
         let table: [(&str, &str, &[&str]); 4] = [
             (
                 "foo",
@@ -338,9 +315,9 @@ mod tests {
                 "foo",
                 "sleep",
                 &[
+                    "istio-system/mesh-sleep",
                     "foo/allow-foo",
                     "istio-system/mesh-audit",
-                    "istio-system/mesh-sleep",
                 ],
             ),
             (
@@ -351,26 +328,25 @@ mod tests {
             (
                 "bar",
                 "sleep",
-                &["istio-system/mesh-audit", "istio-system/mesh-sleep"],
+                &["istio-system/mesh-sleep", "istio-system/mesh-audit"],
             ),
         ];
         for (ns, app, expected) in table {
             assert_eq!(policies_of(&objects, ns, app), expected, "{app} in {ns}");
         }
         let workload = config(&objects, "foo", "httpbin").workload.unwrap();
-        assert_eq!(workload.root_namespace, "istio-system");
-        let pushed = &workload.authorization_policies[0];
-        let spec: serde_json::Value = serde_json::from_str(&pushed.spec_json).unwrap();
-        assert_eq!(
-            spec["rules"][0]["from"][0]["source"]["namespaces"][0],
-            "foo"
-        );
+        let sent = &workload.authorization_policies[0];
+        assert_eq!(sent.rules[0].from[0].namespaces, ["foo"]);
     }
 
     #[test]
-    fn an_invalid_policy_is_still_pushed_so_the_proxy_refuses_it_by_name() {
+    fn an_invalid_stored_policy_is_sent_to_no_sidecar() {
         // Stored before apply-time validation knew better (e.g. by an older ironmesh): now refused.
-        let mut objects = cluster(&policy("foo", "templated", "{rules: [{}]}"));
+        let mut objects = cluster(&format!(
+            "{}{}",
+            policy("foo", "templated", "{rules: [{}]}"),
+            policy("foo", "allow-all", "{rules: [{}]}")
+        ));
         let stored = objects
             .iter_mut()
             .find(|o| o.kind == "AuthorizationPolicy")
@@ -379,14 +355,7 @@ mod tests {
             "spec".into(),
             json!({"rules": [{"to": [{"operation": {"paths": ["/a/{id}"]}}]}]}),
         );
-        assert_eq!(policies_of(&objects, "foo", "httpbin"), ["foo/templated"]);
-        assert!(policies_of(&objects, "bar", "httpbin").is_empty());
-        let rejection = ironmesh_proto::validate_config(&pb::ProxyConfig {
-            version: "1".into(),
-            ..config(&objects, "foo", "httpbin")
-        })
-        .unwrap_err();
-        assert_eq!(rejection.resource, "authorizationpolicy/foo/templated");
+        assert_eq!(policies_of(&objects, "foo", "httpbin"), ["foo/allow-all"]);
     }
 
     fn visible(config: &pb::ProxyConfig) -> Vec<&str> {

@@ -1,90 +1,150 @@
-//! The AuthorizationPolicies a workload's configuration carries: compiling them with `ironmesh-authz`
-//! into the policies the proxy evaluates, and the conversion the control plane uses to send them.
-
-use std::collections::BTreeMap;
+//! The AuthorizationPolicies a workload's configuration carries: the typed message the control plane
+//! builds from a policy ironmesh-authz validated, and the one compile step that turns the received
+//! messages back into the policies the proxy evaluates. Also the client TLS decisions both sides share.
 
 use ironmesh_authz::{
-    AppliedPolicies, AuthzIndex, DEFAULT_ROOT_NAMESPACE, DRY_RUN_ANNOTATION, PolicyObject,
+    Action, AppliedPolicies, AuthorizationPolicy, ConditionSpec, OperationSpec, PolicyName,
+    RuleSpec, SourceSpec,
 };
 
 use crate::pb;
+use crate::pb::authorization_policy as wire;
 use crate::validate::ConfigRejection;
+
+/// Builds `$target` from `$value`, cloning the fields both name alike; each field list is written once,
+/// for both directions.
+macro_rules! same_fields {
+    ($value:expr, $($target:ident)::+, [$($field:ident),*]) => {
+        $($target)::+ { $($field: $value.$field.clone()),* }
+    };
+}
+
+macro_rules! source {
+    ($value:expr, $($target:ident)::+) => {
+        same_fields!($value, $($target)::+, [
+            principals, not_principals, request_principals, not_request_principals, namespaces,
+            not_namespaces, service_accounts, not_service_accounts, trust_domains, not_trust_domains,
+            ip_blocks, not_ip_blocks, remote_ip_blocks, not_remote_ip_blocks
+        ])
+    };
+}
+
+macro_rules! operation {
+    ($value:expr, $($target:ident)::+) => {
+        same_fields!($value, $($target)::+, [
+            hosts, not_hosts, ports, not_ports, methods, not_methods, paths, not_paths
+        ])
+    };
+}
+
+macro_rules! condition {
+    ($value:expr, $($target:ident)::+) => {
+        same_fields!($value, $($target)::+, [key, values, not_values])
+    };
+}
+
+/// The message for a policy the control plane validated and scoped to a workload.
+pub fn policy_message(
+    name: &PolicyName,
+    policy: &AuthorizationPolicy,
+    dry_run: bool,
+) -> pb::AuthorizationPolicy {
+    let action = match policy.action() {
+        Action::Allow => wire::Action::Allow,
+        Action::Deny => wire::Action::Deny,
+        Action::Audit => wire::Action::Audit,
+        Action::Custom => wire::Action::Custom,
+    };
+    let rules = policy
+        .written_rules()
+        .iter()
+        .map(|rule| wire::Rule {
+            from: rule.from.iter().map(|s| source!(s, wire::Source)).collect(),
+            to: rule
+                .to
+                .iter()
+                .map(|o| operation!(o, wire::Operation))
+                .collect(),
+            when: rule
+                .when
+                .iter()
+                .map(|c| condition!(c, wire::Condition))
+                .collect(),
+        })
+        .collect();
+    pb::AuthorizationPolicy {
+        namespace: name.namespace.to_string(),
+        name: name.name.to_string(),
+        action: action as i32,
+        rules,
+        dry_run,
+    }
+}
 
 /// The resource name a NACK uses for a refused policy: `authorizationpolicy/<namespace>/<name>`.
 pub fn policy_resource(policy: &pb::AuthorizationPolicy) -> String {
     format!("authorizationpolicy/{}/{}", policy.namespace, policy.name)
 }
 
-impl From<&PolicyObject> for pb::AuthorizationPolicy {
-    fn from(object: &PolicyObject) -> Self {
-        pb::AuthorizationPolicy {
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-            creation_timestamp: object.creation_timestamp.clone().unwrap_or_default(),
-            spec_json: object.spec.to_string(),
-            annotations: object
-                .annotations
-                .iter()
-                .filter(|(key, _)| key.as_str() == DRY_RUN_ANNOTATION)
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-        }
-    }
-}
-
-/// The stored form of a pushed policy; fails when `spec_json` is not JSON.
-pub fn policy_object(policy: &pb::AuthorizationPolicy) -> Result<PolicyObject, ConfigRejection> {
-    let spec = serde_json::from_str(&policy.spec_json).map_err(|error| ConfigRejection {
+/// Validates and compiles one received policy with Istio's rules (ironmesh-authz, as apply does).
+fn compile_policy(
+    policy: &pb::AuthorizationPolicy,
+) -> Result<(PolicyName, AuthorizationPolicy, bool), ConfigRejection> {
+    let refuse = |reason: String| ConfigRejection {
         resource: policy_resource(policy),
-        reason: format!("spec is not JSON: {error}"),
-    })?;
-    Ok(PolicyObject {
-        namespace: policy.namespace.clone(),
-        name: policy.name.clone(),
-        creation_timestamp: (!policy.creation_timestamp.is_empty())
-            .then(|| policy.creation_timestamp.clone()),
-        annotations: policy
-            .annotations
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
-        spec,
-    })
+        reason,
+    };
+    if policy.namespace.is_empty() || policy.name.is_empty() {
+        return Err(refuse("namespace and name are required".into()));
+    }
+    let action = match wire::Action::try_from(policy.action) {
+        Ok(wire::Action::Allow) => Action::Allow,
+        Ok(wire::Action::Deny) => Action::Deny,
+        Ok(wire::Action::Audit) => Action::Audit,
+        Ok(wire::Action::Custom) => Action::Custom,
+        Err(_) => {
+            return Err(refuse(format!(
+                "unknown action {}; expected ALLOW, DENY, AUDIT or CUSTOM",
+                policy.action
+            )));
+        }
+    };
+    let rules = policy
+        .rules
+        .iter()
+        .map(|rule| RuleSpec {
+            from: rule.from.iter().map(|s| source!(s, SourceSpec)).collect(),
+            to: rule
+                .to
+                .iter()
+                .map(|o| operation!(o, OperationSpec))
+                .collect(),
+            when: rule
+                .when
+                .iter()
+                .map(|c| condition!(c, ConditionSpec))
+                .collect(),
+        })
+        .collect();
+    let compiled =
+        AuthorizationPolicy::compile(action, rules).map_err(|e| refuse(e.to_string()))?;
+    let name = PolicyName {
+        namespace: policy.namespace.as_str().into(),
+        name: policy.name.as_str().into(),
+    };
+    Ok((name, compiled, policy.dry_run))
 }
 
-/// Compiles the workload's pushed policies and keeps those whose scope covers it (namespace or root
-/// namespace, selector). A policy the engine refuses fails the whole configuration, named in the NACK, so
-/// the proxy keeps enforcing the last good set instead of a partial one.
-pub fn applied_policies(workload: &pb::Workload) -> Result<AppliedPolicies, ConfigRejection> {
-    if workload.authorization_policies.is_empty() {
-        return Ok(AppliedPolicies::default());
-    }
-    let objects = workload
+/// Compiles the workload's received policies, in the order received, into what the proxy evaluates. A
+/// policy that does not compile fails the whole configuration, named in the NACK, so the proxy keeps
+/// enforcing the last good set instead of a partial one.
+pub fn compile_policies(workload: &pb::Workload) -> Result<AppliedPolicies, ConfigRejection> {
+    let policies = workload
         .authorization_policies
         .iter()
-        .map(policy_object)
+        .map(compile_policy)
         .collect::<Result<Vec<_>, _>>()?;
-    let root = if workload.root_namespace.is_empty() {
-        DEFAULT_ROOT_NAMESPACE
-    } else {
-        &workload.root_namespace
-    };
-    let index = AuthzIndex::new(objects, root).map_err(|error| {
-        let ironmesh_authz::AuthzError::InvalidPolicy {
-            namespace, name, ..
-        } = &error;
-        let resource = format!("authorizationpolicy/{namespace}/{name}");
-        ConfigRejection {
-            resource,
-            reason: error.to_string(),
-        }
-    })?;
-    let labels: BTreeMap<String, String> = workload
-        .labels
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    Ok(index.policies_for(&workload.namespace, &labels))
+    Ok(AppliedPolicies::from_scoped(policies))
 }
 
 /// Whether a client sidecar opens mTLS to `endpoint` for `port`, as the data path decides it: ISTIO_MUTUAL
@@ -113,61 +173,6 @@ pub fn client_sni(service: &pb::Service, port: &pb::ServicePort) -> String {
 mod tests {
     use super::*;
 
-    fn workload(specs: &[(&str, &str)]) -> pb::Workload {
-        pb::Workload {
-            name: "httpbin-1".into(),
-            namespace: "foo".into(),
-            labels: [("app".to_owned(), "httpbin".to_owned())].into(),
-            authorization_policies: specs
-                .iter()
-                .map(|(name, spec)| pb::AuthorizationPolicy {
-                    namespace: "foo".into(),
-                    name: (*name).into(),
-                    creation_timestamp: String::new(),
-                    spec_json: (*spec).into(),
-                    annotations: Default::default(),
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn pushed_policies_compile_for_the_workload() {
-        let applied = applied_policies(&workload(&[(
-            "allow-foo",
-            r#"{"action":"ALLOW","rules":[{"from":[{"source":{"namespaces":["foo"]}}]}]}"#,
-        )]))
-        .unwrap();
-        let names: Vec<String> = applied.policies().map(|(n, _)| n.to_string()).collect();
-        assert_eq!(names, ["foo/allow-foo"]);
-    }
-
-    #[test]
-    fn the_dry_run_annotation_travels_with_the_policy() {
-        let object = PolicyObject {
-            namespace: "foo".into(),
-            name: "p".into(),
-            creation_timestamp: None,
-            annotations: [
-                (DRY_RUN_ANNOTATION.to_owned(), "true".to_owned()),
-                (
-                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
-                    "{}".to_owned(),
-                ),
-            ]
-            .into(),
-            spec: serde_json::json!({"action": "DENY", "rules": [{}]}),
-        };
-        let pushed = pb::AuthorizationPolicy::from(&object);
-        assert_eq!(pushed.annotations.len(), 1);
-        let back = policy_object(&pushed).unwrap();
-        assert_eq!(
-            back.annotations.get(DRY_RUN_ANNOTATION).map(String::as_str),
-            Some("true")
-        );
-    }
-
     #[test]
     fn the_client_sni_is_envoys_cluster_name_unless_the_rule_sets_one() {
         let service = pb::Service {
@@ -185,19 +190,5 @@ mod tests {
         );
         port.tls.as_mut().unwrap().sni = "custom.example".into();
         assert_eq!(client_sni(&service, &port), "custom.example");
-    }
-
-    #[test]
-    fn a_bad_policy_is_refused_by_name() {
-        let rejection =
-            applied_policies(&workload(&[("custom", r#"{"action":"CUSTOM"}"#)])).unwrap_err();
-        assert_eq!(rejection.resource, "authorizationpolicy/foo/custom");
-        assert!(
-            rejection.reason.contains("CUSTOM action without `rules`"),
-            "{}",
-            rejection.reason
-        );
-        let rejection = applied_policies(&workload(&[("broken", "{not json")])).unwrap_err();
-        assert_eq!(rejection.resource, "authorizationpolicy/foo/broken");
     }
 }

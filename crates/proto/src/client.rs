@@ -1,5 +1,6 @@
-//! The proxy side of the configuration stream: subscribe, validate, ACK/NACK, keep the last good snapshot,
-//! reconnect with jittered exponential backoff and resend the known version.
+//! The proxy side of the configuration stream: subscribe, compile each push once into what the proxy
+//! serves, ACK/NACK, keep the last good compiled snapshot, reconnect with jittered exponential backoff and
+//! resend the known version.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tonic::Request;
 
 use crate::pb::proxy_config_service_client::ProxyConfigServiceClient;
 use crate::pb::{Ack, Nack, ProxyConfig, ProxyMessage, Subscribe, proxy_message};
-use crate::validate::{ConfigRejection, validate_config};
+use crate::validate::{CompiledConfig, ConfigRejection, compile_config};
 use ironmesh_identity::{ControlPlaneAddress, EndpointError, connect_channel};
 
 /// Where the bearer token comes from. A file is re-read on every connection so a rotated token is picked up.
@@ -37,8 +38,9 @@ pub enum ClientError {
     Refused(#[from] tonic::Status),
 }
 
-/// An extra check the proxy applies on top of [`validate_config`] before ACKing.
-pub type ExtraValidator = Arc<dyn Fn(&ProxyConfig) -> Result<(), ConfigRejection> + Send + Sync>;
+/// How a received configuration becomes what the proxy serves, in one step (an error is NACKed and the
+/// last good one kept); [`compile_config`] for a client that needs no more.
+pub type Compile<T> = Arc<dyn Fn(ProxyConfig) -> Result<T, ConfigRejection> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct ConfigClientOptions {
@@ -48,7 +50,6 @@ pub struct ConfigClientOptions {
     pub token: TokenSource,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
-    pub extra_validator: Option<ExtraValidator>,
 }
 
 impl ConfigClientOptions {
@@ -63,31 +64,37 @@ impl ConfigClientOptions {
             token,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(15),
-            extra_validator: None,
         }
     }
 }
 
-/// A running subscription. Dropping it stops the background task; the last good config stays readable in
-/// receivers obtained before.
-pub struct ConfigClient {
-    config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+/// A running subscription, holding configurations compiled into `T`. Dropping it stops the background
+/// task; the last good config stays readable in receivers obtained before.
+pub struct ConfigClient<T = CompiledConfig> {
+    config: watch::Receiver<Option<Arc<T>>>,
     connected: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
-impl Drop for ConfigClient {
+impl<T> Drop for ConfigClient<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
 impl ConfigClient {
-    /// Starts the subscription on the current tokio runtime.
+    /// Starts the subscription on the current tokio runtime, compiling with [`compile_config`].
     pub fn spawn(options: ConfigClientOptions) -> Self {
+        Self::spawn_compiling(options, Arc::new(compile_config))
+    }
+}
+
+impl<T: Send + Sync + 'static> ConfigClient<T> {
+    /// Starts the subscription on the current tokio runtime; `compile` turns each push into what is served.
+    pub fn spawn_compiling(options: ConfigClientOptions, compile: Compile<T>) -> Self {
         let (config_tx, config) = watch::channel(None);
         let (connected_tx, connected) = watch::channel(false);
-        let task = tokio::spawn(run(options, config_tx, connected_tx));
+        let task = tokio::spawn(run(options, compile, config_tx, connected_tx));
         Self {
             config,
             connected,
@@ -96,7 +103,7 @@ impl ConfigClient {
     }
 
     /// The last good configuration (`None` until the first one is applied).
-    pub fn config(&self) -> watch::Receiver<Option<Arc<ProxyConfig>>> {
+    pub fn config(&self) -> watch::Receiver<Option<Arc<T>>> {
         self.config.clone()
     }
 
@@ -110,14 +117,37 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
-async fn run(
+/// What one stream needs and what outlives it.
+struct Subscription<T> {
     options: ConfigClientOptions,
-    config_tx: watch::Sender<Option<Arc<ProxyConfig>>>,
+    compile: Compile<T>,
+    config_tx: watch::Sender<Option<Arc<T>>>,
+    connected_tx: watch::Sender<bool>,
+    /// The version of the last applied configuration, sent on reconnect; empty before the first.
+    known_version: String,
+}
+
+async fn run<T>(
+    options: ConfigClientOptions,
+    compile: Compile<T>,
+    config_tx: watch::Sender<Option<Arc<T>>>,
     connected_tx: watch::Sender<bool>,
 ) {
     let mut backoff = options.backoff_initial;
+    let mut subscription = Subscription {
+        options,
+        compile,
+        config_tx,
+        connected_tx,
+        known_version: String::new(),
+    };
     loop {
-        let result = session(&options, &config_tx, &connected_tx, &mut backoff).await;
+        let result = session(&mut subscription, &mut backoff).await;
+        let Subscription {
+            options,
+            connected_tx,
+            ..
+        } = &subscription;
         connected_tx.send_replace(false);
         match result {
             Ok(()) => {
@@ -148,24 +178,18 @@ fn message(kind: proxy_message::Kind) -> ProxyMessage {
     ProxyMessage { kind: Some(kind) }
 }
 
-async fn session(
-    options: &ConfigClientOptions,
-    config_tx: &watch::Sender<Option<Arc<ProxyConfig>>>,
-    connected_tx: &watch::Sender<bool>,
+async fn session<T>(
+    subscription: &mut Subscription<T>,
     backoff: &mut Duration,
 ) -> Result<(), ClientError> {
+    let options = &subscription.options;
     let token = read_token(&options.token).await?;
     let channel = connect_channel(&options.address).await?;
     let mut client = ProxyConfigServiceClient::new(channel);
-    let known_version = config_tx
-        .borrow()
-        .as_ref()
-        .map(|config| config.version.clone())
-        .unwrap_or_default();
     let (replies, outbound) = mpsc::channel(4);
     let subscribe = Subscribe {
         proxy_id: options.proxy_id.clone(),
-        known_version,
+        known_version: subscription.known_version.clone(),
     };
     // Cannot fail: the receiver is alive and the channel is empty.
     let _ = replies
@@ -178,21 +202,18 @@ async fn session(
         request.metadata_mut().insert("authorization", value);
     }
     let mut pushes = client.stream_config(request).await?.into_inner();
-    connected_tx.send_replace(true);
+    subscription.connected_tx.send_replace(true);
     *backoff = options.backoff_initial;
     tracing::info!(address = %options.address, proxy = %options.proxy_id, "configuration stream established");
     while let Some(push) = pushes.message().await? {
         let Some(config) = push.config else { continue };
         let version = config.version.clone();
-        let verdict = validate_config(&config).and_then(|()| {
-            options
-                .extra_validator
-                .as_ref()
-                .map_or(Ok(()), |extra| extra(&config))
-        });
-        let reply = match verdict {
-            Ok(()) => {
-                config_tx.send_replace(Some(Arc::new(config)));
+        let reply = match (subscription.compile)(config) {
+            Ok(compiled) => {
+                subscription
+                    .config_tx
+                    .send_replace(Some(Arc::new(compiled)));
+                subscription.known_version = version.clone();
                 tracing::info!(%version, "applied configuration");
                 proxy_message::Kind::Ack(Ack { version })
             }

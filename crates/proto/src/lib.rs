@@ -3,9 +3,10 @@
 //! - [`pb`]: the generated `ironmesh.mesh.v1` types (`ProxyConfig`, `Workload`, `Service`, ...).
 //! - [`ConfigHub`]: the server side; the control plane calls [`ConfigHub::publish`] with each proxy's computed
 //!   configuration and mounts [`ConfigHub::service`] on its gRPC server.
-//! - [`ConfigClient`]: the proxy side; keeps the last good configuration in a `watch` channel.
-//! - [`validate_config`] / [`decode_config`]: the checks a proxy applies before ACKing a push.
-//! - [`applied_policies`]: the workload's pushed AuthorizationPolicies compiled with `ironmesh-authz`.
+//! - [`ConfigClient`]: the proxy side; compiles each push once (NACK on failure) and keeps the last good
+//!   compiled configuration in a `watch` channel.
+//! - [`compile_config`] / [`decode_config`]: the checks and the policy compilation a proxy applies before
+//!   ACKing a push; [`policy_message`]: the typed AuthorizationPolicy the control plane sends.
 
 mod authz;
 mod client;
@@ -18,10 +19,10 @@ pub mod pb {
     tonic::include_proto!("ironmesh.mesh.v1");
 }
 
-pub use authz::{applied_policies, client_sni, client_uses_mtls, policy_object, policy_resource};
-pub use client::{ClientError, ConfigClient, ConfigClientOptions, ExtraValidator, TokenSource};
+pub use authz::{client_sni, client_uses_mtls, compile_policies, policy_message, policy_resource};
+pub use client::{ClientError, Compile, ConfigClient, ConfigClientOptions, TokenSource};
 pub use hub::{
     AuthError, Authenticator, ConfigHub, HubError, HubOptions, HubService, ProxyStatus,
     content_version,
 };
-pub use validate::{ConfigRejection, decode_config, validate_config};
+pub use validate::{CompiledConfig, ConfigRejection, compile_config, decode_config};

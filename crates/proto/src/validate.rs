@@ -1,4 +1,5 @@
-//! What a proxy checks before it applies (ACKs) a pushed configuration; a refusal names the bad resource.
+//! What a proxy checks and compiles before it applies (ACKs) a pushed configuration, in one step; a
+//! refusal names the bad resource.
 //!
 //! Both functions are pure and total over arbitrary input, so they can be fuzzed directly.
 
@@ -6,6 +7,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use prost::Message;
+
+use ironmesh_authz::AppliedPolicies;
 
 use crate::pb::{ClientTlsMode, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode};
 
@@ -27,12 +30,30 @@ fn reject(resource: impl Into<String>, reason: impl Into<String>) -> ConfigRejec
     }
 }
 
-/// Decodes a protobuf-encoded `ProxyConfig` and validates it.
-pub fn decode_config(bytes: &[u8]) -> Result<ProxyConfig, ConfigRejection> {
+/// A received configuration, checked, with its AuthorizationPolicies compiled: what a proxy serves.
+#[derive(Debug, Clone)]
+pub struct CompiledConfig {
+    pub config: ProxyConfig,
+    /// The workload's policies, ready to evaluate (none without a workload: everything is allowed).
+    pub authz: AppliedPolicies,
+}
+
+/// Checks every resource of a configuration and compiles its policies, once; the first problem found
+/// is returned (the proxy NACKs it and keeps its last good configuration).
+pub fn compile_config(config: ProxyConfig) -> Result<CompiledConfig, ConfigRejection> {
+    check_config(&config)?;
+    let authz = match &config.workload {
+        Some(workload) => crate::authz::compile_policies(workload)?,
+        None => AppliedPolicies::default(),
+    };
+    Ok(CompiledConfig { config, authz })
+}
+
+/// Decodes a protobuf-encoded `ProxyConfig` and compiles it.
+pub fn decode_config(bytes: &[u8]) -> Result<CompiledConfig, ConfigRejection> {
     let config = ProxyConfig::decode(bytes)
         .map_err(|error| reject("config", format!("not a ProxyConfig: {error}")))?;
-    validate_config(&config)?;
-    Ok(config)
+    compile_config(config)
 }
 
 fn check_port(resource: &str, port: u32, allow_zero: bool) -> Result<(), ConfigRejection> {
@@ -52,8 +73,8 @@ fn check_spiffe(resource: &str, id: &str) -> Result<(), ConfigRejection> {
     Ok(())
 }
 
-/// Checks every resource of a configuration; the first problem found is returned.
-pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
+/// The checks of everything but the policies, which [`compile_config`] checks by compiling them.
+fn check_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
     if config.version.is_empty() {
         return Err(reject("config", "version is empty"));
     }
@@ -83,7 +104,6 @@ pub fn validate_config(config: &ProxyConfig) -> Result<(), ConfigRejection> {
                 ),
             ));
         }
-        crate::authz::applied_policies(workload)?;
         let mut seen = HashSet::new();
         for port in &workload.ports {
             let resource = format!("workload/port/{}", port.port);
@@ -189,14 +209,14 @@ mod tests {
 
     #[test]
     fn a_well_formed_config_is_accepted() {
-        assert_eq!(validate_config(&good()), Ok(()));
+        assert_eq!(check_config(&good()), Ok(()));
     }
 
     #[test]
     fn a_bad_endpoint_ip_is_refused_by_name() {
         let mut config = good();
         config.services[0].endpoints[0].ip = "not-an-ip".into();
-        let rejection = validate_config(&config).unwrap_err();
+        let rejection = check_config(&config).unwrap_err();
         assert_eq!(
             rejection.resource,
             "service/httpbin.foo.svc.cluster.local/endpoint/not-an-ip"
@@ -207,7 +227,7 @@ mod tests {
     fn a_pending_endpoint_without_ip_is_accepted() {
         let mut config = good();
         config.services[0].endpoints[0].ip.clear();
-        assert_eq!(validate_config(&config), Ok(()));
+        assert_eq!(check_config(&config), Ok(()));
     }
 
     #[test]
@@ -215,13 +235,13 @@ mod tests {
         let mut config = good();
         config.services[0].ports[0].port = 70000;
         assert_eq!(
-            validate_config(&config).unwrap_err().resource,
+            check_config(&config).unwrap_err().resource,
             "service/httpbin.foo.svc.cluster.local/port/70000"
         );
         let mut config = good();
         config.workload.as_mut().unwrap().ports[0].mode = 42;
         assert_eq!(
-            validate_config(&config).unwrap_err().resource,
+            check_config(&config).unwrap_err().resource,
             "workload/port/80"
         );
     }
@@ -230,16 +250,13 @@ mod tests {
     fn a_bad_trust_bundle_is_refused_by_name() {
         let mut config = good();
         config.trust_bundle_pem = vec!["not a certificate".into()];
-        assert_eq!(
-            validate_config(&config).unwrap_err().resource,
-            "trust_bundle"
-        );
+        assert_eq!(check_config(&config).unwrap_err().resource, "trust_bundle");
     }
 
     #[test]
     fn an_encoded_config_round_trips() {
         let bytes = good().encode_to_vec();
-        assert_eq!(decode_config(&bytes).unwrap(), good());
+        assert_eq!(decode_config(&bytes).unwrap().config, good());
     }
 
     proptest! {

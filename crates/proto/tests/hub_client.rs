@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use ironmesh_proto::pb::{Endpoint, ProxyConfig, Service, ServicePort};
 use ironmesh_proto::{
-    AuthError, ConfigClient, ConfigClientOptions, ConfigHub, HubOptions, TokenSource,
+    AuthError, CompiledConfig, ConfigClient, ConfigClientOptions, ConfigHub, HubOptions,
+    TokenSource,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -132,10 +133,10 @@ async fn wait_status(
     );
 }
 
-fn first_endpoint(config: &Option<Arc<ProxyConfig>>) -> Option<String> {
+fn first_endpoint(config: &Option<Arc<CompiledConfig>>) -> Option<String> {
     config
         .as_ref()
-        .map(|config| config.services[0].endpoints[0].ip.clone())
+        .map(|config| config.config.services[0].endpoints[0].ip.clone())
 }
 
 #[tokio::test]
@@ -150,7 +151,7 @@ async fn pushes_nacks_and_reconnects_with_the_known_version() {
     let mut configs = client.config();
     let first = wait_for(&mut configs, "first config", |c| c.is_some()).await;
     assert_eq!(first_endpoint(&first).as_deref(), Some("10.0.0.5"));
-    let first_version = first.unwrap().version.clone();
+    let first_version = first.unwrap().config.version.clone();
     wait_status(&hub, "ack of the first push", |s| {
         s.acked_version.as_deref() == Some(&first_version)
     })

@@ -12,6 +12,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ironmesh_identity::WorkloadCertificates;
 use ironmesh_proto::pb::{Protocol, ProxyConfig, ServerMode};
+
+use crate::index::ConfigIndex;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,7 +28,7 @@ pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 #[derive(Clone)]
 pub struct AdminState {
     pub certs: WorkloadCertificates,
-    pub config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+    pub config: watch::Receiver<Option<Arc<ConfigIndex>>>,
     pub metrics: Arc<Metrics>,
     pub set_log_level: Option<LogLevelSetter>,
 }
@@ -138,7 +140,8 @@ fn route(
             let dump = state
                 .config
                 .borrow()
-                .as_deref()
+                .as_ref()
+                .and_then(|index| index.config())
                 .map_or(Value::Null, config_json);
             text(StatusCode::OK, "application/json", pretty(&dump))
         }

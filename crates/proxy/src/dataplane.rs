@@ -79,7 +79,7 @@ impl DataPlane {
     pub async fn start(
         options: DataPlaneOptions,
         certs: WorkloadCertificates,
-        mut config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+        mut config: watch::Receiver<Option<Arc<ConfigIndex>>>,
         sockets: Arc<dyn SocketLayer>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, DataPlaneError> {
@@ -104,7 +104,7 @@ impl DataPlane {
         let context = Arc::new(Context {
             sockets,
             certs,
-            index: ArcSwap::from_pointee(initial.map(ConfigIndex::new).unwrap_or_default()),
+            index: ArcSwap::new(initial.unwrap_or_default()),
             metrics,
             workload: options.workload,
             client_configs: Default::default(),
@@ -119,7 +119,7 @@ impl DataPlane {
             tokio::spawn(async move {
                 while config.changed().await.is_ok() {
                     if let Some(latest) = config.borrow_and_update().clone() {
-                        context.index.store(Arc::new(ConfigIndex::new(latest)));
+                        context.index.store(latest);
                         context
                             .index_changes
                             .send_modify(|generation| *generation += 1);

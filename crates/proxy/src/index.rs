@@ -1,17 +1,19 @@
-//! The proxy's lookup view of a `ProxyConfig`: inbound mode per port, outbound service by original
-//! destination, endpoint choice (round robin), the client TLS decision, the workload's compiled
-//! AuthorizationPolicies and its outbound traffic policy.
+//! The proxy's lookup view of a `ProxyConfig`, built in the one compile step the config client runs on
+//! each push ([`compile_config`]): inbound mode per port, outbound service by original destination,
+//! endpoint choice (round robin), the client TLS decision, the workload's compiled AuthorizationPolicies
+//! and its outbound traffic policy.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ironmesh_authz::{AppliedPolicies, AuthzIndex, PolicyObject};
+use ironmesh_authz::AppliedPolicies;
 use ironmesh_identity::SpiffeId;
 use ironmesh_proto::pb::{
     Endpoint, OutboundTrafficPolicy, Protocol, ProxyConfig, ServerMode, Service, ServicePort,
 };
+use ironmesh_proto::{CompiledConfig, ConfigRejection};
 
 /// Whether a port is proxied as HTTP (Istio: http, http2, grpc) or copied as TCP.
 pub(crate) fn is_http(protocol: i32) -> bool {
@@ -52,16 +54,18 @@ pub(crate) enum UpstreamTls {
     },
 }
 
+/// What the data plane serves: a received configuration, checked, compiled and indexed. The default (before
+/// the first configuration) refuses every inbound connection and routes nothing.
 #[derive(Default)]
-pub(crate) struct ConfigIndex {
-    pub config: Option<Arc<ProxyConfig>>,
+pub struct ConfigIndex {
+    pub(crate) config: Option<Arc<ProxyConfig>>,
     targets: HashMap<SocketAddr, Target>,
     inbound: HashMap<u16, (ServerMode, bool)>,
     default_mode: Option<ServerMode>,
     /// The AuthorizationPolicies enforced on inbound traffic (none before the first configuration).
-    pub authz: AppliedPolicies,
+    pub(crate) authz: AppliedPolicies,
     /// REGISTRY_ONLY: destinations not in the configuration are blocked instead of passed through.
-    pub registry_only: bool,
+    pub(crate) registry_only: bool,
     /// Ports on which some known service speaks HTTP: a blocked destination there gets Envoy's 502.
     http_ports: std::collections::HashSet<u16>,
 }
@@ -73,8 +77,17 @@ fn mode_of(value: i32) -> ServerMode {
     }
 }
 
+/// Turns a received configuration into the index the data plane serves, in one step: the checks and the
+/// policy compilation of [`ironmesh_proto::compile_config`], then the lookup tables. The config client
+/// calls it on every push and NACKs an error, keeping the last good index.
+pub fn compile_config(config: ProxyConfig) -> Result<ConfigIndex, ConfigRejection> {
+    ironmesh_proto::compile_config(config).map(ConfigIndex::new)
+}
+
 impl ConfigIndex {
-    pub fn new(config: Arc<ProxyConfig>) -> Self {
+    fn new(compiled: CompiledConfig) -> Self {
+        let CompiledConfig { config, authz } = compiled;
+        let config = Arc::new(config);
         let mut targets = HashMap::new();
         for (service_index, service) in config.services.iter().enumerate() {
             let usable: Arc<[usize]> = (0..service.endpoints.len())
@@ -116,11 +129,6 @@ impl ConfigIndex {
             ),
             None => (HashMap::new(), None),
         };
-        let authz = config
-            .workload
-            .as_ref()
-            .map(compile_policies)
-            .unwrap_or_default();
         let registry_only = config
             .workload
             .as_ref()
@@ -143,20 +151,25 @@ impl ConfigIndex {
         }
     }
 
+    /// The configuration served (`None` before the first one).
+    pub fn config(&self) -> Option<&ProxyConfig> {
+        self.config.as_deref()
+    }
+
     /// Whether `original` is a service VIP or endpoint of the configuration (known to the registry),
     /// whether or not it has a usable endpoint now.
-    pub fn knows(&self, original: SocketAddr) -> bool {
+    pub(crate) fn knows(&self, original: SocketAddr) -> bool {
         self.targets.contains_key(&original)
     }
 
     /// Whether a blocked destination on `port` is answered as HTTP (502) rather than closed.
-    pub fn is_http_port(&self, port: u16) -> bool {
+    pub(crate) fn is_http_port(&self, port: u16) -> bool {
         self.http_ports.contains(&port)
     }
 
     /// Mode and "is HTTP" of an inbound port. Before the first configuration every connection is refused
     /// (STRICT without mTLS material is a reset), as Istio has no listeners yet.
-    pub fn inbound(&self, port: u16) -> (ServerMode, bool) {
+    pub(crate) fn inbound(&self, port: u16) -> (ServerMode, bool) {
         match (self.inbound.get(&port), self.default_mode) {
             (Some(known), _) => *known,
             (None, Some(mode)) => (mode, false),
@@ -165,14 +178,14 @@ impl ConfigIndex {
     }
 
     /// The service an inbound connection addressed (by pod IP and target port), for metrics.
-    pub fn service_at(&self, destination: SocketAddr) -> Option<String> {
+    pub(crate) fn service_at(&self, destination: SocketAddr) -> Option<String> {
         let config = self.config.as_ref()?;
         let target = self.targets.get(&destination)?;
         Some(config.services[target.service].hostname.clone())
     }
 
     /// The route for an intercepted outbound connection, or `None` to pass it through untouched.
-    pub fn route(&self, original: SocketAddr) -> Option<Route> {
+    pub(crate) fn route(&self, original: SocketAddr) -> Option<Route> {
         let config = self.config.as_ref()?;
         let target = self.targets.get(&original)?;
         let service = &config.services[target.service];
@@ -198,28 +211,6 @@ impl ConfigIndex {
             upstream: SocketAddr::new(ip, target_port),
             tls: client_tls(service, port, endpoint, config.auto_mtls),
         })
-    }
-}
-
-/// The workload's policies. A configuration that reached the data plane was validated (bad policies are
-/// NACKed), so a failure here means it bypassed validation: fail closed with an allow-nothing policy
-/// rather than enforce nothing.
-fn compile_policies(workload: &ironmesh_proto::pb::Workload) -> AppliedPolicies {
-    match ironmesh_proto::applied_policies(workload) {
-        Ok(applied) => applied,
-        Err(error) => {
-            tracing::error!(%error, "authorization policies do not compile; denying all inbound traffic");
-            let allow_nothing = PolicyObject {
-                namespace: workload.namespace.clone(),
-                name: "invalid-authorization-policies".into(),
-                creation_timestamp: None,
-                annotations: Default::default(),
-                spec: serde_json::json!({}),
-            };
-            AuthzIndex::new([allow_nothing], &workload.namespace)
-                .map(|index| index.policies_for(&workload.namespace, &Default::default()))
-                .unwrap_or_default()
-        }
     }
 }
 
@@ -305,7 +296,7 @@ mod tests {
 
     #[test]
     fn vip_routes_round_robin_and_pod_ip_is_pinned() {
-        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        let index = compile_config(config(ClientTlsMode::Auto)).unwrap();
         let vip: SocketAddr = "10.96.0.10:8000".parse().unwrap();
         let first = index.route(vip).unwrap();
         let second = index.route(vip).unwrap();
@@ -319,7 +310,7 @@ mod tests {
 
     #[test]
     fn auto_mtls_follows_the_endpoint_and_istio_mutual_always_encrypts() {
-        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        let index = compile_config(config(ClientTlsMode::Auto)).unwrap();
         let with_sidecar = index.route("10.0.0.1:80".parse().unwrap()).unwrap();
         assert!(
             matches!(with_sidecar.tls, UpstreamTls::Mutual { ref expected, .. } if expected.len() == 1)
@@ -328,12 +319,12 @@ mod tests {
             index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
             UpstreamTls::Plaintext
         );
-        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::IstioMutual)));
+        let index = compile_config(config(ClientTlsMode::IstioMutual)).unwrap();
         assert!(matches!(
             index.route("10.0.0.2:80".parse().unwrap()).unwrap().tls,
             UpstreamTls::Mutual { .. }
         ));
-        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::ClientDisable)));
+        let index = compile_config(config(ClientTlsMode::ClientDisable)).unwrap();
         assert_eq!(
             index.route("10.0.0.1:80".parse().unwrap()).unwrap().tls,
             UpstreamTls::Plaintext
@@ -344,7 +335,7 @@ mod tests {
     fn pending_endpoints_without_ip_are_never_picked() {
         let mut config = config(ClientTlsMode::Auto);
         config.services[0].endpoints.insert(0, Endpoint::default());
-        let index = ConfigIndex::new(Arc::new(config));
+        let index = compile_config(config).unwrap();
         let vip: SocketAddr = "10.96.0.10:8000".parse().unwrap();
         for _ in 0..4 {
             let upstream = index.route(vip).unwrap().upstream;
@@ -357,41 +348,43 @@ mod tests {
 
     #[test]
     fn inbound_modes() {
-        let index = ConfigIndex::new(Arc::new(config(ClientTlsMode::Auto)));
+        let index = compile_config(config(ClientTlsMode::Auto)).unwrap();
         assert_eq!(index.inbound(80), (ServerMode::Strict, true));
         assert_eq!(index.inbound(81), (ServerMode::Permissive, false));
         assert_eq!(ConfigIndex::default().inbound(80).0, ServerMode::Strict);
     }
 
     #[test]
-    fn registry_only_knows_its_services_and_bad_policies_fail_closed() {
+    fn registry_only_knows_its_services() {
         let mut config = config(ClientTlsMode::Auto);
         let workload = config.workload.as_mut().unwrap();
         workload.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly as i32;
-        // Never validated (validation would NACK it): the proxy must not enforce nothing.
-        workload
-            .authorization_policies
-            .push(ironmesh_proto::pb::AuthorizationPolicy {
-                namespace: "foo".into(),
-                name: "custom".into(),
-                creation_timestamp: String::new(),
-                spec_json: r#"{"action":"CUSTOM"}"#.into(),
-                annotations: Default::default(),
-            });
-        let index = ConfigIndex::new(Arc::new(config));
+        let index = compile_config(config).unwrap();
         assert!(index.registry_only);
         assert!(index.knows("10.96.0.10:8000".parse().unwrap()));
         assert!(!index.knows("10.96.0.99:8000".parse().unwrap()));
         assert!(index.is_http_port(8000));
-        let request = ironmesh_authz::Request {
-            peer: None,
-            source_ip: "10.0.0.9".parse().unwrap(),
-            destination_ip: "10.0.0.1".parse().unwrap(),
-            destination_port: 80,
-            sni: None,
-            http: None,
-        };
-        assert!(!index.authz.evaluate(&request).allowed);
         assert!(!ConfigIndex::default().registry_only);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_refuses_the_whole_configuration() {
+        let mut config = config(ClientTlsMode::Auto);
+        let workload = config.workload.as_mut().unwrap();
+        // A DENY policy without rules never triggers: Istio's validation refuses it, and so does the proxy.
+        workload
+            .authorization_policies
+            .push(ironmesh_proto::pb::AuthorizationPolicy {
+                namespace: "foo".into(),
+                name: "deny-nothing".into(),
+                action: ironmesh_proto::pb::authorization_policy::Action::Deny as i32,
+                ..Default::default()
+            });
+        let rejection = compile_config(config).err().expect("refused");
+        assert_eq!(rejection.resource, "authorizationpolicy/foo/deny-nothing");
+        assert!(
+            rejection.reason.contains("DENY action without `rules`"),
+            "{rejection}"
+        );
     }
 }

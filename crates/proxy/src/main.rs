@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ironmesh_identity::{CaClient, RotationOptions, SpiffeId, WorkloadCertificates};
-use ironmesh_proto::pb::ProxyConfig;
-use ironmesh_proto::{ConfigClient, ConfigClientOptions, TokenSource};
+
+use ironmesh_proto::{ConfigClientOptions, TokenSource};
 use ironmesh_proxy::admin::{AdminState, LogLevelSetter, Surface};
 use ironmesh_proxy::{
     ConnectionLimits, DataPlane, DataPlaneOptions, InterceptionRules, Metrics, SystemSockets,
@@ -171,7 +171,7 @@ fn init_logging(json: bool) -> LogLevelSetter {
 /// What the control runtime hands to the data plane.
 struct ControlHandles {
     certs: WorkloadCertificates,
-    config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+    config: watch::Receiver<Option<Arc<ironmesh_proxy::ConfigIndex>>>,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -226,8 +226,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 // Built here: tonic's lazy channel needs a running runtime.
                 let signer = CaClient::new(&ca_endpoint, token_file)?;
                 let certs = WorkloadCertificates::spawn(identity, Arc::new(signer), rotation);
-                let client =
-                    ConfigClient::spawn(ConfigClientOptions::new(address, proxy_id, token));
+                let client = ironmesh_proxy::config_client(ConfigClientOptions::new(
+                    address, proxy_id, token,
+                ));
                 let state = AdminState {
                     certs: certs.clone(),
                     config: client.config(),

@@ -4,19 +4,21 @@
 use std::sync::Arc;
 
 use ironmesh_identity::WorkloadCertificates;
-use ironmesh_proto::pb::ProxyConfig;
 use tokio::sync::watch;
+
+use crate::index::ConfigIndex;
 
 /// Runs until the configuration channel closes; call it on the control runtime next to the config client.
 pub async fn follow_trust_bundle(
     certs: WorkloadCertificates,
-    mut config: watch::Receiver<Option<Arc<ProxyConfig>>>,
+    mut config: watch::Receiver<Option<Arc<ConfigIndex>>>,
 ) {
     let mut installed = Vec::new();
     loop {
         let pushed = config
             .borrow_and_update()
             .as_ref()
+            .and_then(|index| index.config())
             .map(|config| config.trust_bundle_pem.clone())
             .unwrap_or_default();
         // Empty: a control plane that sends no bundle; the CA's answers keep it current instead.

@@ -1,6 +1,7 @@
 //! AuthorizationPolicy enforcement and REGISTRY_ONLY egress through the real proxy in-process (fake
 //! sockets over loopback, real CA, real hub): Envoy's 403 on HTTP, closed TCP, live policy updates.
 
+mod policy;
 mod support;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use ironmesh_proto::pb::{
     AuthorizationPolicy, ClientTls, ClientTlsMode, Endpoint, InboundPort, OutboundTrafficPolicy,
     Protocol, ProxyConfig, ServerMode, Service, ServicePort, Workload,
 };
+use policy::pushed_policy;
 use support::{Mesh, ip, spiffe, start_http_app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,13 +42,7 @@ async fn echo_app() -> SocketAddr {
 }
 
 fn policy(name: &str, spec: &str) -> AuthorizationPolicy {
-    AuthorizationPolicy {
-        namespace: "foo".into(),
-        name: name.into(),
-        creation_timestamp: String::new(),
-        spec_json: spec.into(),
-        annotations: Default::default(),
-    }
+    pushed_policy(name, spec, false)
 }
 
 const ALLOW_FOO: &str =
@@ -351,7 +347,13 @@ async fn a_bad_policy_is_nacked_and_the_last_good_policies_stay_enforced() {
         "v2",
         HTTPBIN_POD,
         ServerMode::Strict,
-        vec![policy("custom", r#"{"action":"CUSTOM"}"#)],
+        // Only a broken control plane sends this (apply refuses it): CUSTOM without rules.
+        vec![AuthorizationPolicy {
+            namespace: "foo".into(),
+            name: "custom".into(),
+            action: ironmesh_proto::pb::authorization_policy::Action::Custom as i32,
+            ..Default::default()
+        }],
         OutboundTrafficPolicy::AllowAny,
     );
     mesh.hub.publish("httpbin.foo", bad);
@@ -410,10 +412,7 @@ async fn registry_only_gives_502_to_an_unknown_destination_and_allow_any_passes_
 }
 
 fn dry_run(name: &str, spec: &str) -> AuthorizationPolicy {
-    AuthorizationPolicy {
-        annotations: [("istio.io/dry-run".to_owned(), "true".to_owned())].into(),
-        ..policy(name, spec)
-    }
+    pushed_policy(name, spec, true)
 }
 
 /// The client sidecar sends Envoy's SNI `outbound_.<port>_._.<FQDN>`; the server matches it with

@@ -3,6 +3,7 @@
 //! host-based DENY, invalid chunked bodies, a pooled upstream connection reset under a request, a client
 //! that never finishes its headers, and the connection cap.
 
+mod policy;
 mod support;
 
 use std::net::SocketAddr;
@@ -148,13 +149,7 @@ async fn mesh_with(
 }
 
 fn policies(spec: &str) -> Vec<AuthorizationPolicy> {
-    vec![AuthorizationPolicy {
-        namespace: "foo".into(),
-        name: "deny".into(),
-        creation_timestamp: String::new(),
-        spec_json: spec.into(),
-        annotations: Default::default(),
-    }]
+    vec![policy::pushed_policy("deny", spec, false)]
 }
 
 fn deny_host() -> Vec<AuthorizationPolicy> {

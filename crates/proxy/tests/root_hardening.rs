@@ -21,6 +21,7 @@ use ironmesh_proto::pb::{
 };
 
 mod netns;
+mod policy;
 use netns::{App, ControlPlane, Topology, sh};
 
 const APP_PORT: u16 = 8080;
@@ -218,13 +219,7 @@ async fn root_inbound_forwards_to_pod_ip_and_authorizes_the_host_the_app_sees() 
         (&server_ns, server_ip),
         &tag.to_string(),
     );
-    let deny = AuthorizationPolicy {
-        namespace: "foo".into(),
-        name: "deny-host".into(),
-        creation_timestamp: String::new(),
-        spec_json: DENY_HOST.into(),
-        annotations: Default::default(),
-    };
+    let deny = policy::pushed_policy("deny-host", DENY_HOST, false);
     control
         .hub
         .publish("sleep-1.foo", config("sleep-1", "sleep", server_ip, vec![]));

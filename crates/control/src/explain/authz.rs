@@ -317,7 +317,7 @@ pub(crate) fn check(
         );
         return Ok(out);
     }
-    let applied = ironmesh_proto::applied_policies(&workload)
+    let applied = ironmesh_proto::compile_policies(&workload)
         .map_err(|rejection| RouteError::new(Reason::BadRequest, rejection.to_string()))?;
     let request = Request {
         peer: if mtls { caller.peer } else { None },

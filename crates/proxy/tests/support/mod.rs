@@ -169,7 +169,7 @@ pub struct Mesh {
 
 pub struct Proxy {
     pub data_plane: DataPlane,
-    pub client: ConfigClient,
+    pub client: ConfigClient<ironmesh_proxy::ConfigIndex>,
     pub certs: WorkloadCertificates,
     pub metrics: Arc<Metrics>,
     pub admin: AdminState,
@@ -288,7 +288,7 @@ impl Mesh {
         );
         options.backoff_initial = Duration::from_millis(20);
         options.backoff_max = Duration::from_millis(200);
-        let client = ConfigClient::spawn(options);
+        let client = ironmesh_proxy::config_client(options);
         let metrics = Arc::new(Metrics::default());
         let mut data_options = DataPlaneOptions::new(WorkloadInfo {
             name: name.into(),
