@@ -24,7 +24,6 @@ pub struct ClusterSnapshot {
     auto_mtls: bool,
     policies: PolicyScope,
     egress: EgressScope,
-    root_namespace: String,
 }
 
 fn server_mode(mode: ServerMode) -> pb::ServerMode {
@@ -49,12 +48,12 @@ impl ClusterSnapshot {
     pub fn new(objects: &[Object], mesh: &MeshOptions) -> ClusterSnapshot {
         let of_kind = |kind: &'static str| objects.iter().filter(move |o| o.kind == kind);
         let mesh_config = mesh.mesh_config();
-        let root_namespace = mesh_config.root_namespace.clone();
+        let root_namespace = &mesh_config.root_namespace;
         ClusterSnapshot {
-            policies: PolicyScope::new(objects, &root_namespace),
+            policies: PolicyScope::new(objects, root_namespace),
             egress: EgressScope::new(
                 objects,
-                &root_namespace,
+                root_namespace,
                 match mesh.outbound_traffic_policy {
                     crate::OutboundTrafficPolicy::AllowAny => pb::OutboundTrafficPolicy::AllowAny,
                     crate::OutboundTrafficPolicy::RegistryOnly => {
@@ -62,7 +61,6 @@ impl ClusterSnapshot {
                     }
                 },
             ),
-            root_namespace,
             index: PolicyIndex::new(objects, mesh_config),
             services: of_kind("Service").map(ServiceView::of).collect(),
             pods: of_kind("Pod").map(PodView::of).collect(),
@@ -101,7 +99,6 @@ impl ClusterSnapshot {
         let egress = self.egress.for_workload(&pod.namespace, &pod.labels);
         let mut workload = self.workload_config(pod);
         workload.authorization_policies = self.policies.for_workload(&pod.namespace, &pod.labels);
-        workload.root_namespace = self.root_namespace.clone();
         workload.outbound_traffic_policy = egress.mode() as i32;
         pb::ProxyConfig {
             version: String::new(),

@@ -113,7 +113,6 @@ fn config(
             ],
             default_mode: mode as i32,
             authorization_policies: policies,
-            root_namespace: "istio-system".into(),
             outbound_traffic_policy: outbound as i32,
         }),
         services: services(),

@@ -81,7 +81,6 @@ fn config(
             }],
             default_mode: mode as i32,
             authorization_policies: policies,
-            root_namespace: "istio-system".into(),
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny as i32,
         }),
         services: services(),

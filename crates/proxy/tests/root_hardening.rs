@@ -168,7 +168,6 @@ fn config(pod: &str, sa: &str, server_ip: &str, policies: Vec<AuthorizationPolic
             ports: vec![port(APP_PORT), port(LOCAL_PORT)],
             default_mode: ServerMode::Strict as i32,
             authorization_policies: policies,
-            root_namespace: "istio-system".into(),
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny as i32,
             ..Default::default()
         }),
