@@ -212,8 +212,8 @@ impl CertificateAuthority {
         self.state.load().trust_bundle.clone()
     }
 
-    /// Every change of the trust bundle (rotation, retirement, a reload after another process changed
-    /// the files), current value first: what the control plane pushes to the proxies with their configuration.
+    /// Every change of the trust bundle (rotation, retirement), current value first: what the control plane
+    /// pushes to the proxies with their configuration.
     pub fn watch_trust_bundle(&self) -> watch::Receiver<Vec<String>> {
         self.bundle.subscribe()
     }
@@ -266,20 +266,6 @@ impl CertificateAuthority {
         )?;
         write_root(&self.dir, &state)?;
         tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), "CA root rotated; old root still trusted");
-        self.install(state);
-        Ok(())
-    }
-
-    /// Re-reads the CA from its directory, for a control plane whose CA was rotated or retired by another
-    /// process (`ironmesh ca rotate-root`). Signing continues with the old state until the new one is read.
-    pub fn reload(&self) -> Result<(), CaError> {
-        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
-        let state = if self.dir.join(PLUGIN_CERT).exists() {
-            load_plug_in(&self.dir)?
-        } else {
-            load_self_signed(&self.dir)?
-        };
-        tracing::info!(fingerprint = %fingerprint(&state.trust_bundle[0]), roots = state.trust_bundle.len(), "CA reloaded from disk");
         self.install(state);
         Ok(())
     }

@@ -454,32 +454,3 @@ fn plug_in_ca_issues_leaves_that_chain_through_it() {
     assert!(wrong.unwrap_err().to_string().contains("does not belong"));
     assert!(!work.join("ca2/ca-cert.pem").exists());
 }
-
-#[test]
-fn reload_picks_up_a_rotation_made_by_another_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = || ironmesh_identity::CaOptions::new("cluster.local");
-    let serving =
-        ironmesh_identity::CertificateAuthority::load_or_create(dir.path(), options()).unwrap();
-    let before = serving.root_fingerprint();
-    // `ironmesh ca rotate-root` works on the directory from its own process.
-    let cli =
-        ironmesh_identity::CertificateAuthority::load_or_create(dir.path(), options()).unwrap();
-    cli.rotate_root().unwrap();
-    assert_eq!(
-        serving.root_fingerprint(),
-        before,
-        "nothing changes before the reload"
-    );
-    serving.reload().unwrap();
-    assert_eq!(serving.root_fingerprint(), cli.root_fingerprint());
-    assert_ne!(serving.root_fingerprint(), before);
-    assert_eq!(
-        serving.trust_bundle_pems().len(),
-        2,
-        "both roots trusted during the overlap"
-    );
-    cli.retire_root().unwrap();
-    serving.reload().unwrap();
-    assert_eq!(serving.trust_bundle_pems().len(), 1);
-}
