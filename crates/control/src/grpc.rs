@@ -1,6 +1,6 @@
 //! The proxies' gRPC endpoint on a Unix socket: Istio's `IstioCertificateService` (certificates) and the
 //! configuration stream, both authenticated with the pod's credential, which is valid only while its pod
-//! exists in the store with the uid it names (Kubernetes' pod-bound tokens).
+//! exists in the resource source with the uid it names (Kubernetes' pod-bound tokens).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,24 +11,9 @@ use ironmesh_identity::{
     CA_AUDIENCE, CertificateAuthority, CredentialAuthority, PodLookup, check_pod_binding,
 };
 use ironmesh_proto::{AuthError, Authenticator, ConfigHub, HubOptions};
-use ironmesh_store::{ObjectKey, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::ControlError;
-
-/// The pods as the store holds them, for the credential checks.
-pub(crate) struct StorePods(pub Arc<Store>);
-
-impl PodLookup for StorePods {
-    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
-        // One read transaction of redb (no fsync): short enough for the request path.
-        match self.0.get(&ObjectKey::new("pods", Some(namespace), name)) {
-            Ok(pod) => Ok(pod["metadata"]["uid"].as_str().map(str::to_owned)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-}
 
 /// The configuration hub; a proxy may subscribe only as the pod its credential names, while that pod exists.
 pub(crate) fn hub(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>) -> ConfigHub {
@@ -101,9 +86,10 @@ mod tests {
     use std::time::Duration;
 
     use ironmesh_identity::PodClaims;
-    use ironmesh_store::{ApplyItem, ApplyOptions};
+    use ironmesh_store::{ApplyItem, ApplyOptions, ObjectKey, Store};
 
     use super::*;
+    use crate::source::SourcePods;
 
     fn apply_pod(store: &Store) -> String {
         let pod = serde_json::json!({
@@ -127,7 +113,7 @@ mod tests {
     fn the_configuration_stream_refuses_a_deleted_or_recreated_pods_credential() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let pods: Arc<dyn PodLookup> = Arc::new(StorePods(store.clone()));
+        let pods: Arc<dyn PodLookup> = Arc::new(SourcePods(store.clone()));
         let credentials = Arc::new(CredentialAuthority::from_secret(&[5; 32]));
         let authenticate = authenticator(credentials.clone(), pods.clone());
         let token_for = |uid: &str| {

@@ -159,7 +159,9 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         }
     })?;
 
-    let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(grpc::StorePods(store.clone()));
+    // The embedded store is the resources' source today; a Kubernetes API server is the next one.
+    let source: Arc<dyn source::ResourceSource> = store.clone();
+    let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(source::SourcePods(source.clone()));
     let hub = grpc::hub(credentials.clone(), pods.clone());
     let sync = Arc::new(sync::ConfigSync::default());
     let grpc_server = tokio::spawn(grpc::serve(
@@ -170,8 +172,6 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         hub.clone(),
         shutdown.clone(),
     ));
-    // The embedded store is the resources' source today; a Kubernetes API server is the next one.
-    let source: Arc<dyn source::ResourceSource> = store.clone();
     let controllers = tokio::spawn(controller::run(controller::Context {
         home: home.to_path_buf(),
         source: source.clone(),

@@ -1,12 +1,16 @@
 //! The one seam through which the controllers read the world: namespaces, pods, services, endpoints,
 //! service accounts and Istio's kinds come from a [`ResourceSource`]. Today that is the embedded store
 //! ([`Store`]); a Kubernetes API server is the next source, added without touching the policy engine or
-//! the push, which only ever see a [`Snapshot`].
+//! the push, which only ever see a [`Snapshot`]. The credential checks of the CA and the configuration
+//! stream look pods up through it too ([`SourcePods`]).
+
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use ironmesh_api::Object;
-use ironmesh_store::{LabelSelector, Store, StoreError};
+use ironmesh_identity::PodLookup;
+use ironmesh_store::{LabelSelector, ObjectKey, Store, StoreError};
 
 /// Every resource at one version.
 #[derive(Debug, Default)]
@@ -25,6 +29,28 @@ pub trait ResourceSource: Send + Sync {
     /// One item per change (or burst of changes); ends when the source closes. A change made before
     /// the call may or may not be seen: subscribe first, then list.
     fn changes(&self) -> BoxStream<'static, ()>;
+
+    /// The pod `namespace/name` as it is now (`Ok(None)`: there is none). Every CA and configuration
+    /// request asks it, so a source that can look one pod up without listing everything does.
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Object>, StoreError> {
+        Ok(self.list()?.objects.into_iter().find(|object| {
+            object.kind == "Pod"
+                && object.metadata.namespace.as_deref() == Some(namespace)
+                && object.metadata.name == name
+        }))
+    }
+}
+
+/// The pods of a source, as the credential checks ask for them (identity's [`PodLookup`]).
+pub(crate) struct SourcePods(pub Arc<dyn ResourceSource>);
+
+impl PodLookup for SourcePods {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        match self.0.pod(namespace, name) {
+            Ok(pod) => Ok(pod.and_then(|pod| pod.metadata.uid)),
+            Err(error) => Err(error.to_string()),
+        }
+    }
 }
 
 impl ResourceSource for Store {
@@ -45,6 +71,15 @@ impl ResourceSource for Store {
         tokio_stream::wrappers::BroadcastStream::new(self.subscribe())
             .map(|_| ())
             .boxed()
+    }
+
+    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Object>, StoreError> {
+        // One read transaction of redb (no fsync): short enough for the request path.
+        match self.get(&ObjectKey::new("pods", Some(namespace), name)) {
+            Ok(pod) => Ok(serde_json::from_value(pod).ok()),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -84,5 +119,58 @@ mod tests {
         assert!(after.version > before.version);
         assert_eq!(after.objects.len(), before.objects.len() + 1);
         assert!(named(&after, "foo"), "{:?}", after.objects);
+    }
+
+    /// A source that only lists, as a new one may start: its pod lookup is the trait's scan.
+    struct ListOnly(Store);
+
+    impl ResourceSource for ListOnly {
+        fn list(&self) -> Result<Snapshot, StoreError> {
+            ResourceSource::list(&self.0)
+        }
+
+        fn changes(&self) -> BoxStream<'static, ()> {
+            ResourceSource::changes(&self.0)
+        }
+    }
+
+    #[test]
+    fn pods_are_looked_up_by_namespace_and_name_with_their_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let objects = [
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "foo"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleep-1", "namespace": "foo"}, "spec": {"containers": [{"name": "sleep", "image": "curl"}]}}),
+        ];
+        let items = objects.map(|object| ApplyItem {
+            object,
+            origin: "test".into(),
+        });
+        let uid = |source: &dyn ResourceSource| {
+            let applied = match source.list() {
+                Ok(snapshot) => snapshot.objects,
+                Err(error) => panic!("{error}"),
+            };
+            applied
+                .into_iter()
+                .find(|o| o.kind == "Pod")
+                .and_then(|pod| pod.metadata.uid)
+        };
+        store.apply(&items, &ApplyOptions::default()).unwrap();
+        let list_only = ListOnly(Store::open(&dir.path().join("other.redb")).unwrap());
+        list_only.0.apply(&items, &ApplyOptions::default()).unwrap();
+        let sources: [Arc<dyn ResourceSource>; 2] = [Arc::new(store), Arc::new(list_only)];
+        for source in sources {
+            let expected = uid(source.as_ref());
+            assert!(expected.is_some());
+            let pods = SourcePods(source);
+            assert_eq!(pods.pod_uid("foo", "sleep-1"), Ok(expected));
+            assert_eq!(pods.pod_uid("bar", "sleep-1"), Ok(None));
+            assert_eq!(
+                pods.pod_uid("foo", "foo"),
+                Ok(None),
+                "a namespace is not a pod"
+            );
+        }
     }
 }
