@@ -1,5 +1,6 @@
 //! The mesh options `ironmesh up` was given (kept by the control plane in `$IRONMESH_HOME/mesh.json`):
-//! plain data here, so that the CLI can write and show them without depending on the control plane.
+//! plain data here, so that the CLI can hand them to the control plane and show what it answers on
+//! `/v1/mesh` without depending on it.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 )]
 
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,23 +115,17 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         println!("ironmesh is already up (control plane pid {})", info.pid);
         return Ok(());
     }
-    let json = serde_json::to_string_pretty(&options).unwrap_or_default();
-    std::fs::write(home.mesh_options(), json + "\n").map_err(|e| {
-        CliError::Usage(format!(
-            "cannot write {}: {e}",
-            home.mesh_options().display()
-        ))
-    })?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.log_file())
         .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", home.log_file().display())))?;
     let mut command = Command::new(control_plane_program()?);
+    // The options go to the control plane, which keeps them (mesh.json is its file alone).
     command
-        .arg("run")
+        .args(["run", "--mesh-stdin"])
         .env("IRONMESH_HOME", home.root())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(
             log.try_clone()
                 .map_err(|e| CliError::Usage(e.to_string()))?,
@@ -147,6 +142,11 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
     let mut child = command
         .spawn()
         .map_err(|e| CliError::Usage(format!("cannot start the control plane: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let json = serde_json::to_vec(&options).unwrap_or_default();
+        // A control plane that died at once is reported below with its log.
+        let _ = stdin.write_all(&json);
+    }
     let _ = std::fs::write(home.pid_file(), format!("{}\n", child.id()));
     let started = Instant::now();
     while started.elapsed() < START_TIMEOUT {
@@ -369,9 +369,7 @@ pub(crate) fn status(home: &Home) -> Result<(), CliError> {
             if let Some(pods) = pod_summary(home) {
                 println!("pods:          {pods}");
             }
-            if let Ok(options) = std::fs::read_to_string(home.mesh_options())
-                && let Ok(options) = serde_json::from_str::<MeshOptions>(&options)
-            {
+            if let Some(options) = mesh_options(home) {
                 println!(
                     "mesh:          trust domain {}, auto mTLS {}, workload certificate TTL {}s",
                     options.trust_domain,
@@ -383,6 +381,12 @@ pub(crate) fn status(home: &Home) -> Result<(), CliError> {
         None => println!("control plane: not running (start it with `ironmesh up`)"),
     }
     Ok(())
+}
+
+/// The mesh options the control plane runs with, if the API answers.
+fn mesh_options(home: &Home) -> Option<MeshOptions> {
+    let client = ApiClient::new(&home.api_socket());
+    runtime().ok()?.block_on(client.mesh()).ok()
 }
 
 /// `3 running, 1 pending` over every namespace, if the API answers.

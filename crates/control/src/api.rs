@@ -40,6 +40,7 @@ impl Routes for ControlRoutes {
     fn route(&self, path: &str, body: Bytes) -> Option<Answer> {
         Some(match path {
             "/v1/proxy-status" => ready(json(&self.sync.report(&self.hub))),
+            "/v1/mesh" => ready(json(&self.mesh)),
             "/v1/ca/root" => ready(json(&self.roots())),
             "/v1/ca/rotate-root" => self.change_ca(CertificateAuthority::rotate_root),
             "/v1/ca/retire-root" => self.change_ca(CertificateAuthority::retire_root),

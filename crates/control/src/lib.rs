@@ -3,8 +3,8 @@
 //!
 //! [`run`] is what the `ironmesh-control-plane` binary (started by `ironmesh up`) executes. It serves
 //! - the CLI API on `$IRONMESH_HOME/run/api.sock` ([`ironmesh_store::serve_api_with`]), with the routes of
-//!   what it owns added to the store's: the CA's roots and their rotation, the explanations (`authz
-//!   check`, `tls-check`), the sidecars' clusters and secrets, pod logs (`api`);
+//!   what it owns added to the store's: the mesh options, the CA's roots and their rotation, the
+//!   explanations (`authz check`, `tls-check`), the sidecars' clusters and secrets, pod logs (`api`);
 //! - gRPC for proxies on `$IRONMESH_HOME/run/xds.sock`: Istio's CA service and the configuration stream;
 //!
 //! and runs the controllers, level-triggered on every store change ([`controller`]): Deployments → Pods,
@@ -46,7 +46,7 @@ use ironmesh_runtime::Cluster;
 use ironmesh_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use options::{MESH_FILE, MeshOptions, OptionsError, OutboundTrafficPolicy};
+pub use options::{MeshOptions, OptionsError, OutboundTrafficPolicy};
 
 /// Why the control plane stopped or could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     ironmesh_identity::install_crypto_provider();
     let layout = Home::new(home);
     layout.create_dirs()?;
-    let mesh = options::load(home)?;
+    let mesh = options::load(&layout)?;
     let store = Arc::new(Store::open(&layout.store_file())?);
     let ca = Arc::new(open_ca(&layout, &mesh)?);
     let credentials = Arc::new(CredentialAuthority::load_or_create(&layout.ca_dir())?);

@@ -8,14 +8,16 @@ use anyhow::Context as _;
 use ironmesh_home::Home;
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: ironmesh-control-plane [run|teardown] (with IRONMESH_HOME set; `ironmesh up` \
-                     and `ironmesh down` run it for you)";
+const USAGE: &str = "usage: ironmesh-control-plane [run [--mesh-stdin]|teardown] (with IRONMESH_HOME set; \
+                     `ironmesh up` and `ironmesh down` run it for you; --mesh-stdin reads the mesh options \
+                     as JSON from standard input and keeps them in mesh.json)";
 
 fn main() -> ExitCode {
     let home = Home::from_env();
-    let command = std::env::args().nth(1);
-    let result = match command.as_deref() {
-        None | Some("run") => run(&home),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None => run(&home, &[]),
+        Some("run") => run(&home, &args[1..]),
         Some("teardown") => teardown(&home),
         Some("-h" | "--help") => {
             println!("{USAGE}");
@@ -32,9 +34,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request.
-fn run(home: &Home) -> anyhow::Result<()> {
+/// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request. With
+/// `--mesh-stdin` it first takes the mesh options `ironmesh up` was given and saves them: the control plane
+/// is the only writer of mesh.json.
+fn run(home: &Home, flags: &[String]) -> anyhow::Result<()> {
+    let mesh_given = match flags {
+        [] => false,
+        [flag] if flag == "--mesh-stdin" => true,
+        other => anyhow::bail!("unknown arguments {other:?}; {USAGE}"),
+    };
     home.create_dirs()?;
+    if mesh_given {
+        let options = ironmesh_control::options::read_given(std::io::stdin().lock())?;
+        ironmesh_control::options::save(&options, home)?;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

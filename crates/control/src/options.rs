@@ -1,13 +1,14 @@
-//! The mesh options `ironmesh up` was given, kept in `$IRONMESH_HOME/mesh.json` so that every later start of
-//! the control plane sees the same mesh. The type is the API's ([`ironmesh_api::mesh`]); reading and
-//! writing the file is the control plane's.
+//! The mesh options `ironmesh up` gives the control plane (JSON on its standard input), kept in
+//! `$IRONMESH_HOME/mesh.json` so that every later start sees the same mesh. The type is the API's
+//! ([`ironmesh_api::mesh`]); the control plane alone reads and writes the file, and answers `/v1/mesh`
+//! for `ironmesh status`.
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
+
+use ironmesh_home::Home;
 
 pub use ironmesh_api::mesh::{MeshOptions, OutboundTrafficPolicy};
-
-/// File name of the options under `$IRONMESH_HOME`.
-pub const MESH_FILE: &str = "mesh.json";
 
 /// Why the options file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +30,15 @@ pub enum OptionsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the mesh options on standard input are not valid ({0}); `ironmesh up` writes them, run it instead"
+    )]
+    Given(String),
 }
 
 /// Reads `home/mesh.json`; the defaults when the file does not exist.
-pub fn load(home: &Path) -> Result<MeshOptions, OptionsError> {
-    let path = home.join(MESH_FILE);
+pub fn load(home: &Home) -> Result<MeshOptions, OptionsError> {
+    let path = home.mesh_options();
     match std::fs::read(&path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| OptionsError::Parse { path, source })
@@ -44,13 +49,18 @@ pub fn load(home: &Path) -> Result<MeshOptions, OptionsError> {
 }
 
 /// Writes `home/mesh.json` atomically.
-pub fn save(options: &MeshOptions, home: &Path) -> Result<(), OptionsError> {
-    let path = home.join(MESH_FILE);
-    let tmp = home.join(format!(".{MESH_FILE}.tmp"));
+pub fn save(options: &MeshOptions, home: &Home) -> Result<(), OptionsError> {
+    let path = home.mesh_options();
+    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(options).expect("mesh options serialise");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|source| OptionsError::Write { path, source })
+}
+
+/// Reads the options `ironmesh up` writes to the control plane's standard input (JSON).
+pub fn read_given(input: impl Read) -> Result<MeshOptions, OptionsError> {
+    serde_json::from_reader(input).map_err(|error| OptionsError::Given(error.to_string()))
 }
 
 #[cfg(test)]
@@ -59,8 +69,8 @@ mod tests {
 
     #[test]
     fn missing_file_gives_the_walkthrough_defaults() {
-        let home = tempfile::tempdir().unwrap();
-        let options = load(home.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let options = load(&Home::new(dir.path())).unwrap();
         assert_eq!(options.trust_domain, "cluster.local");
         assert!(
             !options.auto_mtls,
@@ -73,8 +83,9 @@ mod tests {
     }
 
     #[test]
-    fn saved_options_load_back() {
-        let home = tempfile::tempdir().unwrap();
+    fn given_options_are_saved_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
         let options = MeshOptions {
             trust_domain: "example.org".into(),
             auto_mtls: true,
@@ -82,15 +93,22 @@ mod tests {
             outbound_traffic_policy: OutboundTrafficPolicy::RegistryOnly,
             ..Default::default()
         };
-        save(&options, home.path()).unwrap();
-        assert_eq!(load(home.path()).unwrap(), options);
+        let given = read_given(serde_json::to_vec(&options).unwrap().as_slice()).unwrap();
+        assert_eq!(given, options);
+        save(&given, &home).unwrap();
+        assert_eq!(load(&home).unwrap(), options);
+        let error = read_given(&b"{\"trustDomain\": 3}"[..])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("standard input"), "{error}");
     }
 
     #[test]
     fn a_corrupt_file_names_itself() {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join(MESH_FILE), b"{not json").unwrap();
-        let error = load(home.path()).unwrap_err().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        std::fs::write(home.mesh_options(), b"{not json").unwrap();
+        let error = load(&home).unwrap_err().to_string();
         assert!(error.contains("mesh.json"), "{error}");
     }
 }

@@ -63,7 +63,7 @@ impl Home {
         self.logs_dir().join("control-plane.log")
     }
 
-    /// The mesh options `up` was given.
+    /// The mesh options `up` gave the control plane, which alone reads and writes them.
     pub fn mesh_options(&self) -> PathBuf {
         self.root.join("mesh.json")
     }

@@ -122,6 +122,11 @@ impl ApiClient {
         self.call("/v1/proxy-status", &Value::Null).await
     }
 
+    /// The mesh options the control plane runs with (`/v1/mesh`).
+    pub async fn mesh(&self) -> Result<ironmesh_api::mesh::MeshOptions, ClientError> {
+        self.call("/v1/mesh", &Value::Null).await
+    }
+
     /// The CA's roots (`/v1/ca/root`).
     pub async fn ca_roots(&self) -> Result<CaRoots, ClientError> {
         self.call("/v1/ca/root", &Value::Null).await
