@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command};
 
-use common::{ironmesh_api_only as ironmesh, output_text as text};
+use common::{ApiOnlyControlPlane, ironmesh_api_only as ironmesh, output_text as text};
 
 fn write_pid_file(home: &Path, pid: u32) {
     std::fs::create_dir_all(home.join("run")).unwrap();
@@ -20,15 +20,6 @@ impl Drop for Owned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// A control plane in its own home, stopped on drop.
-struct ControlPlane(tempfile::TempDir);
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = ironmesh(self.0.path(), &["down"]);
     }
 }
 
@@ -52,7 +43,7 @@ fn down_leaves_an_unrelated_process_named_by_a_stale_pid_file_alone() {
 
 #[test]
 fn down_leaves_the_control_plane_of_another_home_alone_and_stops_its_own() {
-    let other = ControlPlane(tempfile::tempdir().unwrap());
+    let other = ApiOnlyControlPlane(tempfile::tempdir().unwrap());
     common::build_control_plane();
     let up = ironmesh(other.0.path(), &["up"]);
     assert!(up.status.success(), "{}", text(&up));

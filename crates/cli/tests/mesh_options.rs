@@ -4,20 +4,11 @@
 
 mod common;
 
-use common::{ironmesh_api_only as ironmesh, output_text as text};
-
-/// A control plane in its own home, stopped on drop.
-struct ControlPlane(tempfile::TempDir);
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = ironmesh(self.0.path(), &["down"]);
-    }
-}
+use common::{ApiOnlyControlPlane, ironmesh_api_only as ironmesh, output_text as text};
 
 #[test]
 fn up_hands_the_options_to_the_control_plane_and_status_asks_it() {
-    let home = ControlPlane(tempfile::tempdir().unwrap());
+    let home = ApiOnlyControlPlane(tempfile::tempdir().unwrap());
     let dir = home.0.path();
     common::build_control_plane();
     let up = ironmesh(

@@ -9,39 +9,24 @@
 
 use std::collections::BTreeMap;
 
-use ironmesh_authz::{
-    AuthzIndex, DEFAULT_ROOT_NAMESPACE, Decision, Http, Peer, PolicyObject, Request,
-};
+use ironmesh_authz::{AuthzIndex, DEFAULT_ROOT_NAMESPACE, Decision, PolicyObject, Request};
 use ironmesh_proto::pb::authorization_policy::{Action, Condition, Operation, Rule, Source};
 use ironmesh_proto::pb::{self, AuthorizationPolicy};
 use ironmesh_proto::{ConfigRejection, decode_config, policy_message};
 use prost::Message;
 use serde_json::{Value, json};
 
-/// `GET /ip` from sleep in bar (mTLS) at 10.0.0.2 to httpbin in foo at 10.0.0.3:8000.
+/// The requests of ironmesh-authz's own tests: `GET /ip` to httpbin.foo:8000 (10.0.0.3) from 10.0.0.2.
+#[path = "../../authz/tests/common/mod.rs"]
+mod requests;
+
+/// From sleep in bar, over mTLS.
 fn request() -> Request {
-    Request {
-        peer: Some(Peer::from_principal(
-            "spiffe://cluster.local/ns/bar/sa/sleep",
-        )),
-        source_ip: "10.0.0.2".parse().unwrap(),
-        destination_ip: "10.0.0.3".parse().unwrap(),
-        destination_port: 8000,
-        sni: None,
-        http: Some(Http {
-            method: "GET".into(),
-            path: "/ip".into(),
-            host: "httpbin.foo:8000".into(),
-            headers: vec![("User-Agent".into(), "curl/8.5".into())],
-        }),
-    }
+    requests::mtls_from("bar")
 }
 
 fn plaintext() -> Request {
-    Request {
-        peer: None,
-        ..request()
-    }
+    requests::plaintext()
 }
 
 fn tcp() -> Request {

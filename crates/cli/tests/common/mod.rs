@@ -74,6 +74,15 @@ pub fn ironmesh_api_only(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// An API-only control plane in its own home, stopped (`down`) on drop.
+pub struct ApiOnlyControlPlane(pub tempfile::TempDir);
+
+impl Drop for ApiOnlyControlPlane {
+    fn drop(&mut self) {
+        let _ = ironmesh_api_only(self.0.path(), &["down"]);
+    }
+}
+
 /// stdout then stderr of a finished command.
 pub fn output_text(output: &Output) -> String {
     format!(
