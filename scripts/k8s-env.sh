@@ -7,11 +7,12 @@
 #   scripts/k8s-env.sh up [--control-plane-only]   # prints the admin kubeconfig's path last
 #   scripts/k8s-env.sh down                        # stops and removes everything up made (logs stay)
 #   scripts/k8s-env.sh status
-# Environment: IRONMESH_K8S_STATE (default /var/lib/ironmesh/k8s): certificates, data, logs, kubeconfigs.
+# Environment: IRONMESH_K8S_STATE (default /var/lib/ironmesh-k8s, outside $IRONMESH_HOME: the local
+# runtime owns that): certificates, data, logs, kubeconfigs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-state=${IRONMESH_K8S_STATE:-/var/lib/ironmesh/k8s}
+state=${IRONMESH_K8S_STATE:-/var/lib/ironmesh-k8s}
 pki=$state/pki
 logs=$state/logs
 pids=$state/pids
@@ -72,11 +73,11 @@ require_running() { # name what: dies with the end of its log when the process e
 }
 
 stop() { # name: TERM, then KILL after 10 s
-  local pid i
+  local pid
   pid=$(cat "$pids/$1.pid" 2>/dev/null) || return 0
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
@@ -472,10 +473,10 @@ up() {
 # ---------- down ----------
 
 kill_cgroup_tree() { # node: every process of the node's pods (under its cgroup root), until none is left
-  local i h procs dirs=()
+  local h procs dirs=()
   for h in $(cgroup_hierarchies); do [[ -d $h/$1 ]] && dirs+=("$h/$1"); done
   ((${#dirs[@]})) || return 0
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     procs=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
     [[ -n $procs ]] || return 0
     # shellcheck disable=SC2086
@@ -513,7 +514,7 @@ down() {
   for node in "${NODES[@]}"; do
     ip netns del "$node" 2>/dev/null || true
     for h in $(cgroup_hierarchies); do
-      [[ -d $h/$node ]] && find "$h/$node" -depth -type d -exec rmdir {} + 2>/dev/null || true
+      if [[ -d $h/$node ]]; then find "$h/$node" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
     done
   done
   ip link del "$HOST_BRIDGE" 2>/dev/null || true # its routes go with it
