@@ -6,7 +6,7 @@
 #   scripts/k8s-build.sh            # prints the bin dir (the only line on stdout)
 # Environment: IRONMESH_K8S_CACHE (default /var/cache/ironmesh/k8s), IRONMESH_GO_CACHE (default
 # /var/cache/ironmesh/go: module and build caches, kept so a second build is warm), K8S_BUILD_LOG.
-# A cold build takes ~40 min wall on 2 cores; it runs under `nice`.
+# A cold build takes ~16 min wall on 2 cores (13 min CPU); it runs under `nice`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 module=test/k8s
@@ -47,7 +47,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 started=$(date +%s)
-echo "k8s-build: building Kubernetes $version and etcd into $bin (cold: ~40 min on 2 cores)" >&2
+echo "k8s-build: building Kubernetes $version and etcd into $bin (cold: ~16 min on 2 cores)" >&2
 (
   cd "$module"
   # `tool` is the go.mod's tool lines: the six Kubernetes commands; ./cmd/etcd is etcd's entry point.

@@ -27,8 +27,11 @@ finish() {
   ((failed == 0))
 }
 
-host_iptables() { iptables-save 2>/dev/null | grep -vE '^#|^:' | sort; }
+host_iptables() { iptables-save 2>/dev/null | { grep -vE '^#|^:' || true; } | sort; }
 iptables_before=$(host_iptables)
+# What the kubelet changes host-wide and `down` must put back.
+tunables() { sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; }
+tunables_before=$(tunables)
 
 kubeconfig=$(scripts/k8s-env.sh up | tail -n 1)
 bin=$(scripts/k8s-build.sh)
@@ -108,7 +111,8 @@ check "kubectl exec (through the kubelet of imk8s-node1)" exec_works
 
 fetch_from() { # pod url expected: wget inside the pod, bounded
   local out
-  out=$(k exec -n "$NS" "$1" -- wget -q -T 5 -O - "$2" 2>&1) || { echo "wget $2 from $1 failed: $out"; return 1; }
+  # busybox's `timeout`, not wget's -T: Debian 12's static busybox wget crashes (SIGSEGV) with -T.
+  out=$(k exec -n "$NS" "$1" -- timeout 5 wget -q -O - "$2" 2>&1) || { echo "wget $2 from $1 failed: $out"; return 1; }
   [[ $out == "$3" ]] || { echo "wget $2 from $1 got '$out', not '$3'"; return 1; }
 }
 ip1=$(k get pod -n "$NS" web1 -o 'jsonpath={.status.podIP}')
@@ -147,7 +151,9 @@ leftovers() {
   grep -q " $state/" /proc/self/mounts && found+=" mounts: $(grep -c " $state/" /proc/self/mounts);"
   compgen -G "/sys/fs/cgroup/*/imk8s-*" >/dev/null && found+=" cgroups: $(compgen -G "/sys/fs/cgroup/*/imk8s-*" | head -n 3 | tr '\n' ' ');"
   [[ $(host_iptables) == "$iptables_before" ]] || found+=" host iptables changed: $(diff <(echo "$iptables_before") <(host_iptables) | head -n 5);"
+  [[ $(tunables) == "$tunables_before" ]] || found+=" kernel tunables changed: $(diff <(echo "$tunables_before") <(tunables) | grep '^>' | tr '\n' ' ');"
+  find /var/log/containers -maxdepth 1 -lname "$state/*" 2>/dev/null | grep -q . && found+=" links in /var/log/containers;"
   [[ -z $found ]] || { echo "left behind:$found"; return 1; }
 }
-check "down leaves nothing behind (processes, netns, links, routes, mounts, cgroups, host iptables)" leftovers
+check "down leaves nothing behind (processes, netns, links, routes, mounts, cgroups, host iptables, kernel tunables, log links)" leftovers
 finish

@@ -290,11 +290,18 @@ node_network_up() { # node
     log "$node: net.bridge.bridge-nf-call-iptables not settable in the node namespace (same-node service hairpin may fail)"
 }
 
+write_if_changed() { # file: stdin, written only when it differs (kube-proxy exits when its configuration
+  # file changes, and a second `up` must leave a running node alone)
+  local new
+  new=$(cat)
+  [[ -f $1 && $(cat "$1") == "$new" ]] || printf '%s\n' "$new" >"$1"
+}
+
 node_files() { # node: containerd, CNI, kubelet and kube-proxy configuration
   local node=$1 dir=$state/$1 ip
   ip=$(node_ip "$node")
   mkdir -p "$dir/containerd" "$dir/cni/net.d" "$dir/kubelet" "$dir/pki"
-  cat >"$dir/containerd.toml" <<EOF
+  write_if_changed "$dir/containerd.toml" <<EOF
 version = 2
 root = "$dir/containerd/root"
 state = "$dir/containerd/state"
@@ -331,7 +338,7 @@ state = "$dir/containerd/state"
     # containerd writes the network configuration from this once the kubelet tells it the node's pod CIDR.
     conf_template = "$dir/cni/template.json"
 EOF
-  cat >"$dir/cni/template.json" <<EOF
+  write_if_changed "$dir/cni/template.json" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "imk8s",
@@ -356,7 +363,7 @@ EOF
   echo "# ironmesh test cluster: no cluster DNS" >"$dir/resolv.conf"
   SERVER=https://$HOST_IP:$APISERVER_PORT kubeconfig "$dir/kubelet.kubeconfig" "$node" "system:node:$node"
   SERVER=https://$HOST_IP:$APISERVER_PORT kubeconfig "$dir/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
-  cat >"$dir/kubelet.yaml" <<EOF
+  write_if_changed "$dir/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $ip
@@ -374,6 +381,9 @@ tlsPrivateKeyFile: $pki/$node-serving.key
 containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
 cgroupDriver: cgroupfs
 cgroupRoot: /$node
+# Each kubelet's own: with one shared folder one kubelet's log cleanup would see the other's pods as
+# orphans.
+podLogsDir: $dir/pod-logs
 failCgroupV1: false
 failSwapOn: false
 resolvConf: $dir/resolv.conf
@@ -383,7 +393,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
 serializeImagePulls: false
 EOF
-  cat >"$dir/kube-proxy.yaml" <<EOF
+  write_if_changed "$dir/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -434,8 +444,14 @@ pod_routes_up() { # each node's pod CIDR routed to it from the other nodes and t
   done
 }
 
+# The kubelet sets these host-wide at start (vm.overcommit_memory=1, kernel.panic=10,
+# kernel.panic_on_oops=1...: a node's defaults); `down` puts back what the machine had.
+KERNEL_TUNABLES=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+
 nodes_up() {
   local images=$state/images.list node
+  [[ -f $state/sysctl.saved ]] || sysctl "${KERNEL_TUNABLES[@]}" | sed 's/ = /=/' >"$state/sysctl.saved"
+  [[ -d /var/log/containers ]] || touch "$state/var-log-containers.created"
   "$repo/images/build.sh" "${IRONMESH_K8S_CACHE:-/var/cache/ironmesh/k8s}/images" >"$images"
   for node in "${NODES[@]}"; do node_up "$node" "$images"; done
   for node in "${NODES[@]}"; do
@@ -518,6 +534,16 @@ down() {
     done
   done
   ip link del "$HOST_BRIDGE" 2>/dev/null || true # its routes go with it
+  # The kubelets' links to their containers' logs (in /var/log/containers, which they cannot be told
+  # to move) and the kernel tunables they changed.
+  if [[ -d /var/log/containers ]]; then
+    find /var/log/containers -maxdepth 1 -lname "$state/*" -delete
+    [[ ! -f $state/var-log-containers.created ]] || rmdir /var/log/containers 2>/dev/null || true
+  fi
+  if [[ -f $state/sysctl.saved ]]; then
+    # shellcheck disable=SC2046
+    sysctl -qw $(cat "$state/sysctl.saved") || log "could not restore the kernel tunables of $state/sysctl.saved"
+  fi
   if [[ -d $state ]]; then
     # Everything but the logs (and the certificates' CA is regenerated on the next up: nothing trusts it).
     find "$state" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
