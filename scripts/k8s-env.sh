@@ -252,11 +252,13 @@ control_plane_up() {
 
 # ---------- nodes ----------
 
-cgroup_hierarchies() { # every cgroup v1 hierarchy (the machines are cgroup v1; 1.34's kubelet still runs there)
+cgroup_hierarchies() { # [--with-unified]: every cgroup v1 hierarchy (the machines are cgroup v1, where
+  # 1.34's kubelet still runs); with the hybrid layout's v2 mount too, where runc also makes the pods'
+  # cgroups, for cleanup
   local dir
   for dir in /sys/fs/cgroup/*/; do
     dir=${dir%/}
-    [[ $(basename "$dir") == unified ]] && continue
+    [[ $(basename "$dir") == unified && ${1:-} != --with-unified ]] && continue
     [[ -f $dir/cgroup.procs ]] && echo "$dir"
   done
 }
@@ -490,7 +492,7 @@ up() {
 
 kill_cgroup_tree() { # node: every process of the node's pods (under its cgroup root), until none is left
   local h procs dirs=()
-  for h in $(cgroup_hierarchies); do [[ -d $h/$1 ]] && dirs+=("$h/$1"); done
+  for h in $(cgroup_hierarchies --with-unified); do [[ -d $h/$1 ]] && dirs+=("$h/$1"); done
   ((${#dirs[@]})) || return 0
   for _ in $(seq 1 50); do
     procs=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
@@ -529,7 +531,7 @@ down() {
   fi
   for node in "${NODES[@]}"; do
     ip netns del "$node" 2>/dev/null || true
-    for h in $(cgroup_hierarchies); do
+    for h in $(cgroup_hierarchies --with-unified); do
       if [[ -d $h/$node ]]; then find "$h/$node" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
     done
   done
