@@ -5,7 +5,7 @@
 # node; then `down` leaves nothing behind (processes, network namespaces, links, routes, mounts, cgroups,
 # host iptables rules). Brings the cluster up first if it is not.
 #   scripts/k8s-check.sh [--keep]     # --keep: leave the cluster up (skips the teardown checks)
-# Last line: `k8s-check: N passed, M failed`; exit status 1 when any check failed.
+# Last line: `k8s-check: N passed, M failed, K skipped`; exit status 1 when any check failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
@@ -23,7 +23,7 @@ check() { # description command...
   if out=$("$@" 2>&1); then pass "$what"; else fail "$what: $(tail -n 5 <<<"$out")"; fi
 }
 finish() {
-  echo "k8s-check: $passed passed, $failed failed"
+  echo "k8s-check: $passed passed, $failed failed, ${skipped:-0} skipped"
   ((failed == 0))
 }
 
@@ -157,6 +157,33 @@ host_reaches_pods() {
   done
 }
 check "the host (where the apiserver calls webhooks from) reaches the pods of both nodes" host_reaches_pods
+
+# The seed's samples, applied unchanged (their apps/v1 manifests), from the images images/build.sh makes
+# of our ironmesh-httpbin and Debian's curl: skipped when those binaries were not built.
+skipped=0
+node_images=$(k get nodes -o 'jsonpath={.items[*].status.images[*].names}')
+if [[ $node_images == *citizenstig/httpbin* && $node_images == *pstauffer/curl* ]]; then
+  samples_work() {
+    k apply -n "$NS" -f samples/httpbin/httpbin-apps-v1.yaml -f samples/sleep/sleep-apps-v1.yaml >/dev/null
+    k wait -n "$NS" --for=condition=Available deployment/httpbin deployment/sleep --timeout=120s >/dev/null ||
+      { k get pods -n "$NS" -o wide; return 1; }
+    local vip sleep_pod out
+    vip=$(k get service -n "$NS" httpbin -o 'jsonpath={.spec.clusterIP}')
+    sleep_pod=$(k get pod -l app=sleep -n "$NS" -o 'jsonpath={.items..metadata.name}')
+    # As above, the new Service reaches kube-proxy a moment after the pods are Ready: a few tries.
+    for _ in $(seq 1 20); do
+      out=$(k exec -n "$NS" "$sleep_pod" -c sleep -- curl -sS --max-time 5 "http://$vip:8000/ip" -w ' %{http_code}' 2>&1) || true
+      [[ $out == *'"origin"'*' 200' ]] && return 0
+      sleep 0.5
+    done
+    echo "curl http://$vip:8000/ip from $sleep_pod: $out"
+    return 1
+  }
+  check "the seed's httpbin and sleep samples run from our images; sleep's curl gets 200 from httpbin's ClusterIP" samples_work
+else
+  echo "skipped: the samples (no httpbin image imported: build ironmesh-httpbin, or set IRONMESH_BIN_DIR)"
+  skipped=1
+fi
 
 k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
 if ((keep)); then
