@@ -7,7 +7,8 @@
 # OUT_DIR (default target/k8s-images) and rebuilt when its inputs change.
 #   images/build.sh [OUT_DIR]      # prints one line per image: NAME ARCHIVE
 # Environment: IRONMESH_BIN_DIR, where ironmesh-httpbin and ironmesh-proxy are (default target/release);
-# without them those images are left out, with a note on stderr.
+# without them those images are left out, with a note on stderr. IRONMESH_K8S_BIN: scripts/k8s-build.sh's
+# bin dir, for the cluster DNS image (CoreDNS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-target/k8s-images}")
@@ -58,6 +59,22 @@ build_busybox() {
 }
 build_if_changed "$BUSYBOX" "$out/busybox.tar" \
   "$( (cat images/oci-image.sh; sha256sum "$busybox_bin" 2>/dev/null) | sha256sum | cut -d' ' -f1)" build_busybox
+
+# The cluster DNS: scripts/k8s-build.sh's CoreDNS (static), when IRONMESH_K8S_BIN names its bin dir.
+# Named for what it is, a local build with a few plugins, not the upstream image.
+COREDNS=localhost/ironmesh/coredns:v1.14.0
+build_coredns() {
+  local root
+  root=$(mktemp -d)
+  mkdir -p "$root/etc/coredns" "$root/tmp"
+  cp "$IRONMESH_K8S_BIN/coredns" "$root/coredns"
+  images/oci-image.sh "$root" "$COREDNS" "$out/coredns.tar" --entrypoint '["/coredns"]'
+  rm -rf "$root"
+}
+if [[ -n ${IRONMESH_K8S_BIN:-} ]]; then
+  build_if_changed "$COREDNS" "$out/coredns.tar" \
+    "$( (cat images/oci-image.sh; sha256sum "$IRONMESH_K8S_BIN/coredns") | sha256sum | cut -d' ' -f1)" build_coredns
+fi
 
 # ---------- images from our binaries and Debian's ----------
 

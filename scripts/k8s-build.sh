@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes components the Kubernetes-mode tests run against (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl) and etcd, from the Go module
-# proxy by module name as test/k8s/go.mod pins them, once, into a cache folder; prints that folder.
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl), etcd and the cluster DNS
+# (CoreDNS), from the Go module proxy by module name as test/k8s/go.mod and test/k8s/coredns/go.mod pin
+# them, once, into a cache folder; prints that folder.
 # Idempotent: when every binary is there and was built from the same go.mod/go.sum, it does nothing.
 #   scripts/k8s-build.sh            # prints the bin dir (the only line on stdout)
 # Environment: IRONMESH_K8S_CACHE (default /var/cache/ironmesh/k8s), IRONMESH_GO_CACHE (default
@@ -15,13 +16,14 @@ version=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$module/go.mod")
 cache=${IRONMESH_K8S_CACHE:-/var/cache/ironmesh/k8s}/$version
 bin=$cache/bin
 go_cache=${IRONMESH_GO_CACHE:-/var/cache/ironmesh/go}
-components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd)
+components=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns)
 
 command -v go >/dev/null || { echo "k8s-build: needs Go 1.24 or newer (go on PATH)" >&2; exit 1; }
 
-# What the binaries were built from: go.mod, go.sum, the etcd entry point and the Go version. A change to
-# any of them rebuilds.
-stamp=$(cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go" <(go version) | sha256sum | cut -d' ' -f1)
+# What the binaries were built from: both modules' go.mod and go.sum, the entry points we wrote and the
+# Go version. A change to any of them rebuilds.
+stamp=$(cat "$module/go.mod" "$module/go.sum" "$module/cmd/etcd/main.go" \
+  "$module/coredns/go.mod" "$module/coredns/go.sum" "$module/coredns/main.go" <(go version) | sha256sum | cut -d' ' -f1)
 up_to_date() {
   [[ -f $bin/.stamp && $(cat "$bin/.stamp") == "$stamp" ]] || return 1
   local c
@@ -52,6 +54,8 @@ echo "k8s-build: building Kubernetes $version and etcd into $bin (cold: ~16 min 
   cd "$module"
   # `tool` is the go.mod's tool lines: the six Kubernetes commands; ./cmd/etcd is etcd's entry point.
   nice -n 15 go build -trimpath -ldflags="$ldflags" -o "$bin/" tool ./cmd/etcd
+  cd coredns
+  nice -n 15 go build -trimpath -ldflags="-s -w" -o "$bin/coredns" .
 ) >&2
 for c in "${components[@]}"; do
   [[ -x $bin/$c ]] || { echo "k8s-build: $c was not built into $bin" >&2; exit 1; }

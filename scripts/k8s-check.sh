@@ -3,7 +3,9 @@
 # nodes Ready; a pod scheduled on each node runs; `kubectl logs` and `kubectl exec` (served by the
 # kubelet) work; a pod reaches the pod of the other node; a Service's ClusterIP reaches a pod on the other
 # node; then `down` leaves nothing behind (processes, network namespaces, links, routes, mounts, cgroups,
-# host iptables rules). Brings the cluster up first if it is not.
+# host iptables rules). Also: the cluster DNS resolves Services, pods reach the apiserver through the
+# `kubernetes` Service, the host reaches pods (webhooks), and the seed's samples run from our images.
+# Brings the cluster up first if it is not.
 #   scripts/k8s-check.sh [--keep]     # --keep: leave the cluster up (skips the teardown checks)
 # Last line: `k8s-check: N passed, M failed, K skipped`; exit status 1 when any check failed.
 set -euo pipefail
@@ -134,6 +136,17 @@ service_works() {
 }
 check "a Service's ClusterIP reaches the pod on the other node (web1 -> web2's ClusterIP, kube-proxy iptables)" service_works
 
+# The cluster DNS (CoreDNS, kube-system/kube-dns): a Service's short name resolves through the pod's
+# search path to its ClusterIP, and the request goes through.
+dns_works() {
+  local vip out
+  vip=$(k get service -n "$NS" web2 -o 'jsonpath={.spec.clusterIP}')
+  out=$(k exec -n "$NS" web1 -- nslookup "web2.$NS.svc.cluster.local" 2>&1) || { echo "$out"; return 1; }
+  [[ $out == *"Address: $vip"* ]] || { echo "nslookup web2.$NS.svc.cluster.local said: $out"; return 1; }
+  fetch_from web1 http://web2/ imk8s-node2
+}
+check "the cluster DNS: web2.$NS.svc.cluster.local is web2's ClusterIP, and http://web2/ answers from imk8s-node2" dns_works
+
 # In-cluster clients (a control plane in a pod) reach the apiserver through the `kubernetes` Service.
 apiserver_from_pod() {
   local vip
@@ -172,14 +185,15 @@ if [[ $node_images == *citizenstig/httpbin* && $node_images == *pstauffer/curl* 
     sleep_pod=$(k get pod -l app=sleep -n "$NS" -o 'jsonpath={.items..metadata.name}')
     # As above, the new Service reaches kube-proxy a moment after the pods are Ready: a few tries.
     for _ in $(seq 1 20); do
-      out=$(k exec -n "$NS" "$sleep_pod" -c sleep -- curl -sS --max-time 5 "http://$vip:8000/ip" -w ' %{http_code}' 2>&1) || true
+      # The walkthrough's spelling: httpbin.<namespace>:8000, through the cluster DNS.
+      out=$(k exec -n "$NS" "$sleep_pod" -c sleep -- curl -sS --max-time 5 "http://httpbin.$NS:8000/ip" -w ' %{http_code}' 2>&1) || true
       [[ $out == *'"origin"'*' 200' ]] && return 0
       sleep 0.5
     done
-    echo "curl http://$vip:8000/ip from $sleep_pod: $out"
+    echo "curl http://httpbin.$NS:8000/ip ($vip) from $sleep_pod: $out"
     return 1
   }
-  check "the seed's httpbin and sleep samples run from our images; sleep's curl gets 200 from httpbin's ClusterIP" samples_work
+  check "the seed's httpbin and sleep samples run from our images; sleep's curl gets 200 from http://httpbin.$NS:8000/ip" samples_work
 else
   echo "skipped: the samples (no httpbin image imported: build ironmesh-httpbin, or set IRONMESH_BIN_DIR)"
   skipped=1

@@ -31,6 +31,7 @@ NODE_NET_PREFIX=24
 CLUSTER_CIDR=198.18.128.0/17 # pods; the controller-manager gives each node a /24 of it
 SERVICE_CIDR=198.19.0.0/16
 KUBERNETES_SERVICE_IP=198.19.0.1
+DNS_SERVICE_IP=198.19.0.10   # the kube-dns Service (CoreDNS), as kubeadm numbers it
 NODES=(imk8s-node1 imk8s-node2)
 node_ip() { echo "198.18.127.$((10 + ${1#imk8s-node}))"; }
 node_veth() { echo "imk8s-n${1#imk8s-node}"; }
@@ -361,8 +362,9 @@ EOF
   ]
 }
 EOF
-  # Pods have no cluster DNS (none runs on this cluster): an empty resolver file, not the host's.
-  echo "# ironmesh test cluster: no cluster DNS" >"$dir/resolv.conf"
+  # What pods with dnsPolicy Default (CoreDNS itself) get: no upstream resolver, none is reachable; the
+  # others get the cluster DNS (clusterDNS below).
+  echo "# ironmesh test cluster: no upstream DNS" >"$dir/resolv.conf"
   SERVER=https://$HOST_IP:$APISERVER_PORT kubeconfig "$dir/kubelet.kubeconfig" "$node" "system:node:$node"
   SERVER=https://$HOST_IP:$APISERVER_PORT kubeconfig "$dir/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
   write_if_changed "$dir/kubelet.yaml" <<EOF
@@ -389,6 +391,8 @@ podLogsDir: $dir/pod-logs
 failCgroupV1: false
 failSwapOn: false
 resolvConf: $dir/resolv.conf
+clusterDNS: [$DNS_SERVICE_IP]
+clusterDomain: cluster.local
 # Images are imported, never pulled: garbage-collecting one would lose it for good.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -454,7 +458,7 @@ nodes_up() {
   local images=$state/images.list node
   [[ -f $state/sysctl.saved ]] || sysctl "${KERNEL_TUNABLES[@]}" | sed 's/ = /=/' >"$state/sysctl.saved"
   [[ -d /var/log/containers ]] || touch "$state/var-log-containers.created"
-  "$repo/images/build.sh" "${IRONMESH_K8S_CACHE:-/var/cache/ironmesh/k8s}/images" >"$images"
+  IRONMESH_K8S_BIN=$bin "$repo/images/build.sh" "${IRONMESH_K8S_CACHE:-/var/cache/ironmesh/k8s}/images" >"$images"
   for node in "${NODES[@]}"; do node_up "$node" "$images"; done
   for node in "${NODES[@]}"; do
     wait_for 120 "$node registered" kubectl_admin get node "$node" ||
@@ -468,6 +472,102 @@ nodes_up() {
     require_running "$node-kube-proxy" "the node"
   done
   log "nodes Ready: ${NODES[*]}"
+  dns_up
+}
+
+# The cluster DNS as kubeadm deploys it (Deployment and Service kube-dns in kube-system, the same RBAC),
+# with CoreDNS from scripts/k8s-build.sh; no forward plugin: nothing upstream is reachable.
+dns_up() {
+  kubectl_admin apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health {
+            lameduck 5s
+        }
+        ready
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+            ttl 30
+        }
+        cache 30
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      priorityClassName: system-cluster-critical
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: localhost/ironmesh/coredns:v1.14.0
+        imagePullPolicy: IfNotPresent
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {containerPort: 53, name: dns, protocol: UDP}
+        - {containerPort: 53, name: dns-tcp, protocol: TCP}
+        livenessProbe:
+          httpGet: {path: /health, port: 8080}
+        readinessProbe:
+          httpGet: {path: /ready, port: 8181}
+          periodSeconds: 2
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes:
+      - name: config
+        configMap: {name: coredns, items: [{key: Corefile, path: Corefile}]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns}
+spec:
+  selector: {k8s-app: kube-dns}
+  clusterIP: $DNS_SERVICE_IP
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+  kubectl_admin -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null ||
+    die "the cluster DNS (kube-system/coredns) is not available after 120 s: kubectl -n kube-system describe pod -l k8s-app=kube-dns"
+  log "cluster DNS: kube-system/kube-dns at $DNS_SERVICE_IP (CoreDNS)"
 }
 
 up() {
