@@ -60,7 +60,6 @@ pub fn crd(kind: &KindInfo) -> Value {
     let schema = json!({"openAPIV3Schema": {
         "type": "object",
         "properties": {"spec": open, "status": open},
-        "x-kubernetes-preserve-unknown-fields": true,
     }});
     let versions: Vec<Value> = kind
         .versions

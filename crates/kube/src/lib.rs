@@ -17,6 +17,8 @@ pub mod webhook;
 
 use std::path::Path;
 
+/// The client library, for the binaries that wire this crate (one version of it in the tree).
+pub use kube;
 pub use source::KubeSource;
 
 /// Why a Kubernetes client could not be made; each says what to do.

@@ -191,6 +191,41 @@ impl ServingCert {
     }
 }
 
+/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and makes it refuse when the
+/// webhook cannot be reached (`failurePolicy: Fail`): from now on the API server calls us and trusts only
+/// this CA. `Ok(false)` when `ironmesh install` has not created the configuration.
+pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
+    use base64::Engine as _;
+    use kube::api::{Api, ApiResource, GroupVersionKind, Patch, PatchParams};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+        ),
+        "validatingwebhookconfigurations",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    // Strategic merge: `webhooks` is a list merged by `name`, so only ours changes.
+    let patch = serde_json::json!({"webhooks": [{
+        "name": WEBHOOK_NAME,
+        "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
+        "failurePolicy": "Fail",
+    }]});
+    match api
+        .patch(
+            crate::install::WEBHOOK_CONFIGURATION,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Serves [`review`] at [`VALIDATE_PATH`] over HTTPS on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
