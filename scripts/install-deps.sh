@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages of scripts/packages.txt for the groups given (default: build run), only those
-# missing, quietly: apt's and dpkg's output goes to target/install-deps.log. The bench group's packages
-# (nginx, haproxy, stunnel...) and whatever they pull in are installed with their services neither started
-# nor enabled at boot: the benchmark runs each peer in the foreground in its own network namespace. Then
-# checks for cargo.
-#   scripts/install-deps.sh [build] [run] [test] [bench]
+# missing, quietly: apt's and dpkg's output goes to target/install-deps.log. The bench and k8s groups'
+# packages (nginx, haproxy, stunnel, containerd...) and whatever they pull in are installed with their
+# services neither started nor enabled at boot: the benchmark runs each peer in the foreground in its own
+# network namespace, and scripts/k8s-env.sh runs one containerd per test node. Then checks for cargo.
+#   scripts/install-deps.sh [build] [run] [test] [bench] [k8s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 groups=("$@")
@@ -61,17 +61,19 @@ apt_install() { # package...
   fi
 }
 
-base=() bench=()
-for g in "${groups[@]}"; do [[ $g == bench ]] || base+=("$g"); done
+# The bench and k8s groups bring daemons (nginx, haproxy, containerd) that must not run as services: their
+# packages are installed apart, and every unit they bring is disabled.
+base=() daemons=()
+for g in "${groups[@]}"; do if [[ $g == bench || $g == k8s ]]; then daemons+=("$g"); else base+=("$g"); fi; done
 mapfile -t missing_base < <(((${#base[@]})) && missing_of "${base[@]}")
-mapfile -t missing_bench < <([[ " ${groups[*]} " == *" bench "* ]] && missing_of bench)
-if ((${#missing_base[@]} + ${#missing_bench[@]})); then
+mapfile -t missing_daemons < <(((${#daemons[@]})) && missing_of "${daemons[@]}")
+if ((${#missing_base[@]} + ${#missing_daemons[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
-    echo "install-deps: run as root to install: ${missing_base[*]} ${missing_bench[*]}" >&2
+    echo "install-deps: run as root to install: ${missing_base[*]} ${missing_daemons[*]}" >&2
     exit 1
   fi
   mkdir -p target
-  echo "install-deps: installing ${missing_base[*]} ${missing_bench[*]} (apt log: $log; usually under a minute)"
+  echo "install-deps: installing ${missing_base[*]} ${missing_daemons[*]} (apt log: $log; usually under a minute)"
   # policy-rc.d exit 101 forbids starting services during the install (Debian's invoke-rc.d contract).
   policy=/usr/sbin/policy-rc.d
   created_policy=0
@@ -82,9 +84,9 @@ if ((${#missing_base[@]} + ${#missing_bench[@]})); then
   fi
   trap 'if ((created_policy)); then rm -f "$policy"; fi' EXIT
   ((${#missing_base[@]} == 0)) || apt_install "${missing_base[@]}"
-  if ((${#missing_bench[@]})); then
+  if ((${#missing_daemons[@]})); then
     before=$(installed)
-    apt_install "${missing_bench[@]}"
+    apt_install "${missing_daemons[@]}"
     # Dependencies included: nginx's unit and init script come with nginx-common, not nginx-light.
     mapfile -t new_packages < <(comm -13 <(echo "$before") <(installed))
     disable_services "${new_packages[@]}"

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Checks the real test cluster of scripts/k8s-env.sh end to end, with outcomes a user would see: both
+# nodes Ready; a pod scheduled on each node runs; `kubectl logs` and `kubectl exec` (served by the
+# kubelet) work; a pod reaches the pod of the other node; a Service's ClusterIP reaches a pod on the other
+# node; then `down` leaves nothing behind (processes, network namespaces, links, routes, mounts, cgroups,
+# host iptables rules). Brings the cluster up first if it is not.
+#   scripts/k8s-check.sh [--keep]     # --keep: leave the cluster up (skips the teardown checks)
+# Last line: `k8s-check: N passed, M failed`; exit status 1 when any check failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+keep=0
+[[ ${1:-} == --keep ]] && keep=1
+state=${IRONMESH_K8S_STATE:-/var/lib/ironmesh-k8s}
+NODES=(imk8s-node1 imk8s-node2)
+NS=imk8s-check
+passed=0 failed=0
+
+pass() { echo "ok: $*"; passed=$((passed + 1)); }
+fail() { echo "FAILED: $*"; failed=$((failed + 1)); }
+check() { # description command...
+  local what=$1 out
+  shift
+  if out=$("$@" 2>&1); then pass "$what"; else fail "$what: $(tail -n 5 <<<"$out")"; fi
+}
+finish() {
+  echo "k8s-check: $passed passed, $failed failed"
+  ((failed == 0))
+}
+
+host_iptables() { iptables-save 2>/dev/null | { grep -vE '^#|^:' || true; } | sort; }
+iptables_before=$(host_iptables)
+# What the kubelet changes host-wide and `down` must put back.
+tunables() { sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; }
+tunables_before=$(tunables)
+
+kubeconfig=$(scripts/k8s-env.sh up | tail -n 1)
+bin=$(scripts/k8s-build.sh)
+k() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+nodes_ready() {
+  local node
+  for node in "${NODES[@]}"; do
+    [[ $(k get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]] ||
+      { echo "$node is not Ready"; return 1; }
+  done
+}
+check "both nodes Ready (${NODES[*]})" nodes_ready
+
+# One web server pod pinned to each node by the scheduler (nodeSelector), with a Service for the second.
+k delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+k create namespace "$NS" >/dev/null
+for i in 1 2; do
+  k apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web$i
+  labels: {app: web$i}
+spec:
+  nodeSelector: {kubernetes.io/hostname: imk8s-node$i}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: docker.io/library/busybox:1.35.0
+    env:
+    - name: NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    command: ["sh", "-c", "mkdir -p /www && echo \$NODE >/www/index.html && echo web$i started on \$NODE && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080}]
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+EOF
+done
+k apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: web2}
+spec:
+  selector: {app: web2}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+
+pods_run() {
+  k wait -n "$NS" --for=condition=Ready pod/web1 pod/web2 --timeout=120s >/dev/null || {
+    k get pods -n "$NS" -o wide
+    k get events -n "$NS" --sort-by=.lastTimestamp | tail -n 10
+    return 1
+  }
+  local i node
+  for i in 1 2; do
+    node=$(k get pod -n "$NS" "web$i" -o 'jsonpath={.spec.nodeName}')
+    [[ $node == "imk8s-node$i" ]] || { echo "web$i runs on '$node', not imk8s-node$i"; return 1; }
+  done
+}
+check "a pod scheduled on each node runs and is Ready" pods_run
+
+logs_work() {
+  local out
+  out=$(k logs -n "$NS" web2)
+  [[ $out == *"web2 started on imk8s-node2"* ]] || { echo "kubectl logs web2 said: $out"; return 1; }
+}
+check "kubectl logs (through the kubelet of imk8s-node2)" logs_work
+
+exec_works() {
+  local out
+  out=$(k exec -n "$NS" web1 -- cat /www/index.html)
+  [[ $out == imk8s-node1 ]] || { echo "kubectl exec web1 -- cat said: $out"; return 1; }
+}
+check "kubectl exec (through the kubelet of imk8s-node1)" exec_works
+
+fetch_from() { # pod url expected: wget inside the pod, bounded
+  local out
+  # busybox's `timeout`, not wget's -T: Debian 12's static busybox wget crashes (SIGSEGV) with -T.
+  out=$(k exec -n "$NS" "$1" -- timeout 5 wget -q -O - "$2" 2>&1) || { echo "wget $2 from $1 failed: $out"; return 1; }
+  [[ $out == "$3" ]] || { echo "wget $2 from $1 got '$out', not '$3'"; return 1; }
+}
+ip1=$(k get pod -n "$NS" web1 -o 'jsonpath={.status.podIP}')
+ip2=$(k get pod -n "$NS" web2 -o 'jsonpath={.status.podIP}')
+check "pod to pod across nodes: web1 ($ip1) -> web2 ($ip2)" fetch_from web1 "http://$ip2:8080/" imk8s-node2
+check "pod to pod across nodes: web2 ($ip2) -> web1 ($ip1)" fetch_from web2 "http://$ip1:8080/" imk8s-node1
+
+service_works() {
+  local vip
+  vip=$(k get service -n "$NS" web2 -o 'jsonpath={.spec.clusterIP}')
+  # The endpoints reach kube-proxy of the client's node a moment after the pod is Ready: a few tries.
+  local i
+  for i in $(seq 1 20); do
+    fetch_from web1 "http://$vip/" imk8s-node2 >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  fetch_from web1 "http://$vip/" imk8s-node2
+}
+check "a Service's ClusterIP reaches the pod on the other node (web1 -> web2's ClusterIP, kube-proxy iptables)" service_works
+
+k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+if ((keep)); then
+  echo "k8s-check: cluster left up (--keep); kubeconfig: $kubeconfig"
+  finish
+  exit
+fi
+
+scripts/k8s-env.sh down
+leftovers() {
+  local found=""
+  pgrep -af -- "$state" >/dev/null && found+=" processes: $(pgrep -af -- "$state" | cut -c1-120);"
+  pgrep -af -- "$bin" >/dev/null && found+=" processes: $(pgrep -af -- "$bin" | cut -c1-120);"
+  ip netns list | grep -q '^imk8s-' && found+=" netns: $(ip netns list | grep '^imk8s-' | tr '\n' ' ');"
+  ip -o link show | grep -q 'imk8s' && found+=" links: $(ip -o link show | grep -o 'imk8s[^:@]*' | tr '\n' ' ');"
+  ip route show | grep -qE '^198\.18\.(12[89]|1[3-9][0-9]|2[0-9][0-9])\.|^198\.18\.127\.' && found+=" routes: $(ip route show | grep '^198\.18\.');"
+  grep -q " $state/" /proc/self/mounts && found+=" mounts: $(grep -c " $state/" /proc/self/mounts);"
+  compgen -G "/sys/fs/cgroup/*/imk8s-*" >/dev/null && found+=" cgroups: $(compgen -G "/sys/fs/cgroup/*/imk8s-*" | head -n 3 | tr '\n' ' ');"
+  [[ $(host_iptables) == "$iptables_before" ]] || found+=" host iptables changed: $(diff <(echo "$iptables_before") <(host_iptables) | head -n 5);"
+  [[ $(tunables) == "$tunables_before" ]] || found+=" kernel tunables changed: $(diff <(echo "$tunables_before") <(tunables) | grep '^>' | tr '\n' ' ');"
+  find /var/log/containers -maxdepth 1 -lname "$state/*" 2>/dev/null | grep -q . && found+=" links in /var/log/containers;"
+  [[ -z $found ]] || { echo "left behind:$found"; return 1; }
+}
+check "down leaves nothing behind (processes, netns, links, routes, mounts, cgroups, host iptables, kernel tunables, log links)" leftovers
+finish
