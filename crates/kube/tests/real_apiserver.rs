@@ -1,0 +1,375 @@
+//! Against a REAL kube-apiserver (with etcd, controller-manager and scheduler; no nodes needed): the
+//! install's CRDs and webhook configuration, [`KubeSource`] watching Istio resources created with real
+//! kubectl (a change reaches `changes()` and the next `list()`), and the webhook refusing an invalid
+//! AuthorizationPolicy with our field error in kubectl's stderr.
+//!
+//! Needs the Kubernetes binaries of scripts/k8s-build.sh (in /var/cache/ironmesh/k8s/v1.34.4/bin, or
+//! `IRONMESH_K8S_BIN`); without them the test fails and says so. It starts its own control-plane-only
+//! cluster with scripts/k8s-env.sh (root; its own state dir; `down` at the end), or reuses a running one
+//! whose admin kubeconfig `IRONMESH_K8S_KUBECONFIG` names (then it removes what it created, except the
+//! CRDs: deleting them would delete every Istio resource of that cluster).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use ironmesh_api::Object;
+use ironmesh_kube::KubeSource;
+use ironmesh_kube::install::{InstallOptions, WEBHOOK_CONFIGURATION, apply, manifests};
+use ironmesh_kube::webhook::{self, ServingCert};
+use tokio_util::sync::CancellationToken;
+
+const KUBERNETES_VERSION: &str = "v1.34.4";
+/// Waits for outcomes (not timing assertions): the watch and the API server are fast; a slow CI still passes.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("IRONMESH_K8S_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("IRONMESH_K8S_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/cache/ironmesh/k8s"));
+            cache.join(KUBERNETES_VERSION).join("bin")
+        });
+    for binary in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+    ] {
+        assert!(
+            dir.join(binary).is_file(),
+            "{binary} is not in {}: this test runs the real Kubernetes control plane; build it once with \
+             scripts/k8s-build.sh (or point IRONMESH_K8S_BIN at the binaries)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A cluster: ours (brought down on drop) or a running one given by `IRONMESH_K8S_KUBECONFIG`.
+struct Cluster {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    /// The state dir of the cluster this test started.
+    own: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn get() -> Cluster {
+        let kubectl = bin_dir().join("kubectl");
+        if let Some(kubeconfig) = std::env::var_os("IRONMESH_K8S_KUBECONFIG") {
+            return Cluster {
+                kubeconfig: kubeconfig.into(),
+                kubectl,
+                own: None,
+            };
+        }
+        assert!(
+            std::net::TcpStream::connect("127.0.0.1:16443").is_err(),
+            "a cluster already runs on 127.0.0.1:16443 (scripts/k8s-env.sh's port): set \
+             IRONMESH_K8S_KUBECONFIG to its admin kubeconfig to reuse it, or stop it with scripts/k8s-env.sh down"
+        );
+        let state = tempfile::Builder::new()
+            .prefix("ironmesh-k8s-test-")
+            .tempdir()
+            .unwrap();
+        let up = Command::new(repo().join("scripts/k8s-env.sh"))
+            .args(["up", "--control-plane-only"])
+            .env("IRONMESH_K8S_STATE", state.path())
+            .env(
+                "IRONMESH_K8S_CACHE",
+                bin_dir().parent().unwrap().parent().unwrap(),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let cluster = Cluster {
+            kubeconfig: state.path().join("admin.kubeconfig"),
+            kubectl,
+            own: Some(state),
+        };
+        assert!(
+            up.status.success(),
+            "scripts/k8s-env.sh up --control-plane-only failed (it needs root):\n{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        cluster
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(state) = &self.own {
+            let _ = Command::new(repo().join("scripts/k8s-env.sh"))
+                .arg("down")
+                .env("IRONMESH_K8S_STATE", state.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// What the test created in a shared cluster, deleted even when the test fails.
+struct Created<'a> {
+    cluster: &'a Cluster,
+    namespace: String,
+}
+
+impl Drop for Created<'_> {
+    fn drop(&mut self) {
+        for args in [
+            vec![
+                "delete",
+                "namespace",
+                self.namespace.as_str(),
+                "--wait=false",
+            ],
+            vec!["delete", "meshpolicies.authentication.istio.io", "default"],
+            vec![
+                "delete",
+                "destinationrules.networking.istio.io",
+                "default",
+                "-n",
+                "default",
+            ],
+            vec![
+                "delete",
+                "validatingwebhookconfiguration",
+                WEBHOOK_CONFIGURATION,
+            ],
+        ] {
+            let mut args = args;
+            args.push("--ignore-not-found");
+            let _ = self.cluster.kubectl(&args, None);
+        }
+    }
+}
+
+fn find<'a>(
+    objects: &'a [Object],
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<&'a Object> {
+    objects.iter().find(|o| {
+        o.kind == kind && o.metadata.name == name && o.metadata.namespace.as_deref() == namespace
+    })
+}
+
+/// Waits on `changes` until `done` holds for a fresh list.
+async fn until(
+    source: &KubeSource,
+    changes: &mut futures::stream::BoxStream<'static, ()>,
+    what: &str,
+    done: impl Fn(&[Object]) -> bool,
+) {
+    let wait = async {
+        loop {
+            if done(&source.list().1) {
+                return;
+            }
+            changes.next().await.expect("the source's changes ended");
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{what}: not seen within {PATIENCE:?}; unsynced: {:?}",
+                source.unsynced()
+            )
+        });
+}
+
+fn policy(namespace: &str, action: &str, label: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: httpbin\n  \
+         namespace: {namespace}\n  labels: {{step: {label}}}\nspec:\n  selector:\n    matchLabels: {{app: httpbin}}\n  \
+         action: {action}\n  rules:\n  - from:\n    - source:\n        principals: [cluster.local/ns/{namespace}/sa/sleep]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_watches_and_the_webhook_work_against_a_real_api_server() {
+    webhook::install_crypto_provider();
+    let cluster = Cluster::get();
+    let client = ironmesh_kube::client(Some(&cluster.kubeconfig))
+        .await
+        .unwrap();
+
+    // The webhook on loopback, where the API server (on the host) calls it; the install points at it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    let cert = ServingCert::generate(&["127.0.0.1".to_owned()]).unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(webhook::serve(
+        listener,
+        cert.server_config().unwrap(),
+        shutdown.clone(),
+    ));
+
+    let namespace = format!("ironmesh-kube-test-{}", std::process::id());
+    let created = Created {
+        cluster: &cluster,
+        namespace: namespace.clone(),
+    };
+    let options = InstallOptions {
+        webhook_url: Some(format!("https://{address}{}", webhook::VALIDATE_PATH)),
+        ..InstallOptions::default()
+    };
+    let applied = apply(&client, &manifests(&options)).await.unwrap();
+    assert!(
+        applied.contains(
+            &"customresourcedefinitions/authorizationpolicies.security.istio.io".to_owned()
+        ),
+        "{applied:?}"
+    );
+    assert!(
+        webhook::publish_ca_bundle(&client, &cert.ca_pem)
+            .await
+            .unwrap()
+    );
+    // kubectl knows Istio's kinds by the CRDs' names, short names and categories.
+    let crds = cluster.kubectl_ok(
+        &[
+            "api-resources",
+            "--api-group=networking.istio.io",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(
+        crds.contains("destinationrules.networking.istio.io"),
+        "{crds}"
+    );
+
+    let source = KubeSource::start(client.clone());
+    let mut changes = source.changes();
+    tokio::time::timeout(PATIENCE, source.wait_synced())
+        .await
+        .unwrap_or_else(|_| panic!("the watches did not sync: {:?}", source.unsynced()));
+
+    // The seed's MeshPolicy and DestinationRule, and a policy, with real kubectl.
+    cluster.kubectl_ok(&["create", "namespace", &namespace], None);
+    let samples = repo().join("samples");
+    for file in ["default-mesh-policy.yaml", "all-internal-traffic.yml"] {
+        cluster.kubectl_ok(&["apply", "-f", samples.join(file).to_str().unwrap()], None);
+    }
+    cluster.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy(&namespace, "ALLOW", "one")),
+    );
+    let ns = namespace.clone();
+    until(
+        &source,
+        &mut changes,
+        "the applied resources",
+        move |objects| {
+            find(objects, "MeshPolicy", None, "default").is_some()
+                && find(objects, "DestinationRule", Some("default"), "default")
+                    .is_some_and(|o| o.spec()["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL")
+                && find(objects, "AuthorizationPolicy", Some(&ns), "httpbin").is_some()
+                && find(objects, "Namespace", None, &ns).is_some()
+        },
+    )
+    .await;
+    let (_, objects) = source.list();
+    let policy_object = find(&objects, "AuthorizationPolicy", Some(&namespace), "httpbin").unwrap();
+    assert_eq!(policy_object.api_version, "security.istio.io/v1beta1");
+    assert!(policy_object.metadata.uid.is_some());
+    assert!(
+        ironmesh_api::validate_object(policy_object).is_ok(),
+        "a watched object is one our api reads"
+    );
+
+    // A change reaches changes() and the next list.
+    let before = source.list().0;
+    cluster.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&policy(&namespace, "DENY", "two")),
+    );
+    let ns = namespace.clone();
+    until(
+        &source,
+        &mut changes,
+        "the changed policy",
+        move |objects| {
+            find(objects, "AuthorizationPolicy", Some(&ns), "httpbin")
+                .is_some_and(|o| o.spec()["action"] == "DENY" && o.metadata.labels["step"] == "two")
+        },
+    )
+    .await;
+    assert!(source.list().0 > before, "the version moves with the watch");
+
+    // An invalid policy is refused by our webhook with our field error, in kubectl's own stderr.
+    let refused = cluster.kubectl(
+        &["create", "-f", "-"],
+        Some(&policy(&namespace, "ALLOWED", "three").replace("name: httpbin", "name: bad")),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "kubectl created an invalid policy: {stderr}"
+    );
+    assert!(
+        stderr.contains("admission webhook \"validation.istio.io\" denied the request")
+            && stderr.contains(&format!(
+                "authorizationpolicy.security.istio.io/bad in namespace {namespace}: spec.action"
+            )),
+        "{stderr}"
+    );
+    let bad = cluster.kubectl(
+        &[
+            "get",
+            "authorizationpolicies.security.istio.io",
+            "bad",
+            "-n",
+            &namespace,
+        ],
+        None,
+    );
+    assert!(!bad.status.success(), "the refused policy is not stored");
+
+    drop(created);
+}
