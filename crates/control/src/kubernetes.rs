@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use ironmesh_home::Home;
@@ -33,6 +34,9 @@ impl ResourceSource for KubeSource {
         KubeSource::changes(self)
     }
 }
+
+/// How often the wait for the first listing of every kind says what it still waits for.
+const SYNC_REPORT: Duration = Duration::from_secs(10);
 
 /// Pods as the watch last saw them, for the credential checks.
 struct WatchedPods(Arc<KubeSource>);
@@ -83,11 +87,6 @@ pub enum KubernetesError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error(
-        "cannot publish the webhook's CA in the webhook configuration: {0}; check the control plane's RBAC \
-         (`ironmesh install`)"
-    )]
-    PublishCa(ironmesh_kube::kube::Error),
 }
 
 /// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
@@ -116,16 +115,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     // Serving before publishing: once the configuration says Fail, the API server needs us up.
-    if !webhook::publish_ca_bundle(&client, &cert.ca_pem)
-        .await
-        .map_err(KubernetesError::PublishCa)?
-    {
-        tracing::warn!(
-            "no webhook configuration {} in the cluster: invalid Istio resources are not refused; \
-             run `ironmesh install`",
-            ironmesh_kube::install::WEBHOOK_CONFIGURATION
-        );
-    }
+    let publisher = tokio::spawn(webhook::keep_ca_bundle(
+        client.clone(),
+        cert.ca_pem.clone(),
+        shutdown.clone(),
+    ));
 
     let kube_source = Arc::new(KubeSource::start(client));
     let ca = Arc::new(crate::open_ca(&layout, &mesh)?);
@@ -142,6 +136,21 @@ pub async fn run(
         hub.clone(),
         shutdown.clone(),
     ));
+    // No configuration before every kind is listed once: a sidecar configured while the
+    // AuthorizationPolicies were still unknown would allow what they deny.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            synced = tokio::time::timeout(SYNC_REPORT, kube_source.wait_synced()) => match synced {
+                Ok(()) => break,
+                Err(_) => tracing::warn!(
+                    waiting_for = ?kube_source.unsynced(),
+                    "not all kinds are listed yet, so no sidecar is configured; for Istio's kinds run \
+                     `ironmesh install` (their CRDs), else check the control plane's RBAC"
+                ),
+            },
+        }
+    }
     tracing::info!(webhook = %options.webhook_address, "control plane on Kubernetes: watching the cluster");
     // The same loop as on the local runtime; without a store or a cluster it only computes and pushes
     // the sidecars' configuration.
@@ -161,6 +170,7 @@ pub async fn run(
     .await;
     shutdown.cancel();
     let _ = webhook_server.await;
+    let _ = publisher.await;
     match grpc_server.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),

@@ -128,21 +128,25 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
     let cluster = Cluster::get();
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
     let port = free_port();
-    let install = Command::new(CONTROL_PLANE)
-        .args(["install", "--kubeconfig", &kubeconfig, "--webhook-url"])
-        .arg(format!("https://127.0.0.1:{port}/validate"))
-        .output()
-        .unwrap();
-    assert!(
-        install.status.success(),
-        "install: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&install.stdout)
-            .contains("customresourcedefinitions/sidecars.networking.istio.io serverside-applied")
-    );
+    let install =
+        || {
+            let install = Command::new(CONTROL_PLANE)
+                .args(["install", "--kubeconfig", &kubeconfig, "--webhook-url"])
+                .arg(format!("https://127.0.0.1:{port}/validate"))
+                .output()
+                .unwrap();
+            assert!(
+                install.status.success(),
+                "install: {}",
+                String::from_utf8_lossy(&install.stderr)
+            );
+            assert!(String::from_utf8_lossy(&install.stdout).contains(
+                "customresourcedefinitions/sidecars.networking.istio.io serverside-applied"
+            ));
+        };
 
+    // The control plane first: it waits for Istio's CRDs (configuring no sidecar meanwhile) and for
+    // its webhook configuration, which the install then brings.
     let home = tempfile::tempdir().unwrap();
     let namespace = format!("ironmesh-cp-test-{}", std::process::id());
     let child = Command::new(CONTROL_PLANE)
@@ -166,6 +170,7 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
         namespace: namespace.clone(),
     };
     wait_for_file(&home.path().join("run/xds.sock"), &mut running.child);
+    install();
 
     // A pod with a sidecar, bound to a node that does not exist: Kubernetes keeps it (Pending) and no
     // kubelet runs it, which is all the control plane needs to configure its sidecar.
@@ -232,6 +237,29 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
         at(0.5),
         at(0.99)
     );
+
+    // A second install resets the webhook to `Ignore`; the control plane puts back `Fail`.
+    install();
+    let failure_policy = || {
+        cluster.kubectl_ok(
+            &[
+                "get",
+                "validatingwebhookconfiguration",
+                "istio-validator-istio-system",
+                "-o",
+                "jsonpath={.webhooks[0].failurePolicy}",
+            ],
+            None,
+        )
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while failure_policy() != "Fail" {
+        assert!(
+            Instant::now() < deadline,
+            "the control plane did not restore failurePolicy: Fail"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The running control plane published its CA in the webhook configuration: kubectl is refused.
     let refused = cluster.kubectl(

@@ -191,12 +191,8 @@ impl ServingCert {
     }
 }
 
-/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and makes it refuse when the
-/// webhook cannot be reached (`failurePolicy: Fail`): from now on the API server calls us and trusts only
-/// this CA. `Ok(false)` when `ironmesh install` has not created the configuration.
-pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
-    use base64::Engine as _;
-    use kube::api::{Api, ApiResource, GroupVersionKind, Patch, PatchParams};
+fn webhook_configurations(client: &kube::Client) -> kube::Api<DynamicObject> {
+    use kube::api::{ApiResource, GroupVersionKind};
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(
             "admissionregistration.k8s.io",
@@ -205,14 +201,34 @@ pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bo
         ),
         "validatingwebhookconfigurations",
     );
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    kube::Api::all_with(client.clone(), &resource)
+}
+
+/// Whether our webhook in `configuration` trusts `ca_base64` and refuses when unreachable.
+fn is_published(configuration: &DynamicObject, ca_base64: &str) -> bool {
+    configuration.data["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|webhook| webhook["name"] == WEBHOOK_NAME)
+        .any(|webhook| {
+            webhook["clientConfig"]["caBundle"] == ca_base64 && webhook["failurePolicy"] == "Fail"
+        })
+}
+
+/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and makes it refuse when the
+/// webhook cannot be reached (`failurePolicy: Fail`): from now on the API server calls us and trusts only
+/// this CA. `Ok(false)` when `ironmesh install` has not created the configuration.
+pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
+    use base64::Engine as _;
+    use kube::api::{Patch, PatchParams};
     // Strategic merge: `webhooks` is a list merged by `name`, so only ours changes.
     let patch = serde_json::json!({"webhooks": [{
         "name": WEBHOOK_NAME,
         "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
         "failurePolicy": "Fail",
     }]});
-    match api
+    match webhook_configurations(client)
         .patch(
             crate::install::WEBHOOK_CONFIGURATION,
             &PatchParams::default(),
@@ -223,6 +239,47 @@ pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bo
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(error) => Err(error),
+    }
+}
+
+/// Keeps `ca_pem` published ([`publish_ca_bundle`]) until `shutdown`: watches the configuration and
+/// patches it whenever it appears (an install after the control plane started) or loses our CA or
+/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own.
+pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: CancellationToken) {
+    use base64::Engine as _;
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let ca_base64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    let config = watcher::Config::default().fields(&format!(
+        "metadata.name={}",
+        crate::install::WEBHOOK_CONFIGURATION
+    ));
+    let events = watcher(webhook_configurations(&client), config)
+        .default_backoff()
+        .applied_objects();
+    let mut events = std::pin::pin!(events);
+    loop {
+        let configuration = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => match event {
+                Some(Ok(configuration)) => configuration,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "cannot watch the webhook configuration; retrying");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        if is_published(&configuration, &ca_base64) {
+            continue;
+        }
+        match publish_ca_bundle(&client, &ca_pem).await {
+            Ok(_) => tracing::info!(
+                configuration = crate::install::WEBHOOK_CONFIGURATION,
+                "webhook CA published; invalid Istio resources are now refused"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot publish the webhook's CA; check the RBAC"),
+        }
     }
 }
 
