@@ -2,7 +2,8 @@
 //! configuration as on the local runtime, reading from a Kubernetes API server ([`KubeSource`]) instead
 //! of the embedded store, and serving the validating webhook. Kubernetes runs the pods, allocates Service
 //! addresses and rolls out Deployments, so the local runtime's kubelet, Service and Deployment
-//! controllers do not run here.
+//! controllers do not run here. Stored Istio resources get an `Accepted` condition saying whether they are
+//! valid (those stored before the webhook was in place may not be).
 //!
 //! The CA and the configuration stream are still served on `$IRONMESH_HOME/run/xds.sock` with the
 //! control plane's own pod credentials; serving them over TLS on TCP 15012 with service-account tokens
@@ -121,7 +122,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let kube_source = Arc::new(KubeSource::start(client));
+    let kube_source = Arc::new(KubeSource::start(client.clone()));
     let ca = Arc::new(crate::open_ca(&layout, &mesh)?);
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
@@ -152,6 +153,10 @@ pub async fn run(
         }
     }
     tracing::info!(webhook = %options.webhook_address, "control plane on Kubernetes: watching the cluster");
+    let statuses = {
+        let (source, shutdown) = (kube_source.clone(), shutdown.clone());
+        tokio::spawn(async move { ironmesh_kube::status::report(client, &source, shutdown).await })
+    };
     // The same loop as on the local runtime; without a store or a cluster it only computes and pushes
     // the sidecars' configuration.
     let source: Arc<dyn ResourceSource> = kube_source;
@@ -171,6 +176,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = webhook_server.await;
     let _ = publisher.await;
+    let _ = statuses.await;
     match grpc_server.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),

@@ -6,6 +6,7 @@
 //!   engine and the per-sidecar configuration are the same as on the local runtime.
 //! - [`crds`]: Istio's kinds as CustomResourceDefinitions, from ironmesh-api's kind table.
 //! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS.
+//! - [`status`]: the `Accepted` condition on stored Istio resources (our field errors when invalid).
 //! - [`install`]: the manifests `ironmesh install` prints or applies (server-side apply).
 //!
 //! This crate links kube-rs and k8s-openapi but picks no Kubernetes version: the binary does.
@@ -13,6 +14,7 @@
 pub mod crds;
 pub mod install;
 pub mod source;
+pub mod status;
 pub mod webhook;
 
 use std::path::Path;

@@ -131,7 +131,18 @@ async fn crds_watches_and_the_webhook_work_against_a_real_api_server() {
         webhook_url: Some(format!("https://{address}{}", webhook::VALIDATE_PATH)),
         ..InstallOptions::default()
     };
-    let applied = apply(&client, &manifests(&options)).await.unwrap();
+    // The CRDs alone first, and an invalid policy stored while no webhook is registered: the control
+    // plane reports it in the policy's status.
+    let (crds, rest): (Vec<_>, Vec<_>) = manifests(&options)
+        .into_iter()
+        .partition(|m| m["kind"] == "CustomResourceDefinition");
+    let mut applied = apply(&client, &crds).await.unwrap();
+    cluster.kubectl_ok(&["create", "namespace", &namespace], None);
+    cluster.kubectl_ok(
+        &["create", "-f", "-"],
+        Some(&policy(&namespace, "ALLOWED", "stale").replace("name: httpbin", "name: stale")),
+    );
+    applied.extend(apply(&client, &rest).await.unwrap());
     assert!(
         applied.contains(
             &"customresourcedefinitions/authorizationpolicies.security.istio.io".to_owned()
@@ -158,14 +169,17 @@ async fn crds_watches_and_the_webhook_work_against_a_real_api_server() {
         "{crds}"
     );
 
-    let source = KubeSource::start(client.clone());
+    let source = std::sync::Arc::new(KubeSource::start(client.clone()));
+    {
+        let (client, source, shutdown) = (client.clone(), source.clone(), shutdown.clone());
+        tokio::spawn(async move { ironmesh_kube::status::report(client, &source, shutdown).await });
+    }
     let mut changes = source.changes();
     tokio::time::timeout(PATIENCE, source.wait_synced())
         .await
         .unwrap_or_else(|_| panic!("the watches did not sync: {:?}", source.unsynced()));
 
     // The seed's MeshPolicy and DestinationRule, and a policy, with real kubectl.
-    cluster.kubectl_ok(&["create", "namespace", &namespace], None);
     let samples = repo().join("samples");
     for file in ["default-mesh-policy.yaml", "all-internal-traffic.yml"] {
         cluster.kubectl_ok(&["apply", "-f", samples.join(file).to_str().unwrap()], None);
@@ -244,6 +258,45 @@ async fn crds_watches_and_the_webhook_work_against_a_real_api_server() {
         None,
     );
     assert!(!bad.status.success(), "the refused policy is not stored");
+
+    // The policy stored before the webhook carries our field error in its status.
+    let condition = |name: &str| {
+        cluster.kubectl_ok(
+            &[
+                "get",
+                "authorizationpolicies.security.istio.io",
+                name,
+                "-n",
+                &namespace,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")]}",
+            ],
+            None,
+        )
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !condition("stale").contains("spec.action") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Accepted condition on the stale policy: {}",
+            condition("stale")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stale: serde_json::Value = serde_json::from_str(&condition("stale")).unwrap();
+    assert_eq!(
+        (&stale["status"], &stale["reason"]),
+        (&serde_json::json!("False"), &serde_json::json!("Invalid"))
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !condition("httpbin").contains("\"status\":\"True\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the valid policy is not Accepted: {}",
+            condition("httpbin")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     drop(created);
 }

@@ -61,11 +61,15 @@ impl Cluster {
                 own: None,
             };
         }
-        assert!(
-            std::net::TcpStream::connect("127.0.0.1:16443").is_err(),
-            "a cluster already runs on 127.0.0.1:16443 (scripts/k8s-env.sh's port): set \
-             IRONMESH_K8S_KUBECONFIG to its admin kubeconfig to reuse it, or stop it with scripts/k8s-env.sh down"
-        );
+        // scripts/k8s-env.sh's ports, bridge, network namespaces and cgroups are machine-wide names:
+        // a second cluster cannot run beside one, and its `down` would remove the other's.
+        if let Some(found) = machine_cluster() {
+            panic!(
+                "a Kubernetes test cluster already runs on this machine ({found}): set \
+                 IRONMESH_K8S_KUBECONFIG to its admin kubeconfig to reuse it, or stop it with \
+                 scripts/k8s-env.sh down"
+            );
+        }
         let state = tempfile::Builder::new()
             .prefix("ironmesh-k8s-test-")
             .tempdir()
@@ -73,24 +77,22 @@ impl Cluster {
         let up = Command::new(repo().join("scripts/k8s-env.sh"))
             .args(["up", "--control-plane-only"])
             .env("IRONMESH_K8S_STATE", state.path())
-            .env(
-                "IRONMESH_K8S_CACHE",
-                bin_dir().parent().unwrap().parent().unwrap(),
-            )
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        let cluster = Cluster {
+        if !up.status.success() {
+            // Not `down`: it removes machine-wide names, which may be another cluster's by now.
+            stop_started(state.path());
+            panic!(
+                "scripts/k8s-env.sh up --control-plane-only failed (it needs root):\n{}",
+                String::from_utf8_lossy(&up.stderr)
+            );
+        }
+        Cluster {
             kubeconfig: state.path().join("admin.kubeconfig"),
             kubectl,
             own: Some(state),
-        };
-        assert!(
-            up.status.success(),
-            "scripts/k8s-env.sh up --control-plane-only failed (it needs root):\n{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        cluster
+        }
     }
 
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -120,6 +122,34 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// What shows that a cluster of scripts/k8s-env.sh runs here, if anything does.
+fn machine_cluster() -> Option<String> {
+    for port in ["127.0.0.1:16443", "127.0.0.1:12379"] {
+        if std::net::TcpStream::connect(port).is_ok() {
+            return Some(format!("something listens on {port}"));
+        }
+    }
+    if Path::new("/sys/class/net/imk8s0").exists() {
+        return Some("bridge imk8s0 exists".into());
+    }
+    ["imk8s-node1", "imk8s-node2"]
+        .iter()
+        .find(|node| Path::new("/run/netns").join(node).exists())
+        .map(|node| format!("network namespace {node} exists"))
+}
+
+/// Stops the processes a failed `up` started (their pids are in its state dir, so they are its own).
+fn stop_started(state: &Path) {
+    let Ok(pids) = std::fs::read_dir(state.join("pids")) else {
+        return;
+    };
+    for pid in pids.flatten() {
+        if let Ok(pid) = std::fs::read_to_string(pid.path()) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
     }
 }
 
