@@ -184,6 +184,20 @@ fn a_refusal_is_an_invalid_status_the_api_server_passes_to_kubectl() {
     assert_eq!(status["status"], "Failure");
 }
 
+#[test]
+fn istios_warnings_go_back_to_kubectl_with_the_allowed_answer() {
+    let peer_authentication = json!({"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "p", "namespace": "foo"}, "spec": {"selector": {}}});
+    let answer = review(&admission("CREATE", peer_authentication));
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(
+        answer["response"]["warnings"],
+        json!([
+            "peerauthentication.security.istio.io/p in namespace foo: spec.selector: workload selector specified without labels"
+        ])
+    );
+}
+
 #[tokio::test]
 async fn the_webhook_answers_over_https_to_a_client_that_trusts_its_ca() {
     ironmesh_kube::webhook::install_crypto_provider();
