@@ -106,6 +106,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::explain::AuthzCommand,
     },
+    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the validating
+    /// webhook configuration and the control plane's Deployment and Service (server-side apply).
+    Install(InstallArgs),
     /// Print a manifest with the sidecar added.
     #[command(alias = "inject")]
     KubeInject {
@@ -161,6 +164,24 @@ pub(crate) enum Command {
     /// Run the control plane in the foreground (what `up` starts).
     #[command(hide = true)]
     ControlPlane,
+}
+
+/// `ironmesh install`: passed on to `ironmesh-control-plane install`, which links the Kubernetes client.
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// The cluster's admin kubeconfig.
+    #[arg(long)]
+    pub kubeconfig: Option<String>,
+    /// Print the manifests as YAML documents instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The control plane's image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The control plane runs outside the cluster: the API server calls the webhook at this URL, and no
+    /// Deployment or Service is installed.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -118,6 +118,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             name.as_deref(),
             namespace.as_deref(),
         ))),
+        Command::Install(args) => lifecycle::install(&args),
         Command::KubeInject { file } => write::kube_inject(&file),
         Command::Authz { command } => block_on(Box::pin(explain::authz(&client, command))),
         Command::TlsCheck {

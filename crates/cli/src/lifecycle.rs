@@ -347,6 +347,35 @@ fn remove_leftovers(home: &Home) {
         .status();
 }
 
+/// `ironmesh install`: the control plane's binary builds and applies the manifests (it links the
+/// Kubernetes client; the CLI stays a client of our API only). Its output and errors are ours.
+pub(crate) fn install(args: &crate::cli::InstallArgs) -> Result<(), CliError> {
+    let mut command = Command::new(control_plane_program()?);
+    command.arg("install").stdin(Stdio::null());
+    if let Some(kubeconfig) = &args.kubeconfig {
+        command.arg("--kubeconfig").arg(kubeconfig);
+    }
+    if args.dry_run {
+        command.arg("--dry-run");
+    }
+    if let Some(image) = &args.image {
+        command.arg("--image").arg(image);
+    }
+    if let Some(url) = &args.webhook_url {
+        command.arg("--webhook-url").arg(url);
+    }
+    let status = command
+        .status()
+        .map_err(|e| CliError::Usage(format!("cannot run {CONTROL_PLANE} install: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(CliError::Exit(code)),
+        None => Err(CliError::Usage(format!(
+            "{CONTROL_PLANE} install was killed ({status})"
+        ))),
+    }
+}
+
 /// The `ironmesh-control-plane` binary: next to this one (or in `$IRONMESH_BIN_DIR`), else on PATH.
 fn control_plane_program() -> Result<std::path::PathBuf, CliError> {
     ironmesh_home::find_program(CONTROL_PLANE, ironmesh_home::bin_dir().as_deref()).ok_or_else(|| {

@@ -35,8 +35,9 @@ pub struct Context {
     pub home: PathBuf,
     /// Where the resources the controllers compute from are read.
     pub source: Arc<dyn ResourceSource>,
-    /// Where the controllers write what they own (Service addresses, Deployment pods).
-    pub store: Arc<Store>,
+    /// Where the controllers write what they own (Service addresses, Deployment pods); `None` on
+    /// Kubernetes, whose own controllers do that (then only the sidecars' configuration is computed).
+    pub store: Option<Arc<Store>>,
     /// `None` when the local runtime is off (no pods run).
     pub cluster: Option<Arc<Cluster>>,
     pub credentials: Arc<CredentialAuthority>,
@@ -107,14 +108,11 @@ struct Loop {
 }
 
 impl Loop {
-    /// One pass; what it writes to the store comes back as events and triggers the next pass.
-    async fn converge(&mut self) {
-        let source = self.ctx.source.clone();
-        let (read_at, objects) = on_blocking_pool(move || snapshot_at(source.as_ref())).await;
-
-        let addresses = services::allocate_vips(&objects);
-        let plan = deployments::plan(&objects, rand::random::<u64>);
-        blocking(&self.ctx.store, move |store| {
+    /// The local runtime's controllers that write: Service addresses and the pods of Deployments.
+    async fn own_resources(store: &Arc<Store>, objects: &[Object]) {
+        let addresses = services::allocate_vips(objects);
+        let plan = deployments::plan(objects, rand::random::<u64>);
+        blocking(store, move |store| {
             for (service, ip) in addresses {
                 tracing::info!(service = %crate::objects::key(&service), %ip, "virtual IP assigned");
                 write(store, &service, WriteMode::Apply, "service address");
@@ -129,6 +127,16 @@ impl Loop {
             }
         })
         .await;
+    }
+
+    /// One pass; what it writes to the store comes back as events and triggers the next pass.
+    async fn converge(&mut self) {
+        let source = self.ctx.source.clone();
+        let (read_at, objects) = on_blocking_pool(move || snapshot_at(source.as_ref())).await;
+
+        if let Some(store) = &self.ctx.store {
+            Self::own_resources(store, &objects).await;
+        }
 
         if let Some(kubelet) = &mut self.kubelet {
             kubelet.reconcile(&objects).await;
@@ -193,15 +201,19 @@ impl Loop {
 /// Runs the controllers until `ctx.shutdown`, then stops every pod.
 pub async fn run(ctx: Context) {
     let mut changes = ctx.source.changes();
-    let kubelet = ctx.cluster.clone().map(|cluster| {
-        Kubelet::new(
-            &ctx.home,
-            cluster,
-            ctx.store.clone(),
-            ctx.credentials.clone(),
-            ctx.mesh.clone(),
-        )
-    });
+    let kubelet = ctx
+        .cluster
+        .clone()
+        .zip(ctx.store.clone())
+        .map(|(cluster, store)| {
+            Kubelet::new(
+                &ctx.home,
+                cluster,
+                store,
+                ctx.credentials.clone(),
+                ctx.mesh.clone(),
+            )
+        });
     let shutdown = ctx.shutdown.clone();
     let mut roots = ctx.trust_bundle.clone();
     let mut state = Loop {
@@ -263,7 +275,7 @@ mod tests {
             ctx: Context {
                 home: dir.to_path_buf(),
                 source: store.clone(),
-                store,
+                store: Some(store),
                 cluster: None,
                 credentials: Arc::new(CredentialAuthority::from_secret(&[1; 32])),
                 hub: ConfigHub::new(
@@ -326,7 +338,7 @@ mod tests {
     /// Runs passes (each followed by the kubelet's reports) until the pods stop changing; returns the
     /// pod count after every pass, so a test sees each step of a rollout.
     async fn settle(controllers: &mut Loop) -> Vec<usize> {
-        let store = controllers.ctx.store.clone();
+        let store = controllers.ctx.store.clone().unwrap();
         let mut counts = Vec::new();
         for _ in 0..20 {
             let before = pods(&store);
@@ -344,7 +356,7 @@ mod tests {
     async fn relabelling_a_template_and_back_keeps_one_replica() {
         let dir = tempfile::tempdir().unwrap();
         let mut controllers = controllers(dir.path());
-        let store = controllers.ctx.store.clone();
+        let store = controllers.ctx.store.clone().unwrap();
 
         apply(&store, &deployment("app: sleep"));
         assert_eq!(settle(&mut controllers).await.last(), Some(&1));
@@ -379,7 +391,7 @@ mod tests {
         let mut controllers = controllers(dir.path());
         let (roots, receiver) = watch::channel(vec!["old root".to_owned()]);
         controllers.ctx.trust_bundle = receiver;
-        let store = controllers.ctx.store.clone();
+        let store = controllers.ctx.store.clone().unwrap();
         let with_sidecar = deployment("app: sleep").replace(
             "command: [/bin/sleep, 3650d]}\n",
             "command: [/bin/sleep, 3650d]}\n      - {name: ironmesh-proxy, image: ironmesh-proxy}\n",

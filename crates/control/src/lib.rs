@@ -18,6 +18,7 @@ pub mod deployments;
 mod explain;
 mod grpc;
 pub mod kubelet;
+pub mod kubernetes;
 pub mod objects;
 pub mod options;
 pub mod proxy_config;
@@ -91,7 +92,10 @@ fn read_file(path: &Path) -> Result<String, ControlError> {
 }
 
 /// Opens the CA: the user's own when `up` was given one, else the self-signed root kept under `ca/`.
-fn open_ca(home: &Home, mesh: &MeshOptions) -> Result<CertificateAuthority, ControlError> {
+pub(crate) fn open_ca(
+    home: &Home,
+    mesh: &MeshOptions,
+) -> Result<CertificateAuthority, ControlError> {
     let dir = home.ca_dir();
     prepare_dir(&dir)?;
     let options = CaOptions {
@@ -175,7 +179,7 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     let controllers = tokio::spawn(controller::run(controller::Context {
         home: home.to_path_buf(),
         source: source.clone(),
-        store: store.clone(),
+        store: Some(store.clone()),
         cluster: cluster.clone(),
         credentials,
         hub: hub.clone(),

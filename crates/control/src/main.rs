@@ -1,29 +1,83 @@
 //! `ironmesh-control-plane`: the control plane's own process. `ironmesh up` starts it in the background
 //! (`run`, the default) and `ironmesh down` runs its `teardown` after a crash; the CLI never links the
 //! control plane, so it stays a client of the API whether it runs next to the cluster or far from it.
+//! `run --kubeconfig F` (or `run` in a pod) runs it on a Kubernetes cluster instead, and `install` puts
+//! the mesh into one (`ironmesh install` runs it, so the CLI links no Kubernetes client).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ironmesh_control::kubernetes::KubernetesOptions;
 use ironmesh_home::Home;
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: ironmesh-control-plane [run [--mesh-stdin]|teardown] (with IRONMESH_HOME set; \
-                     `ironmesh up` and `ironmesh down` run it for you; --mesh-stdin reads the mesh options \
-                     as JSON from standard input and keeps them in mesh.json)";
+/// `ironmesh-control-plane`: the control plane of the local runtime (`ironmesh up` runs it) or of a
+/// Kubernetes cluster (`run --kubeconfig F`, or in a pod), and the installer of the latter.
+#[derive(Parser)]
+#[command(name = "ironmesh-control-plane", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run in the foreground (the default), with IRONMESH_HOME set; `ironmesh up` runs it for you.
+    Run(RunArgs),
+    /// Remove what a crashed local control plane left running (`ironmesh down` runs it).
+    Teardown,
+    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the webhook
+    /// configuration and the control plane's Deployment and Service (`ironmesh install` runs it).
+    Install(InstallArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Run against this Kubernetes cluster instead of the local runtime. In a pod, the service account
+    /// is used without this flag.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// On Kubernetes: where the validating webhook listens [default: 0.0.0.0:15017].
+    #[arg(long)]
+    webhook_address: Option<SocketAddr>,
+    /// On Kubernetes: a name (DNS or IP) the API server calls the webhook by; repeatable. Default:
+    /// istiod.istio-system.svc and its cluster.local form.
+    #[arg(long = "webhook-name")]
+    webhook_names: Vec<String>,
+    /// Local runtime: read the mesh options `ironmesh up` was given as JSON from standard input and
+    /// keep them in mesh.json (the control plane is the only writer of that file).
+    #[arg(long)]
+    mesh_stdin: bool,
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// The cluster's admin kubeconfig (in a pod: its service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Print the manifests as YAML documents instead of applying them.
+    #[arg(long)]
+    dry_run: bool,
+    /// The control plane's image.
+    #[arg(long, default_value = "ironmesh/control-plane:latest")]
+    image: String,
+    /// The control plane runs outside the cluster: the API server calls the webhook at this URL
+    /// (e.g. https://127.0.0.1:15017/validate), and no Deployment or Service is installed.
+    #[arg(long)]
+    webhook_url: Option<String>,
+}
 
 fn main() -> ExitCode {
     let home = Home::from_env();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        None => run(&home, &[]),
-        Some("run") => run(&home, &args[1..]),
-        Some("teardown") => teardown(&home),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}; {USAGE}")),
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(&home, RunArgs::default()),
+        Some(Command::Run(args)) => run(&home, args),
+        Some(Command::Teardown) => teardown(&home),
+        Some(Command::Install(args)) => install(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,17 +88,40 @@ fn main() -> ExitCode {
     }
 }
 
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Prints or applies the install manifests.
+fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let options = ironmesh_kube::install::InstallOptions {
+        image: args.image,
+        webhook_url: args.webhook_url,
+    };
+    let manifests = ironmesh_kube::install::manifests(&options);
+    if args.dry_run {
+        print!("{}", ironmesh_kube::install::to_yaml(&manifests)?);
+        return Ok(());
+    }
+    ironmesh_identity::install_crypto_provider();
+    async_runtime()?.block_on(async {
+        let client = ironmesh_kube::client(args.kubeconfig.as_deref()).await?;
+        for object in ironmesh_kube::install::apply(&client, &manifests).await? {
+            println!("{object} serverside-applied");
+        }
+        Ok(())
+    })
+}
+
 /// Runs the control plane in the foreground until SIGTERM, SIGINT or an API shutdown request. With
 /// `--mesh-stdin` it first takes the mesh options `ironmesh up` was given and saves them: the control plane
 /// is the only writer of mesh.json.
-fn run(home: &Home, flags: &[String]) -> anyhow::Result<()> {
-    let mesh_given = match flags {
-        [] => false,
-        [flag] if flag == "--mesh-stdin" => true,
-        other => anyhow::bail!("unknown arguments {other:?}; {USAGE}"),
-    };
+fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     home.create_dirs()?;
-    if mesh_given {
+    if args.mesh_stdin {
         let options = ironmesh_control::options::read_given(std::io::stdin().lock())?;
         ironmesh_control::options::save(&options, home)?;
     }
@@ -57,14 +134,27 @@ fn run(home: &Home, flags: &[String]) -> anyhow::Result<()> {
         // `up` sends this to logs/control-plane.log: colour codes only for a terminal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let on_kubernetes = args.kubeconfig.is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty());
+    async_runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        tracing::info!(home = %home.root().display(), "control plane starting");
+        tracing::info!(home = %home.root().display(), on_kubernetes, "control plane starting");
+        if on_kubernetes {
+            let mut options = KubernetesOptions {
+                kubeconfig: args.kubeconfig,
+                ..KubernetesOptions::default()
+            };
+            if let Some(address) = args.webhook_address {
+                options.webhook_address = address;
+            }
+            if !args.webhook_names.is_empty() {
+                options.webhook_names = args.webhook_names;
+            }
+            let result = ironmesh_control::kubernetes::run(home.root(), &options, shutdown).await;
+            tracing::info!("control plane stopped");
+            return Ok(result?);
+        }
         let result = ironmesh_control::run(home.root(), shutdown).await;
         tracing::info!("control plane stopped");
         Ok(result?)

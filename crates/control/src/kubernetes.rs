@@ -1,0 +1,184 @@
+//! The control plane on Kubernetes: the same controllers' loop, policy engine and per-sidecar
+//! configuration as on the local runtime, reading from a Kubernetes API server ([`KubeSource`]) instead
+//! of the embedded store, and serving the validating webhook. Kubernetes runs the pods, allocates Service
+//! addresses and rolls out Deployments, so the local runtime's kubelet, Service and Deployment
+//! controllers do not run here. Stored Istio resources get an `Accepted` condition saying whether they are
+//! valid (those stored before the webhook was in place may not be).
+//!
+//! The CA and the configuration stream are still served on `$IRONMESH_HOME/run/xds.sock` with the
+//! control plane's own pod credentials; serving them over TLS on TCP 15012 with service-account tokens
+//! checked by TokenReview is the next step (issue 14, item 3).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use ironmesh_home::Home;
+use ironmesh_identity::{CredentialAuthority, PodLookup};
+use ironmesh_kube::KubeSource;
+use ironmesh_kube::webhook::{self, ServingCert};
+use ironmesh_store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+use crate::source::{ResourceSource, Snapshot};
+use crate::{ControlError, controller, grpc, options, sync};
+
+impl ResourceSource for KubeSource {
+    fn list(&self) -> Result<Snapshot, StoreError> {
+        let (version, objects) = KubeSource::list(self);
+        Ok(Snapshot { version, objects })
+    }
+
+    fn changes(&self) -> BoxStream<'static, ()> {
+        KubeSource::changes(self)
+    }
+}
+
+/// How often the wait for the first listing of every kind says what it still waits for.
+const SYNC_REPORT: Duration = Duration::from_secs(10);
+
+/// Pods as the watch last saw them, for the credential checks.
+struct WatchedPods(Arc<KubeSource>);
+
+impl PodLookup for WatchedPods {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        Ok(self.0.pod_uid(namespace, name))
+    }
+}
+
+/// How the control plane runs against a cluster.
+#[derive(Clone, Debug)]
+pub struct KubernetesOptions {
+    /// The admin's kubeconfig; `None` in a pod (its service account).
+    pub kubeconfig: Option<PathBuf>,
+    /// Where the webhook listens (istiod's 15017 on every address by default).
+    pub webhook_address: SocketAddr,
+    /// The names the API server reaches the webhook by (the serving certificate's DNS names or IPs).
+    pub webhook_names: Vec<String>,
+}
+
+impl Default for KubernetesOptions {
+    fn default() -> Self {
+        KubernetesOptions {
+            kubeconfig: None,
+            webhook_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::install::WEBHOOK_PORT)),
+            webhook_names: vec![
+                "istiod.istio-system.svc".into(),
+                "istiod.istio-system.svc.cluster.local".into(),
+            ],
+        }
+    }
+}
+
+/// Why the control plane could not run on the cluster; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Client(#[from] ironmesh_kube::ClientError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    #[error(
+        "cannot listen for the webhook on {address}: {source}; pick a free port with --webhook-address"
+    )]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
+/// pushed through the hub, and the validating webhook.
+pub async fn run(
+    home: &Path,
+    options: &KubernetesOptions,
+    shutdown: CancellationToken,
+) -> Result<(), KubernetesError> {
+    ironmesh_identity::install_crypto_provider();
+    let layout = Home::new(home);
+    layout.create_dirs().map_err(ControlError::from)?;
+    let mesh = options::load(&layout).map_err(ControlError::from)?;
+    let client = ironmesh_kube::client(options.kubeconfig.as_deref()).await?;
+
+    let cert = ServingCert::generate(&options.webhook_names)?;
+    let listener = tokio::net::TcpListener::bind(options.webhook_address)
+        .await
+        .map_err(|source| KubernetesError::Listen {
+            address: options.webhook_address,
+            source,
+        })?;
+    let webhook_server = tokio::spawn(webhook::serve(
+        listener,
+        cert.server_config()?,
+        shutdown.clone(),
+    ));
+    // Serving before publishing: once the configuration says Fail, the API server needs us up.
+    let publisher = tokio::spawn(webhook::keep_ca_bundle(
+        client.clone(),
+        cert.ca_pem.clone(),
+        shutdown.clone(),
+    ));
+
+    let kube_source = Arc::new(KubeSource::start(client.clone()));
+    let ca = Arc::new(crate::open_ca(&layout, &mesh)?);
+    let credentials = Arc::new(
+        CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
+    );
+    let pods: Arc<dyn PodLookup> = Arc::new(WatchedPods(kube_source.clone()));
+    let hub = grpc::hub(credentials.clone(), pods.clone());
+    let grpc_server = tokio::spawn(grpc::serve(
+        layout.xds_socket(),
+        ca.clone(),
+        credentials.clone(),
+        pods,
+        hub.clone(),
+        shutdown.clone(),
+    ));
+    // No configuration before every kind is listed once: a sidecar configured while the
+    // AuthorizationPolicies were still unknown would allow what they deny.
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            synced = tokio::time::timeout(SYNC_REPORT, kube_source.wait_synced()) => match synced {
+                Ok(()) => break,
+                Err(_) => tracing::warn!(
+                    waiting_for = ?kube_source.unsynced(),
+                    "not all kinds are listed yet, so no sidecar is configured; for Istio's kinds run \
+                     `ironmesh install` (their CRDs), else check the control plane's RBAC"
+                ),
+            },
+        }
+    }
+    tracing::info!(webhook = %options.webhook_address, "control plane on Kubernetes: watching the cluster");
+    let statuses = {
+        let (source, shutdown) = (kube_source.clone(), shutdown.clone());
+        tokio::spawn(async move { ironmesh_kube::status::report(client, &source, shutdown).await })
+    };
+    // The same loop as on the local runtime; without a store or a cluster it only computes and pushes
+    // the sidecars' configuration.
+    let source: Arc<dyn ResourceSource> = kube_source;
+    controller::run(controller::Context {
+        home: home.to_path_buf(),
+        source,
+        store: None,
+        cluster: None,
+        credentials,
+        hub,
+        mesh,
+        shutdown: shutdown.clone(),
+        sync: Arc::new(sync::ConfigSync::default()),
+        trust_bundle: ca.watch_trust_bundle(),
+    })
+    .await;
+    shutdown.cancel();
+    let _ = webhook_server.await;
+    let _ = publisher.await;
+    let _ = statuses.await;
+    match grpc_server.await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ControlError::Grpc(e.to_string()).into()),
+    }
+}

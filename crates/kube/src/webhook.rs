@@ -1,0 +1,372 @@
+//! The validating admission webhook: the API server asks it about every Istio resource before storing one,
+//! and it answers with the same validation and field errors as `ironmesh apply`
+//! ([`ironmesh_api::validate_object`]), so `kubectl apply` of an invalid policy fails the same way.
+//!
+//! [`review`] is the pure decision (an `admission.k8s.io/v1` AdmissionReview in, one out); [`serve`] puts
+//! it on HTTPS (TLS 1.2 and 1.3: the API server is the client) at [`VALIDATE_PATH`], and
+//! [`ServingCert`] makes the certificate whose CA goes into the webhook configuration's `caBundle`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::crds::ISTIO_GROUPS;
+
+/// Where the API server posts reviews (the webhook configuration's `path`).
+pub const VALIDATE_PATH: &str = "/validate";
+/// The webhook's name in the configuration, as kubectl prints it: `admission webhook "..." denied`.
+pub const WEBHOOK_NAME: &str = "validation.istio.io";
+/// A review carries one object; Kubernetes caps objects at 3 MiB (etcd's request limit is 1.5 MiB).
+const MAX_REVIEW_BYTES: usize = 3 << 20;
+
+/// Decides one AdmissionReview (as JSON) and returns the AdmissionReview answer. Objects of Istio's
+/// groups are validated with our rules and refused with every field error; deletions and every other
+/// kind are allowed. An unreadable review gets an answer that refuses it, naming what was wrong.
+pub fn review(body: &Value) -> Value {
+    let response = match serde_json::from_value::<AdmissionReview<DynamicObject>>(body.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|review| {
+            TryInto::<AdmissionRequest<DynamicObject>>::try_into(review).map_err(|e| e.to_string())
+        }) {
+        Ok(request) => decide(&request),
+        Err(error) => AdmissionResponse::invalid(format!(
+            "the webhook could not read the AdmissionReview ({error}); it expects admission.k8s.io/v1 with a request"
+        )),
+    };
+    serde_json::to_value(response.into_review()).unwrap_or(Value::Null)
+}
+
+fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(request);
+    if !ISTIO_GROUPS.contains(&request.kind.group.as_str())
+        || !matches!(request.operation, Operation::Create | Operation::Update)
+    {
+        return allowed;
+    }
+    let Some(object) = &request.object else {
+        return allowed;
+    };
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    // The API server sends the object with its envelope; fill it from the request if a client left it out.
+    if value.get("apiVersion").is_none() || value.get("kind").is_none() {
+        let api_version = if request.kind.group.is_empty() {
+            request.kind.version.clone()
+        } else {
+            format!("{}/{}", request.kind.group, request.kind.version)
+        };
+        value["apiVersion"] = Value::String(api_version);
+        value["kind"] = Value::String(request.kind.kind.clone());
+    }
+    let object: ironmesh_api::Object = match serde_json::from_value(value) {
+        Ok(object) => object,
+        Err(error) => return allowed.deny(format!("{}: {error}", subject(request))),
+    };
+    // A kind of these groups that ironmesh does not serve (say Istio's own VirtualService, when both
+    // are installed) is not ours to refuse.
+    let Ok(info) = ironmesh_api::kind_for_type(&object.api_version, &object.kind) else {
+        return allowed;
+    };
+    let subject = format!(
+        "{}/{}{}",
+        info.display_group(&object.api_version),
+        if object.metadata.name.is_empty() {
+            request.name.as_str()
+        } else {
+            object.metadata.name.as_str()
+        },
+        request
+            .namespace
+            .as_deref()
+            .map(|ns| format!(" in namespace {ns}"))
+            .unwrap_or_default()
+    );
+    match ironmesh_api::validate_object_with_warnings(&object) {
+        Ok(warnings) => {
+            let mut allowed = allowed;
+            if !warnings.is_empty() {
+                allowed.warnings =
+                    Some(warnings.iter().map(|w| format!("{subject}: {w}")).collect());
+            }
+            allowed
+        }
+        Err(errors) => {
+            let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let mut denied = allowed;
+            denied.allowed = false;
+            // 400 Invalid, as the API server's own validation answers; kubectl prints the message.
+            denied.result = kube::core::Status::failure(
+                &format!("{subject}: {}", problems.join("; ")),
+                "Invalid",
+            )
+            .with_code(400);
+            denied
+        }
+    }
+}
+
+fn subject(request: &AdmissionRequest<DynamicObject>) -> String {
+    format!("{} {}", request.kind.kind, request.name)
+}
+
+/// Installs ring as the process's rustls provider (kube-rs' client and our server both use it); an error
+/// means one is installed already, which is what we want.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Why the webhook's certificate or listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("cannot make the webhook's serving certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("the webhook's TLS configuration is invalid: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The webhook's serving certificate and the CA that signed it (the configuration's `caBundle`).
+pub struct ServingCert {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ServingCert {
+    /// A fresh CA and a certificate for `names` (DNS names, or IP addresses such as 127.0.0.1 for a
+    /// control plane outside the cluster). Made at every start: the control plane patches the new CA into
+    /// the webhook configuration, so nothing needs to be kept.
+    pub fn generate(names: &[String]) -> Result<ServingCert, WebhookError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "ironmesh webhook CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_pem = ca.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut leaf = CertificateParams::new(names.to_vec())?;
+        leaf.distinguished_name.push(
+            DnType::CommonName,
+            names.first().map_or("istiod", String::as_str),
+        );
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert_pem = leaf.signed_by(&key, &issuer)?.pem();
+        Ok(ServingCert {
+            ca_pem,
+            cert_pem,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A rustls server configuration (TLS 1.2 and 1.3, ring) presenting this certificate.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let pem_error = |e: rustls_pki_types::pem::Error| rustls::Error::General(e.to_string());
+        let chain =
+            vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(pem_error)?];
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(pem_error)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        Ok(Arc::new(config))
+    }
+}
+
+fn webhook_configurations(client: &kube::Client) -> kube::Api<DynamicObject> {
+    use kube::api::{ApiResource, GroupVersionKind};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+        ),
+        "validatingwebhookconfigurations",
+    );
+    kube::Api::all_with(client.clone(), &resource)
+}
+
+/// Whether our webhook in `configuration` trusts `ca_base64` and refuses when unreachable.
+fn is_published(configuration: &DynamicObject, ca_base64: &str) -> bool {
+    configuration.data["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|webhook| webhook["name"] == WEBHOOK_NAME)
+        .any(|webhook| {
+            webhook["clientConfig"]["caBundle"] == ca_base64 && webhook["failurePolicy"] == "Fail"
+        })
+}
+
+/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and makes it refuse when the
+/// webhook cannot be reached (`failurePolicy: Fail`): from now on the API server calls us and trusts only
+/// this CA. `Ok(false)` when `ironmesh install` has not created the configuration.
+pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
+    use base64::Engine as _;
+    use kube::api::{Patch, PatchParams};
+    // Strategic merge: `webhooks` is a list merged by `name`, so only ours changes.
+    let patch = serde_json::json!({"webhooks": [{
+        "name": WEBHOOK_NAME,
+        "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
+        "failurePolicy": "Fail",
+    }]});
+    match webhook_configurations(client)
+        .patch(
+            crate::install::WEBHOOK_CONFIGURATION,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Keeps `ca_pem` published ([`publish_ca_bundle`]) until `shutdown`: watches the configuration and
+/// patches it whenever it appears (an install after the control plane started) or loses our CA or
+/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own.
+pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: CancellationToken) {
+    use base64::Engine as _;
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let ca_base64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    let config = watcher::Config::default().fields(&format!(
+        "metadata.name={}",
+        crate::install::WEBHOOK_CONFIGURATION
+    ));
+    let events = watcher(webhook_configurations(&client), config)
+        .default_backoff()
+        .applied_objects();
+    let mut events = std::pin::pin!(events);
+    loop {
+        let configuration = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => match event {
+                Some(Ok(configuration)) => configuration,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "cannot watch the webhook configuration; retrying");
+                    continue;
+                }
+                None => return,
+            },
+        };
+        if is_published(&configuration, &ca_base64) {
+            continue;
+        }
+        match publish_ca_bundle(&client, &ca_pem).await {
+            Ok(_) => tracing::info!(
+                configuration = crate::install::WEBHOOK_CONFIGURATION,
+                "webhook CA published; invalid Istio resources are now refused"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot publish the webhook's CA; check the RBAC"),
+        }
+    }
+}
+
+/// Serves [`review`] at [`VALIDATE_PATH`] over HTTPS on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook accept failed");
+                    // Out of file descriptors, usually: give the process a moment before trying again.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+                    return;
+                }
+            };
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper::service::service_fn(handle),
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = connection => if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "webhook connection ended");
+                },
+            }
+        });
+    }
+}
+
+async fn handle(
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, body: Vec<u8>, content_type: &str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if request.method() != Method::POST || request.uri().path() != VALIDATE_PATH {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            format!("POST AdmissionReviews to {VALIDATE_PATH}\n").into_bytes(),
+            "text/plain",
+        ));
+    }
+    let body = match Limited::new(request.into_body(), MAX_REVIEW_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the review: {error}\n").into_bytes(),
+                "text/plain",
+            ));
+        }
+    };
+    let answer = match serde_json::from_slice::<Value>(&body) {
+        Ok(value) => review(&value),
+        Err(error) => serde_json::to_value(
+            AdmissionResponse::invalid(format!("the review is not JSON: {error}")).into_review(),
+        )
+        .unwrap_or(Value::Null),
+    };
+    Ok(reply(
+        StatusCode::OK,
+        serde_json::to_vec(&answer).unwrap_or_default(),
+        "application/json",
+    ))
+}

@@ -1,0 +1,259 @@
+//! The validating webhook: its decisions on AdmissionReviews as the API server sends them, and the same
+//! over HTTPS with a TLS client that trusts only the generated CA (as the API server, given `caBundle`).
+
+use std::sync::Arc;
+
+use ironmesh_kube::webhook::{ServingCert, VALIDATE_PATH, review, serve};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// An AdmissionReview request as kube-apiserver v1.34 sends it.
+fn admission(operation: &str, object: Value) -> Value {
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1").to_owned();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let namespace = object["metadata"]["namespace"].clone();
+    let plural = format!("{}s", kind.to_lowercase());
+    let (object, old_object) = if operation == "DELETE" {
+        (Value::Null, object)
+    } else {
+        (object, Value::Null)
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": plural},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": plural},
+            "name": name,
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": object,
+            "oldObject": old_object,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}
+        }
+    })
+}
+
+fn authorization_policy(action: &str) -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "httpbin", "namespace": "foo", "uid": "9c1e", "creationTimestamp": "2026-12-02T02:00:00Z",
+            "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "security.istio.io/v1beta1"}]},
+        "spec": {
+            "selector": {"matchLabels": {"app": "httpbin"}},
+            "action": action,
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/foo/sa/sleep"]}}],
+                       "to": [{"operation": {"methods": ["GET"]}}]}]
+        }
+    })
+}
+
+/// `(allowed, message)` of the answer; the answer always echoes the request's uid.
+fn decide(request: &Value) -> (bool, String) {
+    let answer = review(request);
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    let response = &answer["response"];
+    if request["request"]["uid"].is_string() {
+        assert_eq!(response["uid"], request["request"]["uid"]);
+    }
+    (
+        response["allowed"].as_bool().unwrap(),
+        response["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn the_webhook_refuses_invalid_istio_resources_with_our_field_errors_and_allows_the_rest() {
+    let mesh_policy = json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
+        "metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]}});
+    let bad_rule = json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+        "metadata": {"name": "httpbin", "namespace": "foo"},
+        "spec": {"host": "httpbin.foo.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTAL"}}}});
+    let unknown_field = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "httpbin", "namespace": "foo"},
+        "spec": {"host": "httpbin.foo.svc.cluster.local", "trafficPolicy": {"tsl": {"mode": "ISTIO_MUTUAL"}}}});
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "foo"},
+        "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}]}});
+    let virtual_service = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "v", "namespace": "foo"}, "spec": {"whatever": true}});
+
+    // (case, review, allowed, what the message must contain)
+    let table: Vec<(&str, Value, bool, Vec<&str>)> = vec![
+        (
+            "valid policy",
+            admission("CREATE", authorization_policy("ALLOW")),
+            true,
+            vec![],
+        ),
+        (
+            "valid mesh policy, cluster-scoped",
+            admission("CREATE", mesh_policy),
+            true,
+            vec![],
+        ),
+        (
+            "invalid action",
+            admission("CREATE", authorization_policy("ALLOWED")),
+            false,
+            vec![
+                "authorizationpolicy.security.istio.io/httpbin in namespace foo: ",
+                "spec.action",
+            ],
+        ),
+        (
+            "invalid update",
+            admission("UPDATE", authorization_policy("ALLOWED")),
+            false,
+            vec!["spec.action"],
+        ),
+        (
+            "misspelt TLS mode",
+            admission("CREATE", bad_rule.clone()),
+            false,
+            vec![
+                "destinationrule.networking.istio.io/httpbin",
+                "spec.trafficPolicy.tls.mode",
+                "ISTIO_MUTUAL",
+            ],
+        ),
+        (
+            "unknown field",
+            admission("CREATE", unknown_field),
+            false,
+            vec!["spec.trafficPolicy.tsl"],
+        ),
+        (
+            "deleting an invalid object",
+            admission("DELETE", bad_rule),
+            true,
+            vec![],
+        ),
+        (
+            "Kubernetes' own kinds are not ours to judge",
+            admission("CREATE", pod),
+            true,
+            vec![],
+        ),
+        (
+            "an Istio kind ironmesh does not serve",
+            admission("CREATE", virtual_service),
+            true,
+            vec![],
+        ),
+        (
+            "not a review",
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+            false,
+            vec!["could not read the AdmissionReview"],
+        ),
+    ];
+    for (case, request, allowed, needles) in table {
+        let (was_allowed, message) = decide(&request);
+        assert_eq!(was_allowed, allowed, "{case}: {message}");
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{case}: {needle:?} not in {message:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_refusal_is_an_invalid_status_the_api_server_passes_to_kubectl() {
+    let answer = review(&admission("CREATE", authorization_policy("ALLOWED")));
+    let status = &answer["response"]["status"];
+    assert_eq!(status["code"], 400);
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(status["status"], "Failure");
+}
+
+#[test]
+fn istios_warnings_go_back_to_kubectl_with_the_allowed_answer() {
+    let peer_authentication = json!({"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "p", "namespace": "foo"}, "spec": {"selector": {}}});
+    let answer = review(&admission("CREATE", peer_authentication));
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(
+        answer["response"]["warnings"],
+        json!([
+            "peerauthentication.security.istio.io/p in namespace foo: spec.selector: workload selector specified without labels"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_answers_over_https_to_a_client_that_trusts_its_ca() {
+    ironmesh_kube::webhook::install_crypto_provider();
+    let cert =
+        ServingCert::generate(&["127.0.0.1".to_owned(), "istiod.istio-system.svc".to_owned()])
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        cert.server_config().unwrap(),
+        shutdown.clone(),
+    ));
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let post = |body: Vec<u8>, version: &'static rustls::SupportedProtocolVersion| {
+        let roots = roots.clone();
+        async move {
+            let config = rustls::ClientConfig::builder_with_protocol_versions(&[version])
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            let head = format!(
+                "POST {VALIDATE_PATH} HTTP/1.1\r\nHost: istiod.istio-system.svc\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            tls.write_all(head.as_bytes()).await.unwrap();
+            tls.write_all(&body).await.unwrap();
+            let mut answer = String::new();
+            tls.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let request =
+        serde_json::to_vec(&admission("CREATE", authorization_policy("ALLOWED"))).unwrap();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let answer = post(request.clone(), version).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["response"]["allowed"], false);
+        assert!(
+            body["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.action")
+        );
+    }
+    shutdown.cancel();
+    server.await.unwrap();
+}
