@@ -30,14 +30,16 @@ pub trait ResourceSource: Send + Sync {
     /// the call may or may not be seen: subscribe first, then list.
     fn changes(&self) -> BoxStream<'static, ()>;
 
-    /// The pod `namespace/name` as it is now (`Ok(None)`: there is none). Every CA and configuration
-    /// request asks it, so a source that can look one pod up without listing everything does.
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Object>, StoreError> {
-        Ok(self.list()?.objects.into_iter().find(|object| {
+    /// The uid of the pod `namespace/name` as it is now (`Ok(None)`: there is none), for the credential
+    /// checks of every CA and configuration request; a source that can look one pod up without listing
+    /// everything does.
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let pod = self.list()?.objects.into_iter().find(|object| {
             object.kind == "Pod"
                 && object.metadata.namespace.as_deref() == Some(namespace)
                 && object.metadata.name == name
-        }))
+        });
+        Ok(pod.and_then(|pod| pod.metadata.uid))
     }
 }
 
@@ -46,10 +48,9 @@ pub(crate) struct SourcePods(pub Arc<dyn ResourceSource>);
 
 impl PodLookup for SourcePods {
     fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
-        match self.0.pod(namespace, name) {
-            Ok(pod) => Ok(pod.and_then(|pod| pod.metadata.uid)),
-            Err(error) => Err(error.to_string()),
-        }
+        self.0
+            .pod_uid(namespace, name)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -73,10 +74,10 @@ impl ResourceSource for Store {
             .boxed()
     }
 
-    fn pod(&self, namespace: &str, name: &str) -> Result<Option<Object>, StoreError> {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, StoreError> {
         // One read transaction of redb (no fsync): short enough for the request path.
         match self.get(&ObjectKey::new("pods", Some(namespace), name)) {
-            Ok(pod) => Ok(serde_json::from_value(pod).ok()),
+            Ok(pod) => Ok(pod["metadata"]["uid"].as_str().map(str::to_owned)),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(error) => Err(error),
         }
