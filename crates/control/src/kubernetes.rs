@@ -34,19 +34,15 @@ impl ResourceSource for KubeSource {
     fn changes(&self) -> BoxStream<'static, ()> {
         KubeSource::changes(self)
     }
+
+    /// One read of the watched pods instead of a whole listing.
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(KubeSource::pod_uid(self, namespace, name))
+    }
 }
 
 /// How often the wait for the first listing of every kind says what it still waits for.
 const SYNC_REPORT: Duration = Duration::from_secs(10);
-
-/// Pods as the watch last saw them, for the credential checks.
-struct WatchedPods(Arc<KubeSource>);
-
-impl PodLookup for WatchedPods {
-    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
-        Ok(self.0.pod_uid(namespace, name))
-    }
-}
 
 /// How the control plane runs against a cluster.
 #[derive(Clone, Debug)]
@@ -127,7 +123,7 @@ pub async fn run(
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
     );
-    let pods: Arc<dyn PodLookup> = Arc::new(WatchedPods(kube_source.clone()));
+    let pods: Arc<dyn PodLookup> = Arc::new(crate::source::SourcePods(kube_source.clone()));
     let hub = grpc::hub(credentials.clone(), pods.clone());
     let grpc_server = tokio::spawn(grpc::serve(
         layout.xds_socket(),
