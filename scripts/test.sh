@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (as root: the runtime and proxy tests build network namespaces).
-# Phases: packages, format, lints, test build, tests (unit, in-process, root netns tests, CLI end to end),
-# release build, the seed walkthrough on a fresh local cluster, the benchmark harness in quick mode. The last
-# line is the count CI reads: `suite: N passed, N failed, N skipped` (ignored tests and skipped steps are
-# skipped, never passed).
+# Phases: packages, format, lints, test build, the Kubernetes components (scripts/k8s-build.sh), tests (unit,
+# in-process, root netns tests, CLI end to end, the real-apiserver tests), release build, the seed walkthrough
+# on a fresh local cluster, the benchmark harness in quick mode, the real Kubernetes test cluster end to end
+# (scripts/k8s-check.sh). The last line is the count CI reads: `suite: N passed, N failed, N skipped` (ignored
+# tests and skipped steps are skipped, never passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then
@@ -11,12 +12,13 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 source scripts/phases.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+# Go (1.24+, not Debian's) builds the test cluster's components; /usr/local/go is where its release unpacks.
+export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 mkdir -p target
-phases_begin 8
+phases_begin 10
 
-phase "system packages: scripts/install-deps.sh build run test bench" "1-2 min the first time; nothing to do when present"
-./scripts/install-deps.sh build run test bench
+phase "system packages: scripts/install-deps.sh build run test bench k8s" "1-2 min the first time; nothing to do when present"
+./scripts/install-deps.sh build run test bench k8s
 
 phase "format: cargo fmt --all --check" "seconds"
 cargo fmt --all -- --check
@@ -32,6 +34,13 @@ cargo test --workspace --no-run
 # The same command the CLI tests' harness runs (crates/cli/tests/common): built here, visibly, and not a
 # second time, silently, inside the tests phase.
 cargo build -p ironmesh-proxy -p ironmesh-samples
+
+# Before the tests: crates/kube's and crates/control's real_apiserver tests run these binaries (each starts
+# its own `scripts/k8s-env.sh up --control-plane-only` in a state dir of its own and brings it down on drop;
+# cargo runs test binaries one after another, and each refuses to start beside a running cluster, so none
+# is left for k8s-check's cluster, which comes up only in the last phase).
+phase "kubernetes build: scripts/k8s-build.sh" "cold ~16 min on 2 cores; warm ~1 min; nothing to do when built from the same go.mod"
+./scripts/k8s-build.sh
 
 phase "tests: cargo test --workspace --no-fail-fast (output also in target/test-output.log)" "~5-12 min; root tests build network namespaces"
 # `|| ...` keeps errexit and the ERR trap out of it: the failures are listed below first.
@@ -56,10 +65,30 @@ walk() { { grep -E '^walkthrough: ' target/walkthrough-output.log || true; } | {
 
 phase "benchmark harness: bench/run --quick (proves it runs end to end; no timing assertions)" "~3 min"
 ./bench/run --quick --results-dir target/bench-quick
-phases_end
 
-echo
-echo "== summary"
-echo "cargo test: $tests_passed passed, $tests_failed failed, $tests_ignored ignored (counted as skipped)"
-echo "walkthrough: $(walk passed) passed, $(walk failed) failed, $(walk skipped) skipped; benchmark harness: ran"
-echo "suite: $((tests_passed + $(walk passed) + 1)) passed, $((tests_failed + $(walk failed))) failed, $((tests_ignored + $(walk skipped))) skipped"
+# Last: it brings the cluster up (nodes, containerd, images of the release binaries), checks, brings it down
+# and checks that nothing is left; a failed check still prints the summary, then fails the suite.
+phase "kubernetes cluster: scripts/k8s-check.sh (output also in target/k8s-check-output.log)" "~1.5 min; cold images ~1 min more"
+k8s_status=0
+./scripts/k8s-check.sh 2>&1 | tee target/k8s-check-output.log || k8s_status=$?
+k8s() { { grep -E '^k8s-check: [0-9]' target/k8s-check-output.log || true; } | { grep -oE "[0-9]+ $1" || true; } | awk '{ n += $1 } END { print n + 0 }'; }
+# A check script that died before its count line counts as one failure, never as nothing.
+if ((k8s_status != 0 && $(k8s failed) == 0)); then k8s_died=1; else k8s_died=0; fi
+
+summary() {
+  echo
+  echo "== summary"
+  echo "cargo test: $tests_passed passed, $tests_failed failed, $tests_ignored ignored (counted as skipped)"
+  echo "walkthrough: $(walk passed) passed, $(walk failed) failed, $(walk skipped) skipped; benchmark harness: ran"
+  echo "kubernetes cluster (k8s-check): $(k8s passed) passed, $(($(k8s failed) + k8s_died)) failed, $(k8s skipped) skipped"
+  echo "suite: $((tests_passed + $(walk passed) + 1 + $(k8s passed))) passed," \
+    "$((tests_failed + $(walk failed) + $(k8s failed) + k8s_died)) failed," \
+    "$((tests_ignored + $(walk skipped) + $(k8s skipped))) skipped"
+}
+if ((k8s_status != 0)); then
+  summary
+  grep -E '^FAILED: ' target/k8s-check-output.log >&2 || true
+  phase_fail "scripts/k8s-check.sh exited with status $k8s_status: the failed checks are listed above; the whole output is target/k8s-check-output.log, the cluster's logs /var/lib/ironmesh-k8s/logs"
+fi
+phases_end
+summary
