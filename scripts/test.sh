@@ -72,8 +72,13 @@ phase "kubernetes cluster: scripts/k8s-check.sh (output also in target/k8s-check
 k8s_status=0
 ./scripts/k8s-check.sh 2>&1 | tee target/k8s-check-output.log || k8s_status=$?
 k8s() { { grep -E '^k8s-check: [0-9]' target/k8s-check-output.log || true; } | { grep -oE "[0-9]+ $1" || true; } | awk '{ n += $1 } END { print n + 0 }'; }
-# A check script that died before its count line counts as one failure, never as nothing.
-if ((k8s_status != 0 && $(k8s failed) == 0)); then k8s_died=1; else k8s_died=0; fi
+# A check script that died before its count line counts as one failure, never as nothing; what it brought
+# up comes down (logs kept), or the next run's real-apiserver tests would refuse to start beside it.
+k8s_died=0
+if ((k8s_status != 0 && $(k8s failed) == 0)); then
+  k8s_died=1
+  ./scripts/k8s-env.sh down || true
+fi
 
 summary() {
   echo
