@@ -79,10 +79,13 @@ fi
 # ---------- images from our binaries and Debian's ----------
 
 # Names as the manifests spell them: untagged is :latest (they set imagePullPolicy: IfNotPresent, so the
-# imported image is used and nothing is pulled).
+# imported image is used and nothing is pulled). The sidecar's is the name `ironmesh kube-inject` writes
+# (crates/cli/src/inject.rs): tagged with the release, the workspace's version.
 HTTPBIN=docker.io/citizenstig/httpbin:latest
 CURL=docker.io/pstauffer/curl:latest
-PROXY=docker.io/ironmesh/proxy:latest
+version=$(sed -n '/^\[workspace.package\]/,/^\[/{s/^version = "\(.*\)"$/\1/p}' Cargo.toml)
+[[ -n $version ]] || { echo "images: no version in Cargo.toml's [workspace.package]" >&2; exit 1; }
+PROXY=docker.io/ironmesh/proxy:$version
 bin_dir=$(realpath -m "${IRONMESH_BIN_DIR:-target/release}")
 
 with_libs() { # root file...: copies each executable and every shared library it loads to the same path
@@ -168,7 +171,7 @@ build_proxy() {
 }
 if [[ -x $bin_dir/ironmesh-proxy ]]; then
   build_if_changed "$PROXY" "$out/proxy.tar" \
-    "$(inputs_of "$bin_dir/ironmesh-proxy" "$(readlink -f /usr/sbin/iptables-restore)" "$busybox_bin")" build_proxy
+    "$(inputs_of "$bin_dir/ironmesh-proxy" "$(readlink -f /usr/sbin/iptables-restore)" "$busybox_bin") $PROXY" build_proxy
 else
   echo "images: no $bin_dir/ironmesh-proxy (cargo build --release -p ironmesh-proxy, or set IRONMESH_BIN_DIR): $PROXY left out" >&2
 fi

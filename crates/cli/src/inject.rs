@@ -8,7 +8,14 @@ use serde_json::{Map, Value, json};
 
 pub const PROXY_CONTAINER: &str = "ironmesh-proxy";
 pub const INIT_CONTAINER: &str = "ironmesh-init";
-pub const PROXY_IMAGE: &str = "ironmesh/proxy";
+/// The sidecar's image, tagged with this release as Istio's template tags its proxy (`hub/proxyv2:tag`), so a
+/// pod runs the proxy of the CLI that injected it. images/build.sh builds it under this name (docker.io/ is
+/// what a short name means to containerd).
+pub const PROXY_IMAGE: &str = concat!("ironmesh/proxy:", env!("CARGO_PKG_VERSION"));
+/// Istio's template pulls `Always` unless `global.imagePullPolicy` says otherwise: its images live in a
+/// registry. Ours are imported into each node (scripts/k8s-env.sh, no registry reachable): a pull would
+/// fail, so the kubelet must use the image it has.
+pub const PROXY_IMAGE_PULL_POLICY: &str = "IfNotPresent";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
@@ -134,6 +141,7 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
             json!({
                 "name": INIT_CONTAINER,
                 "image": PROXY_IMAGE,
+                "imagePullPolicy": PROXY_IMAGE_PULL_POLICY,
                 // Exempt the proxy by uid only: SO_MARK needs just CAP_NET_RAW on Linux >= 5.17.
                 "command": ["ironmesh-proxy", "iptables", "--apply", "--proxy-mark", "0"],
                 // Istio's istio-init: only what iptables needs (docs/SECURITY.md).
@@ -155,6 +163,7 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
         json!({
             "name": PROXY_CONTAINER,
             "image": PROXY_IMAGE,
+            "imagePullPolicy": PROXY_IMAGE_PULL_POLICY,
             "command": ["ironmesh-proxy", "run"],
             "ports": [
                 {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"},
@@ -283,6 +292,21 @@ spec:
         assert_eq!(status["containers"], json!(["ironmesh-proxy"]));
         // The injected object is still valid for the API.
         ironmesh_api::validate_object(&injected[1]).unwrap();
+    }
+
+    #[test]
+    fn the_injected_containers_use_the_imported_image_without_pulling() {
+        let injected = inject_objects(load(SLEEP));
+        let spec = &injected[1].body["spec"]["template"]["spec"];
+        for container in [&spec["initContainers"][0], &spec["containers"][1]] {
+            // A release tag, never `latest` (which the kubelet would pull on every start), and a policy
+            // that takes the image the node has: the test cluster has no registry.
+            let image = container["image"].as_str().unwrap();
+            let (repository, tag) = image.rsplit_once(':').unwrap();
+            assert_eq!(repository, "ironmesh/proxy");
+            assert_eq!(tag, env!("CARGO_PKG_VERSION"));
+            assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        }
     }
 
     #[test]

@@ -498,6 +498,15 @@ fn completion_and_kube_inject_outputs() {
     );
     assert!(docs[1].contains("- name: ironmesh-proxy\n"), "{injected}");
     assert!(docs[1].contains("- name: ironmesh-init\n"), "{injected}");
+    // Both injected containers name the release's image, which the test cluster's nodes have imported
+    // (images/build.sh), and take it from the node: sleep's own container already says IfNotPresent.
+    let image = format!("image: ironmesh/proxy:{}\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(docs[1].matches(&image).count(), 2, "{injected}");
+    assert_eq!(
+        docs[1].matches("imagePullPolicy: IfNotPresent\n").count(),
+        3,
+        "{injected}"
+    );
     // The output loads back and injecting it again changes nothing.
     let file = c.home.path().join("injected.yaml");
     std::fs::write(&file, &injected).unwrap();
