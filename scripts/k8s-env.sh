@@ -42,7 +42,7 @@ SANDBOX_IMAGE=registry.k8s.io/pause:3.10.1 # images/build.sh builds it under thi
 OWNER=/run/ironmesh-k8s.owner
 LOCK=/run/ironmesh-k8s.lock
 
-log() { echo "k8s-env: $*" >&2; }
+log() { echo "k8s-env: [${SECONDS}s] $*" >&2; }
 die() { log "$*"; exit 1; }
 kubectl_admin() { "$bin/kubectl" --kubeconfig "$admin_kubeconfig" "$@"; }
 
