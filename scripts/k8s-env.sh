@@ -297,7 +297,10 @@ node_network_up() { # node
   ip -n "$node" link set lo up
   ip -n "$node" addr add "$ip/$NODE_NET_PREFIX" dev eth0
   ip -n "$node" link set eth0 up
-  ip -n "$node" route add default via "$HOST_IP"
+  # No default route: only the cluster's own range (198.18.0.0/15, services included: kube-proxy's
+  # OUTPUT DNAT needs a route to exist first) goes to the host, so a pull of an image that was not imported
+  # or a lookup through the host's resolver fails at once in the node instead of sending packets out.
+  ip -n "$node" route add 198.18.0.0/15 via "$HOST_IP"
   ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
   # Service traffic between two pods of one node crosses the pod bridge: kube-proxy's NAT must see it.
   ip netns exec "$node" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
