@@ -128,7 +128,7 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", home.log_file().display())))?;
     let mut command = Command::new(control_plane_program()?);
     command
-        .arg("run")
+        .args(["run", "--local"])
         .env("IRONMESH_HOME", home.root())
         .stdin(Stdio::null())
         .stdout(
