@@ -4,8 +4,9 @@
 # kubelet) work; a pod reaches the pod of the other node; a Service's ClusterIP reaches a pod on the other
 # node; then `down` leaves nothing behind (processes, network namespaces, links, routes, mounts, cgroups,
 # host iptables rules). Also: the cluster DNS resolves Services, pods reach the apiserver through the
-# `kubernetes` Service, the host reaches pods (webhooks), the seed's samples run from our images, and a pod
-# of `ironmesh kube-inject` starts its init and proxy containers from the imported sidecar image.
+# `kubernetes` Service, the host and the apiserver's webhook calls reach pods, the seed's samples run from
+# our images, and a pod of `ironmesh kube-inject` starts its init and proxy containers from the imported
+# sidecar image.
 # Brings the cluster up first if it is not.
 #   scripts/k8s-check.sh [--keep]     # --keep: leave the cluster up (skips the teardown checks)
 # Last line: `k8s-check: N passed, M failed, K skipped`; exit status 1 when any check failed.
@@ -171,6 +172,34 @@ host_reaches_pods() {
   done
 }
 check "the host (where the apiserver calls webhooks from) reaches the pods of both nodes" host_reaches_pods
+
+# And the apiserver itself calls a webhook Service's pod: a validating webhook on web2 (plain HTTP, so
+# the call fails, with the answer of web2's httpd as the proof it got there) guards ConfigMaps in one
+# labelled namespace.
+webhook_reaches_pod() {
+  k apply -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: imk8s-check-probe}
+webhooks:
+- name: probe.imk8s-check.test
+  clientConfig:
+    service: {namespace: $NS, name: web2, port: 80, path: /}
+  rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}]
+  namespaceSelector: {matchLabels: {imk8s-check-probe: "yes"}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+EOF
+  k label namespace "$NS" imk8s-check-probe=yes >/dev/null
+  local out
+  out=$(k create configmap -n "$NS" probe --from-literal=a=b 2>&1) || true
+  k delete validatingwebhookconfiguration imk8s-check-probe >/dev/null
+  [[ $out == *'failed calling webhook "probe.imk8s-check.test"'*"server gave HTTP response to HTTPS client"* ]] ||
+    { echo "creating a ConfigMap under the webhook said: $out"; return 1; }
+}
+check "the apiserver calls a webhook Service's pod on another node (endpoint routing)" webhook_reaches_pod
 
 # The seed's samples, applied unchanged (their apps/v1 manifests), from the images images/build.sh makes
 # of our ironmesh-httpbin and Debian's curl: skipped when those binaries were not built.

@@ -36,8 +36,13 @@ NODES=(imk8s-node1 imk8s-node2)
 node_ip() { echo "198.18.127.$((10 + ${1#imk8s-node}))"; }
 node_veth() { echo "imk8s-n${1#imk8s-node}"; }
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.1 # images/build.sh builds it under this name
+# The names, addresses and ports above are one per machine, whatever the state dir: the state dir of the
+# cluster that holds them is written here, so a second `up` (another state dir) is refused instead of
+# mixing with it, and a `down` of another state dir leaves them alone. LOCK serializes up and down.
+OWNER=/run/ironmesh-k8s.owner
+LOCK=/run/ironmesh-k8s.lock
 
-log() { echo "k8s-env: $*" >&2; }
+log() { echo "k8s-env: [${SECONDS}s] $*" >&2; }
 die() { log "$*"; exit 1; }
 kubectl_admin() { "$bin/kubectl" --kubeconfig "$admin_kubeconfig" "$@"; }
 
@@ -53,11 +58,12 @@ wait_for() { # seconds what command...: runs the command until it succeeds
 
 # ---------- processes ----------
 
-start() { # name logfile command...: starts a daemon in its own session, records its pid
+start() { # name command...: starts a daemon in its own session, records its pid
   local name=$1
   shift
   mkdir -p "$logs" "$pids"
-  setsid "$@" </dev/null >>"$logs/$name.log" 2>&1 &
+  # 9>&-: the daemon must not inherit the lock of up (down would wait for it forever).
+  setsid "$@" </dev/null >>"$logs/$name.log" 2>&1 9>&- &
   echo $! >"$pids/$name.pid"
 }
 
@@ -73,18 +79,19 @@ require_running() { # name what: dies with the end of its log when the process e
   die "$1 exited while waiting for $2; its log is $logs/$1.log (last lines above)"
 }
 
-stop() { # name: TERM, then KILL after 10 s
-  local pid
-  pid=$(cat "$pids/$1.pid" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pids/$1.pid"
+stop() { # name...: TERM to all at once, then KILL to those still there after 10 s
+  local name pid i alive=()
+  for name in "$@"; do
+    pid=$(cat "$pids/$name.pid" 2>/dev/null) || continue
+    kill -TERM "$pid" 2>/dev/null && alive+=("$pid")
+    rm -f "$pids/$name.pid"
+  done
+  for _ in $(seq 1 100); do
+    ((${#alive[@]})) || return 0
+    for i in "${!alive[@]}"; do kill -0 "${alive[$i]}" 2>/dev/null || unset "alive[$i]"; done
+    sleep 0.1
+  done
+  kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 
 # ---------- certificates ----------
@@ -182,6 +189,10 @@ control_plane_up() {
     ip addr add "$HOST_IP/$NODE_NET_PREFIX" dev "$HOST_BRIDGE"
     ip link set "$HOST_BRIDGE" up
   fi
+  # The cluster's addresses (198.18.0.0/15: nodes, pods, services) never take the default route off the
+  # machine: what the bridge and the pod routes do not cover (a ClusterIP dialled from the host, a node
+  # whose route is gone) is unreachable here, instead of leaving through the uplink.
+  ip route replace unreachable 198.18.0.0/15
 
   running etcd || start etcd "$bin/etcd" --name ironmesh-k8s --data-dir "$state/etcd" \
     --listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
@@ -286,7 +297,10 @@ node_network_up() { # node
   ip -n "$node" link set lo up
   ip -n "$node" addr add "$ip/$NODE_NET_PREFIX" dev eth0
   ip -n "$node" link set eth0 up
-  ip -n "$node" route add default via "$HOST_IP"
+  # No default route: only the cluster's own range (198.18.0.0/15, services included: kube-proxy's
+  # OUTPUT DNAT needs a route to exist first) goes to the host, so a pull of an image that was not imported
+  # or a lookup through the host's resolver fails at once in the node instead of sending packets out.
+  ip -n "$node" route add 198.18.0.0/15 via "$HOST_IP"
   ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
   # Service traffic between two pods of one node crosses the pod bridge: kube-proxy's NAT must see it.
   ip netns exec "$node" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
@@ -583,6 +597,18 @@ up() {
   fi
   bin=$(scripts/k8s-build.sh)
   mkdir -p "$state"
+  state=$(realpath "$state")
+  exec 9>"$LOCK"
+  flock -w 600 9 || die "another scripts/k8s-env.sh has held $LOCK for 10 min"
+  local owner
+  owner=$(cat "$OWNER" 2>/dev/null || true)
+  if [[ -n $owner && $owner != "$state" ]]; then
+    if [[ -f $owner/pids/kube-apiserver.pid ]] && kill -0 "$(cat "$owner/pids/kube-apiserver.pid")" 2>/dev/null; then
+      die "a cluster of state dir $owner is up (its names, addresses and ports are the machine's only ones): use it (IRONMESH_K8S_STATE=$owner, kubeconfig $owner/admin.kubeconfig) or stop it (IRONMESH_K8S_STATE=$owner scripts/k8s-env.sh down)"
+    fi
+    log "taking over from $owner, whose apiserver is not running"
+  fi
+  echo "$state" >"$OWNER"
   control_plane_up
   [[ $what == --control-plane-only ]] || nodes_up
   echo "$admin_kubeconfig"
@@ -605,22 +631,21 @@ kill_cgroup_tree() { # node: every process of the node's pods (under its cgroup 
 }
 
 down() {
-  local node h pid shims mounts
+  local node h pid shims mounts owner
+  [[ -d $state ]] && state=$(realpath "$state")
+  exec 9>"$LOCK"
+  flock -w 600 9 || die "another scripts/k8s-env.sh has held $LOCK for 10 min"
+  owner=$(cat "$OWNER" 2>/dev/null || true)
+  stop "${NODES[@]/%/-kubelet}" "${NODES[@]/%/-kube-proxy}"
   for node in "${NODES[@]}"; do
-    stop "$node-kubelet"
-    stop "$node-kube-proxy"
-  done
-  for node in "${NODES[@]}"; do
-    kill_cgroup_tree "$node"
+    [[ -n $owner && $owner != "$state" ]] || kill_cgroup_tree "$node"
     # The runc shims outlive containerd by design; theirs are the ones whose -address is this node's.
     shims=$(pgrep -f -- "containerd-shim-runc-v2 .*-address $state/$node/containerd/containerd.sock" || true)
     # shellcheck disable=SC2086
     [[ -z $shims ]] || kill -KILL $shims 2>/dev/null || true
-    stop "$node-containerd"
   done
-  stop kube-scheduler
-  stop kube-controller-manager
-  stop apiserver-relay
+  stop "${NODES[@]/%/-containerd}"
+  stop kube-scheduler kube-controller-manager apiserver-relay
   stop kube-apiserver
   stop etcd
   # Mounts under the state dir: the kubelet's root (bind, rshared), volumes (tmpfs), pod network
@@ -629,13 +654,21 @@ down() {
     mounts=$(awk -v s="$state/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r)
     for h in $mounts; do umount -l "$h" 2>/dev/null || true; done
   fi
-  for node in "${NODES[@]}"; do
-    ip netns del "$node" 2>/dev/null || true
-    for h in $(cgroup_hierarchies --with-unified); do
-      if [[ -d $h/$node ]]; then find "$h/$node" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+  if [[ -z $owner || $owner == "$state" ]]; then
+    for node in "${NODES[@]}"; do
+      ip netns del "$node" 2>/dev/null || true
+      # Its host end, even when the namespace's name was lost (deleting one end deletes the pair).
+      ip link del "$(node_veth "$node")" 2>/dev/null || true
+      for h in $(cgroup_hierarchies --with-unified); do
+        if [[ -d $h/$node ]]; then find "$h/$node" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+      done
     done
-  done
-  ip link del "$HOST_BRIDGE" 2>/dev/null || true # its routes go with it
+    ip link del "$HOST_BRIDGE" 2>/dev/null || true # its routes go with it
+    ip route del unreachable 198.18.0.0/15 2>/dev/null || true
+    rm -f "$OWNER"
+  elif [[ -n $owner ]]; then
+    log "the machine's cluster names (network namespaces, $HOST_BRIDGE, cgroups) are $owner's: left alone"
+  fi
   # The kubelets' links to their containers' logs (in /var/log/containers, which they cannot be told
   # to move) and the kernel tunables they changed.
   if [[ -d /var/log/containers ]]; then
@@ -657,6 +690,7 @@ down() {
 
 status() {
   local name
+  echo "owner of the machine's cluster names: $(cat "$OWNER" 2>/dev/null || echo none)"
   for name in etcd kube-apiserver apiserver-relay kube-controller-manager kube-scheduler \
     imk8s-node1-containerd imk8s-node1-kubelet imk8s-node1-kube-proxy \
     imk8s-node2-containerd imk8s-node2-kubelet imk8s-node2-kube-proxy; do

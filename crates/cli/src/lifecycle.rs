@@ -123,7 +123,7 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
     let mut command = Command::new(control_plane_program()?);
     // The options go to the control plane, which keeps them (mesh.json is its file alone).
     command
-        .args(["run", "--mesh-stdin"])
+        .args(["run", "--local", "--mesh-stdin"])
         .env("IRONMESH_HOME", home.root())
         .stdin(Stdio::piped())
         .stdout(

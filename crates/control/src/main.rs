@@ -40,6 +40,10 @@ struct RunArgs {
     /// is used without this flag.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The local runtime, even in a pod (`ironmesh up` passes it, so a local cluster started inside a
+    /// Kubernetes pod stays local).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    local: bool,
     /// On Kubernetes: where the validating webhook listens [default: 0.0.0.0:15017].
     #[arg(long)]
     webhook_address: Option<SocketAddr>,
@@ -134,8 +138,10 @@ fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         // `up` sends this to logs/control-plane.log: colour codes only for a terminal.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let on_kubernetes = args.kubeconfig.is_some()
-        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty());
+    // In a pod: Kubernetes' service environment and the mounted service-account token.
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty())
+        && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists();
+    let on_kubernetes = args.kubeconfig.is_some() || (in_pod && !args.local);
     async_runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));

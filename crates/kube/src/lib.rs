@@ -26,12 +26,14 @@ pub use source::KubeSource;
 /// Why a Kubernetes client could not be made; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// `error` is shown, not chained (no `source`): kube-rs' message already carries its cause, and
+    /// `{:#}` would print it twice.
     #[error(
-        "cannot read the kubeconfig {path}: {source}; pass the file the cluster's admin was given"
+        "cannot read the kubeconfig {path}: {error}; pass the file the cluster's admin was given"
     )]
     Kubeconfig {
         path: String,
-        source: kube::config::KubeconfigError,
+        error: kube::config::KubeconfigError,
     },
     #[error("cannot use the in-cluster service account: {0}")]
     InCluster(#[from] kube::config::InClusterError),
@@ -48,9 +50,9 @@ pub enum ClientError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
-            let error = |source| ClientError::Kubeconfig {
+            let error = |error| ClientError::Kubeconfig {
                 path: path.display().to_string(),
-                source,
+                error,
             };
             let file = kube::config::Kubeconfig::read_from(path).map_err(error)?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
