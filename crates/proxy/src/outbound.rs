@@ -146,7 +146,7 @@ async fn passthrough(context: &Context, stream: TcpStream, original: SocketAddr)
     }
 }
 
-async fn tcp(context: &Context, stream: TcpStream, route: Route) {
+async fn tcp(context: &Context, stream: TcpStream, route: Arc<Route>) {
     match upstream::connect(context, route.upstream, &route.tls, Alpn::Tcp).await {
         Ok(upstream) => {
             relay(
