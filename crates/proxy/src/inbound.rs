@@ -123,6 +123,7 @@ async fn handle(
                     peer: None,
                     sni: None,
                     xfcc: None,
+                    source_principal: principal(None),
                     series: Mutex::default(),
                 },
             );
@@ -347,11 +348,11 @@ async fn terminate(
         };
     }
     let _ = recheck.set(Recheck::PerRequest);
+    let source_principal = principal(peer.as_ref());
     let xfcc = format!(
-        "By=spiffe://{};Hash={};Subject=\"\";URI={}",
+        "By=spiffe://{};Hash={};Subject=\"\";URI={source_principal}",
         context.certs.identity().principal(),
         leaf_hash.unwrap_or_default(),
-        principal(peer.as_ref()),
     );
     let xfcc = HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static(""));
     serve_http(
@@ -360,6 +361,7 @@ async fn terminate(
         tls,
         (app, original, source),
         Downstream {
+            source_principal,
             peer,
             sni,
             xfcc: Some(xfcc),
@@ -376,6 +378,8 @@ struct Downstream {
     peer: Option<SpiffeId>,
     sni: Option<String>,
     xfcc: Option<HeaderValue>,
+    /// `spiffe://` principal of `peer` for the access log ("unknown" for plaintext), formatted once.
+    source_principal: String,
     series: Mutex<RequestSeries<()>>,
 }
 
@@ -451,7 +455,7 @@ async fn forward(
         %method,
         %path,
         code = response.status().as_u16(),
-        source_principal = %principal(peer),
+        source_principal = %downstream.source_principal,
         duration_ms = started.elapsed().as_millis() as u64,
         "http request"
     );
