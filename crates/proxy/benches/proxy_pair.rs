@@ -1,5 +1,10 @@
 //! Added latency of a sidecar pair (mTLS, HTTP/1.1 keep-alive, 1 kB response) over calling the app
 //! directly, in-process on loopback (fake socket layer, real CA, real hub).
+//!
+//! With `IRONMESH_HTTP_REQUESTS=N` set, it instead sends N requests through the pair (after a warm-up)
+//! with the proxy's access log on stdout, for counting instructions per request under
+//! `valgrind --tool=callgrind`: the difference of two runs' totals over the difference of their N
+//! (BENCHMARKS.md, "Issue 15: HTTP path instructions per request").
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -7,7 +12,7 @@ mod support;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -105,36 +110,40 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>) {
     assert_eq!(body.len(), 1024);
 }
 
+/// The client-app pair of sidecars with the HTTP service between them, and keep-alive connections to
+/// the app directly and through the pair.
+async fn http_pair() -> (Mesh, SendRequest<Empty<Bytes>>, SendRequest<Empty<Bytes>>) {
+    let mut mesh = Mesh::new().await;
+    let app = kilobyte_app().await;
+    mesh.add_app(ip("10.0.0.2"), KILOBYTE_APP_PORT, app);
+    mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
+        .await;
+    mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
+    mesh.publish(
+        ip("10.0.0.1"),
+        "client-1.foo",
+        config(workload("client-1", "client")),
+    )
+    .await;
+    mesh.publish(
+        ip("10.0.0.2"),
+        "app-1.foo",
+        config(workload("app-1", "app")),
+    )
+    .await;
+    let direct = connect(tokio::net::TcpStream::connect(app).await.unwrap()).await;
+    let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+    let through_pair = connect(mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap()).await;
+    (mesh, direct, through_pair)
+}
+
 fn proxy_pair(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (mesh, mut direct, mut through_pair) = runtime.block_on(async {
-        let mut mesh = Mesh::new().await;
-        let app = kilobyte_app().await;
-        mesh.add_app(ip("10.0.0.2"), KILOBYTE_APP_PORT, app);
-        mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
-            .await;
-        mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
-        mesh.publish(
-            ip("10.0.0.1"),
-            "client-1.foo",
-            config(workload("client-1", "client")),
-        )
-        .await;
-        mesh.publish(
-            ip("10.0.0.2"),
-            "app-1.foo",
-            config(workload("app-1", "app")),
-        )
-        .await;
-        let direct = connect(tokio::net::TcpStream::connect(app).await.unwrap()).await;
-        let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
-        let through_pair = connect(mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap()).await;
-        (mesh, direct, through_pair)
-    });
+    let (mesh, mut direct, mut through_pair) = runtime.block_on(http_pair());
     let mut group = c.benchmark_group("http1_1kB_keepalive");
     group.bench_function("direct", |b| b.iter(|| runtime.block_on(get(&mut direct))));
     group.bench_function("through_mtls_proxy_pair", |b| {
@@ -237,5 +246,33 @@ fn tcp_bulk(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sends `requests` requests through the pair on one thread (as the proxy's one data-plane worker runs
+/// them), after a warm-up that sets up the pooled connections and the metric series, with the access log
+/// formatted as in a pod (no colours, to stdout).
+fn count_http_requests(requests: usize) {
+    tracing_subscriber::fmt().with_ansi(false).init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mesh, _direct, mut through_pair) = http_pair().await;
+        for _ in 0..20 {
+            get(&mut through_pair).await;
+        }
+        for _ in 0..requests {
+            get(&mut through_pair).await;
+        }
+        drop(mesh);
+    });
+}
+
 criterion_group!(benches, proxy_pair, tcp_bulk);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(requests) = std::env::var("IRONMESH_HTTP_REQUESTS") {
+        return count_http_requests(requests.parse().expect("IRONMESH_HTTP_REQUESTS: a number"));
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

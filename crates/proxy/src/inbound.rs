@@ -4,7 +4,7 @@
 //! `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
@@ -24,7 +24,7 @@ use crate::host::normalize_host;
 use crate::index::UpstreamTls;
 use crate::limits::{Acceptor, Slot};
 use crate::metrics::{
-    ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
+    ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
 use crate::replay::{Replay, Sniffer};
 use crate::sockets::reset;
@@ -123,6 +123,8 @@ async fn handle(
                     peer: None,
                     sni: None,
                     xfcc: None,
+                    source_principal: principal(None),
+                    series: Mutex::default(),
                 },
             );
             until_revoked(
@@ -346,11 +348,11 @@ async fn terminate(
         };
     }
     let _ = recheck.set(Recheck::PerRequest);
+    let source_principal = principal(peer.as_ref());
     let xfcc = format!(
-        "By=spiffe://{};Hash={};Subject=\"\";URI={}",
+        "By=spiffe://{};Hash={};Subject=\"\";URI={source_principal}",
         context.certs.identity().principal(),
         leaf_hash.unwrap_or_default(),
-        principal(peer.as_ref()),
     );
     let xfcc = HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static(""));
     serve_http(
@@ -359,20 +361,26 @@ async fn terminate(
         tls,
         (app, original, source),
         Downstream {
+            source_principal,
             peer,
             sni,
             xfcc: Some(xfcc),
+            series: Mutex::default(),
         },
     )
     .await
 }
 
 /// What an HTTP connection's requests share: the mTLS peer, the SNI it was opened with, and the
-/// `X-Forwarded-Client-Cert` to send upstream (all `None` for plaintext).
+/// `X-Forwarded-Client-Cert` to send upstream (all `None` for plaintext), and the request series its
+/// requests are counted in.
 struct Downstream {
     peer: Option<SpiffeId>,
     sni: Option<String>,
     xfcc: Option<HeaderValue>,
+    /// `spiffe://` principal of `peer` for the access log ("unknown" for plaintext), formatted once.
+    source_principal: String,
+    series: Mutex<RequestSeries<()>>,
 }
 
 /// Serves HTTP from a downstream connection (mTLS-terminated, or plaintext under policies), authorizing
@@ -429,19 +437,25 @@ async fn forward(
     } else {
         pools.send(request, app, &UpstreamTls::Plaintext).await
     };
-    let labels = RequestLabels {
-        connection: labels(context, peer, original),
-        request_protocol: protocol.to_string(),
-        response_code: response.status().as_u16(),
-    };
-    context.metrics.record_request(labels, started.elapsed());
+    // The connection's labels: its peer and original destination are the same for all its requests.
+    downstream
+        .series
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(
+            &context.metrics,
+            |()| true,
+            || ((), labels(context, peer, original)),
+            (protocol, response.status().as_u16()),
+            started.elapsed(),
+        );
     tracing::info!(
         target: "access",
         reporter = "destination",
         %method,
         %path,
         code = response.status().as_u16(),
-        source_principal = %principal(peer),
+        source_principal = %downstream.source_principal,
         duration_ms = started.elapsed().as_millis() as u64,
         "http request"
     );

@@ -3,7 +3,7 @@
 //! (ALLOW_ANY) or are blocked (REGISTRY_ONLY: Envoy's `block_all` 502 on HTTP, closed TCP).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -20,7 +20,7 @@ use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
 use crate::limits::{Acceptor, Slot};
 use crate::metrics::{
-    ConnectionLabels, Reporter, RequestLabels, SecurityPolicy, principal, request_protocol,
+    ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
 use crate::sockets::reset;
 use crate::tcp::relay;
@@ -146,7 +146,7 @@ async fn passthrough(context: &Context, stream: TcpStream, original: SocketAddr)
     }
 }
 
-async fn tcp(context: &Context, stream: TcpStream, route: Route) {
+async fn tcp(context: &Context, stream: TcpStream, route: Arc<Route>) {
     match upstream::connect(context, route.upstream, &route.tls, Alpn::Tcp).await {
         Ok(upstream) => {
             relay(
@@ -171,10 +171,10 @@ async fn serve_http(
     original: SocketAddr,
 ) {
     let draining = context.clone();
+    let series = Arc::new(Mutex::default());
     let handler = move |request: http::Request<Incoming>| {
-        let context = context.clone();
-        let pools = pools.clone();
-        async move { forward(&context, &pools, request, original).await }
+        let (context, pools, series) = (context.clone(), pools.clone(), series.clone());
+        async move { forward(&context, &pools, request, original, &series).await }
     };
     serve_http_until_drained(&draining, stream, handler, "outbound").await;
 }
@@ -184,6 +184,7 @@ async fn forward(
     pools: &Pools,
     mut request: http::Request<Incoming>,
     original: SocketAddr,
+    series: &Mutex<RequestSeries<(String, UpstreamTls)>>,
 ) -> http::Response<ProxyBody> {
     if let Err(error) = normalize_host(&mut request) {
         tracing::info!(target: "access", reporter = "source", %error, "bad request");
@@ -210,12 +211,21 @@ async fn forward(
         };
     };
     let response = pools.send(request, route.upstream, &route.tls).await;
-    let labels = RequestLabels {
-        connection: labels(context, route.hostname.clone(), &route.tls),
-        request_protocol: protocol.to_string(),
-        response_code: response.status().as_u16(),
-    };
-    context.metrics.record_request(labels, started.elapsed());
+    // Requests of one connection are routed to the same service (its original destination) unless the
+    // configuration changed in between: the labels are rebuilt only then.
+    series
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .record(
+            &context.metrics,
+            |(hostname, tls)| *hostname == route.hostname && *tls == route.tls,
+            || {
+                let labels = labels(context, route.hostname.clone(), &route.tls);
+                ((route.hostname.clone(), route.tls.clone()), labels)
+            },
+            (protocol, response.status().as_u16()),
+            started.elapsed(),
+        );
     tracing::info!(
         target: "access",
         reporter = "source",
