@@ -82,16 +82,19 @@ impl AuthzIndex {
         policies: impl IntoIterator<Item = PolicyObject>,
         root_namespace: &str,
     ) -> Result<Self, AuthzError> {
-        let (index, mut invalid) = Self::skipping_invalid(policies, root_namespace);
+        let (index, mut invalid) = Self::closing_invalid(policies, root_namespace);
         match invalid.is_empty() {
             true => Ok(index),
             false => Err(invalid.swap_remove(0)),
         }
     }
 
-    /// Parses every policy and indexes the valid ones; each invalid one is returned with its error instead.
-    /// For the control plane, which sends proxies only what is valid (apply already refuses the rest).
-    pub fn skipping_invalid(
+    /// Parses every policy and indexes it; each invalid one is returned with its error and indexed as a
+    /// fail-closed stand-in ([`AuthorizationPolicy::fail_closed`]): an invalid DENY or CUSTOM policy denies
+    /// every request in its scope, an invalid ALLOW policy allows none, an invalid AUDIT policy is left out.
+    /// For the control plane: on Kubernetes an invalid policy can be stored (before the validating webhook
+    /// is installed, or while it is down), and leaving it out would open what it was written to close.
+    pub fn closing_invalid(
         policies: impl IntoIterator<Item = PolicyObject>,
         root_namespace: &str,
     ) -> (Self, Vec<AuthzError>) {
@@ -99,19 +102,23 @@ impl AuthzIndex {
         let mut parsed: Vec<_> = policies
             .into_iter()
             .filter_map(|object| {
-                let mut policy = match AuthorizationPolicy::from_spec(&object.spec) {
-                    Ok(policy) => policy,
+                let (mut policy, dry_run) = match AuthorizationPolicy::from_spec(&object.spec) {
+                    Ok(policy) => {
+                        let dry_run = object.dry_run(policy.action);
+                        (policy, dry_run)
+                    }
                     Err(source) => {
                         invalid.push(AuthzError::InvalidPolicy {
-                            namespace: object.namespace,
-                            name: object.name,
+                            namespace: object.namespace.clone(),
+                            name: object.name.clone(),
                             source,
                         });
-                        return None;
+                        // A stand-in is never a dry run: the annotation of a policy that cannot be
+                        // read is not trusted to open what the stand-in closes.
+                        (AuthorizationPolicy::fail_closed(&object.spec)?, false)
                     }
                 };
                 policy.bind_namespace(&object.namespace);
-                let dry_run = object.dry_run(policy.action);
                 Some((
                     object.creation_timestamp,
                     object.namespace,

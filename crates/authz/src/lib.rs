@@ -40,7 +40,7 @@
 //! - API: `ironmesh apply` refuses what [`AuthorizationPolicy::from_spec`] refuses, with its field path
 //!   (`crates/api/src/validate/rules.rs`).
 //! - control plane: `crates/control/src/authz.rs` builds an [`AuthzIndex`] per snapshot (a stored policy
-//!   the engine refuses is logged by name and left out: [`AuthzIndex::skipping_invalid`]) and sends each
+//!   the engine refuses is logged by name and enforced fail-closed: [`AuthzIndex::closing_invalid`]) and sends each
 //!   sidecar the policies in its scope ([`AppliedPolicies::entries`]) as typed messages
 //!   (`ironmesh_proto::policy_message`, `Workload.authorization_policies`).
 //! - proxy (inbound only): `ironmesh_proto::compile_config` compiles the received policies once per

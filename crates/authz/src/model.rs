@@ -305,6 +305,28 @@ impl AuthorizationPolicy {
         })
     }
 
+    /// What an invalid stored policy is enforced as, so that its error never opens anything: DENY and
+    /// CUSTOM (and an action that cannot be read as ALLOW or AUDIT) become one rule that matches every
+    /// request, ALLOW becomes a policy without rules (allows nothing), AUDIT is `None` (it never changes a
+    /// decision). The scope is kept when `selector.matchLabels` reads as labels; otherwise the stand-in
+    /// covers the whole namespace, the wider and therefore closed choice.
+    pub fn fail_closed(spec: &Value) -> Option<Self> {
+        let (action, rules) = match spec.get("action").and_then(Value::as_str) {
+            None | Some("ALLOW") => (Action::Allow, vec![]),
+            Some("AUDIT") => return None,
+            Some(_) => (Action::Deny, vec![RuleSpec::default()]),
+        };
+        let selector = spec
+            .pointer("/selector/matchLabels")
+            .and_then(|labels| {
+                serde_json::from_value::<BTreeMap<String, String>>(labels.clone()).ok()
+            })
+            .filter(|labels| !labels.is_empty());
+        let mut policy = Self::compile(action, rules).ok()?;
+        policy.selector = selector;
+        Some(policy)
+    }
+
     /// The rules as written, for sending the validated policy on (the proxy compiles them again with
     /// [`AuthorizationPolicy::compile`]).
     pub fn written_rules(&self) -> &[RuleSpec] {

@@ -25,16 +25,17 @@ fn policy_object(object: &Object) -> PolicyObject {
 }
 
 impl PolicyScope {
-    /// Indexes the valid policies. A stored policy the engine refuses (apply refuses it too, so only an
-    /// older ironmesh could have stored it) is logged by name and sent to no proxy.
+    /// Indexes the policies. A stored policy the engine refuses (apply and the Kubernetes webhook refuse it
+    /// too, but a cluster can store one while the webhook is not installed or down) is logged by name and
+    /// sent as its fail-closed stand-in ([`AuthzIndex::closing_invalid`]), so its error opens nothing.
     pub(crate) fn new(objects: &[Object], root_namespace: &str) -> Self {
         let policies = objects
             .iter()
             .filter(|o| o.kind == "AuthorizationPolicy")
             .map(policy_object);
-        let (index, invalid) = AuthzIndex::skipping_invalid(policies, root_namespace);
+        let (index, invalid) = AuthzIndex::closing_invalid(policies, root_namespace);
         for error in invalid {
-            tracing::warn!(%error, "not sent to any sidecar; fix or delete the policy");
+            tracing::warn!(%error, "enforced fail-closed (an invalid DENY denies all in its scope, an invalid ALLOW allows nothing); fix or delete the policy");
         }
         Self { index }
     }
@@ -340,8 +341,9 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_stored_policy_is_sent_to_no_sidecar() {
-        // Stored before apply-time validation knew better (e.g. by an older ironmesh): now refused.
+    fn an_invalid_stored_policy_is_sent_fail_closed() {
+        // Stored while nothing validated it (e.g. on Kubernetes before the webhook was installed): sent as
+        // its stand-in, an ALLOW without rules, so it allows nothing instead of disappearing.
         let mut objects = cluster(&format!(
             "{}{}",
             policy("foo", "templated", "{rules: [{}]}"),
@@ -355,7 +357,20 @@ mod tests {
             "spec".into(),
             json!({"rules": [{"to": [{"operation": {"paths": ["/a/{id}"]}}]}]}),
         );
-        assert_eq!(policies_of(&objects, "foo", "httpbin"), ["foo/allow-all"]);
+        let sent = config(&objects, "foo", "httpbin")
+            .workload
+            .unwrap()
+            .authorization_policies;
+        let templated = sent
+            .iter()
+            .find(|p| p.name == "templated")
+            .expect("the stand-in is sent");
+        assert_eq!(templated.action(), pb::authorization_policy::Action::Allow);
+        assert!(templated.rules.is_empty(), "{templated:?}");
+        assert_eq!(
+            policies_of(&objects, "foo", "httpbin"),
+            ["foo/allow-all", "foo/templated"]
+        );
     }
 
     fn visible(config: &pb::ProxyConfig) -> Vec<&str> {
