@@ -258,7 +258,8 @@ pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bo
 
 /// Keeps `ca_pem` published ([`publish_ca_bundle`]) until `shutdown`: watches the configuration and
 /// patches it whenever it appears (an install after the control plane started) or loses our CA or
-/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own.
+/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own. A failed
+/// patch is retried with backoff (1 s doubling to 60 s) until it succeeds.
 pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: CancellationToken) {
     use base64::Engine as _;
     use futures::StreamExt as _;
@@ -287,12 +288,29 @@ pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: Canc
         if is_published(&configuration, &ca_base64) {
             continue;
         }
-        match publish_ca_bundle(&client, &ca_pem).await {
-            Ok(_) => tracing::info!(
-                configuration = crate::install::WEBHOOK_CONFIGURATION,
-                "webhook CA published; invalid Istio resources are now refused"
-            ),
-            Err(error) => tracing::warn!(%error, "cannot publish the webhook's CA; check the RBAC"),
+        // Retried until it succeeds: the configuration may not change again for days, so waiting for
+        // its next event would leave the API server distrusting us (or ignoring us) until then.
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match publish_ca_bundle(&client, &ca_pem).await {
+                Ok(_) => {
+                    tracing::info!(
+                        configuration = crate::install::WEBHOOK_CONFIGURATION,
+                        "webhook CA published; invalid Istio resources are now refused"
+                    );
+                    break;
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    retry_in = ?delay,
+                    "cannot publish the webhook's CA; check the RBAC"
+                ),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 }
