@@ -8,14 +8,17 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{Method, Request, Response, StatusCode};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::crds::ISTIO_GROUPS;
@@ -24,18 +27,29 @@ use crate::crds::ISTIO_GROUPS;
 pub const VALIDATE_PATH: &str = "/validate";
 /// The webhook's name in the configuration, as kubectl prints it: `admission webhook "..." denied`.
 pub const WEBHOOK_NAME: &str = "validation.istio.io";
-/// A review carries one object; Kubernetes caps objects at 3 MiB (etcd's request limit is 1.5 MiB).
-const MAX_REVIEW_BYTES: usize = 3 << 20;
+/// An UPDATE's review carries the object and its old version, each up to Kubernetes' 3 MiB object cap
+/// (etcd's request limit is 1.5 MiB), plus the envelope: 8 MiB leaves room for both.
+pub const MAX_REVIEW_BYTES: usize = 8 << 20;
 
 /// Decides one AdmissionReview (as JSON) and returns the AdmissionReview answer. Objects of Istio's
 /// groups are validated with our rules and refused with every field error; deletions and every other
 /// kind are allowed. An unreadable review gets an answer that refuses it, naming what was wrong.
 pub fn review(body: &Value) -> Value {
-    let response = match serde_json::from_value::<AdmissionReview<DynamicObject>>(body.clone())
-        .map_err(|e| e.to_string())
-        .and_then(|review| {
-            TryInto::<AdmissionRequest<DynamicObject>>::try_into(review).map_err(|e| e.to_string())
-        }) {
+    // `&Value` is a deserializer itself: no copy of the (possibly multi-megabyte) review.
+    answer(AdmissionReview::<DynamicObject>::deserialize(body).map_err(|e| e.to_string()))
+}
+
+/// [`review`] of a request body as the API server sends it, parsed once straight into the typed review.
+pub fn review_bytes(body: &[u8]) -> Value {
+    answer(
+        serde_json::from_slice::<AdmissionReview<DynamicObject>>(body).map_err(|e| e.to_string()),
+    )
+}
+
+fn answer(review: Result<AdmissionReview<DynamicObject>, String>) -> Value {
+    let response = match review.and_then(|review| {
+        TryInto::<AdmissionRequest<DynamicObject>>::try_into(review).map_err(|e| e.to_string())
+    }) {
         Ok(request) => decide(&request),
         Err(error) => AdmissionResponse::invalid(format!(
             "the webhook could not read the AdmissionReview ({error}); it expects admission.k8s.io/v1 with a request"
@@ -244,7 +258,8 @@ pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bo
 
 /// Keeps `ca_pem` published ([`publish_ca_bundle`]) until `shutdown`: watches the configuration and
 /// patches it whenever it appears (an install after the control plane started) or loses our CA or
-/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own.
+/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own. A failed
+/// patch is retried with backoff (1 s doubling to 60 s) until it succeeds.
 pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: CancellationToken) {
     use base64::Engine as _;
     use futures::StreamExt as _;
@@ -273,50 +288,134 @@ pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: Canc
         if is_published(&configuration, &ca_base64) {
             continue;
         }
-        match publish_ca_bundle(&client, &ca_pem).await {
-            Ok(_) => tracing::info!(
-                configuration = crate::install::WEBHOOK_CONFIGURATION,
-                "webhook CA published; invalid Istio resources are now refused"
-            ),
-            Err(error) => tracing::warn!(%error, "cannot publish the webhook's CA; check the RBAC"),
+        // Retried until it succeeds: the configuration may not change again for days, so waiting for
+        // its next event would leave the API server distrusting us (or ignoring us) until then.
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match publish_ca_bundle(&client, &ca_pem).await {
+                Ok(_) => {
+                    tracing::info!(
+                        configuration = crate::install::WEBHOOK_CONFIGURATION,
+                        "webhook CA published; invalid Istio resources are now refused"
+                    );
+                    break;
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    retry_in = ?delay,
+                    "cannot publish the webhook's CA; check the RBAC"
+                ),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
         }
     }
 }
 
-/// Serves [`review`] at [`VALIDATE_PATH`] over HTTPS on `listener` until `shutdown`.
+/// Bounds on what clients may cost the webhook: it listens on a port any pod may reach, and with
+/// `failurePolicy: Fail` a starved webhook blocks every write of an Istio resource.
+#[derive(Clone, Debug)]
+pub struct ServeLimits {
+    /// Connections served at once; the next accept waits for one to end.
+    pub max_connections: usize,
+    /// For the TLS handshake, from accept.
+    pub handshake_timeout: Duration,
+    /// For a request's head; it also closes a keep-alive connection idle this long.
+    pub header_read_timeout: Duration,
+    /// For reading a request's body. The API server gives up after its webhook timeout (at most
+    /// 30 s) anyway.
+    pub request_timeout: Duration,
+    /// The largest review body; a larger one is answered 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: MAX_REVIEW_BYTES,
+        }
+    }
+}
+
+/// Serves [`review`] at [`VALIDATE_PATH`] over HTTPS on `listener` until `shutdown`, with the default
+/// [`ServeLimits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, tls, ServeLimits::default(), shutdown).await;
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let limits = Arc::new(limits);
     loop {
+        // Taken before accept: at the limit, new connections wait in the listen backlog rather than
+        // costing a task and a file descriptor each.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => return,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "webhook accept failed");
-                    // Out of file descriptors, usually: give the process a moment before trying again.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    // Out of file descriptors (EMFILE, ENFILE), usually: accept fails at once again
+                    // until some close, so give the process a moment rather than spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "webhook TLS handshake failed");
-                    return;
-                }
-            };
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper::service::service_fn(handle),
-            );
+            let _permit = permit;
+            let stream =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_elapsed) => {
+                        tracing::debug!(%peer, "webhook TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service_limits = limits.clone();
+            let connection = hyper::server::conn::http1::Builder::new()
+                // Without a timer hyper has no clock, and the header timeout would not apply.
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(move |request| {
+                        handle(request, service_limits.clone())
+                    }),
+                );
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 result = connection => if let Err(error) = result {
@@ -327,46 +426,68 @@ pub async fn serve(
     }
 }
 
+fn reply(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn text(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    reply(status, format!("{message}\n").into_bytes(), "text/plain")
+}
+
 async fn handle(
     request: Request<hyper::body::Incoming>,
+    limits: Arc<ServeLimits>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let reply = |status: StatusCode, body: Vec<u8>, content_type: &str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default()
-    };
     if request.method() != Method::POST || request.uri().path() != VALIDATE_PATH {
-        return Ok(reply(
+        return Ok(text(
             StatusCode::NOT_FOUND,
-            format!("POST AdmissionReviews to {VALIDATE_PATH}\n").into_bytes(),
-            "text/plain",
+            format!("POST AdmissionReviews to {VALIDATE_PATH}"),
         ));
     }
-    let body = match Limited::new(request.into_body(), MAX_REVIEW_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(error) => {
-            return Ok(reply(
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the review is larger than the webhook's limit of {} bytes",
+                limits.max_body_bytes
+            ),
+        )
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_body_bytes as u64) {
+        return Ok(too_large());
+    }
+    let body = Limited::new(request.into_body(), limits.max_body_bytes).collect();
+    let body = match tokio::time::timeout(limits.request_timeout, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => return Ok(too_large()),
+        Ok(Err(error)) => {
+            return Ok(text(
                 StatusCode::BAD_REQUEST,
-                format!("cannot read the review: {error}\n").into_bytes(),
-                "text/plain",
+                format!("cannot read the review: {error}"),
+            ));
+        }
+        Err(_elapsed) => {
+            return Ok(text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the review's body did not arrive within {:?}",
+                    limits.request_timeout
+                ),
             ));
         }
     };
-    let answer = match serde_json::from_slice::<Value>(&body) {
-        Ok(value) => review(&value),
-        Err(error) => serde_json::to_value(
-            AdmissionResponse::invalid(format!("the review is not JSON: {error}")).into_review(),
-        )
-        .unwrap_or(Value::Null),
-    };
     Ok(reply(
         StatusCode::OK,
-        serde_json::to_vec(&answer).unwrap_or_default(),
+        serde_json::to_vec(&review_bytes(&body)).unwrap_or_default(),
         "application/json",
     ))
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use ironmesh_kube::webhook::{ServingCert, VALIDATE_PATH, review, serve};
+use std::time::Duration;
+
+use ironmesh_kube::webhook::{ServeLimits, ServingCert, VALIDATE_PATH, review, serve, serve_with};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -256,4 +258,144 @@ async fn the_webhook_answers_over_https_to_a_client_that_trusts_its_ca() {
     }
     shutdown.cancel();
     server.await.unwrap();
+}
+
+/// A webhook on loopback with `limits`; the server stops when the returned token is dropped.
+async fn start(
+    limits: ServeLimits,
+) -> (
+    std::net::SocketAddr,
+    ServingCert,
+    tokio_util::sync::DropGuard,
+) {
+    ironmesh_kube::webhook::install_crypto_provider();
+    let cert = ServingCert::generate(&["istiod.istio-system.svc".to_owned()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve_with(
+        listener,
+        cert.server_config().unwrap(),
+        limits,
+        shutdown.clone(),
+    ));
+    (address, cert, shutdown.drop_guard())
+}
+
+async fn connect_tls(
+    address: std::net::SocketAddr,
+    cert: &ServingCert,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (an unclean TLS close counts); `None` if it is still
+/// open after a bound far above the configured timeouts. Without the limits it would never close.
+async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut received)).await {
+        Ok(_closed) => Some(received),
+        Err(_still_open) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_starts_the_tls_handshake_is_disconnected() {
+    let (address, _cert, _stop) = start(ServeLimits {
+        handshake_timeout: Duration::from_millis(200),
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let received = read_until_closed(&mut tcp).await;
+    assert_eq!(
+        received,
+        Some(vec![]),
+        "the server should close a silent connection without sending anything"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_request_head_is_disconnected() {
+    let (address, cert, _stop) = start(ServeLimits {
+        header_read_timeout: Duration::from_millis(200),
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut tls = connect_tls(address, &cert).await;
+    let received = read_until_closed(&mut tls).await;
+    let received = received.expect("the server should close a connection that sends no request");
+    assert!(
+        !String::from_utf8_lossy(&received).contains("200 OK"),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_review_over_the_body_limit_is_answered_413_whether_declared_or_chunked() {
+    let (address, cert, _stop) = start(ServeLimits {
+        max_body_bytes: 4096,
+        ..ServeLimits::default()
+    })
+    .await;
+    let head = |framing: &str| {
+        format!(
+            "POST {VALIDATE_PATH} HTTP/1.1\r\nHost: istiod.istio-system.svc\r\n\
+             content-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    // A valid review padded past the limit, so only its size can be why it is refused.
+    let mut policy = authorization_policy("ALLOW");
+    policy["metadata"]["annotations"] = json!({"padding": "x".repeat(8192)});
+    let body = serde_json::to_vec(&admission("UPDATE", policy)).unwrap();
+
+    // Declared: refused on the head alone; the body is never sent.
+    let mut tls = connect_tls(address, &cert).await;
+    tls.write_all(head(&format!("content-length: {}", body.len())).as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut tls).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("limit of 4096 bytes"), "{answer}");
+
+    // Chunked: no length up front, so the limit is found while reading.
+    let mut tls = connect_tls(address, &cert).await;
+    let mut request = head("transfer-encoding: chunked").into_bytes();
+    for chunk in body.chunks(1024) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before all of it is written.
+    let _ = tls.write_all(&request).await;
+    let answer = read_until_closed(&mut tls).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // The same review under the limit is read and decided.
+    let (address, cert, _stop) = start(ServeLimits::default()).await;
+    let mut tls = connect_tls(address, &cert).await;
+    tls.write_all(head(&format!("content-length: {}", body.len())).as_bytes())
+        .await
+        .unwrap();
+    tls.write_all(&body).await.unwrap();
+    let answer = read_until_closed(&mut tls).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""allowed":true"#), "{answer}");
 }
