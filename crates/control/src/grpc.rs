@@ -11,9 +11,11 @@ use ironmesh_identity::{
     CA_AUDIENCE, CertificateAuthority, CredentialAuthority, PodLookup, check_pod_binding,
 };
 use ironmesh_proto::{AuthError, Authenticator, ConfigHub, HubOptions};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ControlError;
+use crate::source::{ResourceSource, SourcePods};
 
 /// The configuration hub; a proxy may subscribe only as the pod its credential names, while that pod exists.
 pub(crate) fn hub(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>) -> ConfigHub {
@@ -37,7 +39,22 @@ fn authenticator(credentials: Arc<CredentialAuthority>, pods: Arc<dyn PodLookup>
     })
 }
 
-pub(crate) async fn serve(
+/// Starts the proxies' endpoint on `socket` for pods of `source`: the hub the controllers push through,
+/// and the server task (it ends on `shutdown`). The local runtime and Kubernetes start it alike.
+pub(crate) fn spawn(
+    socket: PathBuf,
+    ca: Arc<CertificateAuthority>,
+    credentials: Arc<CredentialAuthority>,
+    source: Arc<dyn ResourceSource>,
+    shutdown: CancellationToken,
+) -> (ConfigHub, JoinHandle<Result<(), ControlError>>) {
+    let pods: Arc<dyn PodLookup> = Arc::new(SourcePods(source));
+    let hub = hub(credentials.clone(), pods.clone());
+    let server = tokio::spawn(serve(socket, ca, credentials, pods, hub.clone(), shutdown));
+    (hub, server)
+}
+
+async fn serve(
     socket: PathBuf,
     ca: Arc<CertificateAuthority>,
     credentials: Arc<CredentialAuthority>,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use ironmesh_home::Home;
-use ironmesh_identity::{CredentialAuthority, PodLookup};
+use ironmesh_identity::CredentialAuthority;
 use ironmesh_kube::KubeSource;
 use ironmesh_kube::webhook::{self, ServingCert};
 use ironmesh_store::StoreError;
@@ -123,16 +123,13 @@ pub async fn run(
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
     );
-    let pods: Arc<dyn PodLookup> = Arc::new(crate::source::SourcePods(kube_source.clone()));
-    let hub = grpc::hub(credentials.clone(), pods.clone());
-    let grpc_server = tokio::spawn(grpc::serve(
+    let (hub, grpc_server) = grpc::spawn(
         layout.xds_socket(),
         ca.clone(),
         credentials.clone(),
-        pods,
-        hub.clone(),
+        kube_source.clone(),
         shutdown.clone(),
-    ));
+    );
     // No configuration before every kind is listed once: a sidecar configured while the
     // AuthorizationPolicies were still unknown would allow what they deny.
     loop {

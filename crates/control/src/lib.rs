@@ -165,17 +165,14 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
 
     // The embedded store is the resources' source today; a Kubernetes API server is the next one.
     let source: Arc<dyn source::ResourceSource> = store.clone();
-    let pods: Arc<dyn ironmesh_identity::PodLookup> = Arc::new(source::SourcePods(source.clone()));
-    let hub = grpc::hub(credentials.clone(), pods.clone());
     let sync = Arc::new(sync::ConfigSync::default());
-    let grpc_server = tokio::spawn(grpc::serve(
+    let (hub, grpc_server) = grpc::spawn(
         layout.xds_socket(),
         ca.clone(),
         credentials.clone(),
-        pods,
-        hub.clone(),
+        source.clone(),
         shutdown.clone(),
-    ));
+    );
     let controllers = tokio::spawn(controller::run(controller::Context {
         home: home.to_path_buf(),
         source: source.clone(),
