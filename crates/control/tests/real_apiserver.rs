@@ -43,26 +43,16 @@ impl Drop for Running<'_> {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for args in [
-            vec![
-                "delete",
-                "namespace",
-                self.namespace.as_str(),
-                "--wait=false",
-            ],
-            vec![
-                "delete",
+        self.cluster.delete_if_present(&[
+            &["namespace", self.namespace.as_str(), "--wait=false"],
+            &[
                 "validatingwebhookconfiguration",
                 "istio-validator-istio-system",
             ],
-            vec!["delete", "clusterrolebinding", "istiod-istio-system"],
-            vec!["delete", "clusterrole", "istiod-istio-system"],
-            vec!["delete", "namespace", "istio-system", "--wait=false"],
-        ] {
-            let mut args = args;
-            args.push("--ignore-not-found");
-            let _ = self.cluster.kubectl(&args, None);
-        }
+            &["clusterrolebinding", "istiod-istio-system"],
+            &["clusterrole", "istiod-istio-system"],
+            &["namespace", "istio-system", "--wait=false"],
+        ]);
     }
 }
 

@@ -30,31 +30,17 @@ struct Created<'a> {
 
 impl Drop for Created<'_> {
     fn drop(&mut self) {
-        for args in [
-            vec![
-                "delete",
-                "namespace",
-                self.namespace.as_str(),
-                "--wait=false",
-            ],
-            vec!["delete", "meshpolicies.authentication.istio.io", "default"],
-            vec![
-                "delete",
+        self.cluster.delete_if_present(&[
+            &["namespace", self.namespace.as_str(), "--wait=false"],
+            &["meshpolicies.authentication.istio.io", "default"],
+            &[
                 "destinationrules.networking.istio.io",
                 "default",
                 "-n",
                 "default",
             ],
-            vec![
-                "delete",
-                "validatingwebhookconfiguration",
-                WEBHOOK_CONFIGURATION,
-            ],
-        ] {
-            let mut args = args;
-            args.push("--ignore-not-found");
-            let _ = self.cluster.kubectl(&args, None);
-        }
+            &["validatingwebhookconfiguration", WEBHOOK_CONFIGURATION],
+        ]);
     }
 }
 

@@ -114,6 +114,17 @@ impl Cluster {
         child.wait_with_output().unwrap()
     }
 
+    /// Deletes each object (`["namespace", "foo", "--wait=false"]`, ...) if it exists; for the clean-up of
+    /// what a test made, which runs even when the test failed half way, so errors are not reported.
+    pub fn delete_if_present(&self, objects: &[&[&str]]) {
+        for object in objects {
+            let mut args = vec!["delete"];
+            args.extend_from_slice(object);
+            args.push("--ignore-not-found");
+            let _ = self.kubectl(&args, None);
+        }
+    }
+
     pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.kubectl(args, stdin);
         assert!(
