@@ -34,7 +34,7 @@ fn root_killed_containers_restart_and_only_their_pod_notices() {
         );
         c.wait_for("foo", "foo", "200/0", RECOVER);
         assert_eq!(
-            c.restarts("foo", &httpbin, container),
+            c.wait_restarts("foo", &httpbin, container, before + 1, RECOVER),
             before + 1,
             "{container} restarted once"
         );

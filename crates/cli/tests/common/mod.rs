@@ -273,6 +273,28 @@ impl Cluster {
         text.split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// Waits until a container's restart count (as the API reports it) reaches `want`, and returns
+    /// the count it last read. The supervisor counts the restart before the container runs again,
+    /// but the status reaches the store through a writer that may lag behind traffic on a busy
+    /// machine; so a caller that saw traffic recover waits here for the status, then asserts on it.
+    pub fn wait_restarts(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        want: u64,
+        within: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.restarts(namespace, pod, container);
+            if got >= want || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     pub fn restarts(&self, namespace: &str, pod: &str, container: &str) -> u64 {
         let path = format!(
             "jsonpath={{.status.containerStatuses[?(@.name==\"{container}\")].restartCount}}"
