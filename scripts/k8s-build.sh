@@ -35,6 +35,14 @@ if up_to_date; then
 fi
 
 mkdir -p "$bin" "$go_cache"
+# One build at a time per cache: a second caller (another checkout, a test run beside a manual build) waits,
+# then finds the binaries the first one built.
+exec 9>"$cache/.build.lock"
+flock 9
+if up_to_date; then
+  echo "$bin"
+  exit 0
+fi
 export GOMODCACHE=$go_cache/mod GOCACHE=$go_cache/build GOFLAGS=-mod=mod
 # Static binaries as Kubernetes' own release builds them (no cgo); GOTOOLCHAIN=local: build with the Go
 # that is installed, never download another.
