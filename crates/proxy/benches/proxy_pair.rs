@@ -248,9 +248,11 @@ fn tcp_bulk(c: &mut Criterion) {
 
 /// Sends `requests` requests through the pair on one thread (as the proxy's one data-plane worker runs
 /// them), after a warm-up that sets up the pooled connections and the metric series, with the access log
-/// formatted as in a pod (no colours, to stdout).
+/// written as in a pod (its writer thread, to stdout).
 fn count_http_requests(requests: usize) {
     tracing_subscriber::fmt().with_ansi(false).init();
+    ironmesh_proxy::access_log::install(Box::new(std::io::stdout()), false, Default::default())
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
