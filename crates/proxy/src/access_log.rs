@@ -162,7 +162,10 @@ pub fn record(message: &str, fields: impl FnOnce(&mut Line<'_>)) {
         return;
     };
     let was_empty = {
-        let mut pending = writer.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = writer
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let start = pending.lines.len();
         if start >= MAX_PENDING {
             drop(pending);

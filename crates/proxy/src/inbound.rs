@@ -443,7 +443,11 @@ async fn forward(
         rbac_denied()
     } else {
         pools
-            .send(request, (app, &downstream.app_authority), &UpstreamTls::Plaintext)
+            .send(
+                request,
+                (app, &downstream.app_authority),
+                &UpstreamTls::Plaintext,
+            )
             .await
     };
     // The connection's labels: its peer and original destination are the same for all its requests.

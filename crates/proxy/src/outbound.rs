@@ -212,7 +212,9 @@ async fn forward(
             upstream::upstream_503("no healthy upstream")
         };
     };
-    let response = pools.send(request, (route.upstream, &route.authority), &route.tls).await;
+    let response = pools
+        .send(request, (route.upstream, &route.authority), &route.tls)
+        .await;
     // Requests of one connection are routed to the same service (its original destination) unless the
     // configuration changed in between: the labels are rebuilt only then.
     series

@@ -60,7 +60,10 @@ pub(crate) async fn relay<D, U>(
         line.display("reporter", format_args!("{:?}", labels.reporter))
             .bytes("destination_service", labels.destination_service.as_bytes())
             .bytes("source_principal", labels.source_principal.as_bytes())
-            .bytes("destination_principal", labels.destination_principal.as_bytes())
+            .bytes(
+                "destination_principal",
+                labels.destination_principal.as_bytes(),
+            )
             .display(
                 "security",
                 format_args!("{:?}", labels.connection_security_policy),

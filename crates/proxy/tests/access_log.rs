@@ -30,7 +30,9 @@ impl Sink {
 impl Write for Sink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let (lock, changed) = &*self.state;
-        let mut state = changed.wait_while(lock.lock().unwrap(), |state| state.1).unwrap();
+        let mut state = changed
+            .wait_while(lock.lock().unwrap(), |state| state.1)
+            .unwrap();
         state.0.extend_from_slice(bytes);
         Ok(bytes.len())
     }
@@ -64,7 +66,9 @@ fn wait_for(sink: &Sink, done: impl Fn(&str) -> bool) -> String {
 
 #[test]
 fn lines_are_written_in_order_and_dropped_when_the_sink_stalls() {
-    tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).init();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let sink = Sink::default();
     let dropped = Counter::default();
     access_log::install(Box::new(sink.clone()), false, dropped.clone()).unwrap();
@@ -102,7 +106,10 @@ fn lines_are_written_in_order_and_dropped_when_the_sink_stalls() {
     for index in 0..lines as u64 {
         request_line(101 + index);
     }
-    assert!(dropped.get() > 0, "nothing was dropped while the sink stalled");
+    assert!(
+        dropped.get() > 0,
+        "nothing was dropped while the sink stalled"
+    );
     let kept = lines as u64 - dropped.get();
     sink.set_stalled(false);
     access_log::flush();
