@@ -12,18 +12,25 @@ use prometheus_client::metrics::counter::Counter;
 /// A sink that can be stalled: `write` waits while `stalled` is true, as a full pipe would.
 #[derive(Clone, Default)]
 struct Sink {
-    state: Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>,
+    state: Arc<(Mutex<Written>, Condvar)>,
+}
+
+/// What reached the sink, and whether it is stalled.
+#[derive(Default)]
+struct Written {
+    bytes: Vec<u8>,
+    stalled: bool,
 }
 
 impl Sink {
     fn set_stalled(&self, stalled: bool) {
         let (lock, changed) = &*self.state;
-        lock.lock().unwrap().1 = stalled;
+        lock.lock().unwrap().stalled = stalled;
         changed.notify_all();
     }
 
     fn text(&self) -> String {
-        String::from_utf8(self.state.0.lock().unwrap().0.clone()).unwrap()
+        String::from_utf8(self.state.0.lock().unwrap().bytes.clone()).unwrap()
     }
 }
 
@@ -31,9 +38,9 @@ impl Write for Sink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let (lock, changed) = &*self.state;
         let mut state = changed
-            .wait_while(lock.lock().unwrap(), |state| state.1)
+            .wait_while(lock.lock().unwrap(), |state| state.stalled)
             .unwrap();
-        state.0.extend_from_slice(bytes);
+        state.bytes.extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
