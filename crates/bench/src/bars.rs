@@ -89,7 +89,12 @@ impl RunReport {
             ] {
                 let ours = deployment.added(Generator::Ours, Condition::Quiet, connections, pick);
                 let direct = deployment
-                    .row(Generator::Ours, Condition::Quiet, Route::Direct, connections)
+                    .row(
+                        Generator::Ours,
+                        Condition::Quiet,
+                        Route::Direct,
+                        connections,
+                    )
                     .map(|row| pick(&row.summary));
                 let _ = writeln!(
                     out,

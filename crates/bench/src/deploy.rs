@@ -524,12 +524,10 @@ pub fn run(
                         duration: plan.duration,
                     };
                     let label = format!("deploy-{route:?}-{condition:?}").to_lowercase();
-                    match endpoint.bench.latency(
-                        &label,
-                        endpoint.target,
-                        shape,
-                        &endpoint.sidecars,
-                    ) {
+                    match endpoint
+                        .bench
+                        .latency(&label, endpoint.target, shape, &endpoint.sidecars)
+                    {
                         Ok(run) => runs.push((Generator::Ours, condition, route, run)),
                         Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
                         Err(error) => figures.notes.push(format!(
@@ -547,9 +545,11 @@ pub fn run(
                         match run_oha(oha, endpoint, generator, connections, plan) {
                             Ok(run) => runs.push((generator, Condition::Quiet, route, run)),
                             Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
-                            Err(error) => figures
-                                .notes
-                                .push(format!("{} {}: {error}", generator.label(), route.label())),
+                            Err(error) => figures.notes.push(format!(
+                                "{} {}: {error}",
+                                generator.label(),
+                                route.label()
+                            )),
                         }
                     }
                 }
@@ -596,7 +596,12 @@ pub fn run(
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 

@@ -54,7 +54,11 @@ pub struct RunOptions {
 }
 
 /// Runs every configuration and returns the report (does not write it).
-pub fn run(options: &RunOptions, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -> Result<RunReport> {
+pub fn run(
+    options: &RunOptions,
+    self_exe: PathBuf,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunReport> {
     let quick = options.quick;
     let started = Instant::now();
     let started_utc = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
@@ -64,7 +68,11 @@ pub fn run(options: &RunOptions, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -
     } else {
         runner.run_all(log)?
     };
-    if let Some(binary) = options.ztunnel.as_ref().filter(|_| !options.deployment_only) {
+    if let Some(binary) = options
+        .ztunnel
+        .as_ref()
+        .filter(|_| !options.deployment_only)
+    {
         log("ztunnel");
         configs.push(runner.run_ztunnel(binary)?);
     }
@@ -89,19 +97,23 @@ pub fn run(options: &RunOptions, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -
     let skip_control_plane = options.deployment_only;
     log("CA signings");
     let ca = (!skip_control_plane)
-        .then(|| runner
-        .control
-        .bench_signing(runner.durations.handshakes)
-        .map_err(|error| notes_extra.push(format!("CA: {error}")))
-        .ok())
+        .then(|| {
+            runner
+                .control
+                .bench_signing(runner.durations.handshakes)
+                .map_err(|error| notes_extra.push(format!("CA: {error}")))
+                .ok()
+        })
         .flatten();
     log("control-plane push to 1,000 streams");
     let push = (!skip_control_plane)
-        .then(|| runner
-        .control
-        .bench_push(PUSH_STREAMS, std::time::Duration::from_secs(60))
-        .map_err(|error| notes_extra.push(format!("push: {error}")))
-        .ok())
+        .then(|| {
+            runner
+                .control
+                .bench_push(PUSH_STREAMS, std::time::Duration::from_secs(60))
+                .map_err(|error| notes_extra.push(format!("push: {error}")))
+                .ok()
+        })
         .flatten();
     let mut notes = vec![format!(
         "latency: {} run(s) of {} s per point (first after {} s warm-up), medians of per-run percentiles; proxies pinned to CPU {}, generator and upstream to CPU {}",

@@ -178,9 +178,8 @@ fn main() -> anyhow::Result<()> {
                 no_deployment,
                 deployment_only,
             };
-            let report = ironmesh_bench::run(&options, self_exe, &mut |step| {
-                eprintln!("bench: {step}")
-            })?;
+            let report =
+                ironmesh_bench::run(&options, self_exe, &mut |step| eprintln!("bench: {step}"))?;
             let written = ironmesh_bench::write_results(&report, &results_dir)?;
             print!("{}", report.markdown());
             for path in written {

@@ -309,7 +309,12 @@ fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String 
     let _ = writeln!(
         out,
         "Generators in the sleep pods' network namespaces; median of {} interleaved round(s); load average {} before, {} after. +pN = mesh − direct of the same generator, condition and connections.\n",
-        deployment.rows.iter().map(|row| row.runs).max().unwrap_or(0),
+        deployment
+            .rows
+            .iter()
+            .map(|row| row.runs)
+            .max()
+            .unwrap_or(0),
         deployment.load_before,
         deployment.load_after
     );

@@ -111,10 +111,12 @@ impl Runner {
         let argv = vec![binary.display().to_string()];
         let mut server_launch =
             self.proxy_launch("ztunnel-server", &self.topology.server, argv.clone());
-        server_launch.env = environment(&config, "bench/bench-server-1/bench-server", "server-node");
+        server_launch.env =
+            environment(&config, "bench/bench-server-1/bench-server", "server-node");
         let mut server = server_launch.spawn()?;
         let mut client_launch = self.proxy_launch("ztunnel-client", &self.topology.client, argv);
-        client_launch.env = environment(&config, "bench/bench-client-1/bench-client", "client-node");
+        client_launch.env =
+            environment(&config, "bench/bench-client-1/bench-client", "client-node");
         let mut client = client_launch.spawn()?;
         server.wait_listening(HBONE_PORT, Duration::from_secs(20))?;
         client.wait_listening(OUTBOUND_PORT, Duration::from_secs(20))?;
@@ -150,11 +152,7 @@ mod tests {
     #[test]
     fn the_environment_is_local_dedicated_single_worker() {
         let env = environment(Path::new("/tmp/z.yaml"), "bench/p/sa", "n");
-        let get = |key: &str| {
-            env.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         assert_eq!(get("FAKE_CA"), Some("true"));
         assert_eq!(get("XDS_ADDRESS"), Some(""));
         assert_eq!(get("PROXY_MODE"), Some("dedicated"));
