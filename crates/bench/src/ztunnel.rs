@@ -4,7 +4,7 @@
 //! local configuration file (the two bench workloads, HBONE) and starts the binary with ztunnel's own
 //! documented local-development settings: `FAKE_CA=true` (self-signed certificates, needs the
 //! `testing` feature), no XDS (`XDS_ADDRESS=""`, `LOCAL_XDS_PATH=<file>`), `PROXY_MODE=dedicated`, one
-//! worker thread, and packet mark 1337 so our interception rules (`ironmesh-proxy iptables --apply`,
+//! worker thread, no source-address spoofing towards the app, and packet mark 1337 so our interception rules (`ironmesh-proxy iptables --apply`,
 //! with ztunnel's HBONE port 15008 excluded from the inbound redirect) let its own sockets through.
 //!
 //! ztunnel is a layer-4 proxy: the generator's HTTP/1.1 rides inside its HBONE (HTTP/2 CONNECT over
@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::certs::TRUST_DOMAIN;
 use crate::error::{BenchError, Result};
 use crate::measure::HandshakeClient;
 use crate::netns::{CLIENT_IP, SERVER_IP};
@@ -33,7 +34,7 @@ pub const OUTBOUND_PORT: u16 = 15001;
 pub fn local_config() -> String {
     let workload = |name: &str, account: &str, ip: &str, node: &str| {
         format!(
-            "- uid: Kubernetes//v1/Pod/bench/{name}\n  name: {name}\n  namespace: bench\n  serviceAccount: {account}\n  workloadIps: [\"{ip}\"]\n  protocol: HBONE\n  node: {node}\n  network: \"\"\n"
+            "- uid: Kubernetes//v1/Pod/bench/{name}\n  name: {name}\n  namespace: bench\n  serviceAccount: {account}\n  workloadIps: [\"{ip}\"]\n  protocol: HBONE\n  node: {node}\n  network: \"\"\n  trustDomain: {TRUST_DOMAIN}\n  services: {{}}\n"
         )
     };
     format!(
@@ -54,6 +55,9 @@ pub fn environment(config: &Path, workload: &str, node: &str) -> Vec<(String, St
         ("NODE_NAME", node),
         ("ZTUNNEL_WORKER_THREADS", "1"),
         ("PACKET_MARK", "1337"),
+        // Connect to the app from ztunnel's own address: spoofing the client's (its default with
+        // transparent listeners) needs the node's TPROXY routing, which these namespaces do not have.
+        ("ENABLE_ORIG_SRC", "false"),
         // As the ironmesh rows run (RUST_LOG=warn): no per-connection log lines.
         ("RUST_LOG", "warn"),
     ]
@@ -147,6 +151,7 @@ mod tests {
         assert!(text.contains("workloadIps: [\"198.18.0.2\"]"), "{text}");
         assert_eq!(text.matches("protocol: HBONE").count(), 2);
         assert!(text.contains("serviceAccount: bench-server"));
+        assert_eq!(text.matches("trustDomain: cluster.local").count(), 2);
     }
 
     #[test]
