@@ -695,9 +695,13 @@ fn run_oha(
 
 /// oha's `--output-format json`: `latencyPercentiles` in seconds, `summary.requestsPerSec`.
 pub(crate) fn parse_oha(text: &str) -> Result<LoadSummary> {
+    // The log holds stderr too: read the first JSON value and ignore whatever surrounds it.
     let start = text.find('{').unwrap_or(0);
-    let value: serde_json::Value =
-        serde_json::from_str(&text[start..]).map_err(|error| BenchError::Parse {
+    let value: serde_json::Value = serde_json::Deserializer::from_str(&text[start..])
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| serde_json::from_str(""))
+        .map_err(|error| BenchError::Parse {
             tool: "oha".into(),
             detail: format!("{error}: {}", text.chars().take(300).collect::<String>()),
         })?;
@@ -748,7 +752,8 @@ mod tests {
     #[test]
     fn oha_json_percentiles_are_converted_to_milliseconds() {
         let text = r#"{"summary":{"successRate":1.0,"total":10.0,"slowest":0.004,"requestsPerSec":999.5},
-            "latencyPercentiles":{"p10":0.0001,"p50":0.0002,"p90":0.0005,"p99":0.001,"p99.9":0.002}}"#;
+            "latencyPercentiles":{"p10":0.0001,"p50":0.0002,"p90":0.0005,"p99":0.001,"p99.9":0.002}}
+            a line oha printed on stderr"#;
         let summary = parse_oha(text).unwrap();
         assert!((summary.p50_ms - 0.2).abs() < 1e-9, "{summary:?}");
         assert!((summary.p90_ms - 0.5).abs() < 1e-9);
