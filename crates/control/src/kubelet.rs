@@ -684,4 +684,37 @@ mod tests {
             assert_eq!(security_context(&pod, &container), expected, "{name}");
         }
     }
+
+    #[test]
+    fn an_injected_pod_gets_its_downward_api_values_and_not_the_kubernetes_mesh_volumes() {
+        let objects = crate::test_objects::load(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: sleep-1, namespace: foo, uid: u-1}\nspec:\n  \
+             serviceAccountName: sleep\n  containers:\n  - name: ironmesh-proxy\n    image: ironmesh/proxy\n    env:\n    \
+             - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    \
+             - {name: SERVICE_ACCOUNT, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}\n    \
+             - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n    \
+             - {name: LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n    \
+             - {name: MODE, value: x}\n    volumeMounts:\n    \
+             - {name: istio-token, mountPath: /var/run/secrets/tokens}\n    \
+             - {name: istiod-ca-cert, mountPath: /var/run/secrets/istio}\n    \
+             - {name: data, mountPath: /data}\n  \
+             volumes:\n  - {name: data, emptyDir: {}}\n",
+        );
+        let pod = PodView::of(&objects[0]);
+        let volumes = HashMap::from([
+            ("data".to_owned(), PathBuf::from("/pods/data")),
+            ("istio-token".to_owned(), PathBuf::from("/pods/istio-token")),
+        ]);
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        let spec = container_spec(&pod.containers[0], &pod, ip, &volumes);
+        let env: HashMap<_, _> = spec.env.iter().cloned().collect();
+        assert_eq!(env["POD_NAME"], "sleep-1");
+        assert_eq!(env["SERVICE_ACCOUNT"], "sleep");
+        assert_eq!(env["POD_IP"], "10.0.0.7");
+        assert_eq!(env["MODE"], "x");
+        // Not a fieldRef: neither resolved nor set empty.
+        assert!(!env.contains_key("LIMIT"), "{env:?}");
+        let mounted: Vec<_> = spec.volumes.iter().map(|m| m.destination.clone()).collect();
+        assert_eq!(mounted, [PathBuf::from("/data")]);
+    }
 }

@@ -263,3 +263,47 @@ pub fn lazy_channel(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_into_their_transport() {
+        assert_eq!(
+            "unix:///run/ironmesh/xds.sock"
+                .parse::<ControlPlaneAddress>()
+                .unwrap(),
+            ControlPlaneAddress::Unix("/run/ironmesh/xds.sock".into())
+        );
+        assert_eq!(
+            "http://127.0.0.1:15012"
+                .parse::<ControlPlaneAddress>()
+                .unwrap(),
+            ControlPlaneAddress::Http("http://127.0.0.1:15012".into())
+        );
+        let https: ControlPlaneAddress = "https://istiod.istio-system.svc:15012".parse().unwrap();
+        assert_eq!(
+            https,
+            ControlPlaneAddress::Https {
+                url: "https://istiod.istio-system.svc:15012".into(),
+                root_file: DEFAULT_ROOT_FILE.into(),
+            }
+        );
+        assert_eq!(
+            https.clone().with_root_file("/tmp/root.pem"),
+            ControlPlaneAddress::Https {
+                url: "https://istiod.istio-system.svc:15012".into(),
+                root_file: "/tmp/root.pem".into(),
+            }
+        );
+        assert_eq!(https.to_string(), "https://istiod.istio-system.svc:15012");
+        for bad in ["unix://", "https://", "ftp://x", "istiod:15012"] {
+            let error = bad.parse::<ControlPlaneAddress>().unwrap_err();
+            assert!(
+                error.to_string().contains("https://host:port"),
+                "{bad}: {error}"
+            );
+        }
+    }
+}
