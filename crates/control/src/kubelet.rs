@@ -712,7 +712,7 @@ mod tests {
         assert_eq!(env["SERVICE_ACCOUNT"], "sleep");
         assert_eq!(env["POD_IP"], "10.0.0.7");
         assert_eq!(env["MODE"], "x");
-        // Not a fieldRef: neither resolved nor set empty.
+        // Not a fieldRef: the local runtime has no such source, so it is not set (rather than empty).
         assert!(!env.contains_key("LIMIT"), "{env:?}");
         let mounted: Vec<_> = spec.volumes.iter().map(|m| m.destination.clone()).collect();
         assert_eq!(mounted, [PathBuf::from("/data")]);

@@ -166,7 +166,8 @@ pub struct ContainerView {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// Variables from the downward API: `(name, fieldRef.fieldPath)`, resolved by the kubelet.
+    /// Variables from the downward API: `(name, fieldRef.fieldPath)`, resolved by the kubelet. Variables
+    /// of other `valueFrom` sources are in neither list.
     pub field_env: Vec<(String, String)>,
     /// `(name, containerPort)`.
     pub ports: Vec<(String, u16)>,
@@ -207,8 +208,9 @@ fn container(value: &Value) -> ContainerView {
         .and_then(Value::as_array)
         .map(|vars| {
             vars.iter()
-                // Downward-API variables are `field_env`'s.
-                .filter(|var| var.pointer("/valueFrom/fieldRef").is_none())
+                // Downward-API variables are `field_env`'s; other sources (Secrets, ConfigMaps,
+                // resources) the local runtime does not have: left unset rather than set empty.
+                .filter(|var| var.get("valueFrom").is_none())
                 .filter_map(|var| {
                     let name = var.get("name")?.as_str()?.to_owned();
                     let value = match var.get("value") {
