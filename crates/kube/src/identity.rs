@@ -4,8 +4,9 @@
 //!   (audience `istio-ca`), which the API server checks (TokenReview, audiences `[istio-ca]`). Only a
 //!   token bound to a pod is accepted (the review's user extra names the pod and its uid), so the
 //!   identity is the pod's, and a deleted pod's token stops working: the API server refuses bound
-//!   tokens of deleted pods. A positive review is remembered briefly, and only while the watched pod
-//!   still exists with the reviewed uid.
+//!   tokens of deleted pods, though it remembers a success for a few seconds, so the pod is also
+//!   checked: in the watch, or with one read when the watch does not know it. A positive review is
+//!   remembered briefly, and only while the watched pod still exists with the reviewed uid.
 //! - [`load_ca`]: the CA's keys live in a Secret in `istio-system`: the plug-in `cacerts` when present
 //!   (Istio's keys `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`), else the self-signed
 //!   root in `istio-ca-secret`, created once by whichever replica comes first and read by the others.
@@ -20,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use ironmesh_identity::{
-    AuthFailure, BoxFuture, CaError, CaOptions, CertificateAuthority, PodClaims, TokenAuthenticator,
+    AuthFailure, BindingError, BoxFuture, CaError, CaOptions, CertificateAuthority, PodClaims,
+    TokenAuthenticator,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -206,6 +208,42 @@ fn claims_of(
     })
 }
 
+impl TokenReviewer {
+    /// Whether the reviewed token's pod exists now with the token's uid. The API server remembers a
+    /// successful authentication for a few seconds (kube-apiserver's token cache, 10 s), so a token of a
+    /// pod deleted a moment ago can still pass the review: the watch answers first, and when it does not
+    /// know the pod (deleted, or too new to be watched yet) one read of the pod decides.
+    async fn check_pod(&self, claims: &PodClaims) -> Result<(), AuthFailure> {
+        let current = match self.pods.pod_uid(&claims.namespace, &claims.pod) {
+            Ok(Some(uid)) => Some(uid),
+            _ => {
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &claims.namespace);
+                let pod = pods.get_opt(&claims.pod).await.map_err(|e| {
+                    AuthFailure::Unavailable(format!(
+                        "cannot check that pod {}/{} exists: {e}; retry",
+                        claims.namespace, claims.pod
+                    ))
+                })?;
+                pod.and_then(|pod| pod.metadata.uid)
+            }
+        };
+        let binding = match current {
+            Some(uid) if uid == claims.pod_uid => return Ok(()),
+            Some(current) => BindingError::PodReplaced {
+                namespace: claims.namespace.clone(),
+                pod: claims.pod.clone(),
+                claimed: claims.pod_uid.clone(),
+                current,
+            },
+            None => BindingError::PodGone {
+                namespace: claims.namespace.clone(),
+                pod: claims.pod.clone(),
+            },
+        };
+        Err(AuthFailure::Refused(binding.to_string()))
+    }
+}
+
 impl TokenAuthenticator for TokenReviewer {
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<PodClaims, AuthFailure>> {
         Box::pin(async move {
@@ -213,6 +251,7 @@ impl TokenAuthenticator for TokenReviewer {
                 return Ok(claims);
             }
             let claims = self.review(token).await?;
+            self.check_pod(&claims).await?;
             self.remember(token, &claims);
             Ok(claims)
         })
