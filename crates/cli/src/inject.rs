@@ -2,6 +2,13 @@
 //! injection): a pure transform of objects. Adds the `ironmesh-init` init container, the `ironmesh-proxy`
 //! container, the `security.istio.io/tlsMode: istio` label and the `sidecar.istio.io/status` annotation to
 //! every pod template (Deployment) and Pod. Idempotent; honours `sidecar.istio.io/inject: "false"`.
+//!
+//! One injected form runs on both engines. On Kubernetes the proxy gets what Istio's template gives
+//! `istio-proxy`: its pod's projected service-account token for audience `istio-ca` (volume
+//! `istio-token`), the namespace's `istio-ca-root-cert` ConfigMap (volume `istiod-ca-cert`), the pod's
+//! name, namespace, service account and address from the downward API, and the control plane's address
+//! (`https://istiod.istio-system.svc:15012`). The local runtime's kubelet resolves the same downward-API
+//! variables and gives the proxy its own credential and socket in place of the Kubernetes ones.
 
 use ironmesh_api::Object;
 use serde_json::{Map, Value, json};
@@ -19,6 +26,18 @@ pub const PROXY_IMAGE_PULL_POLICY: &str = "IfNotPresent";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
+/// Where the proxy reaches the control plane on Kubernetes: istiod's Service and TLS port, as
+/// `ironmesh install` creates them.
+pub const CONTROL_PLANE_URL: &str = "https://istiod.istio-system.svc:15012";
+/// The projected token volume (Istio's name, audience, lifetime and path).
+pub const TOKEN_VOLUME: &str = "istio-token";
+pub const TOKEN_AUDIENCE: &str = "istio-ca";
+pub const TOKEN_EXPIRATION_SECONDS: u64 = 43_200;
+pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// The mesh roots' volume: the namespace's ConfigMap the control plane writes (Istio's names).
+pub const ROOT_VOLUME: &str = "istiod-ca-cert";
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+pub const ROOT_DIR: &str = "/var/run/secrets/istio";
 /// Namespace labels that turn automatic injection on (either one, value `enabled`).
 pub const NAMESPACE_INJECTION_LABELS: [&str; 2] = ["ironmesh-injection", "istio-injection"];
 
@@ -103,10 +122,15 @@ fn status_annotation() -> String {
         "version": concat!("ironmesh-", env!("CARGO_PKG_VERSION")),
         "initContainers": [INIT_CONTAINER],
         "containers": [PROXY_CONTAINER],
-        "volumes": [],
+        "volumes": [TOKEN_VOLUME, ROOT_VOLUME],
         "imagePullSecrets": null,
     })
     .to_string()
+}
+
+/// An environment variable from the downward API.
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
 }
 
 fn has_container(spec: &Map<String, Value>, list: &str, name: &str) -> bool {
@@ -170,6 +194,19 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
                 {"containerPort": 15021, "name": "health", "protocol": "TCP"},
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+            "env": [
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                field_env("POD_IP", "status.podIP"),
+                {"name": "IRONMESH_CONTROL_PLANE", "value": CONTROL_PLANE_URL},
+                {"name": "IRONMESH_CONTROL_PLANE_ROOT", "value": format!("{ROOT_DIR}/root-cert.pem")},
+                {"name": "IRONMESH_TOKEN_FILE", "value": format!("{TOKEN_DIR}/{TOKEN_VOLUME}")},
+            ],
+            "volumeMounts": [
+                {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
+                {"name": ROOT_VOLUME, "mountPath": ROOT_DIR, "readOnly": true},
+            ],
             // Istio's istio-proxy: uid/gid 1337 (the interception rules exempt it), no capabilities.
             "securityContext": {
                 "runAsUser": 1337,
@@ -182,6 +219,16 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
             },
         }),
     );
+    for volume in [
+        json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": TOKEN_VOLUME}}]}}),
+        json!({"name": ROOT_VOLUME, "configMap": {"name": ROOT_CONFIGMAP}}),
+    ] {
+        let name = volume["name"].as_str().unwrap_or_default().to_owned();
+        if !has_container(spec, "volumes", &name) {
+            push(spec, "volumes", volume);
+        }
+    }
     let labels = metadata.entry("labels").or_insert_with(|| json!({}));
     labels[TLS_MODE_LABEL] = Value::from("istio");
     let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
@@ -307,6 +354,57 @@ spec:
             assert_eq!(tag, env!("CARGO_PKG_VERSION"));
             assert_eq!(container["imagePullPolicy"], "IfNotPresent");
         }
+    }
+
+    #[test]
+    fn the_proxy_gets_its_token_the_mesh_root_and_the_control_planes_address() {
+        let injected = inject_objects(load(SLEEP));
+        let spec = &injected[1].body["spec"]["template"]["spec"];
+        let proxy = &spec["containers"][1];
+        let env = |name: &str| {
+            proxy["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        assert_eq!(
+            env("IRONMESH_CONTROL_PLANE")["value"],
+            "https://istiod.istio-system.svc:15012"
+        );
+        assert_eq!(
+            env("IRONMESH_TOKEN_FILE")["value"],
+            "/var/run/secrets/tokens/istio-token"
+        );
+        assert_eq!(
+            env("IRONMESH_CONTROL_PLANE_ROOT")["value"],
+            "/var/run/secrets/istio/root-cert.pem"
+        );
+        assert_eq!(
+            env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(
+            env("SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+            "spec.serviceAccountName"
+        );
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert_eq!(
+            volumes[0]["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"})
+        );
+        assert_eq!(volumes[1]["configMap"]["name"], "istio-ca-root-cert");
+        assert_eq!(
+            proxy["volumeMounts"],
+            json!([
+                {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+                {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": true},
+            ])
+        );
+        // Only the proxy sees the token (docs/SECURITY.md): the app's container mounts nothing new.
+        assert!(spec["containers"][0].get("volumeMounts").is_none());
     }
 
     #[test]

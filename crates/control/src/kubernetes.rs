@@ -5,9 +5,12 @@
 //! controllers do not run here. Stored Istio resources get an `Accepted` condition saying whether they are
 //! valid (those stored before the webhook was in place may not be).
 //!
-//! The CA and the configuration stream are still served on `$IRONMESH_HOME/run/xds.sock` with the
-//! control plane's own pod credentials; serving them over TLS on TCP 15012 with service-account tokens
-//! checked by TokenReview is the next step (issue 14, item 3).
+//! Identity as istiod's: the CA's keys come from `istio-system`'s Secrets (`cacerts`, else
+//! `istio-ca-secret`, shared by replicas and restarts), the CA and the configuration stream are served
+//! over TLS on TCP 15012 with a serving certificate of that CA for the control plane's names, proxies
+//! prove who they are with their pod's projected service-account token (audience `istio-ca`, checked by
+//! TokenReview, bound to the pod), and every namespace gets the roots in the ConfigMap
+//! `istio-ca-root-cert` to verify the control plane with (`ironmesh_kube::identity`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,9 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use ironmesh_home::Home;
 use ironmesh_identity::CredentialAuthority;
+use ironmesh_identity::serving::ServingCertificate;
 use ironmesh_kube::KubeSource;
+use ironmesh_kube::identity::{self, TokenReviewer};
 use ironmesh_kube::webhook::{self, ServingCert};
 use ironmesh_store::StoreError;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +56,10 @@ pub struct KubernetesOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Where the webhook listens (istiod's 15017 on every address by default).
     pub webhook_address: SocketAddr,
-    /// The names the API server reaches the webhook by (the serving certificate's DNS names or IPs).
+    /// Where proxies get certificates and configuration over TLS (istiod's 15012 on every address).
+    pub xds_address: SocketAddr,
+    /// The names the API server and the proxies reach the control plane by (DNS names or IPs of both
+    /// serving certificates: the webhook's and the 15012 listener's).
     pub webhook_names: Vec<String>,
 }
 
@@ -60,6 +68,7 @@ impl Default for KubernetesOptions {
         KubernetesOptions {
             kubeconfig: None,
             webhook_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::install::WEBHOOK_PORT)),
+            xds_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::install::XDS_TLS_PORT)),
             webhook_names: vec![
                 "istiod.istio-system.svc".into(),
                 "istiod.istio-system.svc.cluster.local".into(),
@@ -84,6 +93,15 @@ pub enum KubernetesError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen for proxies on {address}: {source}; pick a free port with --xds-address"
+    )]
+    ListenXds {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    CaSecret(#[from] ironmesh_kube::identity::CaSecretError),
 }
 
 /// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
@@ -119,17 +137,40 @@ pub async fn run(
     ));
 
     let kube_source = Arc::new(KubeSource::start(client.clone()));
-    let ca = Arc::new(crate::open_ca(&layout, &mesh)?);
+    let ca =
+        Arc::new(identity::load_ca(&client, &layout.ca_dir(), crate::ca_options(&mesh)).await?);
+    // Only for the controllers' context: on Kubernetes no pod credential is issued (pods have their
+    // service-account tokens).
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
     );
-    let (hub, grpc_server) = grpc::spawn(
-        layout.xds_socket(),
+    let serving = ServingCertificate::issue(ca.clone(), options.webhook_names.clone())
+        .map_err(ControlError::from)?;
+    let renewer = tokio::spawn(
+        serving
+            .clone()
+            .keep_renewed(shutdown.clone().cancelled_owned()),
+    );
+    let xds_listener = tokio::net::TcpListener::bind(options.xds_address)
+        .await
+        .map_err(|source| KubernetesError::ListenXds {
+            address: options.xds_address,
+            source,
+        })?;
+    let reviewer = Arc::new(TokenReviewer::new(client.clone(), kube_source.clone()));
+    let (hub, grpc_server) = grpc::spawn_tls(
+        xds_listener,
         ca.clone(),
-        credentials.clone(),
-        kube_source.clone(),
+        serving,
+        reviewer,
         shutdown.clone(),
     );
+    let root_configmaps = tokio::spawn(identity::keep_root_configmaps(
+        client.clone(),
+        ca.watch_trust_bundle(),
+        kube_source.clone(),
+        shutdown.clone(),
+    ));
     // No configuration before every kind is listed once: a sidecar configured while the
     // AuthorizationPolicies were still unknown would allow what they deny.
     loop {
@@ -145,7 +186,8 @@ pub async fn run(
             },
         }
     }
-    tracing::info!(webhook = %options.webhook_address, "control plane on Kubernetes: watching the cluster");
+    tracing::info!(webhook = %options.webhook_address, xds = %options.xds_address, root = %ca.root_fingerprint(),
+        "control plane on Kubernetes: watching the cluster");
     let statuses = {
         let (source, shutdown) = (kube_source.clone(), shutdown.clone());
         tokio::spawn(async move { ironmesh_kube::status::report(client, &source, shutdown).await })
@@ -170,6 +212,8 @@ pub async fn run(
     let _ = webhook_server.await;
     let _ = publisher.await;
     let _ = statuses.await;
+    let _ = root_configmaps.await;
+    let _ = renewer.await;
     match grpc_server.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),

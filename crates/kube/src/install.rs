@@ -22,6 +22,9 @@ pub const WEBHOOK_CONFIGURATION: &str = "istio-validator-istio-system";
 pub const XDS_TLS_PORT: u16 = 15012;
 /// The webhooks' HTTPS port (istiod's; its Service exposes it as 443).
 pub const WEBHOOK_PORT: u16 = 15017;
+/// The control plane's image: the release's, as images/build.sh builds it (imported into the nodes,
+/// never pulled: the Deployment says `IfNotPresent`).
+pub const DEFAULT_IMAGE: &str = concat!("ironmesh/control-plane:", env!("CARGO_PKG_VERSION"));
 /// The field manager of server-side apply.
 pub const FIELD_MANAGER: &str = "ironmesh-install";
 
@@ -39,7 +42,7 @@ pub struct InstallOptions {
 impl Default for InstallOptions {
     fn default() -> Self {
         InstallOptions {
-            image: "ironmesh/control-plane:latest".into(),
+            image: DEFAULT_IMAGE.into(),
             webhook_url: None,
         }
     }
@@ -70,9 +73,45 @@ fn cluster_role() -> Value {
             {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
              "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            // The mesh roots in every namespace (ConfigMap istio-ca-root-cert), as istiod writes them.
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "verbs": ["get", "list", "watch", "create", "update", "patch"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
              "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "list", "watch", "patch", "update"]},
         ],
+    })
+}
+
+/// The CA's Secrets in the control plane's namespace: `cacerts` (read) and `istio-ca-secret` (created
+/// once, then read), as istiod's Role allows.
+fn ca_secrets_role() -> Vec<Value> {
+    let name = format!("{NAME}-{NAMESPACE}");
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                       "verbs": ["get", "list", "watch", "create", "update", "patch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+        }),
+    ]
+}
+
+/// Kubernetes' own role for delegated authentication (TokenReview), bound as istiod binds it.
+fn auth_delegator_binding() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{NAME}-auth-delegator-{NAMESPACE}"), "labels": labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
     })
 }
 
@@ -128,6 +167,8 @@ fn deployment(options: &InstallOptions) -> Value {
                         "name": "discovery",
                         "image": options.image,
                         "imagePullPolicy": "IfNotPresent",
+                        // In-cluster: the pod's service account; the CA's keys are in a Secret, so
+                        // the home is scratch (an emptyDir).
                         "command": ["ironmesh-control-plane", "run"],
                         "env": [{"name": "IRONMESH_HOME", "value": "/var/lib/ironmesh"}],
                         "ports": [
@@ -177,6 +218,8 @@ pub fn manifests(options: &InstallOptions) -> Vec<Value> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{NAMESPACE}")},
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
     }));
+    out.push(auth_delegator_binding());
+    out.extend(ca_secrets_role());
     out.push(webhook_configuration(options));
     if options.webhook_url.is_none() {
         out.push(deployment(options));
@@ -222,6 +265,8 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "ServiceAccount" => ("serviceaccounts", true),
         "ClusterRole" => ("clusterroles", false),
         "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "Role" => ("roles", true),
+        "RoleBinding" => ("rolebindings", true),
         "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
         "Deployment" => ("deployments", true),
         "Service" => ("services", true),
@@ -292,7 +337,7 @@ mod tests {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     use super::*;
@@ -346,6 +391,9 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "ValidatingWebhookConfiguration",
                 "Deployment",
                 "Service",
@@ -367,6 +415,8 @@ mod tests {
                 "ServiceAccount" => drop(typed::<ServiceAccount>(doc)),
                 "ClusterRole" => drop(typed::<ClusterRole>(doc)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc)),
+                "Role" => drop(typed::<Role>(doc)),
+                "RoleBinding" => drop(typed::<RoleBinding>(doc)),
                 "ValidatingWebhookConfiguration" => {
                     let config: ValidatingWebhookConfiguration = typed(doc);
                     let webhook = &config.webhooks.unwrap()[0];
@@ -449,9 +499,29 @@ mod tests {
             "validatingwebhookconfigurations",
             "patch"
         ));
+        assert!(allows("", "configmaps", "create"));
+        assert!(allows("", "configmaps", "patch"));
         assert!(
             !allows("", "secrets", "get"),
-            "no secrets beyond what is needed"
+            "no secrets beyond what is needed: the CA's are in istio-system only (a Role)"
         );
+    }
+
+    #[test]
+    fn the_control_plane_may_review_tokens_and_keep_the_ca_in_its_own_namespace_only() {
+        let all = manifests(&InstallOptions::default());
+        let delegator = all
+            .iter()
+            .find(|m| m["roleRef"]["name"] == "system:auth-delegator")
+            .expect("a binding to system:auth-delegator");
+        assert_eq!(delegator["kind"], "ClusterRoleBinding");
+        assert_eq!(delegator["subjects"][0]["name"], NAME);
+        let role: Role = typed(all.iter().find(|m| m["kind"] == "Role").unwrap());
+        assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+        let rule = &role.rules.unwrap()[0];
+        assert_eq!(rule.resources.as_deref(), Some(&["secrets".to_owned()][..]));
+        assert!(rule.verbs.iter().any(|v| v == "create"));
+        let binding: RoleBinding = typed(all.iter().find(|m| m["kind"] == "RoleBinding").unwrap());
+        assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
     }
 }

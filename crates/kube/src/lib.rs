@@ -7,11 +7,14 @@
 //! - [`crds`]: Istio's kinds as CustomResourceDefinitions, from ironmesh-api's kind table.
 //! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS.
 //! - [`status`]: the `Accepted` condition on stored Istio resources (our field errors when invalid).
+//! - [`identity`]: proxies' tokens checked by TokenReview, the CA's keys in `istio-system`'s Secrets
+//!   (`cacerts` or `istio-ca-secret`), and the `istio-ca-root-cert` ConfigMap in every namespace.
 //! - [`install`]: the manifests `ironmesh install` prints or applies (server-side apply).
 //!
 //! This crate links kube-rs and k8s-openapi but picks no Kubernetes version: the binary does.
 
 pub mod crds;
+pub mod identity;
 pub mod install;
 pub mod source;
 pub mod status;

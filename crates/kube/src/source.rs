@@ -171,6 +171,16 @@ impl KubeSource {
         .boxed()
     }
 
+    /// The names of the namespaces as last seen by the watch.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.kinds
+            .iter()
+            .filter(|(r, _)| r.kind == "Namespace" && r.group.is_empty())
+            .flat_map(|(_, reader)| reader.state())
+            .filter_map(|namespace| namespace.metadata.name.clone())
+            .collect()
+    }
+
     /// The uid of a pod as last seen by the watch (`None`: no such pod), for the checks that bind a
     /// credential to its pod.
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
@@ -184,6 +194,13 @@ impl KubeSource {
 }
 
 use futures::FutureExt as _;
+
+/// The watched pods answer the pod-binding checks of tokens.
+impl ironmesh_identity::PodLookup for KubeSource {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        Ok(KubeSource::pod_uid(self, namespace, name))
+    }
+}
 
 /// A watched object as the controllers read it.
 pub fn to_object(resource: &ApiResource, object: &DynamicObject) -> Option<Object> {

@@ -46,9 +46,14 @@ struct RunArgs {
     pod_namespace: String,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
-    /// `unix:///var/lib/ironmesh/run/xds.sock` or `http://host:port`.
+    /// `unix:///var/lib/ironmesh/run/xds.sock`, `http://host:port`, or on Kubernetes
+    /// `https://istiod.istio-system.svc:15012`.
     #[arg(long, env = "IRONMESH_CONTROL_PLANE")]
     control_plane: String,
+    /// With an `https` control plane: the root(s) its certificate must chain to (the namespace's
+    /// ConfigMap istio-ca-root-cert, mounted as Istio mounts it).
+    #[arg(long, env = "IRONMESH_CONTROL_PLANE_ROOT", default_value = ironmesh_identity::DEFAULT_ROOT_FILE)]
+    control_plane_root: PathBuf,
     #[arg(long, env = "IRONMESH_TOKEN_FILE")]
     token_file: PathBuf,
     #[arg(long, env = "IRONMESH_STATE_DIR")]
@@ -198,11 +203,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.service_account,
     )
     .context("the pod's identity is not a valid SPIFFE ID")?;
-    let (ca_endpoint, token_file) = (args.control_plane.clone(), args.token_file.clone());
+    let token_file = args.token_file.clone();
     let address = args
         .control_plane
-        .parse()
-        .context("IRONMESH_CONTROL_PLANE")?;
+        .parse::<ironmesh_identity::ControlPlaneAddress>()
+        .context("IRONMESH_CONTROL_PLANE")?
+        .with_root_file(&args.control_plane_root);
+    let ca_address = address.clone();
     let proxy_id = ironmesh_identity::proxy_id(&args.pod_name, &args.pod_namespace);
 
     // Control plane client, certificates and admin live on their own small runtime and thread.
@@ -238,7 +245,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(async move {
                 // Built here: tonic's lazy channel needs a running runtime.
-                let signer = CaClient::new(&ca_endpoint, token_file)?;
+                let signer = CaClient::for_address(&ca_address, token_file)?;
                 let certs = WorkloadCertificates::spawn(identity, Arc::new(signer), rotation);
                 let client = ironmesh_proxy::config_client(ConfigClientOptions::new(
                     address, proxy_id, token,
