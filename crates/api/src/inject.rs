@@ -1,9 +1,11 @@
-//! Sidecar injection of manifests (`ironmesh kube-inject`, and `apply` in namespaces labelled for
-//! injection): a pure transform of objects. Adds the `ironmesh-init` init container, the `ironmesh-proxy`
-//! container, the `security.istio.io/tlsMode: istio` label and the `sidecar.istio.io/status` annotation to
-//! every pod template (Deployment) and Pod. Idempotent; honours `sidecar.istio.io/inject: "false"`.
+//! Sidecar injection, one function for every path a pod takes into the mesh: `ironmesh kube-inject`,
+//! `ironmesh apply` in a namespace labelled for injection, and the control plane's mutating admission
+//! webhook on Kubernetes (which turns the difference into a JSON patch). A pure transform of objects: adds
+//! the `ironmesh-init` init container, the `ironmesh-proxy` container, the `security.istio.io/tlsMode:
+//! istio` label and the `sidecar.istio.io/status` annotation to every pod template (Deployment) and Pod.
+//! Idempotent; honours `sidecar.istio.io/inject: "false"`.
 
-use ironmesh_api::Object;
+use crate::Object;
 use serde_json::{Map, Value, json};
 
 pub const PROXY_CONTAINER: &str = "ironmesh-proxy";
@@ -194,7 +196,7 @@ mod tests {
     use super::*;
 
     fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("test.yaml", yaml)
+        crate::load_documents("test.yaml", yaml)
             .unwrap()
             .into_iter()
             .map(|l| l.object)
@@ -291,7 +293,7 @@ spec:
         .unwrap();
         assert_eq!(status["containers"], json!(["ironmesh-proxy"]));
         // The injected object is still valid for the API.
-        ironmesh_api::validate_object(&injected[1]).unwrap();
+        crate::validate_object(&injected[1]).unwrap();
     }
 
     #[test]
