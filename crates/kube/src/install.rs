@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::crds;
 use crate::inject::{INJECT_PATH, INJECTOR_CONFIGURATION, NAMESPACE_WEBHOOK, OBJECT_WEBHOOK};
-use crate::webhook::{VALIDATE_PATH, WEBHOOK_NAME};
+use crate::webhook::{REV_WEBHOOK_NAME, VALIDATE_PATH, WEBHOOK_NAME};
 
 /// Where the control plane runs.
 pub const NAMESPACE: &str = "istio-system";
@@ -97,12 +97,11 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
                    "resources": resources, "scope": "*"})
         })
         .collect();
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
-        "webhooks": [{
-            "name": WEBHOOK_NAME,
+    // Istio's two webhooks: resources of the default revision (`istio.io/rev: default`) and resources
+    // of no revision. Another revision's resources are that revision's to validate.
+    let webhook = |name: &str, revision: Value| {
+        json!({
+            "name": name,
             "clientConfig": client_config,
             "rules": rules,
             // Ignore until the control plane has patched in its CA and switched this to Fail (as
@@ -111,7 +110,23 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": 10,
-        }],
+            "objectSelector": {"matchExpressions": [revision]},
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
+        "webhooks": [
+            webhook(
+                REV_WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "In", "values": ["default"]}),
+            ),
+            webhook(
+                WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "DoesNotExist"}),
+            ),
+        ],
     })
 }
 
@@ -439,10 +454,14 @@ mod tests {
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc)),
                 "ValidatingWebhookConfiguration" => {
                     let config: ValidatingWebhookConfiguration = typed(doc);
-                    let webhook = &config.webhooks.unwrap()[0];
-                    let service = webhook.client_config.service.as_ref().unwrap();
-                    assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
-                }
+                    let webhooks = config.webhooks.unwrap();
+                    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+                    assert_eq!(names, ["rev.validation.istio.io", "validation.istio.io"]);
+                    for webhook in &webhooks {
+                        let service = webhook.client_config.service.as_ref().unwrap();
+                        assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
+                        assert_eq!(service.path.as_deref(), Some(VALIDATE_PATH));
+                    }
                 }
                 "MutatingWebhookConfiguration" => {
                     let config: MutatingWebhookConfiguration = typed(doc);

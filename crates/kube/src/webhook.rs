@@ -27,7 +27,12 @@ use crate::crds::ISTIO_GROUPS;
 /// Where the API server posts reviews (the webhook configuration's `path`).
 pub const VALIDATE_PATH: &str = "/validate";
 /// The webhook's name in the configuration, as kubectl prints it: `admission webhook "..." denied`.
+/// Istio's name for the webhook of resources without an `istio.io/rev` label.
 pub const WEBHOOK_NAME: &str = "validation.istio.io";
+/// Istio's name for the same webhook for resources labelled `istio.io/rev: default` (the default
+/// revision, which is the only one ironmesh serves). Both are in the configuration, as in Istio's, so
+/// Istio's tooling finds what it looks for.
+pub const REV_WEBHOOK_NAME: &str = "rev.validation.istio.io";
 /// An UPDATE's review carries the object and its old version, each up to Kubernetes' 3 MiB object cap
 /// (etcd's request limit is 1.5 MiB), plus the envelope: 8 MiB leaves room for both.
 pub const MAX_REVIEW_BYTES: usize = 8 << 20;
@@ -211,7 +216,8 @@ impl ServingCert {
 /// both trust the same CA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Configuration {
-    /// [`crate::install::WEBHOOK_CONFIGURATION`]: [`WEBHOOK_NAME`], switched to `Fail` once published.
+    /// [`crate::install::WEBHOOK_CONFIGURATION`]: [`REV_WEBHOOK_NAME`] and [`WEBHOOK_NAME`], switched
+    /// to `Fail` once published.
     Validating,
     /// [`crate::inject::INJECTOR_CONFIGURATION`]: its two webhooks, `Fail` from the install on (Istio's).
     Mutating,
@@ -231,7 +237,7 @@ impl Configuration {
     /// Our webhooks in it.
     pub fn webhooks(self) -> &'static [&'static str] {
         match self {
-            Configuration::Validating => &[WEBHOOK_NAME],
+            Configuration::Validating => &[REV_WEBHOOK_NAME, WEBHOOK_NAME],
             Configuration::Mutating => &[
                 crate::inject::NAMESPACE_WEBHOOK,
                 crate::inject::OBJECT_WEBHOOK,
