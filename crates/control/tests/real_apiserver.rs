@@ -49,6 +49,7 @@ impl Drop for Running<'_> {
                 "validatingwebhookconfiguration",
                 "istio-validator-istio-system",
             ],
+            &["mutatingwebhookconfiguration", "istio-sidecar-injector"],
             &["clusterrolebinding", "istiod-istio-system"],
             &["clusterrole", "istiod-istio-system"],
             &["namespace", "istio-system", "--wait=false"],
