@@ -522,9 +522,10 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
     limits: Arc<ServeLimits>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let review: fn(&[u8]) -> Value = match (request.method(), request.uri().path()) {
-        (&Method::POST, VALIDATE_PATH) => review_bytes,
-        (&Method::POST, crate::inject::INJECT_PATH) => crate::inject::review_bytes,
+    let post = request.method() == Method::POST;
+    let review: fn(&[u8]) -> Value = match request.uri().path() {
+        VALIDATE_PATH if post => review_bytes,
+        crate::inject::INJECT_PATH if post => crate::inject::review_bytes,
         _ => {
             return Ok(text(
                 StatusCode::NOT_FOUND,
