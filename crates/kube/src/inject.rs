@@ -53,7 +53,22 @@ fn answer(review: Result<AdmissionReview<DynamicObject>, String>) -> Value {
             "the injector could not read the AdmissionReview ({error}); it expects admission.k8s.io/v1 with a request"
         )),
     };
-    serde_json::to_value(response.into_review()).unwrap_or(Value::Null)
+    let mut answer = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
+    // kube-rs writes the patch's bytes as a JSON array of numbers; the API's type is `[]byte`, which
+    // Kubernetes' own clients write as base64 (what its documentation shows): write it so.
+    if let Some(patch) = answer.pointer_mut("/response/patch") {
+        let bytes: Option<Vec<u8>> = patch.as_array().map(|items| {
+            items
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect()
+        });
+        if let Some(bytes) = bytes {
+            use base64::Engine as _;
+            *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+    }
+    answer
 }
 
 fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
