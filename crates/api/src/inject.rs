@@ -383,8 +383,14 @@ spec:
             "spec": {"containers": [{"name": "sleep", "image": "pstauffer/curl"}]}});
         assert!(inject_pod_json(&mut pod));
         let template = &inject_objects(load(SLEEP))[1].body["spec"]["template"];
-        assert_eq!(pod["spec"]["containers"][1], template["spec"]["containers"][1]);
-        assert_eq!(pod["spec"]["initContainers"], template["spec"]["initContainers"]);
+        assert_eq!(
+            pod["spec"]["containers"][1],
+            template["spec"]["containers"][1]
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"],
+            template["spec"]["initContainers"]
+        );
         assert_eq!(pod["metadata"]["labels"][TLS_MODE_LABEL], "istio");
         assert_eq!(pod["metadata"]["labels"]["app"], "sleep");
         assert_eq!(
@@ -406,7 +412,9 @@ spec:
             Some(false)
         );
         assert_eq!(
-            pod_injection_choice(&meta(json!({"labels": {key: "true"}, "annotations": {key: "false"}}))),
+            pod_injection_choice(&meta(
+                json!({"labels": {key: "true"}, "annotations": {key: "false"}})
+            )),
             Some(true)
         );
         assert_eq!(

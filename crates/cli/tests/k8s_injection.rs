@@ -120,8 +120,10 @@ fn pod_yaml(name: &str, labels: &str, annotations: &str) -> String {
 }
 
 fn get_pod(cluster: &Cluster, namespace: &str, name: &str) -> Value {
-    serde_json::from_str(&cluster.kubectl_ok(&["get", "pod", name, "-n", namespace, "-o", "json"], None))
-        .unwrap()
+    serde_json::from_str(
+        &cluster.kubectl_ok(&["get", "pod", name, "-n", namespace, "-o", "json"], None),
+    )
+    .unwrap()
 }
 
 fn names(pod: &Value, list: &str) -> Vec<String> {
@@ -145,7 +147,9 @@ fn comparable(pod: &Value) -> Value {
         }
     }
     let mut labels = pod["metadata"]["labels"].clone();
-    labels.as_object_mut().map(|l| l.remove("pod-template-hash"));
+    labels
+        .as_object_mut()
+        .map(|l| l.remove("pod-template-hash"));
     let mut annotations = pod["metadata"]["annotations"].clone();
     annotations
         .as_object_mut()
@@ -169,7 +173,13 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
 
     let home = tempfile::tempdir().unwrap();
     let child = Command::new(&control_plane)
-        .args(["run", "--kubeconfig", &kubeconfig, "--webhook-name", "127.0.0.1"])
+        .args([
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--webhook-name",
+            "127.0.0.1",
+        ])
         .args(["--webhook-address", &format!("127.0.0.1:{port}")])
         .env("IRONMESH_HOME", home.path())
         .env("RUST_LOG", "info")
@@ -185,44 +195,76 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     // The socket comes after the webhook's listener: the API server can call it from now on.
     wait_for_file(&home.path().join("run/xds.sock"), &mut running.child);
     let webhook_url = format!("https://127.0.0.1:{port}/validate");
-    let installed = ironmesh(&["install", "--kubeconfig", &kubeconfig, "--webhook-url", &webhook_url]);
+    let installed = ironmesh(&[
+        "install",
+        "--kubeconfig",
+        &kubeconfig,
+        "--webhook-url",
+        &webhook_url,
+    ]);
     assert!(
-        installed.contains("mutatingwebhookconfigurations/istio-sidecar-injector serverside-applied"),
+        installed
+            .contains("mutatingwebhookconfigurations/istio-sidecar-injector serverside-applied"),
         "{installed}"
     );
     // The control plane publishes its CA into both of the injector's webhooks.
-    until("the control plane did not publish its CA in the injector's configuration", || {
-        let bundles = cluster.kubectl_ok(
-            &["get", "mutatingwebhookconfiguration", "istio-sidecar-injector", "-o",
-              "jsonpath={.webhooks[*].clientConfig.caBundle}"],
-            None,
-        );
-        (bundles.split_whitespace().count() == 2).then_some(())
-    });
+    until(
+        "the control plane did not publish its CA in the injector's configuration",
+        || {
+            let bundles = cluster.kubectl_ok(
+                &[
+                    "get",
+                    "mutatingwebhookconfiguration",
+                    "istio-sidecar-injector",
+                    "-o",
+                    "jsonpath={.webhooks[*].clientConfig.caBundle}",
+                ],
+                None,
+            );
+            (bundles.split_whitespace().count() == 2).then_some(())
+        },
+    );
 
     cluster.kubectl_ok(&["create", "namespace", &labelled], None);
-    cluster.kubectl_ok(&["label", "namespace", &labelled, "istio-injection=enabled"], None);
+    cluster.kubectl_ok(
+        &["label", "namespace", &labelled, "istio-injection=enabled"],
+        None,
+    );
     cluster.kubectl_ok(&["create", "namespace", &plain], None);
     cluster.kubectl_ok(&["create", "namespace", &manual], None);
     for namespace in [&labelled, &plain, &manual] {
         // The ServiceAccount admission refuses pods until the controller-manager made `default`.
-        until(&format!("no default service account in {namespace}"), || {
-            cluster
-                .kubectl(&["get", "serviceaccount", "default", "-n", namespace], None)
-                .status
-                .success()
-                .then_some(())
-        });
+        until(
+            &format!("no default service account in {namespace}"),
+            || {
+                cluster
+                    .kubectl(&["get", "serviceaccount", "default", "-n", namespace], None)
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
     }
     // The API server's webhook configuration is an informer's: the first pod waits until it calls us
     // (a server-side dry run runs the webhooks: they declare no side effects).
     until("the API server never called the injector", || {
         let dry = cluster.kubectl(
-            &["create", "--dry-run=server", "-o", "json", "-n", &labelled, "-f", "-"],
+            &[
+                "create",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-n",
+                &labelled,
+                "-f",
+                "-",
+            ],
             Some(&pod_yaml("probe", "", "")),
         );
         let pod: Value = serde_json::from_slice(&dry.stdout).ok()?;
-        names(&pod, "containers").contains(&"ironmesh-proxy".to_owned()).then_some(())
+        names(&pod, "containers")
+            .contains(&"ironmesh-proxy".to_owned())
+            .then_some(())
     });
 
     let create = |namespace: &str, yaml: &str| {
@@ -233,7 +275,10 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     let injected = get_pod(&cluster, &labelled, "app");
     assert_eq!(names(&injected, "containers"), ["app", "ironmesh-proxy"]);
     assert_eq!(names(&injected, "initContainers"), ["ironmesh-init"]);
-    assert_eq!(injected["metadata"]["labels"]["security.istio.io/tlsMode"], "istio");
+    assert_eq!(
+        injected["metadata"]["labels"]["security.istio.io/tlsMode"],
+        "istio"
+    );
     let by_kube_inject = {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("app.yaml");
@@ -242,24 +287,40 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     };
     create(&manual, &by_kube_inject);
     let manual_pod = get_pod(&cluster, &manual, "app");
-    assert_eq!(comparable(&injected), comparable(&manual_pod), "webhook vs kube-inject");
+    assert_eq!(
+        comparable(&injected),
+        comparable(&manual_pod),
+        "webhook vs kube-inject"
+    );
 
     // An unlabelled namespace: not injected.
     create(&plain, &pod_yaml("app", "", ""));
-    assert_eq!(names(&get_pod(&cluster, &plain, "app"), "containers"), ["app"]);
+    assert_eq!(
+        names(&get_pod(&cluster, &plain, "app"), "containers"),
+        ["app"]
+    );
     // The annotation "false" opts out in a labelled namespace.
-    create(&labelled, &pod_yaml("optout", "", "sidecar.istio.io/inject: \"false\""));
+    create(
+        &labelled,
+        &pod_yaml("optout", "", "sidecar.istio.io/inject: \"false\""),
+    );
     let optout = get_pod(&cluster, &labelled, "optout");
     assert_eq!(names(&optout, "containers"), ["app"]);
     assert!(names(&optout, "initContainers").is_empty());
     // The label "true" opts in in an unlabelled namespace.
-    create(&plain, &pod_yaml("optin", ", sidecar.istio.io/inject: \"true\"", ""));
+    create(
+        &plain,
+        &pod_yaml("optin", ", sidecar.istio.io/inject: \"true\"", ""),
+    );
     assert_eq!(
         names(&get_pod(&cluster, &plain, "optin"), "containers"),
         ["app", "ironmesh-proxy"]
     );
     // A pod kube-inject injected already is stored as written, in a labelled namespace too.
-    create(&labelled, &by_kube_inject.replace("name: app\n", "name: manual\n"));
+    create(
+        &labelled,
+        &by_kube_inject.replace("name: app\n", "name: manual\n"),
+    );
     let twice = get_pod(&cluster, &labelled, "manual");
     assert_eq!(names(&twice, "containers"), ["app", "ironmesh-proxy"]);
     assert_eq!(names(&twice, "initContainers"), ["ironmesh-init"]);
@@ -273,17 +334,36 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     cluster.kubectl_ok(&["apply", "-n", &labelled, "-f", sample], None);
     create(&manual, &ironmesh(&["kube-inject", "-f", sample]));
     let replica = |namespace: &str| {
-        until(&format!("the ReplicaSet controller made no httpbin pod in {namespace}"), || {
-            let pods: Value = serde_json::from_str(&cluster.kubectl_ok(
-                &["get", "pods", "-n", namespace, "-l", "app=httpbin", "-o", "json"],
-                None,
-            ))
-            .ok()?;
-            pods["items"].as_array()?.first().cloned()
-        })
+        until(
+            &format!("the ReplicaSet controller made no httpbin pod in {namespace}"),
+            || {
+                let pods: Value = serde_json::from_str(&cluster.kubectl_ok(
+                    &[
+                        "get",
+                        "pods",
+                        "-n",
+                        namespace,
+                        "-l",
+                        "app=httpbin",
+                        "-o",
+                        "json",
+                    ],
+                    None,
+                ))
+                .ok()?;
+                pods["items"].as_array()?.first().cloned()
+            },
+        )
     };
     let (webhook_pod, manual_pod) = (replica(&labelled), replica(&manual));
-    assert_eq!(names(&webhook_pod, "containers"), ["httpbin", "ironmesh-proxy"]);
-    assert_eq!(comparable(&webhook_pod), comparable(&manual_pod), "Deployment: webhook vs kube-inject");
+    assert_eq!(
+        names(&webhook_pod, "containers"),
+        ["httpbin", "ironmesh-proxy"]
+    );
+    assert_eq!(
+        comparable(&webhook_pod),
+        comparable(&manual_pod),
+        "Deployment: webhook vs kube-inject"
+    );
     drop(running);
 }

@@ -27,8 +27,12 @@ pub const NAMESPACE_WEBHOOK: &str = "namespace.sidecar-injector.istio.io";
 /// The webhook for pods labelled `sidecar.istio.io/inject=true` elsewhere (Istio's name).
 pub const OBJECT_WEBHOOK: &str = "object.sidecar-injector.istio.io";
 /// Kubernetes' own namespaces, never injected (Istio's list), and the control plane's.
-pub const IGNORED_NAMESPACES: [&str; 4] =
-    ["kube-system", "kube-public", "kube-node-lease", "istio-system"];
+pub const IGNORED_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "istio-system",
+];
 
 /// Decides one AdmissionReview (as JSON) for a pod and returns the answer: always allowed, with a JSON
 /// patch when the sidecar is to be added. An unreadable review is refused, saying what was wrong (the
@@ -100,15 +104,22 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         .metadata
         .name
         .clone()
-        .or_else(|| object.metadata.generate_name.clone().map(|g| format!("{g}*")))
+        .or_else(|| {
+            object
+                .metadata
+                .generate_name
+                .clone()
+                .map(|g| format!("{g}*"))
+        })
         .unwrap_or_default();
     match allowed.with_patch(json_patch::diff(&pod, &injected)) {
         Ok(patched) => {
             tracing::info!(pod = %name, %namespace, "sidecar injected");
             patched
         }
-        Err(error) => AdmissionResponse::from(request)
-            .deny(format!("cannot write the injection patch for pod {name}: {error}")),
+        Err(error) => AdmissionResponse::from(request).deny(format!(
+            "cannot write the injection patch for pod {name}: {error}"
+        )),
     }
 }
 

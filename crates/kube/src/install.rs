@@ -532,7 +532,9 @@ mod tests {
     fn reached(namespace_labels: Value, pod_labels: Value) -> Vec<String> {
         fn matches(expressions: &Value, labels: &Value) -> bool {
             expressions.as_array().unwrap().iter().all(|e| {
-                let value = labels.get(e["key"].as_str().unwrap()).and_then(Value::as_str);
+                let value = labels
+                    .get(e["key"].as_str().unwrap())
+                    .and_then(Value::as_str);
                 let values: Vec<&str> = e["values"]
                     .as_array()
                     .map(|v| v.iter().map(|v| v.as_str().unwrap()).collect())
@@ -551,8 +553,10 @@ mod tests {
             .unwrap()
             .iter()
             .filter(|w| {
-                matches(&w["namespaceSelector"]["matchExpressions"], &namespace_labels)
-                    && matches(&w["objectSelector"]["matchExpressions"], &pod_labels)
+                matches(
+                    &w["namespaceSelector"]["matchExpressions"],
+                    &namespace_labels,
+                ) && matches(&w["objectSelector"]["matchExpressions"], &pod_labels)
             })
             .map(|w| w["name"].as_str().unwrap().to_owned())
             .collect()
@@ -562,23 +566,62 @@ mod tests {
     fn the_injector_selects_pods_as_istios_does() {
         let ns = |name: &str, extra: Value| {
             let mut labels = json!({"kubernetes.io/metadata.name": name});
-            labels.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            labels
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             labels
         };
         let enabled = json!({"istio-injection": "enabled"});
         // (namespace labels, pod labels, the webhooks reached)
         let table = [
-            (ns("foo", enabled.clone()), json!({}), vec![NAMESPACE_WEBHOOK]),
-            (ns("foo", enabled.clone()), json!({"sidecar.istio.io/inject": "false"}), vec![]),
-            (ns("foo", enabled.clone()), json!({"sidecar.istio.io/inject": "true"}), vec![NAMESPACE_WEBHOOK]),
+            (
+                ns("foo", enabled.clone()),
+                json!({}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "false"}),
+                vec![],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
             (ns("bar", json!({})), json!({}), vec![]),
-            (ns("bar", json!({})), json!({"sidecar.istio.io/inject": "true"}), vec![OBJECT_WEBHOOK]),
-            (ns("bar", json!({"istio-injection": "disabled"})), json!({"sidecar.istio.io/inject": "true"}), vec![]),
-            (ns("bar", json!({"istio.io/rev": "canary"})), json!({"sidecar.istio.io/inject": "true"}), vec![]),
-            (ns("bar", json!({})), json!({"sidecar.istio.io/inject": "true", "istio.io/rev": "canary"}), vec![]),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![OBJECT_WEBHOOK],
+            ),
+            (
+                ns("bar", json!({"istio-injection": "disabled"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({"istio.io/rev": "canary"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true", "istio.io/rev": "canary"}),
+                vec![],
+            ),
             (ns("istio-system", enabled.clone()), json!({}), vec![]),
-            (ns("istio-system", json!({})), json!({"sidecar.istio.io/inject": "true"}), vec![]),
-            (ns("kube-system", json!({})), json!({"sidecar.istio.io/inject": "true"}), vec![]),
+            (
+                ns("istio-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("kube-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
         ];
         for (namespace, pod, expected) in table {
             assert_eq!(

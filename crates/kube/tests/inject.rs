@@ -110,12 +110,18 @@ fn a_pod_gets_the_same_sidecar_as_kube_inject_through_the_patch() {
     let injected = admitted("foo", &pod);
     let mut expected = pod.clone();
     assert!(ironmesh_api::inject::inject_pod_json(&mut expected));
-    assert_eq!(injected, expected, "the patch is exactly kube-inject's change");
+    assert_eq!(
+        injected, expected,
+        "the patch is exactly kube-inject's change"
+    );
     assert_eq!(
         names(&injected["spec"], "containers"),
         ["httpbin", "ironmesh-proxy"]
     );
-    assert_eq!(names(&injected["spec"], "initContainers"), ["ironmesh-init"]);
+    assert_eq!(
+        names(&injected["spec"], "initContainers"),
+        ["ironmesh-init"]
+    );
     assert_eq!(
         injected["metadata"]["labels"]["security.istio.io/tlsMode"],
         "istio"
@@ -125,9 +131,15 @@ fn a_pod_gets_the_same_sidecar_as_kube_inject_through_the_patch() {
         "the status annotation (a key with a slash: escaped as ~1 in the patch's path)"
     );
     // Everything the pod had stays.
-    assert_eq!(injected["metadata"]["ownerReferences"], pod["metadata"]["ownerReferences"]);
+    assert_eq!(
+        injected["metadata"]["ownerReferences"],
+        pod["metadata"]["ownerReferences"]
+    );
     assert_eq!(injected["spec"]["volumes"], pod["spec"]["volumes"]);
-    assert_eq!(injected["spec"]["containers"][0], pod["spec"]["containers"][0]);
+    assert_eq!(
+        injected["spec"]["containers"][0],
+        pod["spec"]["containers"][0]
+    );
 }
 
 #[test]
@@ -148,17 +160,31 @@ fn pods_that_must_not_be_injected_pass_unchanged() {
         (
             "annotation false",
             "foo",
-            with("/metadata", json!({"generateName": "h-", "annotations": {"sidecar.istio.io/inject": "false"}})),
+            with(
+                "/metadata",
+                json!({"generateName": "h-", "annotations": {"sidecar.istio.io/inject": "false"}}),
+            ),
         ),
         (
             "label false",
             "foo",
-            with("/metadata", json!({"generateName": "h-", "labels": {"sidecar.istio.io/inject": "false"}})),
+            with(
+                "/metadata",
+                json!({"generateName": "h-", "labels": {"sidecar.istio.io/inject": "false"}}),
+            ),
         ),
-        ("host network", "foo", with("/spec/hostNetwork", json!(true))),
+        (
+            "host network",
+            "foo",
+            with("/spec/hostNetwork", json!(true)),
+        ),
         ("kube-system", "kube-system", httpbin_pod("kube-system")),
         ("istio-system", "istio-system", httpbin_pod("istio-system")),
-        ("injected already (kube-inject, or a template)", "foo", injected_already),
+        (
+            "injected already (kube-inject, or a template)",
+            "foo",
+            injected_already,
+        ),
     ];
     for (case, namespace, pod) in table {
         assert_eq!(admitted(namespace, &pod), pod, "{case}");
@@ -182,8 +208,11 @@ fn other_kinds_and_operations_are_allowed_unchanged_and_garbage_is_refused() {
     let mut update = admission("foo", &httpbin_pod("foo"));
     update["request"]["operation"] = json!("UPDATE");
     assert!(response(&update)["patch"].is_null());
-    let mut service = admission("foo", &json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "s", "namespace": "foo"}, "spec": {}}));
+    let mut service = admission(
+        "foo",
+        &json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "s", "namespace": "foo"}, "spec": {}}),
+    );
     service["request"]["kind"]["kind"] = json!("Service");
     assert!(response(&service)["patch"].is_null());
 

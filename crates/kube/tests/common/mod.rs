@@ -163,7 +163,9 @@ fn made_for_tests(kubeconfig: &Path) -> Result<(), String> {
     let owner = Path::new(owner.trim())
         .canonicalize()
         .map_err(|e| format!("the cluster of scripts/k8s-env.sh has no state dir {owner} ({e})"))?;
-    if kubeconfig.file_name().is_none_or(|n| n != "admin.kubeconfig")
+    if kubeconfig
+        .file_name()
+        .is_none_or(|n| n != "admin.kubeconfig")
         || state != owner
         || !owner.join("pki").is_dir()
     {
