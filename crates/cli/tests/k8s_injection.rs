@@ -319,7 +319,7 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     // A pod kube-inject injected already is stored as written, in a labelled namespace too.
     create(
         &labelled,
-        &by_kube_inject.replace("name: app\n", "name: manual\n"),
+        &by_kube_inject.replacen("\n  name: app\n", "\n  name: manual\n", 1),
     );
     let twice = get_pod(&cluster, &labelled, "manual");
     assert_eq!(names(&twice, "containers"), ["app", "ironmesh-proxy"]);
