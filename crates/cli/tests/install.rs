@@ -52,6 +52,7 @@ fn dry_run_prints_the_crds_rbac_webhook_and_control_plane_as_yaml_documents() {
         "Role istiod-istio-system",
         "RoleBinding istiod-istio-system",
         "ValidatingWebhookConfiguration istio-validator-istio-system",
+        "MutatingWebhookConfiguration istio-sidecar-injector",
         "Deployment istiod",
         "Service istiod",
     ] {
@@ -88,6 +89,14 @@ fn a_control_plane_outside_the_cluster_gets_the_webhook_url_and_no_deployment() 
     assert_eq!(
         webhook["webhooks"][0]["clientConfig"]["url"],
         "https://127.0.0.1:15017/validate"
+    );
+    let injector = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(
+        injector["webhooks"][0]["clientConfig"]["url"],
+        "https://127.0.0.1:15017/inject"
     );
 }
 

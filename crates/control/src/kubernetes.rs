@@ -2,7 +2,8 @@
 //! configuration as on the local runtime, reading from a Kubernetes API server ([`KubeSource`]) instead
 //! of the embedded store, and serving the validating webhook. Kubernetes runs the pods, allocates Service
 //! addresses and rolls out Deployments, so the local runtime's kubelet, Service and Deployment
-//! controllers do not run here. Stored Istio resources get an `Accepted` condition saying whether they are
+//! controllers do not run here. The same HTTPS server answers the API server's admission reviews: the
+//! validating webhook and the sidecar injector (`ironmesh_kube::inject`). Stored Istio resources get an `Accepted` condition saying whether they are
 //! valid (those stored before the webhook was in place may not be).
 //!
 //! Identity as istiod's: the CA's keys come from `istio-system`'s Secrets (`cacerts`, else
@@ -104,8 +105,20 @@ pub enum KubernetesError {
     CaSecret(#[from] ironmesh_kube::identity::CaSecretError),
 }
 
+/// The certificate the webhooks (validation and injection) serve, and the CA that goes into both
+/// configurations' `caBundle`.
+///
+/// Today a CA of this process's own, made at every start: with several replicas each publishes its CA
+/// and the last one wins, so the API server distrusts the others until they publish again (the watch in
+/// [`webhook::keep_ca_bundle`] makes them fight over it). The one place to switch: sign it with the
+/// mesh CA's root once that root is kept where every replica reads it (the Secret `istio-ca-secret`,
+/// issue 14 item 3); then every replica publishes the same `caBundle`.
+fn webhook_serving_cert(names: &[String]) -> Result<ServingCert, KubernetesError> {
+    Ok(ServingCert::generate(names)?)
+}
+
 /// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
-/// pushed through the hub, and the validating webhook.
+/// pushed through the hub, and the validating and injecting webhooks.
 pub async fn run(
     home: &Path,
     options: &KubernetesOptions,
@@ -117,7 +130,7 @@ pub async fn run(
     let mesh = options::load(&layout).map_err(ControlError::from)?;
     let client = ironmesh_kube::client(options.kubeconfig.as_deref()).await?;
 
-    let cert = ServingCert::generate(&options.webhook_names)?;
+    let cert = webhook_serving_cert(&options.webhook_names)?;
     let listener = tokio::net::TcpListener::bind(options.webhook_address)
         .await
         .map_err(|source| KubernetesError::Listen {

@@ -29,8 +29,9 @@ enum Command {
     Run(RunArgs),
     /// Remove what a crashed local control plane left running (`ironmesh down` runs it).
     Teardown,
-    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the webhook
-    /// configuration and the control plane's Deployment and Service (`ironmesh install` runs it).
+    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the webhooks'
+    /// configurations (validation, sidecar injection) and the control plane's Deployment and Service
+    /// (`ironmesh install` runs it).
     Install(InstallArgs),
 }
 

@@ -53,6 +53,7 @@ impl Drop for Running<'_> {
                 "validatingwebhookconfiguration",
                 "istio-validator-istio-system",
             ],
+            &["mutatingwebhookconfiguration", "istio-sidecar-injector"],
             &["clusterrolebinding", "istiod-istio-system"],
             &["clusterrole", "istiod-istio-system"],
             &["secret", "istio-ca-secret", "-n", "istio-system"],

@@ -1,6 +1,6 @@
 //! What `ironmesh install` puts into a cluster: Istio's CRDs, the `istio-system` namespace, the control
-//! plane's ServiceAccount and RBAC, the validating webhook configuration, and the control plane's
-//! Deployment and Service (named `istiod`, with istiod's ports). [`manifests`] builds them (pure);
+//! plane's ServiceAccount and RBAC, the validating and the mutating (sidecar injection) webhook
+//! configurations, and the control plane's Deployment and Service (named `istiod`, with istiod's ports). [`manifests`] builds them (pure);
 //! [`to_yaml`] prints them for `--dry-run`; [`apply`] applies them server-side.
 
 use std::time::Duration;
@@ -9,7 +9,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::{Value, json};
 
 use crate::crds;
-use crate::webhook::{VALIDATE_PATH, WEBHOOK_NAME};
+use crate::inject::{INJECT_PATH, INJECTOR_CONFIGURATION, NAMESPACE_WEBHOOK, OBJECT_WEBHOOK};
+use crate::webhook::{REV_WEBHOOK_NAME, VALIDATE_PATH, WEBHOOK_NAME};
 
 /// Where the control plane runs.
 pub const NAMESPACE: &str = "istio-system";
@@ -34,8 +35,8 @@ pub struct InstallOptions {
     /// The control plane's image.
     pub image: String,
     /// When the control plane runs outside the cluster (against a kubeconfig, as the tests run it): the
-    /// URL the API server calls for reviews, e.g. `https://127.0.0.1:15017/validate`. Then no
-    /// Deployment or Service is installed.
+    /// URL the API server calls for reviews, e.g. `https://127.0.0.1:15017/validate`; the injector is
+    /// called at the same address with the path `/inject`. Then no Deployment or Service is installed.
     pub webhook_url: Option<String>,
 }
 
@@ -53,7 +54,7 @@ fn labels() -> Value {
 }
 
 /// The RBAC rules the control plane needs: watch what [`crate::KubeSource`] reads, report status on
-/// Istio's resources, verify proxies' tokens (TokenReview) and patch the webhook's `caBundle`.
+/// Istio's resources, verify proxies' tokens (TokenReview) and patch the webhooks' `caBundle`.
 fn cluster_role() -> Value {
     let istio_resources: Vec<&str> = crds::istio_kinds().map(|k| k.plural).collect();
     let istio_status: Vec<String> = istio_resources
@@ -78,6 +79,8 @@ fn cluster_role() -> Value {
              "verbs": ["get", "list", "watch", "create", "update", "patch"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
              "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+             "resourceNames": [INJECTOR_CONFIGURATION], "verbs": ["get", "list", "watch", "patch", "update"]},
         ],
     })
 }
@@ -133,12 +136,11 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
                    "resources": resources, "scope": "*"})
         })
         .collect();
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
-        "webhooks": [{
-            "name": WEBHOOK_NAME,
+    // Istio's two webhooks: resources of the default revision (`istio.io/rev: default`) and resources
+    // of no revision. Another revision's resources are that revision's to validate.
+    let webhook = |name: &str, revision: Value| {
+        json!({
+            "name": name,
             "clientConfig": client_config,
             "rules": rules,
             // Ignore until the control plane has patched in its CA and switched this to Fail (as
@@ -147,7 +149,85 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": 10,
-        }],
+            "objectSelector": {"matchExpressions": [revision]},
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
+        "webhooks": [
+            webhook(
+                REV_WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "In", "values": ["default"]}),
+            ),
+            webhook(
+                WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "DoesNotExist"}),
+            ),
+        ],
+    })
+}
+
+/// The injector's client configuration: the validating webhook's address with [`INJECT_PATH`].
+fn injector_client_config(options: &InstallOptions) -> Value {
+    match &options.webhook_url {
+        Some(url) => {
+            let after_scheme = url.find("://").map_or(0, |i| i + 3);
+            let origin = match url[after_scheme..].find('/') {
+                Some(slash) => &url[..after_scheme + slash],
+                None => url.as_str(),
+            };
+            json!({"url": format!("{origin}{INJECT_PATH}")})
+        }
+        None => {
+            json!({"service": {"name": NAME, "namespace": NAMESPACE, "path": INJECT_PATH, "port": 443}})
+        }
+    }
+}
+
+/// Istio's sidecar injector configuration (its default revision's two webhooks): pods created in
+/// namespaces labelled `istio-injection=enabled` unless labelled `sidecar.istio.io/inject=false`, and
+/// pods labelled `sidecar.istio.io/inject=true` in namespaces without that label. Revisions
+/// (`istio.io/rev`) are Istio's business: the object webhook leaves them alone as Istio's does. Neither
+/// ever sees `istio-system` or `kube-system`: with `failurePolicy: Fail` (Istio's) a pod there would
+/// wait for a control plane that is one of those pods.
+fn injector_configuration(options: &InstallOptions) -> Value {
+    let not_ours = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": [NAMESPACE, "kube-system"]});
+    let webhook = |name: &str, namespace_selector: Value, object_selector: Value| {
+        json!({
+            "name": name,
+            "clientConfig": injector_client_config(options),
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": namespace_selector},
+            "objectSelector": {"matchExpressions": object_selector},
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": INJECTOR_CONFIGURATION, "labels": labels()},
+        "webhooks": [
+            webhook(
+                NAMESPACE_WEBHOOK,
+                json!([{"key": "istio-injection", "operator": "In", "values": ["enabled"]}, not_ours]),
+                json!([{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]),
+            ),
+            webhook(
+                OBJECT_WEBHOOK,
+                json!([{"key": "istio-injection", "operator": "DoesNotExist"},
+                       {"key": "istio.io/rev", "operator": "DoesNotExist"}, not_ours]),
+                json!([{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]},
+                       {"key": "istio.io/rev", "operator": "DoesNotExist"}]),
+            ),
+        ],
     })
 }
 
@@ -221,6 +301,7 @@ pub fn manifests(options: &InstallOptions) -> Vec<Value> {
     out.push(auth_delegator_binding());
     out.extend(ca_secrets_role());
     out.push(webhook_configuration(options));
+    out.push(injector_configuration(options));
     if options.webhook_url.is_none() {
         out.push(deployment(options));
         out.push(service());
@@ -268,6 +349,7 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "Role" => ("roles", true),
         "RoleBinding" => ("rolebindings", true),
         "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
+        "MutatingWebhookConfiguration" => ("mutatingwebhookconfigurations", false),
         "Deployment" => ("deployments", true),
         "Service" => ("services", true),
         _ => return None,
@@ -334,7 +416,9 @@ async fn wait_established(api: &Api<DynamicObject>, name: &str) -> Result<(), In
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -395,6 +479,7 @@ mod tests {
                 "Role",
                 "RoleBinding",
                 "ValidatingWebhookConfiguration",
+                "MutatingWebhookConfiguration",
                 "Deployment",
                 "Service",
             ]
@@ -419,9 +504,25 @@ mod tests {
                 "RoleBinding" => drop(typed::<RoleBinding>(doc)),
                 "ValidatingWebhookConfiguration" => {
                     let config: ValidatingWebhookConfiguration = typed(doc);
-                    let webhook = &config.webhooks.unwrap()[0];
-                    let service = webhook.client_config.service.as_ref().unwrap();
-                    assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
+                    let webhooks = config.webhooks.unwrap();
+                    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+                    assert_eq!(names, ["rev.validation.istio.io", "validation.istio.io"]);
+                    for webhook in &webhooks {
+                        let service = webhook.client_config.service.as_ref().unwrap();
+                        assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
+                        assert_eq!(service.path.as_deref(), Some(VALIDATE_PATH));
+                    }
+                }
+                "MutatingWebhookConfiguration" => {
+                    let config: MutatingWebhookConfiguration = typed(doc);
+                    let webhooks = config.webhooks.unwrap();
+                    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+                    assert_eq!(names, [NAMESPACE_WEBHOOK, OBJECT_WEBHOOK]);
+                    for webhook in &webhooks {
+                        let service = webhook.client_config.service.as_ref().unwrap();
+                        assert_eq!(service.path.as_deref(), Some(INJECT_PATH));
+                        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+                    }
                 }
                 "Deployment" => {
                     let deployment: Deployment = typed(doc);
@@ -464,6 +565,121 @@ mod tests {
             config["webhooks"][0]["clientConfig"],
             json!({"url": "https://127.0.0.1:15017/validate"})
         );
+        let injector = manifests
+            .iter()
+            .find(|m| m["kind"] == "MutatingWebhookConfiguration")
+            .unwrap();
+        for webhook in injector["webhooks"].as_array().unwrap() {
+            assert_eq!(
+                webhook["clientConfig"],
+                json!({"url": "https://127.0.0.1:15017/inject"})
+            );
+        }
+    }
+
+    /// Which webhook of the injector a pod's CREATE reaches, evaluating the selectors as the API server
+    /// does (matchExpressions with In, NotIn, DoesNotExist over the labels).
+    fn reached(namespace_labels: Value, pod_labels: Value) -> Vec<String> {
+        fn matches(expressions: &Value, labels: &Value) -> bool {
+            expressions.as_array().unwrap().iter().all(|e| {
+                let value = labels
+                    .get(e["key"].as_str().unwrap())
+                    .and_then(Value::as_str);
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .map(|v| v.iter().map(|v| v.as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                match e["operator"].as_str().unwrap() {
+                    "In" => value.is_some_and(|v| values.contains(&v)),
+                    "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                    "DoesNotExist" => value.is_none(),
+                    other => panic!("operator {other} not evaluated here"),
+                }
+            })
+        }
+        let config = injector_configuration(&InstallOptions::default());
+        config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| {
+                matches(
+                    &w["namespaceSelector"]["matchExpressions"],
+                    &namespace_labels,
+                ) && matches(&w["objectSelector"]["matchExpressions"], &pod_labels)
+            })
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_injector_selects_pods_as_istios_does() {
+        let ns = |name: &str, extra: Value| {
+            let mut labels = json!({"kubernetes.io/metadata.name": name});
+            labels
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            labels
+        };
+        let enabled = json!({"istio-injection": "enabled"});
+        // (namespace labels, pod labels, the webhooks reached)
+        let table = [
+            (
+                ns("foo", enabled.clone()),
+                json!({}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "false"}),
+                vec![],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
+            (ns("bar", json!({})), json!({}), vec![]),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![OBJECT_WEBHOOK],
+            ),
+            (
+                ns("bar", json!({"istio-injection": "disabled"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({"istio.io/rev": "canary"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true", "istio.io/rev": "canary"}),
+                vec![],
+            ),
+            (ns("istio-system", enabled.clone()), json!({}), vec![]),
+            (
+                ns("istio-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("kube-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+        ];
+        for (namespace, pod, expected) in table {
+            assert_eq!(
+                reached(namespace.clone(), pod.clone()),
+                expected,
+                "namespace {namespace}, pod {pod}"
+            );
+        }
     }
 
     #[test]
@@ -494,11 +710,16 @@ mod tests {
             );
         }
         assert!(allows("authentication.k8s.io", "tokenreviews", "create"));
-        assert!(allows(
-            "admissionregistration.k8s.io",
+        for configurations in [
             "validatingwebhookconfigurations",
-            "patch"
-        ));
+            "mutatingwebhookconfigurations",
+        ] {
+            assert!(allows(
+                "admissionregistration.k8s.io",
+                configurations,
+                "patch"
+            ));
+        }
         assert!(allows("", "configmaps", "create"));
         assert!(allows("", "configmaps", "patch"));
         assert!(

@@ -5,7 +5,10 @@
 //!   [`ironmesh_api::Object`]; the control plane puts it behind its `ResourceSource` seam, so the policy
 //!   engine and the per-sidecar configuration are the same as on the local runtime.
 //! - [`crds`]: Istio's kinds as CustomResourceDefinitions, from ironmesh-api's kind table.
-//! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS.
+//! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS, and
+//!   the `caBundle` of both webhook configurations.
+//! - [`inject`]: the mutating admission webhook that injects the sidecar into pods as they are created
+//!   (the same function as `ironmesh kube-inject`), served by the same HTTPS server.
 //! - [`status`]: the `Accepted` condition on stored Istio resources (our field errors when invalid).
 //! - [`identity`]: proxies' tokens checked by TokenReview, the CA's keys in `istio-system`'s Secrets
 //!   (`cacerts` or `istio-ca-secret`), and the `istio-ca-root-cert` ConfigMap in every namespace.
@@ -15,6 +18,7 @@
 
 pub mod crds;
 pub mod identity;
+pub mod inject;
 pub mod install;
 pub mod source;
 pub mod status;

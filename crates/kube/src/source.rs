@@ -158,6 +158,21 @@ impl KubeSource {
         (version, objects)
     }
 
+    /// The cached objects of the kinds `wanted` picks, as [`KubeSource::list`] gives them; the other
+    /// kinds' objects are not converted.
+    pub fn list_kinds(&self, wanted: impl Fn(&ApiResource) -> bool) -> Vec<Object> {
+        self.kinds
+            .iter()
+            .filter(|(resource, _)| wanted(resource))
+            .flat_map(|(resource, reader)| {
+                reader
+                    .state()
+                    .into_iter()
+                    .filter_map(move |object| to_object(resource, &object))
+            })
+            .collect()
+    }
+
     /// One item per watch event; subscribe before listing.
     pub fn changes(&self) -> BoxStream<'static, ()> {
         let receiver = self.changes.subscribe();

@@ -1,7 +1,9 @@
-//! Sidecar injection of manifests (`ironmesh kube-inject`, and `apply` in namespaces labelled for
-//! injection): a pure transform of objects. Adds the `ironmesh-init` init container, the `ironmesh-proxy`
-//! container, the `security.istio.io/tlsMode: istio` label and the `sidecar.istio.io/status` annotation to
-//! every pod template (Deployment) and Pod. Idempotent; honours `sidecar.istio.io/inject: "false"`.
+//! Sidecar injection, one function for every path a pod takes into the mesh: `ironmesh kube-inject`,
+//! `ironmesh apply` in a namespace labelled for injection, and the control plane's mutating admission
+//! webhook on Kubernetes (which turns the difference into a JSON patch). A pure transform of objects: adds
+//! the `ironmesh-init` init container, the `ironmesh-proxy` container, the `security.istio.io/tlsMode:
+//! istio` label and the `sidecar.istio.io/status` annotation to every pod template (Deployment) and Pod.
+//! Idempotent; honours `sidecar.istio.io/inject: "false"`.
 //!
 //! One injected form runs on both engines. On Kubernetes the proxy gets what Istio's template gives
 //! `istio-proxy`: its pod's projected service-account token for audience `istio-ca` (volume
@@ -10,7 +12,7 @@
 //! (`https://istiod.istio-system.svc:15012`). The local runtime's kubelet resolves the same downward-API
 //! variables and gives the proxy its own credential and socket in place of the Kubernetes ones.
 
-use ironmesh_api::Object;
+use crate::Object;
 use serde_json::{Map, Value, json};
 
 pub const PROXY_CONTAINER: &str = "ironmesh-proxy";
@@ -117,6 +119,45 @@ pub fn inject_object(object: &mut Object) -> bool {
     }
 }
 
+/// Injects a Pod as the Kubernetes API sends it (JSON, `metadata` and `spec`), in place: the same
+/// transform as [`inject_object`] on a pod template. `true` when the sidecar was added.
+pub fn inject_pod_json(pod: &mut Value) -> bool {
+    let Some(pod) = pod.as_object_mut() else {
+        return false;
+    };
+    let mut metadata = pod
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let injected = inject_pod(&mut metadata, spec);
+    if injected {
+        pod.insert("metadata".into(), Value::Object(metadata));
+    }
+    injected
+}
+
+/// What a pod says about its own injection (`sidecar.istio.io/inject`), as Istio reads it: the label
+/// first (what the webhook's objectSelector sees), else the annotation; YAML's booleans in any case.
+/// `None` when neither says (the namespace decides), or the value is not a boolean.
+pub fn pod_injection_choice(metadata: &Map<String, Value>) -> Option<bool> {
+    let value = |field: &str| {
+        metadata
+            .get(field)
+            .and_then(|m| m.get(INJECT_ANNOTATION))
+            .and_then(Value::as_str)
+    };
+    let value = value("labels").or_else(|| value("annotations"))?;
+    match value.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "on" => Some(true),
+        "n" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 fn status_annotation() -> String {
     json!({
         "version": concat!("ironmesh-", env!("CARGO_PKG_VERSION")),
@@ -144,11 +185,7 @@ fn has_container(spec: &Map<String, Value>, list: &str, name: &str) -> bool {
 }
 
 fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) -> bool {
-    let opted_out = metadata
-        .get("annotations")
-        .and_then(|a| a.get(INJECT_ANNOTATION))
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let opted_out = pod_injection_choice(metadata) == Some(false);
     if opted_out || has_container(spec, "containers", PROXY_CONTAINER) {
         return false;
     }
@@ -241,7 +278,7 @@ mod tests {
     use super::*;
 
     fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("test.yaml", yaml)
+        crate::load_documents("test.yaml", yaml)
             .unwrap()
             .into_iter()
             .map(|l| l.object)
@@ -338,7 +375,7 @@ spec:
         .unwrap();
         assert_eq!(status["containers"], json!(["ironmesh-proxy"]));
         // The injected object is still valid for the API.
-        ironmesh_api::validate_object(&injected[1]).unwrap();
+        crate::validate_object(&injected[1]).unwrap();
     }
 
     #[test]
@@ -435,6 +472,56 @@ spec:
             ["app", "ironmesh-proxy"]
         );
         assert_eq!(injected[0].metadata.labels[TLS_MODE_LABEL], "istio");
+    }
+
+    #[test]
+    fn a_pod_as_the_api_sends_it_gets_the_same_containers_as_a_template() {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "foo", "labels": {"app": "sleep"}},
+            "spec": {"containers": [{"name": "sleep", "image": "pstauffer/curl"}]}});
+        assert!(inject_pod_json(&mut pod));
+        let template = &inject_objects(load(SLEEP))[1].body["spec"]["template"];
+        assert_eq!(
+            pod["spec"]["containers"][1],
+            template["spec"]["containers"][1]
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"],
+            template["spec"]["initContainers"]
+        );
+        assert_eq!(pod["metadata"]["labels"][TLS_MODE_LABEL], "istio");
+        assert_eq!(pod["metadata"]["labels"]["app"], "sleep");
+        assert_eq!(
+            pod["metadata"]["annotations"][STATUS_ANNOTATION],
+            template["metadata"]["annotations"][STATUS_ANNOTATION]
+        );
+        let once = pod.clone();
+        assert!(!inject_pod_json(&mut pod), "an injected pod is left alone");
+        assert_eq!(pod, once);
+    }
+
+    #[test]
+    fn the_label_wins_over_the_annotation_as_in_istio() {
+        let meta = |value: Value| value.as_object().unwrap().clone();
+        let key = INJECT_ANNOTATION;
+        assert_eq!(pod_injection_choice(&meta(json!({}))), None);
+        assert_eq!(
+            pod_injection_choice(&meta(json!({"annotations": {key: "False"}}))),
+            Some(false)
+        );
+        assert_eq!(
+            pod_injection_choice(&meta(
+                json!({"labels": {key: "true"}, "annotations": {key: "false"}})
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            pod_injection_choice(&meta(json!({"labels": {key: "maybe"}}))),
+            None
+        );
+        let mut pod = json!({"metadata": {"labels": {key: "false"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}});
+        assert!(!inject_pod_json(&mut pod), "the label opts out");
     }
 
     #[test]
