@@ -420,7 +420,10 @@ mod tests {
         a_user.write_all(&bulk).await.unwrap();
         // Every read fills its buffer: 16 KiB on the stack, then 16, 32, ..., 256 KiB on the heap.
         assert!(forward.poll(&mut cx, &mut a, &mut b).is_pending());
-        assert_eq!(forward.size, MAX_BUFFER, "bulk grew the buffer to the maximum");
+        assert_eq!(
+            forward.size, MAX_BUFFER,
+            "bulk grew the buffer to the maximum"
+        );
         assert!(
             forward.buffer.is_none(),
             "drained with nothing to read: the buffer is dropped, only its size is remembered"
@@ -431,7 +434,10 @@ mod tests {
 
         a_user.write_all(b"small").await.unwrap();
         assert!(forward.poll(&mut cx, &mut a, &mut b).is_pending());
-        assert_eq!(forward.size, MIN_BUFFER, "a small read starts the next buffer small");
+        assert_eq!(
+            forward.size, MIN_BUFFER,
+            "a small read starts the next buffer small"
+        );
         let mut small = [0; 5];
         b_user.read_exact(&mut small).await.unwrap();
         assert_eq!(&small, b"small");
