@@ -94,13 +94,12 @@ says() { # what output wanted...: every wanted text in the output
 }
 
 # call SRC DST -> HTTPCODE/EXIT, e.g. 200/0, 503/0, 000/56 (the seed's command, with curl told to print
-# only the code); ERR holds what curl and kubectl said on stderr.
+# only the code); $work/err keeps what curl and kubectl said on stderr.
 call() {
   local out rc
   out=$(kubectl exec "$(kubectl get pod -l app=sleep -n "$1" -o jsonpath={.items..metadata.name})" -c sleep -n "$1" -- \
     curl "http://httpbin.$2:8000/ip" -s -S -o /dev/null -m 5 -w "%{http_code}" 2>"$work/err")
   rc=$?
-  ERR=$(cat "$work/err")
   echo "${out:-none}/$rc"
 }
 body() { # SRC DST: the response body
@@ -111,7 +110,7 @@ expect() { # phase src dst want
   local got
   got=$(call "$2" "$3")
   total=$((total + 1))
-  if [[ $got == "$4" ]]; then pass=$((pass + 1)); else miss "$PASS/$1: sleep.$2 -> httpbin.$3 want $4 got $got ${ERR:0:200}"; fi
+  if [[ $got == "$4" ]]; then pass=$((pass + 1)); else miss "$PASS/$1: sleep.$2 -> httpbin.$3 want $4 got $got $(head -c 200 "$work/err")"; fi
 }
 wait_ready() { # every sleep reaches every httpbin, at most $1 seconds
   local deadline=$((SECONDS + $1)) s d ok
