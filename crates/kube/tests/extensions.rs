@@ -128,8 +128,19 @@ async fn the_seed_extensions_v1beta1_deployments_apply_get_and_delete_with_real_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let resources = cluster.kubectl_ok(&["api-resources", "--api-group=extensions"], None);
-    assert!(resources.contains("deployments"), "{resources}");
+    // The aggregator's discovery reads our documents on its own schedule after the APIService changes.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let resources = cluster.kubectl_ok(&["api-resources", "--api-group=extensions"], None);
+        if resources.contains("deployments") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "extensions/v1beta1 deployments not in discovery within {PATIENCE:?}: {resources}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     cluster.kubectl_ok(&["create", "namespace", &namespace], None);
     let httpbin = repo().join("samples/httpbin/httpbin.yaml");
