@@ -154,7 +154,15 @@ async fn the_seed_extensions_v1beta1_deployments_apply_get_and_delete_with_real_
         tokio::time::sleep(Duration::from_millis(500)).await;
         first = cluster.kubectl(&["apply", "-f", httpbin, "-n", &namespace], None);
     }
-    assert!(first.status.success(), "{}", text(&first.stderr));
+    if !first.status.success() {
+        // What kubectl and the servers said, request by request.
+        let verbose = cluster.kubectl(&["apply", "-v=8", "-f", httpbin, "-n", &namespace], None);
+        panic!(
+            "kubectl apply failed: {}\n{}",
+            text(&first.stderr),
+            text(&verbose.stderr)
+        );
+    }
     let out = text(&first.stdout);
     assert!(out.contains("service/httpbin created"), "{out}");
     assert!(
