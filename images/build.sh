@@ -3,7 +3,8 @@
 # ("pause") image containerd runs for every pod, a busybox image for the cluster checks, and, when our
 # binaries are built, the images the seed's manifests and `ironmesh kube-inject` name: the samples
 # (docker.io/citizenstig/httpbin: our ironmesh-httpbin; docker.io/pstauffer/curl: Debian's curl) and the
-# sidecar (docker.io/ironmesh/proxy: ironmesh-proxy and iptables). Each archive is written once into
+# sidecar (docker.io/ironmesh/proxy: ironmesh-proxy and iptables) and the control plane
+# (docker.io/ironmesh/control-plane: ironmesh-control-plane). Each archive is written once into
 # OUT_DIR (default target/k8s-images) and rebuilt when its inputs change.
 #   images/build.sh [OUT_DIR]      # prints one line per image: NAME ARCHIVE
 # Environment: IRONMESH_BIN_DIR, where ironmesh-httpbin and ironmesh-proxy are (default target/release);
@@ -174,4 +175,25 @@ if [[ -x $bin_dir/ironmesh-proxy ]]; then
     "$(inputs_of "$bin_dir/ironmesh-proxy" "$(readlink -f /usr/sbin/iptables-restore)" "$busybox_bin") $PROXY" build_proxy
 else
   echo "images: no $bin_dir/ironmesh-proxy (cargo build --release -p ironmesh-proxy, or set IRONMESH_BIN_DIR): $PROXY left out" >&2
+fi
+
+# The control plane (`ironmesh install`'s Deployment, crates/kube/src/install.rs): the name install
+# writes, tagged with the release. It runs as uid 1337 with a read-only root; its home is an emptyDir.
+CONTROL_PLANE=docker.io/ironmesh/control-plane:$version
+build_control_plane() {
+  local root
+  root=$(mktemp -d)
+  base_root "$root"
+  with_libs "$root" "$bin_dir/ironmesh-control-plane"
+  mkdir -p "$root/usr/local/bin"
+  mv "$root$bin_dir/ironmesh-control-plane" "$root/usr/local/bin/ironmesh-control-plane"
+  rm -rf "${root:?}$bin_dir"
+  images/oci-image.sh "$root" "$CONTROL_PLANE" "$out/control-plane.tar" --cmd '["ironmesh-control-plane","run"]'
+  rm -rf "$root"
+}
+if [[ -x $bin_dir/ironmesh-control-plane ]]; then
+  build_if_changed "$CONTROL_PLANE" "$out/control-plane.tar" \
+    "$(inputs_of "$bin_dir/ironmesh-control-plane" "$busybox_bin") $CONTROL_PLANE" build_control_plane
+else
+  echo "images: no $bin_dir/ironmesh-control-plane (cargo build --release -p ironmesh-control, or set IRONMESH_BIN_DIR): $CONTROL_PLANE left out" >&2
 fi

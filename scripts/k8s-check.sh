@@ -5,8 +5,9 @@
 # node; then `down` leaves nothing behind (processes, network namespaces, links, routes, mounts, cgroups,
 # host iptables rules). Also: the cluster DNS resolves Services, pods reach the apiserver through the
 # `kubernetes` Service, the host and the apiserver's webhook calls reach pods, the seed's samples run from
-# our images, and a pod of `ironmesh kube-inject` starts its init and proxy containers from the imported
-# sidecar image.
+# our images, `ironmesh install` runs the control plane in the cluster from its imported image, and a pod
+# of `ironmesh kube-inject` starts its init and proxy containers from the imported sidecar image, its proxy
+# getting its certificate (pod's service account) and configuration from that control plane over TLS.
 # Brings the cluster up first if it is not.
 #   scripts/k8s-check.sh [--keep]     # --keep: leave the cluster up (skips the teardown checks)
 # Last line: `k8s-check: N passed, M failed, K skipped`; exit status 1 when any check failed.
@@ -229,11 +230,30 @@ else
   skipped=1
 fi
 
-# `ironmesh kube-inject`'s pods start on the cluster: its init and proxy containers name the release's image,
-# which the nodes imported (images/build.sh), and take it without pulling. The init container's iptables
-# rules apply in the pod; the proxy container is created (without a control plane it does not get Ready:
-# not checked here). Skipped without the CLI or the proxy image.
+# The control plane in the cluster: `ironmesh install` applies its Deployment, which runs from the imported
+# ironmesh/control-plane image with the pod's service account (skipped without the CLI or that image).
+# Then `ironmesh kube-inject`'s pods start: their init and proxy containers name the release's image, which
+# the nodes imported (images/build.sh), and take it without pulling; the init container's iptables rules
+# apply in the pod. With the control plane, the proxy authenticates with the pod's projected token over TLS
+# to istiod:15012 (its root from the namespace's istio-ca-root-cert) and gets its certificate, for the
+# pod's service account, and its configuration (Ready).
 cli=$(realpath -m "${IRONMESH_BIN_DIR:-target/release}")/ironmesh
+control_plane=0
+if [[ -x $cli && $node_images == *ironmesh/control-plane* ]]; then
+  control_plane_runs() {
+    local out
+    out=$("$cli" install --kubeconfig "$kubeconfig" 2>&1) || { echo "ironmesh install: $out"; return 1; }
+    k -n istio-system rollout status deployment/istiod --timeout=120s >/dev/null && return 0
+    k -n istio-system get pods -o wide
+    k -n istio-system logs deployment/istiod --tail=20 2>&1
+    return 1
+  }
+  check "ironmesh install: the control plane's Deployment runs in the cluster from the imported ironmesh/control-plane image" control_plane_runs &&
+    control_plane=1
+else
+  echo "skipped: the control plane in the cluster (needs $cli and the ironmesh/control-plane image: cargo build --release, or set IRONMESH_BIN_DIR)"
+  skipped=$((skipped + 1))
+fi
 if [[ -x $cli && $node_images == *ironmesh/proxy* ]]; then
   injected_pod_starts() {
     local manifest out init_exit="" proxy_image proxy_image_id=""
@@ -251,6 +271,9 @@ spec:
 EOF
     out=$("$cli" kube-inject -f "$manifest" 2>&1) || { rm -f "$manifest"; echo "ironmesh kube-inject: $out"; return 1; }
     rm -f "$manifest"
+    # The proxy mounts the namespace's mesh root, which the control plane writes; without one, an empty root.
+    ((control_plane)) ||
+      k create configmap -n "$NS" istio-ca-root-cert --from-literal=root-cert.pem= >/dev/null
     k apply -n "$NS" -f - <<<"$out" >/dev/null
     for _ in $(seq 1 120); do
       init_exit=$(k get pod -n "$NS" injected -o 'jsonpath={.status.initContainerStatuses[?(@.name=="ironmesh-init")].state.terminated.exitCode}')
@@ -265,6 +288,21 @@ EOF
     return 1
   }
   check "a pod from ironmesh kube-inject starts: ironmesh-init applies its rules, ironmesh-proxy is created from the imported image" injected_pod_starts
+  if ((control_plane)); then
+    proxy_gets_identity() {
+      local certs spiffe="spiffe://cluster.local/ns/$NS/sa/default"
+      k wait -n "$NS" --for=condition=Ready pod/injected --timeout=120s >/dev/null || {
+        k logs -n "$NS" injected -c ironmesh-proxy --tail=20 2>&1
+        k -n istio-system logs deployment/istiod --tail=20 2>&1
+        return 1
+      }
+      certs=$(k exec -n "$NS" injected -c ironmesh-proxy -- wget -qO- http://127.0.0.1:15000/certs 2>&1) || true
+      [[ $certs == *"$spiffe"* ]] && return 0
+      echo "the proxy's /certs does not name $spiffe: $certs"
+      return 1
+    }
+    check "the injected pod's proxy authenticates with its projected token over TLS to istiod:15012 and gets its certificate ($NS/sa/default) and configuration (Ready)" proxy_gets_identity
+  fi
 else
   echo "skipped: the kube-injected pod (needs $cli and the ironmesh/proxy image: cargo build --release, or set IRONMESH_BIN_DIR)"
   skipped=$((skipped + 1))

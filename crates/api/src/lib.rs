@@ -23,6 +23,7 @@
 //! workloads run no sidecar counts as plaintext-only.
 
 pub mod inert;
+pub mod inject;
 pub mod kinds;
 pub mod load;
 pub mod mesh;

@@ -8,7 +8,8 @@ use crate::measure::ProxyUsage;
 use crate::report::RunReport;
 use crate::runner::ConfigResult;
 
-const PEERS: [&str; 3] = ["nginx", "haproxy", "stunnel"];
+/// The peers a bar compares with (ztunnel only when `bench/run --ztunnel BIN` measured it).
+const PEERS: [&str; 4] = ["nginx", "haproxy", "stunnel", crate::ztunnel::ROW];
 
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
@@ -68,6 +69,61 @@ impl RunReport {
         Some(100.0 * self.config(name)?.bulk_gbps? / self.config("direct")?.bulk_gbps?)
     }
 
+    /// The headline bars: the deployment path (local runtime, our generator), quiet and busy.
+    fn deployment_bars(&self, out: &mut String) {
+        use crate::deploy::{Condition, Generator, Route};
+        let Some(deployment) = &self.deployment else {
+            return;
+        };
+        let mut connections: Vec<u32> = deployment.rows.iter().map(|row| row.connections).collect();
+        connections.sort_unstable();
+        connections.dedup();
+        for &connections in &connections {
+            for (label, goal, pick) in [
+                (
+                    "p90",
+                    0.15,
+                    (|s: &LoadSummary| s.p90_ms) as fn(&LoadSummary) -> f64,
+                ),
+                ("p99", 0.25, |s: &LoadSummary| s.p99_ms),
+            ] {
+                let ours = deployment.added(Generator::Ours, Condition::Quiet, connections, pick);
+                let direct = deployment
+                    .row(
+                        Generator::Ours,
+                        Condition::Quiet,
+                        Route::Direct,
+                        connections,
+                    )
+                    .map(|row| pick(&row.summary));
+                let _ = writeln!(
+                    out,
+                    "| deployment path: added {label}, {connections} conns, 1,000 rps | ≤ +{goal} ms | {} | – | {} | {} |",
+                    ours.map(|v| format!("{v:+.3} ms"))
+                        .unwrap_or_else(|| "–".into()),
+                    fmt(direct, " ms", 3),
+                    verdict(ours.map(|v| v <= goal))
+                );
+            }
+            let mesh = deployment.busy_increase(Route::Mesh, connections);
+            let direct = deployment.busy_increase(Route::Direct, connections);
+            // A direct increase at or below zero leaves no room: the mesh must not grow either.
+            let met = mesh
+                .zip(direct)
+                .map(|(mesh, direct)| mesh <= 2.0 * direct.max(0.0) || mesh <= 0.0);
+            let _ = writeln!(
+                out,
+                "| deployment path, other core busy: p90 increase, {connections} conns | mesh ≤ 2× direct's | {} | – | {} | {} |",
+                mesh.map(|v| format!("{v:+.3} ms"))
+                    .unwrap_or_else(|| "–".into()),
+                direct
+                    .map(|v| format!("{v:+.3} ms"))
+                    .unwrap_or_else(|| "–".into()),
+                verdict(met)
+            );
+        }
+    }
+
     /// The bars table in Markdown.
     pub fn bars_markdown(&self) -> String {
         let mut out = String::new();
@@ -76,6 +132,7 @@ impl RunReport {
             "| bar (BENCHMARKS.md#bars) | goal | ironmesh | best peer | direct | verdict |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|");
+        self.deployment_bars(&mut out);
         let peer = |best: Option<(f64, &str)>, unit: &str, digits: usize| {
             best.map(|(v, name)| format!("{v:.digits$}{unit} ({name})"))
                 .unwrap_or_else(|| "–".into())

@@ -213,7 +213,12 @@ pub(crate) fn start_pair_with(
 }
 
 /// Waits until a short load through the pair succeeds: certificates issued and configuration applied.
-fn wait_serving(runner: &Runner, row: &str, target: SocketAddr, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_serving(
+    runner: &Runner,
+    row: &str,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     while Instant::now() < deadline {

@@ -14,6 +14,7 @@
 mod bars;
 pub mod certs;
 pub mod controlplane;
+pub mod deploy;
 pub mod error;
 pub mod handshake;
 pub mod ironmesh;
@@ -27,6 +28,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod upstream;
+pub mod ztunnel;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,25 +40,81 @@ use report::{Machine, RunReport};
 /// Simulated proxy streams of the push benchmark.
 pub const PUSH_STREAMS: u32 = 1000;
 
+/// What `ironmesh-bench run` measures beyond the pinned pairs.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Short steps (CI).
+    pub quick: bool,
+    /// A ztunnel binary the user built: adds the `ztunnel` row ([`ztunnel`]).
+    pub ztunnel: Option<PathBuf>,
+    /// Leaves out the deployment-path rows (no local-runtime cluster).
+    pub no_deployment: bool,
+    /// Only the deployment-path rows (no pinned pairs, CA or push).
+    pub deployment_only: bool,
+}
+
 /// Runs every configuration and returns the report (does not write it).
-pub fn run(quick: bool, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -> Result<RunReport> {
+pub fn run(
+    options: &RunOptions,
+    self_exe: PathBuf,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunReport> {
+    let quick = options.quick;
     let started = Instant::now();
     let started_utc = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
-    let runner = runner::Runner::start(quick, self_exe)?;
-    let configs = runner.run_all(log)?;
+    let runner = runner::Runner::start(quick, self_exe.clone())?;
+    let mut configs = if options.deployment_only {
+        Vec::new()
+    } else {
+        runner.run_all(log)?
+    };
+    if let Some(binary) = options
+        .ztunnel
+        .as_ref()
+        .filter(|_| !options.deployment_only)
+    {
+        log("ztunnel");
+        configs.push(runner.run_ztunnel(binary)?);
+    }
     let mut notes_extra = Vec::new();
+    let deployment = if options.no_deployment {
+        None
+    } else {
+        match deploy::run(
+            &deploy::DeployPlan::new(quick),
+            &runner.bench.work_dir,
+            &self_exe,
+            log,
+        ) {
+            Ok(figures) => Some(figures),
+            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+            Err(error) => {
+                notes_extra.push(format!("deployment path: {error}"));
+                None
+            }
+        }
+    };
+    let skip_control_plane = options.deployment_only;
     log("CA signings");
-    let ca = runner
-        .control
-        .bench_signing(runner.durations.handshakes)
-        .map_err(|error| notes_extra.push(format!("CA: {error}")))
-        .ok();
+    let ca = (!skip_control_plane)
+        .then(|| {
+            runner
+                .control
+                .bench_signing(runner.durations.handshakes)
+                .map_err(|error| notes_extra.push(format!("CA: {error}")))
+                .ok()
+        })
+        .flatten();
     log("control-plane push to 1,000 streams");
-    let push = runner
-        .control
-        .bench_push(PUSH_STREAMS, std::time::Duration::from_secs(60))
-        .map_err(|error| notes_extra.push(format!("push: {error}")))
-        .ok();
+    let push = (!skip_control_plane)
+        .then(|| {
+            runner
+                .control
+                .bench_push(PUSH_STREAMS, std::time::Duration::from_secs(60))
+                .map_err(|error| notes_extra.push(format!("push: {error}")))
+                .ok()
+        })
+        .flatten();
     let mut notes = vec![format!(
         "latency: {} run(s) of {} s per point (first after {} s warm-up), medians of per-run percentiles; proxies pinned to CPU {}, generator and upstream to CPU {}",
         runner.durations.latency_runs,
@@ -76,6 +134,7 @@ pub fn run(quick: bool, self_exe: PathBuf, log: &mut dyn FnMut(&str)) -> Result<
         configs,
         ca,
         push,
+        deployment,
         notes,
     })
 }

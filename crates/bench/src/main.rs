@@ -33,6 +33,20 @@ enum Commands {
         /// Where latest.md/json/png and timestamped copies go.
         #[arg(long, default_value = "bench/results")]
         results_dir: PathBuf,
+        /// A ztunnel binary you built (bench/README.md): adds the ztunnel row, run the same way.
+        #[arg(long)]
+        ztunnel: Option<PathBuf>,
+        /// Leaves out the deployment-path rows (no local-runtime cluster is brought up).
+        #[arg(long)]
+        no_deployment: bool,
+        /// Only the deployment-path rows (the headline figures): no pinned pairs, CA or push.
+        #[arg(long, conflicts_with = "no_deployment")]
+        deployment_only: bool,
+    },
+    /// Keeps one CPU busy for a bounded time (the contention rows pin it with taskset).
+    Burn {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Memory of the ironmesh pair with N idle connections and after they close, per allocator (root).
     Memory {
@@ -144,7 +158,13 @@ fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Run { quick, results_dir } => {
+        Commands::Run {
+            quick,
+            results_dir,
+            ztunnel,
+            no_deployment,
+            deployment_only,
+        } => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {
                 libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -152,8 +172,14 @@ fn main() -> anyhow::Result<()> {
             }
             raise_open_files_limit();
             let self_exe = std::env::current_exe().context("locating the ironmesh-bench binary")?;
+            let options = ironmesh_bench::RunOptions {
+                quick,
+                ztunnel,
+                no_deployment,
+                deployment_only,
+            };
             let report =
-                ironmesh_bench::run(quick, self_exe, &mut |step| eprintln!("bench: {step}"))?;
+                ironmesh_bench::run(&options, self_exe, &mut |step| eprintln!("bench: {step}"))?;
             let written = ironmesh_bench::write_results(&report, &results_dir)?;
             print!("{}", report.markdown());
             for path in written {
@@ -220,6 +246,9 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 Duration::from_millis(hold_ms),
             ))?;
+        }
+        Commands::Burn { seconds } => {
+            ironmesh_bench::deploy::burn(Duration::from_secs(seconds));
         }
         Commands::Report { json } => {
             let text = std::fs::read_to_string(&json)

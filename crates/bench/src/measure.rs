@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BenchError, Result};
 use crate::handshake::HandshakeSummary;
 use crate::load::LoadSummary;
-use crate::process::{Launch, Running, Usage, which};
+use crate::process::{Launch, Running, Usage, tree_usage, which};
 
 /// Set by SIGINT/SIGTERM; every wait loop checks it so the run unwinds and cleans up.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -24,6 +24,9 @@ pub const GENERATOR_CPUS: &str = "0";
 #[derive(Debug, Clone)]
 pub struct Bench {
     pub client_namespace: String,
+    /// CPU list the generators run on (`taskset -c`): [`GENERATOR_CPUS`] for the pinned pair, every
+    /// CPU for the deployment path, where nothing is pinned.
+    pub cpus: String,
     pub work_dir: PathBuf,
     pub self_exe: PathBuf,
 }
@@ -73,20 +76,20 @@ impl Bench {
         Launch {
             name,
             namespace: &self.client_namespace,
-            cpus: GENERATOR_CPUS,
+            cpus: &self.cpus,
             argv,
             env: Vec::new(),
             log_dir: &self.work_dir,
         }
     }
 
-    /// Open-loop run at `rate` over `connections`, sampling the proxies' CPU and RSS.
+    /// Open-loop run at `rate` over `connections`, sampling the CPU and RSS of the proxies (process ids).
     pub fn latency(
         &self,
         label: &str,
         target: SocketAddr,
         shape: FixedRate,
-        proxies: &[&Running],
+        proxies: &[u32],
     ) -> Result<LatencyRun> {
         let FixedRate {
             rate,
@@ -114,7 +117,7 @@ impl Bench {
             json.display().to_string(),
         ];
         let name = format!("load-{label}-{connections}");
-        let idle: Vec<Usage> = proxies.iter().map(|proxy| proxy.usage()).collect();
+        let idle: Vec<Usage> = proxies.iter().map(|pid| tree_usage(*pid)).collect();
         let mut generator = self.launch(&name, argv).spawn()?;
         // Measure CPU over the same window as the latency histogram: from the end of warm-up.
         wait_for(
@@ -123,7 +126,7 @@ impl Bench {
             false,
             None,
         )?;
-        let before: Vec<Usage> = proxies.iter().map(|proxy| proxy.usage()).collect();
+        let before: Vec<Usage> = proxies.iter().map(|pid| tree_usage(*pid)).collect();
         let started = Instant::now();
         let mut peak_rss: Vec<u64> = before.iter().map(|usage| usage.rss_kib).collect();
         wait_for(
@@ -132,7 +135,7 @@ impl Bench {
             true,
             Some(&mut |_| {
                 for (peak, proxy) in peak_rss.iter_mut().zip(proxies) {
-                    *peak = (*peak).max(proxy.usage().rss_kib);
+                    *peak = (*peak).max(tree_usage(*proxy).rss_kib);
                 }
             }),
         )?;
@@ -147,7 +150,7 @@ impl Bench {
             .enumerate()
             .map(|(index, proxy)| {
                 // The final sample is taken right after the generator exits; no requests flow after that.
-                let cpu = (proxy.usage().cpu_seconds - before[index].cpu_seconds).max(0.0);
+                let cpu = (tree_usage(*proxy).cpu_seconds - before[index].cpu_seconds).max(0.0);
                 ProxyUsage {
                     vcpu: cpu / elapsed,
                     cpu_seconds_per_1k: cpu / (summary.requests.max(1) as f64 / 1000.0),
@@ -297,7 +300,7 @@ pub fn median_of_runs(runs: &[LatencyRun]) -> Option<LatencyRun> {
 
 /// Waits for `child` to exit or `limit` to pass, calling `tick` every 200 ms; honours Ctrl-C.
 /// With `must_exit`, still running at `limit` is an error; without, it is the normal end of a pause.
-fn wait_for(
+pub(crate) fn wait_for(
     child: &mut Running,
     limit: Duration,
     must_exit: bool,
@@ -334,7 +337,7 @@ fn wait_for(
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, tool: &str) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, tool: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|error| BenchError::io(path, error))?;
     serde_json::from_str(&text).map_err(|error| BenchError::Parse {
         tool: tool.into(),

@@ -22,6 +22,8 @@ pub struct Running {
 #[derive(Debug, Clone)]
 pub struct Launch<'a> {
     pub name: &'a str,
+    /// Network namespace (`ip netns` name); empty runs the process in the harness's own namespace
+    /// (the CPU burner of the contention rows, which opens no socket).
     pub namespace: &'a str,
     /// CPU list for `taskset -c` (the 2-core plan: generator and upstream on 0, proxies on 1).
     pub cpus: &'a str,
@@ -38,9 +40,15 @@ impl Launch<'_> {
         let err_file = file
             .try_clone()
             .map_err(|error| BenchError::io(&log, error))?;
-        let mut command = Command::new("ip");
+        let mut command = if self.namespace.is_empty() {
+            Command::new("taskset")
+        } else {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", self.namespace, "taskset"]);
+            command
+        };
         command
-            .args(["netns", "exec", self.namespace, "taskset", "-c", self.cpus])
+            .args(["-c", self.cpus])
             .args(&self.argv)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

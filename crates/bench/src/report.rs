@@ -103,6 +103,9 @@ pub struct RunReport {
     pub configs: Vec<ConfigResult>,
     pub ca: Option<CaFigures>,
     pub push: Option<PushFigures>,
+    /// The deployment-path rows (local runtime); absent in results of older runs.
+    #[serde(default)]
+    pub deployment: Option<crate::deploy::DeploymentFigures>,
     pub notes: Vec<String>,
 }
 
@@ -180,6 +183,9 @@ impl RunReport {
                     s.errors
                 );
             }
+        }
+        if let Some(deployment) = &self.deployment {
+            out.push_str(&deployment_markdown(deployment));
         }
         let _ = writeln!(out, "\n## Resources, throughput, handshakes\n");
         let _ = writeln!(
@@ -289,6 +295,115 @@ impl RunReport {
         }
         out
     }
+}
+
+/// The deployment-path section: every row with the added latency over direct (same generator,
+/// condition and connections), then the contention comparison.
+fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String {
+    use crate::deploy::{Condition, Route};
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Deployment path: the local runtime (pods, sidecars, bridge, service NAT, access logs), 1,000 rps, HTTP/1.1 keep-alive, 1 kB\n"
+    );
+    let _ = writeln!(
+        out,
+        "Generators in the sleep pods' network namespaces; median of {} interleaved round(s); load average {} before, {} after. +pN = mesh − direct of the same generator, condition and connections.\n",
+        deployment
+            .rows
+            .iter()
+            .map(|row| row.runs)
+            .max()
+            .unwrap_or(0),
+        deployment.load_before,
+        deployment.load_after
+    );
+    let _ = writeln!(
+        out,
+        "| generator | other core | route | conns | p50 ms | p90 ms | p99 ms | p99.9 ms | +p50 | +p90 | +p99 | rps | errors | sidecar vCPU (client / server) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for row in &deployment.rows {
+        let s = &row.summary;
+        let added = |pick: fn(&crate::load::LoadSummary) -> f64| match row.route {
+            Route::Direct => "–".to_string(),
+            Route::Mesh => deployment
+                .added(row.generator, row.condition, row.connections, pick)
+                .map(|v| format!("{v:+.3}"))
+                .unwrap_or_else(|| "–".into()),
+        };
+        let sidecars = if row.sidecars.is_empty() {
+            "–".to_string()
+        } else {
+            row.sidecars
+                .iter()
+                .map(|usage| format!("{:.3}", usage.vcpu))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {:.0} | {} | {} |",
+            row.generator.label(),
+            match row.condition {
+                Condition::Quiet => "idle",
+                Condition::Busy => "busy",
+            },
+            row.route.label(),
+            row.connections,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.p999_ms,
+            added(|s| s.p50_ms),
+            added(|s| s.p90_ms),
+            added(|s| s.p99_ms),
+            s.achieved_rps,
+            s.errors,
+            sidecars
+        );
+    }
+    let mut connections: Vec<u32> = deployment.rows.iter().map(|row| row.connections).collect();
+    connections.sort_unstable();
+    connections.dedup();
+    let mut contention = String::new();
+    for connections in connections {
+        let (Some(direct), Some(mesh)) = (
+            deployment.busy_increase(Route::Direct, connections),
+            deployment.busy_increase(Route::Mesh, connections),
+        ) else {
+            continue;
+        };
+        let ratio = if direct > 0.0 {
+            format!("{:.1}×", mesh / direct)
+        } else {
+            "– (direct did not grow)".into()
+        };
+        let _ = writeln!(
+            contention,
+            "| {connections} | {direct:+.3} ms | {mesh:+.3} ms | {ratio} |"
+        );
+    }
+    if !contention.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOther core busy (a CPU burner pinned to CPU {}, bounded in time): p90 increase over the idle rows, ironmesh-bench load.\n",
+            crate::deploy::BURNER_CPU
+        );
+        let _ = writeln!(
+            out,
+            "| conns | direct p90 increase | mesh p90 increase | mesh ÷ direct (goal ≤ 2×) |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|");
+        out.push_str(&contention);
+    }
+    for note in &deployment.notes {
+        let _ = writeln!(out, "\n- {note}");
+    }
+    out
 }
 
 #[cfg(test)]

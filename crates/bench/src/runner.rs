@@ -158,6 +158,7 @@ impl Runner {
         };
         let bench = Bench {
             client_namespace: topology.client.clone(),
+            cpus: GENERATOR_CPUS.into(),
             work_dir: work.path().to_path_buf(),
             self_exe,
         };
@@ -257,13 +258,14 @@ impl Runner {
         }
     }
 
-    fn measure(&self, name: &str, pair: &Pair) -> Result<ConfigResult> {
+    pub(crate) fn measure(&self, name: &str, pair: &Pair) -> Result<ConfigResult> {
         let d = self.durations;
         let mut result = ConfigResult {
             name: name.to_string(),
             ..Default::default()
         };
         let proxies: Vec<&Running> = pair.client.iter().chain(pair.server.iter()).collect();
+        let pids: Vec<u32> = proxies.iter().map(|proxy| proxy.pid).collect();
         // Let the proxies settle so "idle" RSS is after start-up allocations.
         std::thread::sleep(Duration::from_millis(300));
         for connections in CONNECTIONS {
@@ -281,7 +283,7 @@ impl Runner {
                     warmup,
                     duration: d.latency,
                 };
-                match self.bench.latency(name, pair.http_target, shape, &proxies) {
+                match self.bench.latency(name, pair.http_target, shape, &pids) {
                     Ok(run) => runs.push(run),
                     Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
                     Err(error) => result

@@ -107,7 +107,8 @@ pub(crate) enum Command {
         command: crate::explain::AuthzCommand,
     },
     /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the validating
-    /// webhook configuration and the control plane's Deployment and Service (server-side apply).
+    /// and sidecar-injecting webhook configurations and the control plane's Deployment and Service
+    /// (server-side apply).
     Install(InstallArgs),
     /// Print a manifest with the sidecar added.
     #[command(alias = "inject")]

@@ -9,7 +9,9 @@ mod error;
 mod explain;
 mod get;
 
-pub mod inject;
+/// Sidecar injection lives in ironmesh-api, where the control plane's admission webhook calls the same function
+/// as `kube-inject`; re-exported so `ironmesh_cli::inject` keeps working.
+pub use ironmesh_api::inject;
 pub mod jsonpath;
 mod lifecycle;
 mod pods;

@@ -304,7 +304,7 @@ pub(crate) fn kube_inject(file: &str, apps_v1: bool) -> Result<(), CliError> {
     let mut objects = inject_objects(load(file)?.into_iter().map(|l| l.object).collect());
     if apps_v1 {
         for object in &mut objects {
-            if let Some(old) = crate::inject::to_apps_v1(object) {
+            if let Some(old) = ironmesh_api::inject::to_apps_v1(object) {
                 eprintln!(
                     "warning: {file}: Deployment {} written as apps/v1 instead of {old} (removed in Kubernetes \
                      1.16); its selector is the template's labels, as {old} defaulted it",

@@ -48,7 +48,11 @@ fn dry_run_prints_the_crds_rbac_webhook_and_control_plane_as_yaml_documents() {
         "Namespace istio-system",
         "ServiceAccount istiod",
         "ClusterRoleBinding istiod-istio-system",
+        "ClusterRoleBinding istiod-auth-delegator-istio-system",
+        "Role istiod-istio-system",
+        "RoleBinding istiod-istio-system",
         "ValidatingWebhookConfiguration istio-validator-istio-system",
+        "MutatingWebhookConfiguration istio-sidecar-injector",
         "Deployment istiod",
         "Service istiod",
     ] {
@@ -60,7 +64,9 @@ fn dry_run_prints_the_crds_rbac_webhook_and_control_plane_as_yaml_documents() {
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-        "ironmesh/control-plane:latest"
+        // The release's image, as images/build.sh builds it and the nodes import it (never `latest`,
+        // which the kubelet would pull).
+        concat!("ironmesh/control-plane:", env!("CARGO_PKG_VERSION"))
     );
 }
 
@@ -83,6 +89,14 @@ fn a_control_plane_outside_the_cluster_gets_the_webhook_url_and_no_deployment() 
     assert_eq!(
         webhook["webhooks"][0]["clientConfig"]["url"],
         "https://127.0.0.1:15017/validate"
+    );
+    let injector = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(
+        injector["webhooks"][0]["clientConfig"]["url"],
+        "https://127.0.0.1:15017/inject"
     );
 }
 

@@ -1,6 +1,8 @@
-//! The proxies' gRPC endpoint on a Unix socket: Istio's `IstioCertificateService` (certificates) and the
-//! configuration stream, both authenticated with the pod's credential, which is valid only while its pod
-//! exists in the resource source with the uid it names (Kubernetes' pod-bound tokens).
+//! The proxies' gRPC endpoint: Istio's `IstioCertificateService` (certificates) and the configuration
+//! stream. On the local runtime, on a Unix socket, authenticated with the pod's credential, which is
+//! valid only while its pod exists in the resource source with the uid it names (Kubernetes' pod-bound
+//! tokens). On Kubernetes, over TLS on TCP (istiod's 15012), authenticated with the pod's projected
+//! service-account token as the API server reviews it ([`spawn_tls`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use ironmesh_identity::{
 use ironmesh_proto::{AuthError, Authenticator, ConfigHub, HubOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use ironmesh_identity::TokenAuthenticator;
+use ironmesh_identity::serving::{ServingCertificate, ServingLimits, tls_incoming};
 
 use crate::ControlError;
 use crate::source::{ResourceSource, SourcePods};
@@ -96,6 +101,42 @@ async fn serve(
         .await;
     let _ = std::fs::remove_file(&socket);
     result.map_err(|e| ControlError::Grpc(e.to_string()))
+}
+
+/// HTTP/2 limits of the TCP endpoint: a proxy holds one configuration stream and asks for a
+/// certificate now and then; keepalives find dead peers.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the proxies' endpoint over TLS on `listener` (Kubernetes: istiod's 15012), presenting
+/// `serving` and checking every caller's token with `auth`: the hub the controllers push through, and
+/// the server task (it ends on `shutdown`).
+pub(crate) fn spawn_tls(
+    listener: tokio::net::TcpListener,
+    ca: Arc<CertificateAuthority>,
+    serving: Arc<ServingCertificate>,
+    auth: Arc<dyn TokenAuthenticator>,
+    shutdown: CancellationToken,
+) -> (ConfigHub, JoinHandle<Result<(), ControlError>>) {
+    let hub = ConfigHub::with_token_authenticator(auth.clone(), HubOptions::default());
+    let service = CaService::with_authenticator(ca, auth);
+    let incoming = tls_incoming(listener, serving.server_config(), ServingLimits::default());
+    let server = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+                .add_service(service.into_server())
+                .add_service(hub.service())
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+                .map_err(|e| ControlError::Grpc(e.to_string()))
+        })
+    };
+    (hub, server)
 }
 
 #[cfg(test)]

@@ -41,6 +41,17 @@ pub const PROXY_TOKEN_FILE: &str = "istio-token";
 pub const PROXY_STATE_DIR: &str = "/run/ironmesh/proxy";
 /// The control plane's socket as the proxy container sees it.
 pub const PROXY_XDS_SOCKET: &str = "/run/ironmesh/xds.sock";
+/// The volumes `ironmesh kube-inject` gives the proxy for Kubernetes (its projected `istio-ca` token
+/// and the namespace's `istio-ca-root-cert`). Here the kubelet gives the proxy its own credential and
+/// socket instead, so they are neither made nor mounted.
+const KUBERNETES_MESH_VOLUMES: [&str; 2] = ["istio-token", "istiod-ca-cert"];
+/// What the proxy's environment names for Kubernetes and the kubelet sets for the local runtime:
+/// the kubelet's values win over the manifest's.
+const CONTROL_PLANE_ENV: [&str; 3] = [
+    "IRONMESH_CONTROL_PLANE",
+    "IRONMESH_CONTROL_PLANE_ROOT",
+    "IRONMESH_TOKEN_FILE",
+];
 
 struct RunningPod {
     uid: String,
@@ -196,14 +207,41 @@ pub fn security_context(pod: &Value, container: &Value) -> SecurityContext {
 
 /// The runtime's view of one container: its security context, and its volumes resolved to host paths
 /// (`volumes`: volume name → host directory).
+/// The value of a downward-API field of `pod` (the fields Istio's injection uses); `None` for others.
+fn field_value(pod: &PodView, ip: Ipv4Addr, path: &str) -> Option<String> {
+    Some(match path {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "spec.serviceAccountName" => pod.service_account.clone(),
+        "spec.nodeName" => NODE_NAME.to_owned(),
+        "status.podIP" => ip.to_string(),
+        _ => return None,
+    })
+}
+
 fn container_spec(
     container: &ContainerView,
     pod: &PodView,
+    ip: Ipv4Addr,
     volumes: &HashMap<String, PathBuf>,
 ) -> ContainerSpec {
+    let mut env = container.env.clone();
+    for (name, path) in &container.field_env {
+        match field_value(pod, ip, path) {
+            Some(value) => env.push((name.clone(), value)),
+            None => {
+                tracing::warn!(pod = %pod.key(), container = %container.name, variable = %name, field = %path,
+                "downward-API field not supported by the local runtime; variable not set")
+            }
+        }
+    }
     let mounts = container
         .volume_mounts
         .iter()
+        .filter(|(name, _, _)| {
+            !(container.name == PROXY_CONTAINER && KUBERNETES_MESH_VOLUMES.contains(&name.as_str()))
+        })
         .filter_map(|(name, path, read_only)| {
             let Some(source) = volumes.get(name) else {
                 tracing::warn!(pod = %pod.key(), container = %container.name, volume = %name,
@@ -222,7 +260,7 @@ fn container_spec(
         image: container.image.clone(),
         command: container.command.clone(),
         args: container.args.clone(),
-        env: container.env.clone(),
+        env,
         security: security_context(&pod.security, &container.security),
         volumes: mounts,
     }
@@ -328,6 +366,9 @@ impl Kubelet {
             let Some(name) = volume.get("name").and_then(Value::as_str) else {
                 continue;
             };
+            if KUBERNETES_MESH_VOLUMES.contains(&name) {
+                continue;
+            }
             let dir = root.join(name);
             if volume.get("emptyDir").is_some() {
                 std::fs::create_dir_all(&dir)?;
@@ -402,7 +443,7 @@ impl Kubelet {
             .containers
             .iter()
             .map(|c| {
-                let mut spec = container_spec(c, pod, &volumes);
+                let mut spec = container_spec(c, pod, ip, &volumes);
                 if c.name == PROXY_CONTAINER {
                     self.give_proxy_its_files(&mut spec, &dir);
                 }
@@ -420,7 +461,7 @@ impl Kubelet {
             init_containers: pod
                 .init_containers
                 .iter()
-                .map(|c| container_spec(c, pod, &volumes))
+                .map(|c| container_spec(c, pod, ip, &volumes))
                 .collect(),
             containers,
             restart_policy: RestartPolicy::Always,
@@ -482,8 +523,12 @@ impl Kubelet {
                 self.mesh.workload_cert_ttl_seconds.to_string(),
             ),
         ];
-        // Before the manifest's own env, which wins (as the pod environment does).
-        let own = std::mem::take(&mut spec.env);
+        // Before the manifest's own env, which wins (as the pod environment does), but for the control
+        // plane's address, root and token: the manifest's name the Kubernetes control plane.
+        let own: Vec<(String, String)> = std::mem::take(&mut spec.env)
+            .into_iter()
+            .filter(|(name, _)| !CONTROL_PLANE_ENV.contains(&name.as_str()))
+            .collect();
         spec.env = env
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -638,5 +683,38 @@ mod tests {
         for (name, pod, container, expected) in table {
             assert_eq!(security_context(&pod, &container), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn an_injected_pod_gets_its_downward_api_values_and_not_the_kubernetes_mesh_volumes() {
+        let objects = crate::test_objects::load(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: sleep-1, namespace: foo, uid: u-1}\nspec:\n  \
+             serviceAccountName: sleep\n  containers:\n  - name: ironmesh-proxy\n    image: ironmesh/proxy\n    env:\n    \
+             - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n    \
+             - {name: SERVICE_ACCOUNT, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}\n    \
+             - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n    \
+             - {name: LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n    \
+             - {name: MODE, value: x}\n    volumeMounts:\n    \
+             - {name: istio-token, mountPath: /var/run/secrets/tokens}\n    \
+             - {name: istiod-ca-cert, mountPath: /var/run/secrets/istio}\n    \
+             - {name: data, mountPath: /data}\n  \
+             volumes:\n  - {name: data, emptyDir: {}}\n",
+        );
+        let pod = PodView::of(&objects[0]);
+        let volumes = HashMap::from([
+            ("data".to_owned(), PathBuf::from("/pods/data")),
+            ("istio-token".to_owned(), PathBuf::from("/pods/istio-token")),
+        ]);
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        let spec = container_spec(&pod.containers[0], &pod, ip, &volumes);
+        let env: HashMap<_, _> = spec.env.iter().cloned().collect();
+        assert_eq!(env["POD_NAME"], "sleep-1");
+        assert_eq!(env["SERVICE_ACCOUNT"], "sleep");
+        assert_eq!(env["POD_IP"], "10.0.0.7");
+        assert_eq!(env["MODE"], "x");
+        // Not a fieldRef: the local runtime has no such source, so it is not set (rather than empty).
+        assert!(!env.contains_key("LIMIT"), "{env:?}");
+        let mounted: Vec<_> = spec.volumes.iter().map(|m| m.destination.clone()).collect();
+        assert_eq!(mounted, [PathBuf::from("/data")]);
     }
 }

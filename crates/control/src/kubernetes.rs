@@ -3,12 +3,16 @@
 //! of the embedded store, and serving the validating webhook and the seed's `extensions/v1beta1`
 //! Deployments as an aggregated API ([`ironmesh_kube::extensions`]). Kubernetes runs the pods, allocates Service
 //! addresses and rolls out Deployments, so the local runtime's kubelet, Service and Deployment
-//! controllers do not run here. Stored Istio resources get an `Accepted` condition saying whether they are
+//! controllers do not run here. The same HTTPS server answers the API server's admission reviews: the
+//! validating webhook and the sidecar injector (`ironmesh_kube::inject`). Stored Istio resources get an `Accepted` condition saying whether they are
 //! valid (those stored before the webhook was in place may not be).
 //!
-//! The CA and the configuration stream are still served on `$IRONMESH_HOME/run/xds.sock` with the
-//! control plane's own pod credentials; serving them over TLS on TCP 15012 with service-account tokens
-//! checked by TokenReview is the next step (issue 14, item 3).
+//! Identity as istiod's: the CA's keys come from `istio-system`'s Secrets (`cacerts`, else
+//! `istio-ca-secret`, shared by replicas and restarts), the CA and the configuration stream are served
+//! over TLS on TCP 15012 with a serving certificate of that CA for the control plane's names, proxies
+//! prove who they are with their pod's projected service-account token (audience `istio-ca`, checked by
+//! TokenReview, bound to the pod), and every namespace gets the roots in the ConfigMap
+//! `istio-ca-root-cert` to verify the control plane with (`ironmesh_kube::identity`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,9 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use ironmesh_home::Home;
 use ironmesh_identity::CredentialAuthority;
+use ironmesh_identity::serving::ServingCertificate;
 use ironmesh_kube::KubeSource;
+use ironmesh_kube::identity::{self, TokenReviewer};
 use ironmesh_kube::webhook::{self, ServingCert};
 use ironmesh_store::StoreError;
 use tokio::task::JoinHandle;
@@ -53,7 +59,10 @@ pub struct KubernetesOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Where the webhook listens (istiod's 15017 on every address by default).
     pub webhook_address: SocketAddr,
-    /// The names the API server reaches the webhook by (the serving certificate's DNS names or IPs).
+    /// Where proxies get certificates and configuration over TLS (istiod's 15012 on every address).
+    pub xds_address: SocketAddr,
+    /// The names the API server and the proxies reach the control plane by (DNS names or IPs of both
+    /// serving certificates: the webhook's and the 15012 listener's).
     pub webhook_names: Vec<String>,
     /// Where the `extensions/v1beta1` aggregated API listens (0.0.0.0:15018 by default).
     pub extensions_address: SocketAddr,
@@ -64,6 +73,7 @@ impl Default for KubernetesOptions {
         KubernetesOptions {
             kubeconfig: None,
             webhook_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::install::WEBHOOK_PORT)),
+            xds_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::install::XDS_TLS_PORT)),
             webhook_names: vec![
                 "istiod.istio-system.svc".into(),
                 "istiod.istio-system.svc.cluster.local".into(),
@@ -99,10 +109,31 @@ pub enum KubernetesError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen for proxies on {address}: {source}; pick a free port with --xds-address"
+    )]
+    ListenXds {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    CaSecret(#[from] ironmesh_kube::identity::CaSecretError),
+}
+
+/// The certificate the webhooks (validation and injection) serve, and the CA that goes into both
+/// configurations' `caBundle`.
+///
+/// Today a CA of this process's own, made at every start: with several replicas each publishes its CA
+/// and the last one wins, so the API server distrusts the others until they publish again (the watch in
+/// [`webhook::keep_ca_bundle`] makes them fight over it). The one place to switch: sign it with the
+/// mesh CA's root once that root is kept where every replica reads it (the Secret `istio-ca-secret`,
+/// issue 14 item 3); then every replica publishes the same `caBundle`.
+fn webhook_serving_cert(names: &[String]) -> Result<ServingCert, KubernetesError> {
+    Ok(ServingCert::generate(names)?)
 }
 
 /// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
-/// pushed through the hub, and the validating webhook.
+/// pushed through the hub, and the validating and injecting webhooks.
 pub async fn run(
     home: &Path,
     options: &KubernetesOptions,
@@ -114,7 +145,7 @@ pub async fn run(
     let mesh = options::load(&layout).map_err(ControlError::from)?;
     let client = ironmesh_kube::client(options.kubeconfig.as_deref()).await?;
 
-    let cert = ServingCert::generate(&options.webhook_names)?;
+    let cert = webhook_serving_cert(&options.webhook_names)?;
     let listener = tokio::net::TcpListener::bind(options.webhook_address)
         .await
         .map_err(|source| KubernetesError::Listen {
@@ -136,17 +167,40 @@ pub async fn run(
     let extensions_server = spawn_extensions(&client, options, &shutdown).await?;
 
     let kube_source = Arc::new(KubeSource::start(client.clone()));
-    let ca = Arc::new(crate::open_ca(&layout, &mesh)?);
+    let ca =
+        Arc::new(identity::load_ca(&client, &layout.ca_dir(), crate::ca_options(&mesh)).await?);
+    // Only for the controllers' context: on Kubernetes no pod credential is issued (pods have their
+    // service-account tokens).
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
     );
-    let (hub, grpc_server) = grpc::spawn(
-        layout.xds_socket(),
+    let serving = ServingCertificate::issue(ca.clone(), options.webhook_names.clone())
+        .map_err(ControlError::from)?;
+    let renewer = tokio::spawn(
+        serving
+            .clone()
+            .keep_renewed(shutdown.clone().cancelled_owned()),
+    );
+    let xds_listener = tokio::net::TcpListener::bind(options.xds_address)
+        .await
+        .map_err(|source| KubernetesError::ListenXds {
+            address: options.xds_address,
+            source,
+        })?;
+    let reviewer = Arc::new(TokenReviewer::new(client.clone(), kube_source.clone()));
+    let (hub, grpc_server) = grpc::spawn_tls(
+        xds_listener,
         ca.clone(),
-        credentials.clone(),
-        kube_source.clone(),
+        serving,
+        reviewer,
         shutdown.clone(),
     );
+    let root_configmaps = tokio::spawn(identity::keep_root_configmaps(
+        client.clone(),
+        ca.watch_trust_bundle(),
+        kube_source.clone(),
+        shutdown.clone(),
+    ));
     // No configuration before every kind is listed once: a sidecar configured while the
     // AuthorizationPolicies were still unknown would allow what they deny.
     loop {
@@ -162,7 +216,8 @@ pub async fn run(
             },
         }
     }
-    tracing::info!(webhook = %options.webhook_address, "control plane on Kubernetes: watching the cluster");
+    tracing::info!(webhook = %options.webhook_address, xds = %options.xds_address, root = %ca.root_fingerprint(),
+        "control plane on Kubernetes: watching the cluster");
     let statuses = {
         let (source, shutdown) = (kube_source.clone(), shutdown.clone());
         tokio::spawn(async move { ironmesh_kube::status::report(client, &source, shutdown).await })
@@ -191,6 +246,8 @@ pub async fn run(
         let _ = keeper.await;
     }
     let _ = statuses.await;
+    let _ = root_configmaps.await;
+    let _ = renewer.await;
     match grpc_server.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),

@@ -91,6 +91,15 @@ fn read_file(path: &Path) -> Result<String, ControlError> {
     })
 }
 
+/// The CA's settings from the mesh options.
+pub(crate) fn ca_options(mesh: &MeshOptions) -> CaOptions {
+    CaOptions {
+        default_workload_ttl: mesh.workload_cert_ttl(),
+        max_workload_ttl: MAX_WORKLOAD_TTL,
+        ..CaOptions::new(mesh.trust_domain.clone())
+    }
+}
+
 /// Opens the CA: the user's own when `up` was given one, else the self-signed root kept under `ca/`.
 pub(crate) fn open_ca(
     home: &Home,
@@ -98,11 +107,7 @@ pub(crate) fn open_ca(
 ) -> Result<CertificateAuthority, ControlError> {
     let dir = home.ca_dir();
     prepare_dir(&dir)?;
-    let options = CaOptions {
-        default_workload_ttl: mesh.workload_cert_ttl(),
-        max_workload_ttl: MAX_WORKLOAD_TTL,
-        ..CaOptions::new(mesh.trust_domain.clone())
-    };
+    let options = ca_options(mesh);
     Ok(match (&mesh.ca_cert, &mesh.ca_key) {
         (Some(cert), Some(key)) => {
             let chain = mesh

@@ -29,8 +29,9 @@ enum Command {
     Run(RunArgs),
     /// Remove what a crashed local control plane left running (`ironmesh down` runs it).
     Teardown,
-    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the webhook
-    /// configuration and the control plane's Deployment and Service (`ironmesh install` runs it).
+    /// Install the mesh into a Kubernetes cluster: Istio's CRDs, istio-system, RBAC, the webhooks'
+    /// configurations (validation, sidecar injection) and the control plane's Deployment and Service
+    /// (`ironmesh install` runs it).
     Install(InstallArgs),
 }
 
@@ -47,8 +48,12 @@ struct RunArgs {
     /// On Kubernetes: where the validating webhook listens [default: 0.0.0.0:15017].
     #[arg(long)]
     webhook_address: Option<SocketAddr>,
-    /// On Kubernetes: a name (DNS or IP) the API server calls the webhook by; repeatable. Default:
-    /// istiod.istio-system.svc and its cluster.local form.
+    /// On Kubernetes: where proxies get certificates and configuration over TLS [default: 0.0.0.0:15012].
+    #[arg(long)]
+    xds_address: Option<SocketAddr>,
+    /// On Kubernetes: a name (DNS or IP) the API server and proxies reach the control plane by (both
+    /// serving certificates name it); repeatable. Default: istiod.istio-system.svc and its
+    /// cluster.local form.
     #[arg(long = "webhook-name")]
     webhook_names: Vec<String>,
     /// On Kubernetes: where the extensions/v1beta1 aggregated API listens [default: 0.0.0.0:15018].
@@ -69,7 +74,7 @@ struct InstallArgs {
     #[arg(long)]
     dry_run: bool,
     /// The control plane's image.
-    #[arg(long, default_value = "ironmesh/control-plane:latest")]
+    #[arg(long, default_value = ironmesh_kube::install::DEFAULT_IMAGE)]
     image: String,
     /// The control plane runs outside the cluster: the API server calls the webhook at this URL
     /// (e.g. https://127.0.0.1:15017/validate), and no Deployment or Service is installed.
@@ -161,6 +166,9 @@ fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             };
             if let Some(address) = args.webhook_address {
                 options.webhook_address = address;
+            }
+            if let Some(address) = args.xds_address {
+                options.xds_address = address;
             }
             if !args.webhook_names.is_empty() {
                 options.webhook_names = args.webhook_names;

@@ -166,6 +166,9 @@ pub struct ContainerView {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables from the downward API: `(name, fieldRef.fieldPath)`, resolved by the kubelet. Variables
+    /// of other `valueFrom` sources are in neither list.
+    pub field_env: Vec<(String, String)>,
     /// `(name, containerPort)`.
     pub ports: Vec<(String, u16)>,
     /// `securityContext` as written (null when absent).
@@ -190,11 +193,24 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 }
 
 fn container(value: &Value) -> ContainerView {
+    let vars = value.get("env").and_then(Value::as_array);
+    let field_env = vars
+        .into_iter()
+        .flatten()
+        .filter_map(|var| {
+            let name = var.get("name")?.as_str()?.to_owned();
+            let path = var.pointer("/valueFrom/fieldRef/fieldPath")?.as_str()?;
+            Some((name, path.to_owned()))
+        })
+        .collect();
     let env = value
         .get("env")
         .and_then(Value::as_array)
         .map(|vars| {
             vars.iter()
+                // Downward-API variables are `field_env`'s; other sources (Secrets, ConfigMaps,
+                // resources) the local runtime does not have: left unset rather than set empty.
+                .filter(|var| var.get("valueFrom").is_none())
                 .filter_map(|var| {
                     let name = var.get("name")?.as_str()?.to_owned();
                     let value = match var.get("value") {
@@ -222,6 +238,7 @@ fn container(value: &Value) -> ContainerView {
         })
         .unwrap_or_default();
     ContainerView {
+        field_env,
         name: value
             .get("name")
             .and_then(Value::as_str)

@@ -1,5 +1,9 @@
 //! The control plane on a REAL kube-apiserver: `ironmesh-control-plane install` then `run --kubeconfig`,
-//! a sidecar subscribed as its pod (which exists only in Kubernetes), and AuthorizationPolicies applied
+//! serving proxies over TLS on TCP (istiod's 15012) with a certificate of its CA, verified against the
+//! root it wrote into the namespace's `istio-ca-root-cert`; a proxy authenticated by its pod's projected
+//! service-account token (TokenReview) gets a certificate for its service account, cannot subscribe as
+//! another pod, and gets nothing once its pod is deleted; a sidecar subscribed as its pod (which exists
+//! only in Kubernetes), and AuthorizationPolicies applied
 //! with real kubectl reaching that sidecar's configuration through the same loop and policy engine as on
 //! the local runtime; the webhook the running control plane registered refuses an invalid policy.
 //! Prints the push latency (kubectl apply returned → the sidecar holds the configuration) at p50/p99.
@@ -10,13 +14,13 @@
 #[path = "../../kube/tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, PATIENCE};
-use ironmesh_identity::{ControlPlaneAddress, CredentialAuthority, PodClaims};
+use ironmesh_identity::{CaClient, CertificateSigner, ControlPlaneAddress, SignError};
+use tokio_stream::StreamExt as _;
 
 use ironmesh_proto::{CompiledConfig, ConfigClient, ConfigClientOptions, TokenSource};
 
@@ -49,8 +53,10 @@ impl Drop for Running<'_> {
                 "validatingwebhookconfiguration",
                 "istio-validator-istio-system",
             ],
+            &["mutatingwebhookconfiguration", "istio-sidecar-injector"],
             &["clusterrolebinding", "istiod-istio-system"],
             &["clusterrole", "istiod-istio-system"],
+            &["secret", "istio-ca-secret", "-n", "istio-system"],
             &["namespace", "istio-system", "--wait=false"],
         ]);
     }
@@ -100,16 +106,13 @@ async fn wait_for_policy(
     );
 }
 
-fn wait_for_file(path: &Path, child: &mut Child) {
+fn wait_for_port(port: u16, child: &mut Child) {
     let deadline = Instant::now() + PATIENCE;
-    while !path.exists() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the control plane exited ({status}) before creating {}",
-                path.display()
-            );
+            panic!("the control plane exited ({status}) before listening on {port}");
         }
-        assert!(Instant::now() < deadline, "{} not created", path.display());
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -140,6 +143,7 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
     // its webhook configuration, which the install then brings.
     let home = tempfile::tempdir().unwrap();
     let namespace = format!("ironmesh-cp-test-{}", std::process::id());
+    let xds_port = free_port();
     let child = Command::new(CONTROL_PLANE)
         .args([
             "run",
@@ -149,6 +153,7 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
             "127.0.0.1",
         ])
         .args(["--webhook-address", &format!("127.0.0.1:{port}")])
+        .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
         .env("IRONMESH_HOME", home.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -160,18 +165,25 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
         child,
         namespace: namespace.clone(),
     };
-    wait_for_file(&home.path().join("run/xds.sock"), &mut running.child);
+    // The control plane waits for istio-system to keep its CA there, then listens for proxies.
     install();
+    wait_for_port(xds_port, &mut running.child);
 
     // A pod with a sidecar, bound to a node that does not exist: Kubernetes keeps it (Pending) and no
     // kubelet runs it, which is all the control plane needs to configure its sidecar.
     cluster.kubectl_ok(&["create", "namespace", &namespace], None);
-    let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: httpbin-1, namespace: {namespace}, labels: {{app: httpbin}}}}\n\
-         spec:\n  nodeName: nowhere\n  containers:\n  - {{name: httpbin, image: docker.io/kennethreitz/httpbin, ports: [{{containerPort: 80}}]}}\n  \
-         - {{name: ironmesh-proxy, image: ironmesh/proxy}}\n"
+    cluster.kubectl_ok(
+        &["create", "serviceaccount", "httpbin", "-n", &namespace],
+        None,
     );
-    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&pod));
+    for name in ["httpbin-1", "httpbin-2"] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: httpbin}}}}\n\
+             spec:\n  serviceAccountName: httpbin\n  nodeName: nowhere\n  containers:\n  - {{name: httpbin, image: docker.io/kennethreitz/httpbin, ports: [{{containerPort: 80}}]}}\n  \
+             - {{name: ironmesh-proxy, image: ironmesh/proxy}}\n"
+        );
+        cluster.kubectl_ok(&["apply", "-f", "-"], Some(&pod));
+    }
     let uid = cluster.kubectl_ok(
         &[
             "get",
@@ -184,22 +196,87 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
         ],
         None,
     );
-    // The pod's credential, as the control plane's own key signs them (on Kubernetes this becomes the
-    // pod's service-account token, checked by TokenReview: issue 14, item 3).
-    let credentials = CredentialAuthority::load_or_create(&home.path().join("ca")).unwrap();
-    let token = credentials.issue(
-        &PodClaims {
-            namespace: namespace.clone(),
-            service_account: "default".into(),
-            pod: "httpbin-1".into(),
-            pod_uid: uid,
-        },
-        Duration::from_secs(600),
+    // The pod's projected service-account token, as the kubelet makes it (audience istio-ca, bound to
+    // the pod), and the root the control plane wrote into the namespace, which the proxy verifies it with.
+    let token = cluster
+        .kubectl_ok(
+            &[
+                "create",
+                "token",
+                "httpbin",
+                "-n",
+                &namespace,
+                "--audience",
+                "istio-ca",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                "httpbin-1",
+                "--bound-object-uid",
+                &uid,
+                "--duration",
+                "10m",
+            ],
+            None,
+        )
+        .trim()
+        .to_owned();
+    let token_file = home.path().join("istio-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let root_file = home.path().join("root-cert.pem");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let root = cluster.kubectl(
+            &[
+                "get",
+                "configmap",
+                "istio-ca-root-cert",
+                "-n",
+                &namespace,
+                "-o",
+                "jsonpath={.data.root-cert\\.pem}",
+            ],
+            None,
+        );
+        if root.status.success() && root.stdout.starts_with(b"-----BEGIN CERTIFICATE-----") {
+            std::fs::write(&root_file, &root.stdout).unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no istio-ca-root-cert in {namespace}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Over TLS on TCP, verified against that root under the name the serving certificate carries.
+    let address = ControlPlaneAddress::Https {
+        url: format!("https://127.0.0.1:{xds_port}"),
+        root_file: root_file.clone(),
+    };
+
+    // The CA signs for the token's service account.
+    let ca = CaClient::for_address(&address, &token_file).unwrap();
+    let spiffe = format!("spiffe://cluster.local/ns/{namespace}/sa/httpbin");
+    let leaf = sign(&ca, &spiffe).await.unwrap();
+    assert!(
+        leaf.contains(&format!("URI:{spiffe}")),
+        "the certificate names {leaf}"
     );
+
+    // Pod 1's token does not subscribe as pod 2.
+    let refused = subscribe(&address, &token, &format!("httpbin-2.{namespace}")).await;
+    assert!(
+        refused.code() == tonic::Code::PermissionDenied
+            && refused
+                .message()
+                .contains(&format!("bound to pod httpbin-1.{namespace}")),
+        "{refused:?}"
+    );
+
     let sidecar = ConfigClient::spawn(ConfigClientOptions::new(
-        ControlPlaneAddress::Unix(home.path().join("run/xds.sock")),
+        address.clone(),
         ironmesh_identity::proxy_id("httpbin-1", &namespace),
-        TokenSource::Static(token),
+        TokenSource::Static(token.clone()),
     ));
     let mut configs = sidecar.config();
     let first = tokio::time::timeout(PATIENCE, configs.wait_for(Option::is_some))
@@ -263,5 +340,81 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
         "an invalid policy was stored: {stderr}"
     );
     assert!(stderr.contains("spec.action"), "{stderr}");
+
+    // Once its pod is deleted, the pod's token gets nothing more.
+    cluster.kubectl_ok(
+        &[
+            "delete",
+            "pod",
+            "httpbin-1",
+            "-n",
+            &namespace,
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let error = loop {
+        match sign(&ca, &spiffe).await {
+            Err(error) => break error,
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the deleted pod's token still gets certificates"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        matches!(&error, SignError::Unauthenticated(reason)
+            if reason.contains("Kubernetes refused the token") || reason.contains("no longer exists")),
+        "{error}"
+    );
     drop(running);
+}
+
+/// A certificate for `spiffe` from the CA at the other end of `ca`; the leaf as openssl prints it.
+async fn sign(ca: &CaClient, spiffe: &str) -> Result<String, SignError> {
+    let id: ironmesh_identity::SpiffeId = spiffe.parse().unwrap();
+    let (csr, _key) = ironmesh_identity::csr_for(&id).unwrap();
+    let chain = ca.sign(csr, Duration::from_secs(3600)).await?.chain_pem;
+    let mut openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(chain[0].as_bytes())
+        .unwrap();
+    Ok(String::from_utf8_lossy(&openssl.wait_with_output().unwrap().stdout).into_owned())
+}
+
+/// The configuration stream's answer to a subscription as `proxy_id` with `token`.
+async fn subscribe(address: &ControlPlaneAddress, token: &str, proxy_id: &str) -> tonic::Status {
+    use ironmesh_proto::pb::proxy_config_service_client::ProxyConfigServiceClient;
+    use ironmesh_proto::pb::{ProxyMessage, Subscribe, proxy_message};
+    let channel = ironmesh_identity::connect_channel(address).await.unwrap();
+    let first = ProxyMessage {
+        kind: Some(proxy_message::Kind::Subscribe(Subscribe {
+            proxy_id: proxy_id.to_owned(),
+            known_version: String::new(),
+        })),
+    };
+    let mut request =
+        tonic::Request::new(tokio_stream::iter([first]).chain(tokio_stream::pending()));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match ProxyConfigServiceClient::new(channel)
+        .stream_config(request)
+        .await
+    {
+        Ok(_) => panic!("{proxy_id} was let subscribe with another pod's token"),
+        Err(status) => status,
+    }
 }

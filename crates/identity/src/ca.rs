@@ -181,6 +181,100 @@ impl CertificateAuthority {
         Self::load_or_create(ca_dir, options)
     }
 
+    /// A new self-signed root for `trust_domain` as PEM (certificate, PKCS#8 key), not yet kept anywhere:
+    /// for a control plane that stores its root elsewhere first (on Kubernetes, the `istio-ca-secret`
+    /// Secret) and then loads it with [`from_root_pem`](Self::from_root_pem).
+    pub fn generate_root_pem(trust_domain: &str) -> Result<(String, String), CaError> {
+        let state = new_self_signed(trust_domain, Vec::new(), None)?;
+        Ok((
+            state.signing.signing_cert_pem.clone(),
+            state.signing.issuer.key().serialize_pem(),
+        ))
+    }
+
+    /// Loads a self-signed root kept elsewhere (certificate and PKCS#8 key PEM): written into `ca_dir`
+    /// (key 0600), replacing what was there, then loaded as [`load_or_create`](Self::load_or_create)
+    /// loads its own.
+    pub fn from_root_pem(
+        ca_dir: &Path,
+        options: CaOptions,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| {
+            CaError::BadPlugIn(format!("the root key is not a PKCS#8 PEM key: {e}"))
+        })?;
+        Issuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|e| CaError::BadPlugIn(format!("the root certificate is unusable: {e}")))?;
+        std::fs::create_dir_all(ca_dir).map_err(|source| CaError::Io {
+            action: "create",
+            path: ca_dir.to_owned(),
+            source,
+        })?;
+        for name in [
+            PLUGIN_CERT,
+            PLUGIN_KEY,
+            PLUGIN_CHAIN,
+            TRUST_BUNDLE,
+            CROSS_SIGNED_ROOT,
+        ] {
+            let path = ca_dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CaError::Io {
+                        action: "remove",
+                        path,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for (name, contents, mode) in [(ROOT_KEY, key_pem, 0o600), (ROOT_CERT, cert_pem, 0o644)] {
+            let path = ca_dir.join(name);
+            write_atomic(&path, contents.as_bytes(), mode).map_err(|source| CaError::Io {
+                action: "write",
+                path,
+                source,
+            })?;
+        }
+        Self::load_or_create(ca_dir, options)
+    }
+
+    /// A server certificate for `dns_names` (DNS names or IP addresses) signed by the current signing
+    /// key, valid for `ttl`, with a new ECDSA P-256 key: the control plane's own serving certificate
+    /// (istiod's for `istiod.istio-system.svc`). Returns the chain (leaf first, root last) and the
+    /// PKCS#8 key PEM.
+    pub fn issue_server_certificate(
+        &self,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<(Vec<String>, String), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("0 ns is valid");
+        let mut params = CertificateParams::new(dns_names.to_vec())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            dns_names.first().cloned().unwrap_or_default(),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - Duration::from_secs(60);
+        params.not_after = now + ttl;
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let state = self.state.load();
+        let leaf = params.signed_by(&key, &state.signing.issuer)?;
+        let mut chain = vec![leaf.pem()];
+        chain.extend(state.signing.chain_after_leaf.iter().cloned());
+        Ok((chain, key.serialize_pem()))
+    }
+
     /// Reads the trust bundle a CA keeps in `ca_dir` without loading any key (for `ironmesh ca root`
     /// and other readers that must not touch key material).
     pub fn read_trust_bundle(ca_dir: &Path) -> Result<String, CaError> {

@@ -21,19 +21,31 @@ pub struct CaClient {
 }
 
 impl CaClient {
-    /// `endpoint` is `unix:///path/xds.sock` or `http://127.0.0.1:15012`. Connects lazily.
+    /// `endpoint` is `unix:///path/xds.sock`, `http://127.0.0.1:15012` or `https://host:15012` (the
+    /// root in [`crate::DEFAULT_ROOT_FILE`]). Connects lazily.
     pub fn new(endpoint: &str, token_file: impl Into<PathBuf>) -> Result<Self, SignError> {
-        let unreachable = |reason: String| SignError::Unreachable {
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-        let address: ControlPlaneAddress = endpoint
-            .parse()
-            .map_err(|e: crate::EndpointError| unreachable(e.to_string()))?;
-        let channel = lazy_channel(&address, Duration::from_secs(5))
-            .map_err(|e| unreachable(e.to_string()))?;
+        let address: ControlPlaneAddress =
+            endpoint
+                .parse()
+                .map_err(|e: crate::EndpointError| SignError::Unreachable {
+                    endpoint: endpoint.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        Self::for_address(&address, token_file)
+    }
+
+    /// The client of a parsed address (an `https` one with its root file). Connects lazily.
+    pub fn for_address(
+        address: &ControlPlaneAddress,
+        token_file: impl Into<PathBuf>,
+    ) -> Result<Self, SignError> {
+        let channel =
+            lazy_channel(address, Duration::from_secs(5)).map_err(|e| SignError::Unreachable {
+                endpoint: address.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(CaClient {
-            endpoint: endpoint.to_owned(),
+            endpoint: address.to_string(),
             token_file: token_file.into(),
             channel,
         })

@@ -3,16 +3,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::SpiffeId;
+use crate::auth::{AuthFailure, LocalAuthenticator, TokenAuthenticator};
 use crate::ca::{CaError, CertificateAuthority};
-use crate::credential::{
-    CA_AUDIENCE, CredentialAuthority, CredentialError, PodLookup, check_pod_binding,
-};
+use crate::credential::{CredentialAuthority, CredentialError, PodLookup};
 use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
@@ -30,34 +29,52 @@ pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 #[derive(Clone)]
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
-    credentials: Arc<CredentialAuthority>,
-    pods: Option<Arc<dyn PodLookup>>,
+    auth: Arc<dyn TokenAuthenticator>,
+    /// The local credentials' check, kept so [`CaService::bound_to_pods`] can bind it.
+    local: Option<LocalAuthenticator>,
 }
 
 impl std::fmt::Debug for CaService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaService")
             .field("ca", &self.ca)
-            .field("credentials", &self.credentials)
-            .field("bound_to_pods", &self.pods.is_some())
+            .field("local", &self.local)
             .finish()
     }
 }
 
 impl CaService {
-    /// A CA service that trusts every valid credential until it expires (tests, benches, standalone use);
-    /// the control plane adds [`CaService::bound_to_pods`].
+    /// A CA service that trusts every valid local credential until it expires (tests, benches,
+    /// standalone use); the local control plane adds [`CaService::bound_to_pods`].
     pub fn new(ca: Arc<CertificateAuthority>, credentials: Arc<CredentialAuthority>) -> Self {
+        let local = LocalAuthenticator::new(credentials);
         CaService {
             ca,
-            credentials,
-            pods: None,
+            auth: Arc::new(local.clone()),
+            local: Some(local),
         }
     }
 
-    /// Refuses credentials whose pod no longer exists, or exists with another uid.
+    /// A CA service whose callers are checked by `auth` (on Kubernetes: TokenReview).
+    pub fn with_authenticator(
+        ca: Arc<CertificateAuthority>,
+        auth: Arc<dyn TokenAuthenticator>,
+    ) -> Self {
+        CaService {
+            ca,
+            auth,
+            local: None,
+        }
+    }
+
+    /// Refuses local credentials whose pod no longer exists, or exists with another uid (no effect on a
+    /// service built [`with_authenticator`](Self::with_authenticator): that one decides).
     pub fn bound_to_pods(mut self, pods: Arc<dyn PodLookup>) -> Self {
-        self.pods = Some(pods);
+        if let Some(local) = self.local.take() {
+            let local = local.bound_to_pods(pods);
+            self.auth = Arc::new(local.clone());
+            self.local = Some(local);
+        }
         self
     }
 
@@ -66,7 +83,10 @@ impl CaService {
         IstioCertificateServiceServer::new(self)
     }
 
-    fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<SpiffeId, Status> {
+    async fn authenticate(
+        &self,
+        request: &Request<IstioCertificateRequest>,
+    ) -> Result<SpiffeId, Status> {
         let token = match request.metadata().get("authorization") {
             None => Err(CredentialError::Missing),
             Some(value) => match value.to_str().ok().and_then(bearer_token) {
@@ -75,22 +95,18 @@ impl CaService {
                     "the authorization header is not `Bearer <token>`".into(),
                 )),
             },
-        };
-        let claims = token
-            .and_then(|token| {
-                self.credentials
-                    .verify(token, CA_AUDIENCE, SystemTime::now())
-            })
-            .map_err(|error| {
-                tracing::warn!(%error, "CA refused a certificate request: bad credential");
-                Status::unauthenticated(error.to_string())
-            })?;
-        if let Some(pods) = &self.pods {
-            check_pod_binding(&claims, pods.as_ref()).map_err(|error| {
-                tracing::warn!(%error, "CA refused a certificate request: the credential's pod is gone");
-                Status::unauthenticated(error.to_string())
-            })?;
         }
+        .map_err(|error| {
+            tracing::warn!(%error, "CA refused a certificate request: bad credential");
+            Status::unauthenticated(error.to_string())
+        })?;
+        let claims = self.auth.authenticate(token).await.map_err(|error| {
+            tracing::warn!(%error, "CA refused a certificate request: bad credential");
+            match error {
+                AuthFailure::Refused(reason) => Status::unauthenticated(reason),
+                AuthFailure::Unavailable(reason) => Status::unavailable(reason),
+            }
+        })?;
         SpiffeId::new(
             self.ca.options().trust_domain.clone(),
             claims.namespace.clone(),
@@ -133,7 +149,7 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let identity = self.authenticate(&request)?;
+        let identity = self.authenticate(&request).await?;
         let body = request.into_inner();
         if let Some(wanted) = impersonated_identity(&body) {
             tracing::warn!(caller = %identity, impersonated = %wanted, "CA refused a certificate request: impersonation");

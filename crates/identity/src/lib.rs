@@ -17,9 +17,14 @@
 //!   [`ca_service::serve_unix`]; `.bound_to_pods(lookup)` ties credentials to live pods. Requests with
 //!   `ImpersonatedIdentity` metadata are refused (UNAUTHENTICATED). The trust bundle rides along in the `ironmesh-trust-bundle-bin` response
 //!   metadata.
+//! - [`TokenAuthenticator`]: who a bearer token belongs to ([`PodClaims`]); [`LocalAuthenticator`] checks
+//!   the local runtime's credentials, `ironmesh-kube` asks Kubernetes' TokenReview. `CaService` and the
+//!   configuration hub take either.
+//! - [`serving`]: the control plane's TLS listener on TCP (istiod's 15012): a serving certificate from the
+//!   CA renewed in place, TLS 1.3, ALPN h2, connection and handshake limits.
 //!
 //! # Proxy side
-//! - [`CaClient::new`]`("unix:///…/xds.sock" | "http://127.0.0.1:15012", token_file)` implements
+//! - [`CaClient::new`]`("unix:///…/xds.sock" | "http://127.0.0.1:15012" | "https://istiod.istio-system.svc:15012", token_file)` implements
 //!   [`CertificateSigner`]; [`LocalSigner`] signs in-process (tests, the control plane itself).
 //! - [`WorkloadCertificates::spawn`]`(id, signer, RotationOptions)` (inside a tokio runtime): new key per CSR,
 //!   renewal at half life with jitter, capped jittered backoff on failure while the valid certificate stays
@@ -36,6 +41,7 @@
 //! Call [`install_crypto_provider`] once at the top of every binary (idempotent; ring only).
 
 pub mod any_authority;
+mod auth;
 mod ca;
 mod ca_client;
 pub mod ca_service;
@@ -44,6 +50,7 @@ mod csr;
 mod endpoint;
 mod fsutil;
 mod pem;
+pub mod serving;
 mod signer;
 mod spiffe;
 mod tls;
@@ -54,6 +61,7 @@ pub mod proto {
     tonic::include_proto!("istio.v1.auth");
 }
 
+pub use auth::{AuthFailure, LocalAuthenticator, TokenAuthenticator};
 pub use ca::{
     CaError, CaOptions, CertificateAuthority, DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL, ROOT_TTL,
 };
@@ -63,7 +71,9 @@ pub use credential::{
     check_pod_binding, proxy_id, write_token_file,
 };
 pub use csr::{CsrError, csr_for};
-pub use endpoint::{ControlPlaneAddress, EndpointError, connect_channel, lazy_channel};
+pub use endpoint::{
+    ControlPlaneAddress, DEFAULT_ROOT_FILE, EndpointError, connect_channel, lazy_channel,
+};
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};
 pub use spiffe::{SpiffeId, SpiffeIdError};
 pub use tls::{TrustBundleError, check_trust_bundle, install_crypto_provider, peer_identity};

@@ -1,7 +1,8 @@
 //! What `ironmesh install` puts into a cluster: Istio's CRDs, the `istio-system` namespace, the control
-//! plane's ServiceAccount and RBAC, the validating webhook configuration, the control plane's
-//! Deployment and Service (named `istiod`, with istiod's ports), and the APIService `v1beta1.extensions`
-//! with its Service (the seed's `extensions/v1beta1` Deployments, [`crate::extensions`]). [`manifests`] builds them (pure);
+//! plane's ServiceAccount and RBAC, the validating and the mutating (sidecar injection) webhook
+//! configurations, the control plane's Deployment and Service (named `istiod`, with istiod's ports), and
+//! the APIService `v1beta1.extensions` with its Service (the seed's `extensions/v1beta1` Deployments,
+//! [`crate::extensions`]). [`manifests`] builds them (pure);
 //! [`to_yaml`] prints them for `--dry-run`; [`apply`] applies them server-side.
 
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::crds;
 use crate::extensions;
-use crate::webhook::{VALIDATE_PATH, WEBHOOK_NAME};
+use crate::inject::{INJECT_PATH, INJECTOR_CONFIGURATION, NAMESPACE_WEBHOOK, OBJECT_WEBHOOK};
+use crate::webhook::{REV_WEBHOOK_NAME, VALIDATE_PATH, WEBHOOK_NAME};
 
 /// Where the control plane runs.
 pub const NAMESPACE: &str = "istio-system";
@@ -25,6 +27,9 @@ pub const WEBHOOK_CONFIGURATION: &str = "istio-validator-istio-system";
 pub const XDS_TLS_PORT: u16 = 15012;
 /// The webhooks' HTTPS port (istiod's; its Service exposes it as 443).
 pub const WEBHOOK_PORT: u16 = 15017;
+/// The control plane's image: the release's, as images/build.sh builds it (imported into the nodes,
+/// never pulled: the Deployment says `IfNotPresent`).
+pub const DEFAULT_IMAGE: &str = concat!("ironmesh/control-plane:", env!("CARGO_PKG_VERSION"));
 /// The field manager of server-side apply.
 pub const FIELD_MANAGER: &str = "ironmesh-install";
 
@@ -34,8 +39,8 @@ pub struct InstallOptions {
     /// The control plane's image.
     pub image: String,
     /// When the control plane runs outside the cluster (against a kubeconfig, as the tests run it): the
-    /// URL the API server calls for reviews, e.g. `https://127.0.0.1:15017/validate`. Then no
-    /// Deployment or Service is installed.
+    /// URL the API server calls for reviews, e.g. `https://127.0.0.1:15017/validate`; the injector is
+    /// called at the same address with the path `/inject`. Then no Deployment or Service is installed.
     pub webhook_url: Option<String>,
     /// When the control plane runs outside the cluster: the address (not loopback: Kubernetes refuses
     /// it in Endpoints) where the API server's aggregator reaches its `extensions/v1beta1` API, e.g.
@@ -47,7 +52,7 @@ pub struct InstallOptions {
 impl Default for InstallOptions {
     fn default() -> Self {
         InstallOptions {
-            image: "ironmesh/control-plane:latest".into(),
+            image: DEFAULT_IMAGE.into(),
             webhook_url: None,
             aggregated_api_endpoint: None,
         }
@@ -59,7 +64,7 @@ fn labels() -> Value {
 }
 
 /// The RBAC rules the control plane needs: watch what [`crate::KubeSource`] reads, report status on
-/// Istio's resources, verify proxies' tokens (TokenReview) and patch the webhook's `caBundle`.
+/// Istio's resources, verify proxies' tokens (TokenReview) and patch the webhooks' `caBundle`.
 fn cluster_role() -> Value {
     let istio_resources: Vec<&str> = crds::istio_kinds().map(|k| k.plural).collect();
     let istio_status: Vec<String> = istio_resources
@@ -86,9 +91,47 @@ fn cluster_role() -> Value {
              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
             {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"],
              "resourceNames": [extensions::API_SERVICE], "verbs": ["get", "patch", "update"]},
+            // The mesh roots in every namespace (ConfigMap istio-ca-root-cert), as istiod writes them.
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "verbs": ["get", "list", "watch", "create", "update", "patch"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
              "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+             "resourceNames": [INJECTOR_CONFIGURATION], "verbs": ["get", "list", "watch", "patch", "update"]},
         ],
+    })
+}
+
+/// The CA's Secrets in the control plane's namespace: `cacerts` (read) and `istio-ca-secret` (created
+/// once, then read), as istiod's Role allows.
+fn ca_secrets_role() -> Vec<Value> {
+    let name = format!("{NAME}-{NAMESPACE}");
+    vec![
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                       "verbs": ["get", "list", "watch", "create", "update", "patch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+        }),
+    ]
+}
+
+/// Kubernetes' own role for delegated authentication (TokenReview), bound as istiod binds it.
+fn auth_delegator_binding() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{NAME}-auth-delegator-{NAMESPACE}"), "labels": labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
     })
 }
 
@@ -110,12 +153,11 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
                    "resources": resources, "scope": "*"})
         })
         .collect();
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
-        "webhooks": [{
-            "name": WEBHOOK_NAME,
+    // Istio's two webhooks: resources of the default revision (`istio.io/rev: default`) and resources
+    // of no revision. Another revision's resources are that revision's to validate.
+    let webhook = |name: &str, revision: Value| {
+        json!({
+            "name": name,
             "clientConfig": client_config,
             "rules": rules,
             // Ignore until the control plane has patched in its CA and switched this to Fail (as
@@ -124,7 +166,85 @@ fn webhook_configuration(options: &InstallOptions) -> Value {
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
             "timeoutSeconds": 10,
-        }],
+            "objectSelector": {"matchExpressions": [revision]},
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION, "labels": labels()},
+        "webhooks": [
+            webhook(
+                REV_WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "In", "values": ["default"]}),
+            ),
+            webhook(
+                WEBHOOK_NAME,
+                json!({"key": "istio.io/rev", "operator": "DoesNotExist"}),
+            ),
+        ],
+    })
+}
+
+/// The injector's client configuration: the validating webhook's address with [`INJECT_PATH`].
+fn injector_client_config(options: &InstallOptions) -> Value {
+    match &options.webhook_url {
+        Some(url) => {
+            let after_scheme = url.find("://").map_or(0, |i| i + 3);
+            let origin = match url[after_scheme..].find('/') {
+                Some(slash) => &url[..after_scheme + slash],
+                None => url.as_str(),
+            };
+            json!({"url": format!("{origin}{INJECT_PATH}")})
+        }
+        None => {
+            json!({"service": {"name": NAME, "namespace": NAMESPACE, "path": INJECT_PATH, "port": 443}})
+        }
+    }
+}
+
+/// Istio's sidecar injector configuration (its default revision's two webhooks): pods created in
+/// namespaces labelled `istio-injection=enabled` unless labelled `sidecar.istio.io/inject=false`, and
+/// pods labelled `sidecar.istio.io/inject=true` in namespaces without that label. Revisions
+/// (`istio.io/rev`) are Istio's business: the object webhook leaves them alone as Istio's does. Neither
+/// ever sees `istio-system` or `kube-system`: with `failurePolicy: Fail` (Istio's) a pod there would
+/// wait for a control plane that is one of those pods.
+fn injector_configuration(options: &InstallOptions) -> Value {
+    let not_ours = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": [NAMESPACE, "kube-system"]});
+    let webhook = |name: &str, namespace_selector: Value, object_selector: Value| {
+        json!({
+            "name": name,
+            "clientConfig": injector_client_config(options),
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": namespace_selector},
+            "objectSelector": {"matchExpressions": object_selector},
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "Never",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": INJECTOR_CONFIGURATION, "labels": labels()},
+        "webhooks": [
+            webhook(
+                NAMESPACE_WEBHOOK,
+                json!([{"key": "istio-injection", "operator": "In", "values": ["enabled"]}, not_ours]),
+                json!([{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]),
+            ),
+            webhook(
+                OBJECT_WEBHOOK,
+                json!([{"key": "istio-injection", "operator": "DoesNotExist"},
+                       {"key": "istio.io/rev", "operator": "DoesNotExist"}, not_ours]),
+                json!([{"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]},
+                       {"key": "istio.io/rev", "operator": "DoesNotExist"}]),
+            ),
+        ],
     })
 }
 
@@ -144,6 +264,8 @@ fn deployment(options: &InstallOptions) -> Value {
                         "name": "discovery",
                         "image": options.image,
                         "imagePullPolicy": "IfNotPresent",
+                        // In-cluster: the pod's service account; the CA's keys are in a Secret, so
+                        // the home is scratch (an emptyDir).
                         "command": ["ironmesh-control-plane", "run"],
                         "env": [{"name": "IRONMESH_HOME", "value": "/var/lib/ironmesh"}],
                         "ports": [
@@ -254,6 +376,8 @@ pub fn manifests(options: &InstallOptions) -> Vec<Value> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{NAMESPACE}")},
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
     }));
+    out.push(auth_delegator_binding());
+    out.extend(ca_secrets_role());
     // The aggregated API reads the aggregator's requestheader settings (kube-system's
     // extension-apiserver-authentication ConfigMap) with the Role Kubernetes keeps for that.
     out.push(json!({
@@ -266,6 +390,7 @@ pub fn manifests(options: &InstallOptions) -> Vec<Value> {
         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
     }));
     out.push(webhook_configuration(options));
+    out.push(injector_configuration(options));
     out.push(default_mesh_policy());
     if options.webhook_url.is_none() {
         out.push(deployment(options));
@@ -312,11 +437,13 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "ServiceAccount" => ("serviceaccounts", true),
         "ClusterRole" => ("clusterroles", false),
         "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "Role" => ("roles", true),
         "RoleBinding" => ("rolebindings", true),
         "APIService" => ("apiservices", false),
         "Endpoints" => ("endpoints", true),
         "MeshPolicy" => ("meshpolicies", false),
         "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
+        "MutatingWebhookConfiguration" => ("mutatingwebhookconfigurations", false),
         "Deployment" => ("deployments", true),
         "Service" => ("services", true),
         _ => return None,
@@ -399,10 +526,12 @@ async fn wait_established(api: &Api<DynamicObject>, name: &str) -> Result<(), In
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 
@@ -457,8 +586,12 @@ mod tests {
                 "ServiceAccount",
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "RoleBinding",
                 "ValidatingWebhookConfiguration",
+                "MutatingWebhookConfiguration",
                 "MeshPolicy",
                 "Deployment",
                 "Service",
@@ -482,6 +615,7 @@ mod tests {
                 "ServiceAccount" => drop(typed::<ServiceAccount>(doc)),
                 "ClusterRole" => drop(typed::<ClusterRole>(doc)),
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc)),
+                "Role" => drop(typed::<Role>(doc)),
                 "RoleBinding" => drop(typed::<RoleBinding>(doc)),
                 "MeshPolicy" => {
                     let policy: ironmesh_api::Object = serde_json::from_value(doc.clone()).unwrap();
@@ -498,9 +632,25 @@ mod tests {
                 }
                 "ValidatingWebhookConfiguration" => {
                     let config: ValidatingWebhookConfiguration = typed(doc);
-                    let webhook = &config.webhooks.unwrap()[0];
-                    let service = webhook.client_config.service.as_ref().unwrap();
-                    assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
+                    let webhooks = config.webhooks.unwrap();
+                    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+                    assert_eq!(names, ["rev.validation.istio.io", "validation.istio.io"]);
+                    for webhook in &webhooks {
+                        let service = webhook.client_config.service.as_ref().unwrap();
+                        assert_eq!((service.name.as_str(), service.port), (NAME, Some(443)));
+                        assert_eq!(service.path.as_deref(), Some(VALIDATE_PATH));
+                    }
+                }
+                "MutatingWebhookConfiguration" => {
+                    let config: MutatingWebhookConfiguration = typed(doc);
+                    let webhooks = config.webhooks.unwrap();
+                    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+                    assert_eq!(names, [NAMESPACE_WEBHOOK, OBJECT_WEBHOOK]);
+                    for webhook in &webhooks {
+                        let service = webhook.client_config.service.as_ref().unwrap();
+                        assert_eq!(service.path.as_deref(), Some(INJECT_PATH));
+                        assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+                    }
                 }
                 "Deployment" => {
                     let deployment: Deployment = typed(doc);
@@ -549,6 +699,121 @@ mod tests {
             config["webhooks"][0]["clientConfig"],
             json!({"url": "https://127.0.0.1:15017/validate"})
         );
+        let injector = manifests
+            .iter()
+            .find(|m| m["kind"] == "MutatingWebhookConfiguration")
+            .unwrap();
+        for webhook in injector["webhooks"].as_array().unwrap() {
+            assert_eq!(
+                webhook["clientConfig"],
+                json!({"url": "https://127.0.0.1:15017/inject"})
+            );
+        }
+    }
+
+    /// Which webhook of the injector a pod's CREATE reaches, evaluating the selectors as the API server
+    /// does (matchExpressions with In, NotIn, DoesNotExist over the labels).
+    fn reached(namespace_labels: Value, pod_labels: Value) -> Vec<String> {
+        fn matches(expressions: &Value, labels: &Value) -> bool {
+            expressions.as_array().unwrap().iter().all(|e| {
+                let value = labels
+                    .get(e["key"].as_str().unwrap())
+                    .and_then(Value::as_str);
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .map(|v| v.iter().map(|v| v.as_str().unwrap()).collect())
+                    .unwrap_or_default();
+                match e["operator"].as_str().unwrap() {
+                    "In" => value.is_some_and(|v| values.contains(&v)),
+                    "NotIn" => value.is_none_or(|v| !values.contains(&v)),
+                    "DoesNotExist" => value.is_none(),
+                    other => panic!("operator {other} not evaluated here"),
+                }
+            })
+        }
+        let config = injector_configuration(&InstallOptions::default());
+        config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| {
+                matches(
+                    &w["namespaceSelector"]["matchExpressions"],
+                    &namespace_labels,
+                ) && matches(&w["objectSelector"]["matchExpressions"], &pod_labels)
+            })
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_injector_selects_pods_as_istios_does() {
+        let ns = |name: &str, extra: Value| {
+            let mut labels = json!({"kubernetes.io/metadata.name": name});
+            labels
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            labels
+        };
+        let enabled = json!({"istio-injection": "enabled"});
+        // (namespace labels, pod labels, the webhooks reached)
+        let table = [
+            (
+                ns("foo", enabled.clone()),
+                json!({}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "false"}),
+                vec![],
+            ),
+            (
+                ns("foo", enabled.clone()),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![NAMESPACE_WEBHOOK],
+            ),
+            (ns("bar", json!({})), json!({}), vec![]),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![OBJECT_WEBHOOK],
+            ),
+            (
+                ns("bar", json!({"istio-injection": "disabled"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({"istio.io/rev": "canary"})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("bar", json!({})),
+                json!({"sidecar.istio.io/inject": "true", "istio.io/rev": "canary"}),
+                vec![],
+            ),
+            (ns("istio-system", enabled.clone()), json!({}), vec![]),
+            (
+                ns("istio-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+            (
+                ns("kube-system", json!({})),
+                json!({"sidecar.istio.io/inject": "true"}),
+                vec![],
+            ),
+        ];
+        for (namespace, pod, expected) in table {
+            assert_eq!(
+                reached(namespace.clone(), pod.clone()),
+                expected,
+                "namespace {namespace}, pod {pod}"
+            );
+        }
     }
 
     #[test]
@@ -602,11 +867,18 @@ mod tests {
             );
         }
         assert!(allows("authentication.k8s.io", "tokenreviews", "create"));
-        assert!(allows(
-            "admissionregistration.k8s.io",
+        for configurations in [
             "validatingwebhookconfigurations",
-            "patch"
-        ));
+            "mutatingwebhookconfigurations",
+        ] {
+            assert!(allows(
+                "admissionregistration.k8s.io",
+                configurations,
+                "patch"
+            ));
+        }
+        assert!(allows("", "configmaps", "create"));
+        assert!(allows("", "configmaps", "patch"));
         assert!(allows(
             "authorization.k8s.io",
             "subjectaccessreviews",
@@ -617,7 +889,25 @@ mod tests {
         }
         assert!(
             !allows("", "secrets", "get"),
-            "no secrets beyond what is needed"
+            "no secrets beyond what is needed: the CA's are in istio-system only (a Role)"
         );
+    }
+
+    #[test]
+    fn the_control_plane_may_review_tokens_and_keep_the_ca_in_its_own_namespace_only() {
+        let all = manifests(&InstallOptions::default());
+        let delegator = all
+            .iter()
+            .find(|m| m["roleRef"]["name"] == "system:auth-delegator")
+            .expect("a binding to system:auth-delegator");
+        assert_eq!(delegator["kind"], "ClusterRoleBinding");
+        assert_eq!(delegator["subjects"][0]["name"], NAME);
+        let role: Role = typed(all.iter().find(|m| m["kind"] == "Role").unwrap());
+        assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
+        let rule = &role.rules.unwrap()[0];
+        assert_eq!(rule.resources.as_deref(), Some(&["secrets".to_owned()][..]));
+        assert!(rule.verbs.iter().any(|v| v == "create"));
+        let binding: RoleBinding = typed(all.iter().find(|m| m["kind"] == "RoleBinding").unwrap());
+        assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
     }
 }

@@ -7,14 +7,21 @@
 //! - [`crds`]: Istio's kinds as CustomResourceDefinitions, from ironmesh-api's kind table.
 //! - [`extensions`]: the seed's `extensions/v1beta1` Deployments as an aggregated API (stored as
 //!   `apps/v1`), for the API server's aggregator only, each request authorized by a SubjectAccessReview.
-//! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS.
+//! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS, and
+//!   the `caBundle` of both webhook configurations.
+//! - [`inject`]: the mutating admission webhook that injects the sidecar into pods as they are created
+//!   (the same function as `ironmesh kube-inject`), served by the same HTTPS server.
 //! - [`status`]: the `Accepted` condition on stored Istio resources (our field errors when invalid).
+//! - [`identity`]: proxies' tokens checked by TokenReview, the CA's keys in `istio-system`'s Secrets
+//!   (`cacerts` or `istio-ca-secret`), and the `istio-ca-root-cert` ConfigMap in every namespace.
 //! - [`install`]: the manifests `ironmesh install` prints or applies (server-side apply).
 //!
 //! This crate links kube-rs and k8s-openapi but picks no Kubernetes version: the binary does.
 
 pub mod crds;
 pub mod extensions;
+pub mod identity;
+pub mod inject;
 pub mod install;
 pub mod source;
 pub mod status;

@@ -158,6 +158,21 @@ impl KubeSource {
         (version, objects)
     }
 
+    /// The cached objects of the kinds `wanted` picks, as [`KubeSource::list`] gives them; the other
+    /// kinds' objects are not converted.
+    pub fn list_kinds(&self, wanted: impl Fn(&ApiResource) -> bool) -> Vec<Object> {
+        self.kinds
+            .iter()
+            .filter(|(resource, _)| wanted(resource))
+            .flat_map(|(resource, reader)| {
+                reader
+                    .state()
+                    .into_iter()
+                    .filter_map(move |object| to_object(resource, &object))
+            })
+            .collect()
+    }
+
     /// One item per watch event; subscribe before listing.
     pub fn changes(&self) -> BoxStream<'static, ()> {
         let receiver = self.changes.subscribe();
@@ -169,6 +184,16 @@ impl KubeSource {
             }
         })
         .boxed()
+    }
+
+    /// The names of the namespaces as last seen by the watch.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.kinds
+            .iter()
+            .filter(|(r, _)| r.kind == "Namespace" && r.group.is_empty())
+            .flat_map(|(_, reader)| reader.state())
+            .filter_map(|namespace| namespace.metadata.name.clone())
+            .collect()
     }
 
     /// The uid of a pod as last seen by the watch (`None`: no such pod), for the checks that bind a
@@ -184,6 +209,13 @@ impl KubeSource {
 }
 
 use futures::FutureExt as _;
+
+/// The watched pods answer the pod-binding checks of tokens.
+impl ironmesh_identity::PodLookup for KubeSource {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        Ok(KubeSource::pod_uid(self, namespace, name))
+    }
+}
 
 /// A watched object as the controllers read it.
 pub fn to_object(resource: &ApiResource, object: &DynamicObject) -> Option<Object> {

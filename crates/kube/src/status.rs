@@ -5,6 +5,8 @@
 //! `Invalid`, our field errors as the message; `True` once it is valid), with `observedGeneration`.
 //! [`desired`] is the pure decision; [`report`] writes it through the status subresource.
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use ironmesh_api::Object;
 use kube::api::{Api, Patch, PatchParams};
@@ -80,13 +82,54 @@ pub fn desired(object: &Object, now: &str) -> Option<Value> {
     Some(json!({"observedGeneration": generation, "conditions": conditions}))
 }
 
+/// The version (`metadata.resourceVersion`) of each Istio resource whose status was last decided, by
+/// uid: an event of any other object, or of another Istio resource, leaves it undecided again.
+#[derive(Debug, Default)]
+pub struct Checked {
+    versions: HashMap<String, String>,
+}
+
+impl Checked {
+    /// Of `objects` (every current one), those not decided at their current version; records them as
+    /// decided and forgets the objects that are gone. An object without uid or version (not from an
+    /// API server) is always returned.
+    pub fn take_changed(&mut self, objects: Vec<Object>) -> Vec<Object> {
+        let mut versions = HashMap::with_capacity(objects.len());
+        let mut changed = Vec::new();
+        for object in objects {
+            match (&object.metadata.uid, &object.metadata.resource_version) {
+                (Some(uid), Some(version)) => {
+                    if self.versions.get(uid) != Some(version) {
+                        changed.push(object.clone());
+                    }
+                    versions.insert(uid.clone(), version.clone());
+                }
+                _ => changed.push(object),
+            }
+        }
+        self.versions = versions;
+        changed
+    }
+
+    /// Decides `object` again at the next round (its status could not be written).
+    pub fn retry(&mut self, object: &Object) {
+        if let Some(uid) = &object.metadata.uid {
+            self.versions.remove(uid);
+        }
+    }
+}
+
 /// Keeps every Istio resource's condition current until `shutdown`: after each change of the
-/// source, writes the statuses that differ (each write comes back as a change that needs none).
+/// source, decides the Istio resources created or changed since the last round ([`Checked`]) and writes
+/// the statuses that differ (each write comes back as a change that needs none). A cluster's pods and
+/// endpoints change all the time; they cost no validation here.
 pub async fn report(client: kube::Client, source: &KubeSource, shutdown: CancellationToken) {
     let mut changes = source.changes();
+    let mut checked = Checked::default();
     loop {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        for object in source.list().1 {
+        let istio = source.list_kinds(|r| ISTIO_GROUPS.contains(&r.group.as_str()));
+        for object in checked.take_changed(istio) {
             let Some(status) = desired(&object, &now) else {
                 continue;
             };
@@ -111,6 +154,7 @@ pub async fn report(client: kube::Client, source: &KubeSource, shutdown: Cancell
             {
                 tracing::warn!(kind = %object.kind, name = %object.metadata.name, %error,
                     "cannot report the resource's status; check the control plane's RBAC");
+                checked.retry(&object);
             }
         }
         tokio::select! {
@@ -182,6 +226,38 @@ mod tests {
         );
         assert_eq!(conditions[1]["status"], "True");
         assert_eq!(conditions[1]["lastTransitionTime"], "t3");
+    }
+
+    #[test]
+    fn only_resources_new_or_changed_since_the_last_round_are_decided_again() {
+        let versioned = |name: &str, uid: &str, version: &str| {
+            let mut object = object("ALLOW", Value::Null);
+            object.metadata.name = name.into();
+            object.metadata.uid = Some(uid.into());
+            object.metadata.resource_version = Some(version.into());
+            object
+        };
+        let names = |objects: Vec<Object>| -> Vec<String> {
+            objects.into_iter().map(|o| o.metadata.name).collect()
+        };
+        let mut checked = Checked::default();
+        let round = vec![versioned("a", "u1", "10"), versioned("b", "u2", "11")];
+        assert_eq!(names(checked.take_changed(round.clone())), ["a", "b"]);
+        assert!(checked.take_changed(round).is_empty(), "nothing changed");
+        // b changed (our own status write, say), c is new, a is gone.
+        let round = vec![versioned("b", "u2", "12"), versioned("c", "u3", "13")];
+        assert_eq!(names(checked.take_changed(round.clone())), ["b", "c"]);
+        // A failed write is retried at the next round.
+        checked.retry(&round[1]);
+        assert_eq!(names(checked.take_changed(round.clone())), ["c"]);
+        // a, back under the same uid and version after being forgotten, is decided again.
+        let round = vec![versioned("a", "u1", "10")];
+        assert_eq!(names(checked.take_changed(round)), ["a"]);
+        // Without uid or version it cannot be remembered.
+        assert_eq!(
+            names(checked.take_changed(vec![object("ALLOW", Value::Null)])),
+            ["p"]
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! ([`ironmesh_api::validate_object`]), so `kubectl apply` of an invalid policy fails the same way.
 //!
 //! [`review`] is the pure decision (an `admission.k8s.io/v1` AdmissionReview in, one out); [`serve`] puts
-//! it on HTTPS (TLS 1.2 and 1.3: the API server is the client) at [`VALIDATE_PATH`], and
-//! [`ServingCert`] makes the certificate whose CA goes into the webhook configuration's `caBundle`.
+//! it on HTTPS (TLS 1.2 and 1.3: the API server is the client) at [`VALIDATE_PATH`], beside the sidecar
+//! injector at [`crate::inject::INJECT_PATH`]; [`ServingCert`] makes the certificate whose CA goes into
+//! both webhook configurations' `caBundle` ([`keep_ca_bundle`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,7 +27,12 @@ use crate::crds::ISTIO_GROUPS;
 /// Where the API server posts reviews (the webhook configuration's `path`).
 pub const VALIDATE_PATH: &str = "/validate";
 /// The webhook's name in the configuration, as kubectl prints it: `admission webhook "..." denied`.
+/// Istio's name for the webhook of resources without an `istio.io/rev` label.
 pub const WEBHOOK_NAME: &str = "validation.istio.io";
+/// Istio's name for the same webhook for resources labelled `istio.io/rev: default` (the default
+/// revision, which is the only one ironmesh serves). Both are in the configuration, as in Istio's, so
+/// Istio's tooling finds what it looks for.
+pub const REV_WEBHOOK_NAME: &str = "rev.validation.istio.io";
 /// An UPDATE's review carries the object and its old version, each up to Kubernetes' 3 MiB object cap
 /// (etcd's request limit is 1.5 MiB), plus the envelope: 8 MiB leaves room for both.
 pub const MAX_REVIEW_BYTES: usize = 8 << 20;
@@ -219,46 +225,109 @@ impl ServingCert {
     }
 }
 
-fn webhook_configurations(client: &kube::Client) -> kube::Api<DynamicObject> {
-    use kube::api::{ApiResource, GroupVersionKind};
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingWebhookConfiguration",
-        ),
-        "validatingwebhookconfigurations",
-    );
-    kube::Api::all_with(client.clone(), &resource)
+/// A webhook configuration whose `caBundle` the control plane keeps: the validating one (Istio's
+/// resources) and the mutating one (sidecar injection). Both are served by the same HTTPS server, so
+/// both trust the same CA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Configuration {
+    /// [`crate::install::WEBHOOK_CONFIGURATION`]: [`REV_WEBHOOK_NAME`] and [`WEBHOOK_NAME`], switched
+    /// to `Fail` once published.
+    Validating,
+    /// [`crate::inject::INJECTOR_CONFIGURATION`]: its two webhooks, `Fail` from the install on (Istio's).
+    Mutating,
 }
 
-/// Whether our webhook in `configuration` trusts `ca_base64` and refuses when unreachable.
-fn is_published(configuration: &DynamicObject, ca_base64: &str) -> bool {
-    configuration.data["webhooks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|webhook| webhook["name"] == WEBHOOK_NAME)
-        .any(|webhook| {
-            webhook["clientConfig"]["caBundle"] == ca_base64 && webhook["failurePolicy"] == "Fail"
+impl Configuration {
+    pub const ALL: [Configuration; 2] = [Configuration::Validating, Configuration::Mutating];
+
+    /// The configuration's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Configuration::Validating => crate::install::WEBHOOK_CONFIGURATION,
+            Configuration::Mutating => crate::inject::INJECTOR_CONFIGURATION,
+        }
+    }
+
+    /// Our webhooks in it.
+    pub fn webhooks(self) -> &'static [&'static str] {
+        match self {
+            Configuration::Validating => &[REV_WEBHOOK_NAME, WEBHOOK_NAME],
+            Configuration::Mutating => &[
+                crate::inject::NAMESPACE_WEBHOOK,
+                crate::inject::OBJECT_WEBHOOK,
+            ],
+        }
+    }
+
+    fn api(self, client: &kube::Client) -> kube::Api<DynamicObject> {
+        use kube::api::{ApiResource, GroupVersionKind};
+        let (kind, plural) = match self {
+            Configuration::Validating => (
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+            ),
+            Configuration::Mutating => (
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+            ),
+        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+            plural,
+        );
+        kube::Api::all_with(client.clone(), &resource)
+    }
+
+    /// The strategic merge patch that publishes `ca_base64` (`webhooks` is a list merged by `name`,
+    /// so only ours change) and, for the validating webhook, turns on `Fail`.
+    fn patch(self, ca_base64: &str) -> Value {
+        let webhooks: Vec<Value> = self
+            .webhooks()
+            .iter()
+            .map(|name| {
+                let mut webhook = serde_json::json!({
+                    "name": name,
+                    "clientConfig": {"caBundle": ca_base64},
+                });
+                if self == Configuration::Validating {
+                    webhook["failurePolicy"] = "Fail".into();
+                }
+                webhook
+            })
+            .collect();
+        serde_json::json!({ "webhooks": webhooks })
+    }
+
+    /// Whether every one of our webhooks in `configuration` trusts `ca_base64` (and the validating one
+    /// refuses when unreachable).
+    fn is_published(self, configuration: &DynamicObject, ca_base64: &str) -> bool {
+        let webhooks = configuration.data["webhooks"].as_array();
+        self.webhooks().iter().all(|name| {
+            webhooks.into_iter().flatten().any(|webhook| {
+                webhook["name"] == *name
+                    && webhook["clientConfig"]["caBundle"] == ca_base64
+                    && (self == Configuration::Mutating || webhook["failurePolicy"] == "Fail")
+            })
         })
+    }
 }
 
-/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and makes it refuse when the
-/// webhook cannot be reached (`failurePolicy: Fail`): from now on the API server calls us and trusts only
-/// this CA. `Ok(false)` when `ironmesh install` has not created the configuration.
-pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bool, kube::Error> {
+/// Puts `ca_pem` into the installed webhook configuration's `caBundle` and, for the validating one,
+/// makes it refuse when the webhook cannot be reached (`failurePolicy: Fail`): from now on the API
+/// server calls us and trusts only this CA. `Ok(false)` when `ironmesh install` has not created the
+/// configuration.
+pub async fn publish_ca_bundle(
+    client: &kube::Client,
+    configuration: Configuration,
+    ca_pem: &str,
+) -> Result<bool, kube::Error> {
     use base64::Engine as _;
     use kube::api::{Patch, PatchParams};
-    // Strategic merge: `webhooks` is a list merged by `name`, so only ours changes.
-    let patch = serde_json::json!({"webhooks": [{
-        "name": WEBHOOK_NAME,
-        "clientConfig": {"caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem)},
-        "failurePolicy": "Fail",
-    }]});
-    match webhook_configurations(client)
+    let patch = configuration.patch(&base64::engine::general_purpose::STANDARD.encode(ca_pem));
+    match configuration
+        .api(client)
         .patch(
-            crate::install::WEBHOOK_CONFIGURATION,
+            configuration.name(),
             &PatchParams::default(),
             &Patch::Strategic(&patch),
         )
@@ -270,52 +339,62 @@ pub async fn publish_ca_bundle(client: &kube::Client, ca_pem: &str) -> Result<bo
     }
 }
 
-/// Keeps `ca_pem` published ([`publish_ca_bundle`]) until `shutdown`: watches the configuration and
-/// patches it whenever it appears (an install after the control plane started) or loses our CA or
-/// `Fail` (a second install resets `failurePolicy` to `Ignore`), as istiod does with its own. A failed
-/// patch is retried with backoff (1 s doubling to 60 s) until it succeeds.
+/// Keeps `ca_pem` published ([`publish_ca_bundle`]) in both configurations until `shutdown`: watches
+/// each and patches it whenever it appears (an install after the control plane started) or loses our
+/// CA or `Fail` (a second install resets the validating `failurePolicy` to `Ignore`), as istiod does
+/// with its own. A failed patch is retried with backoff (1 s doubling to 60 s) until it succeeds.
 pub async fn keep_ca_bundle(client: kube::Client, ca_pem: String, shutdown: CancellationToken) {
+    let keep = |configuration| keep_one(&client, configuration, &ca_pem, &shutdown);
+    futures::future::join_all(Configuration::ALL.map(keep)).await;
+}
+
+async fn keep_one(
+    client: &kube::Client,
+    configuration: Configuration,
+    ca_pem: &str,
+    shutdown: &CancellationToken,
+) {
     use base64::Engine as _;
     use futures::StreamExt as _;
     use kube::runtime::{WatchStreamExt as _, watcher};
-    let ca_base64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
-    let config = watcher::Config::default().fields(&format!(
-        "metadata.name={}",
-        crate::install::WEBHOOK_CONFIGURATION
-    ));
-    let events = watcher(webhook_configurations(&client), config)
+    let ca_base64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let config =
+        watcher::Config::default().fields(&format!("metadata.name={}", configuration.name()));
+    let events = watcher(configuration.api(client), config)
         .default_backoff()
         .applied_objects();
     let mut events = std::pin::pin!(events);
     loop {
-        let configuration = tokio::select! {
+        let object = tokio::select! {
             _ = shutdown.cancelled() => return,
             event = events.next() => match event {
-                Some(Ok(configuration)) => configuration,
+                Some(Ok(object)) => object,
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "cannot watch the webhook configuration; retrying");
+                    tracing::warn!(%error, configuration = configuration.name(),
+                        "cannot watch the webhook configuration; retrying");
                     continue;
                 }
                 None => return,
             },
         };
-        if is_published(&configuration, &ca_base64) {
+        if configuration.is_published(&object, &ca_base64) {
             continue;
         }
         // Retried until it succeeds: the configuration may not change again for days, so waiting for
         // its next event would leave the API server distrusting us (or ignoring us) until then.
         let mut delay = Duration::from_secs(1);
         loop {
-            match publish_ca_bundle(&client, &ca_pem).await {
+            match publish_ca_bundle(client, configuration, ca_pem).await {
                 Ok(_) => {
                     tracing::info!(
-                        configuration = crate::install::WEBHOOK_CONFIGURATION,
-                        "webhook CA published; invalid Istio resources are now refused"
+                        configuration = configuration.name(),
+                        "webhook CA published; the API server now calls the control plane's webhooks"
                     );
                     break;
                 }
                 Err(error) => tracing::warn!(
                     %error,
+                    configuration = configuration.name(),
                     retry_in = ?delay,
                     "cannot publish the webhook's CA; check the RBAC"
                 ),
@@ -358,7 +437,8 @@ impl Default for ServeLimits {
     }
 }
 
-/// Serves [`review`] at [`VALIDATE_PATH`] over HTTPS on `listener` until `shutdown`, with the default
+/// Serves [`review`] at [`VALIDATE_PATH`] and the injector at [`crate::inject::INJECT_PATH`] over HTTPS on
+/// `listener` until `shutdown`, with the default
 /// [`ServeLimits`].
 pub async fn serve(
     listener: TcpListener,
@@ -456,12 +536,20 @@ async fn handle(
     request: Request<hyper::body::Incoming>,
     limits: Arc<ServeLimits>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.method() != Method::POST || request.uri().path() != VALIDATE_PATH {
-        return Ok(text(
-            StatusCode::NOT_FOUND,
-            format!("POST AdmissionReviews to {VALIDATE_PATH}"),
-        ));
-    }
+    let post = request.method() == Method::POST;
+    let review: fn(&[u8]) -> Value = match request.uri().path() {
+        VALIDATE_PATH if post => review_bytes,
+        crate::inject::INJECT_PATH if post => crate::inject::review_bytes,
+        _ => {
+            return Ok(text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "POST AdmissionReviews to {VALIDATE_PATH} (validation) or {} (injection)",
+                    crate::inject::INJECT_PATH
+                ),
+            ));
+        }
+    };
     let too_large = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -501,7 +589,7 @@ async fn handle(
     };
     Ok(reply(
         StatusCode::OK,
-        serde_json::to_vec(&review_bytes(&body)).unwrap_or_default(),
+        serde_json::to_vec(&review(&body)).unwrap_or_default(),
         "application/json",
     ))
 }

@@ -40,6 +40,10 @@ impl Drop for Created<'_> {
                 "default",
             ],
             &["validatingwebhookconfiguration", WEBHOOK_CONFIGURATION],
+            &[
+                "mutatingwebhookconfiguration",
+                ironmesh_kube::inject::INJECTOR_CONFIGURATION,
+            ],
         ]);
     }
 }
@@ -135,11 +139,14 @@ async fn crds_watches_and_the_webhook_work_against_a_real_api_server() {
         ),
         "{applied:?}"
     );
-    assert!(
-        webhook::publish_ca_bundle(&client, &cert.ca_pem)
-            .await
-            .unwrap()
-    );
+    for configuration in webhook::Configuration::ALL {
+        assert!(
+            webhook::publish_ca_bundle(&client, configuration, &cert.ca_pem)
+                .await
+                .unwrap(),
+            "{configuration:?} was not installed"
+        );
+    }
     // kubectl knows Istio's kinds by the CRDs' names, short names and categories.
     let crds = cluster.kubectl_ok(
         &[

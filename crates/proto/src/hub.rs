@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::proxy_config_service_server::{ProxyConfigService, ProxyConfigServiceServer};
 use crate::pb::{ConfigPush, ProxyConfig, ProxyMessage, proxy_message};
+use ironmesh_identity::{AuthFailure, TokenAuthenticator};
 
 /// Refusal from the [`Authenticator`]; its text is returned to the proxy.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,6 +23,44 @@ pub struct AuthError(pub String);
 
 /// Decides whether `token` (the bearer token of the stream) may subscribe as `proxy_id` (`<pod>.<namespace>`).
 pub type Authenticator = Arc<dyn Fn(&str, &str) -> Result<(), AuthError> + Send + Sync>;
+
+/// How subscriptions are checked: a decision made in place, or a [`TokenAuthenticator`] that tells whose
+/// token it is (it may ask the API server), whose pod must then be the one the proxy subscribes as.
+#[derive(Clone)]
+enum Check {
+    Decide(Authenticator),
+    Tokens(Arc<dyn TokenAuthenticator>),
+}
+
+impl Check {
+    async fn check(&self, token: &str, proxy_id: &str) -> Result<(), Status> {
+        match self {
+            Check::Decide(decide) => decide(token, proxy_id)
+                .map_err(|error| Status::permission_denied(format!("proxy {proxy_id}: {error}"))),
+            Check::Tokens(auth) => {
+                let claims = auth
+                    .authenticate(token)
+                    .await
+                    .map_err(|error| match error {
+                        AuthFailure::Refused(reason) => {
+                            Status::permission_denied(format!("proxy {proxy_id}: {reason}"))
+                        }
+                        AuthFailure::Unavailable(reason) => {
+                            Status::unavailable(format!("proxy {proxy_id}: {reason}"))
+                        }
+                    })?;
+                let expected = claims.proxy_id();
+                if expected == proxy_id {
+                    Ok(())
+                } else {
+                    Err(Status::permission_denied(format!(
+                        "proxy {proxy_id}: the token is bound to pod {expected}, not {proxy_id}; use the pod's own token file"
+                    )))
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -76,7 +115,7 @@ struct Entry {
 
 struct Inner {
     proxies: Mutex<HashMap<String, Entry>>,
-    authenticator: Authenticator,
+    check: Check,
     options: HubOptions,
 }
 
@@ -102,10 +141,23 @@ pub fn content_version(config: &ProxyConfig) -> String {
 
 impl ConfigHub {
     pub fn new(authenticator: Authenticator, options: HubOptions) -> Self {
+        Self::checking(Check::Decide(authenticator), options)
+    }
+
+    /// A hub whose subscribers prove with their token (checked by `auth`) that they are the pod they
+    /// subscribe as.
+    pub fn with_token_authenticator(
+        auth: Arc<dyn TokenAuthenticator>,
+        options: HubOptions,
+    ) -> Self {
+        Self::checking(Check::Tokens(auth), options)
+    }
+
+    fn checking(check: Check, options: HubOptions) -> Self {
         Self {
             inner: Arc::new(Inner {
                 proxies: Mutex::default(),
-                authenticator,
+                check,
                 options,
             }),
         }
@@ -356,9 +408,11 @@ impl ProxyConfigService for HubService {
                 ));
             }
         };
-        (self.hub.inner.authenticator)(&token, &subscribe.proxy_id).map_err(|error| {
-            Status::permission_denied(format!("proxy {}: {error}", subscribe.proxy_id))
-        })?;
+        self.hub
+            .inner
+            .check
+            .check(&token, &subscribe.proxy_id)
+            .await?;
         let (outbound, receiver) = mpsc::channel(4);
         let hub = self.hub.clone();
         tokio::spawn(hub.run_stream(

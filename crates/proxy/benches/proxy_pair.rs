@@ -4,7 +4,8 @@
 //! With `IRONMESH_HTTP_REQUESTS=N` set, it instead sends N requests through the pair (after a warm-up)
 //! with the proxy's access log on stdout, for counting instructions per request under
 //! `valgrind --tool=callgrind`: the difference of two runs' totals over the difference of their N
-//! (BENCHMARKS.md, "Issue 15: HTTP path instructions per request").
+//! (BENCHMARKS.md, "Issue 15: HTTP path instructions per request"). `IRONMESH_TCP_REQUESTS=N` does the
+//! same through the pair's TCP port (the same bytes each way, one connection), for comparison.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -190,6 +191,36 @@ async fn push_bulk(mut stream: tokio::net::TcpStream) {
     stream.read_exact(&mut done).await.unwrap();
 }
 
+/// The client-app pair of sidecars with a TCP service (port 8000 on the VIP) to `app` between them.
+async fn tcp_pair(app: SocketAddr) -> Mesh {
+    let mut mesh = Mesh::new().await;
+    mesh.add_app(ip("10.0.0.2"), 9000, app);
+    mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
+        .await;
+    mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
+    let tcp = |workload: Workload| {
+        let mut config = config(workload);
+        config.services[0].ports[0].protocol = Protocol::Tcp as i32;
+        config.services[0].ports[0].target_port = 9000;
+        let workload = config.workload.as_mut().unwrap();
+        workload.ports = vec![InboundPort {
+            port: 9000,
+            protocol: Protocol::Tcp as i32,
+            mode: ServerMode::Strict as i32,
+        }];
+        config
+    };
+    mesh.publish(
+        ip("10.0.0.1"),
+        "client-1.foo",
+        tcp(workload("client-1", "client")),
+    )
+    .await;
+    mesh.publish(ip("10.0.0.2"), "app-1.foo", tcp(workload("app-1", "app")))
+        .await;
+    mesh
+}
+
 fn tcp_bulk(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -197,33 +228,8 @@ fn tcp_bulk(c: &mut Criterion) {
         .build()
         .unwrap();
     let (mesh, app) = runtime.block_on(async {
-        let mut mesh = Mesh::new().await;
         let app = sink_app().await;
-        mesh.add_app(ip("10.0.0.2"), 9000, app);
-        mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
-            .await;
-        mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
-        let tcp = |workload: Workload| {
-            let mut config = config(workload);
-            config.services[0].ports[0].protocol = Protocol::Tcp as i32;
-            config.services[0].ports[0].target_port = 9000;
-            let workload = config.workload.as_mut().unwrap();
-            workload.ports = vec![InboundPort {
-                port: 9000,
-                protocol: Protocol::Tcp as i32,
-                mode: ServerMode::Strict as i32,
-            }];
-            config
-        };
-        mesh.publish(
-            ip("10.0.0.1"),
-            "client-1.foo",
-            tcp(workload("client-1", "client")),
-        )
-        .await;
-        mesh.publish(ip("10.0.0.2"), "app-1.foo", tcp(workload("app-1", "app")))
-            .await;
-        (mesh, app)
+        (tcp_pair(app).await, app)
     });
     let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
     let mut group = c.benchmark_group("tcp_bulk_16MiB");
@@ -248,9 +254,11 @@ fn tcp_bulk(c: &mut Criterion) {
 
 /// Sends `requests` requests through the pair on one thread (as the proxy's one data-plane worker runs
 /// them), after a warm-up that sets up the pooled connections and the metric series, with the access log
-/// formatted as in a pod (no colours, to stdout).
+/// written as in a pod (its writer thread, to stdout).
 fn count_http_requests(requests: usize) {
     tracing_subscriber::fmt().with_ansi(false).init();
+    ironmesh_proxy::access_log::install(Box::new(std::io::stdout()), false, Default::default())
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -267,9 +275,66 @@ fn count_http_requests(requests: usize) {
     });
 }
 
+/// The size of a request and of a response in the TCP request mode: the HTTP mode's request line and
+/// Host header, and its 1 kB body with hyper's response headers.
+const TCP_REQUEST: usize = 34;
+const TCP_RESPONSE: usize = 1024 + 80;
+
+/// A TCP app that answers every `TCP_REQUEST` bytes it reads with `TCP_RESPONSE` bytes.
+async fn answering_app() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = [0u8; TCP_REQUEST];
+                let response = [b'x'; TCP_RESPONSE];
+                while stream.read_exact(&mut request).await.is_ok() {
+                    if stream.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// As [`count_http_requests`], through the TCP port of the pair: the same bytes each way per exchange,
+/// over one mTLS connection, so the difference is what the HTTP path costs beyond relaying.
+fn count_tcp_requests(requests: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing_subscriber::fmt().with_ansi(false).init();
+    ironmesh_proxy::access_log::install(Box::new(std::io::stdout()), false, Default::default())
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mesh = tcp_pair(answering_app().await).await;
+        let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+        let mut stream = mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap();
+        let mut response = [0u8; TCP_RESPONSE];
+        for _ in 0..20 + requests {
+            stream.write_all(&[b'r'; TCP_REQUEST]).await.unwrap();
+            stream.read_exact(&mut response).await.unwrap();
+        }
+        drop(stream);
+        drop(mesh);
+    });
+}
+
 criterion_group!(benches, proxy_pair, tcp_bulk);
 
 fn main() {
+    if let Ok(requests) = std::env::var("IRONMESH_TCP_REQUESTS") {
+        return count_tcp_requests(requests.parse().expect("IRONMESH_TCP_REQUESTS: a number"));
+    }
     if let Ok(requests) = std::env::var("IRONMESH_HTTP_REQUESTS") {
         return count_http_requests(requests.parse().expect("IRONMESH_HTTP_REQUESTS: a number"));
     }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, StatusCode};
+use http::uri::Authority;
+use http::{HeaderName, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use ironmesh_authz::Request;
 use ironmesh_identity::{SpiffeId, peer_identity};
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log;
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
 use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
@@ -125,6 +127,7 @@ async fn handle(
                     xfcc: None,
                     source_principal: principal(None),
                     series: Mutex::default(),
+                    app_authority: upstream::authority(app),
                 },
             );
             until_revoked(
@@ -366,6 +369,7 @@ async fn terminate(
             sni,
             xfcc: Some(xfcc),
             series: Mutex::default(),
+            app_authority: upstream::authority(app),
         },
     )
     .await
@@ -381,7 +385,12 @@ struct Downstream {
     /// `spiffe://` principal of `peer` for the access log ("unknown" for plaintext), formatted once.
     source_principal: String,
     series: Mutex<RequestSeries<()>>,
+    /// The application's address as a request URI's authority, formatted once per connection.
+    app_authority: Authority,
 }
+
+/// `X-Forwarded-Client-Cert`, set (mTLS) or removed (plaintext) on every inbound request.
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Serves HTTP from a downstream connection (mTLS-terminated, or plaintext under policies), authorizing
 /// each request. `xfcc` is set only over mTLS; otherwise a client-sent one is removed.
@@ -417,14 +426,12 @@ async fn forward(
     }
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let uri = access_log::enabled().then(|| request.uri().clone());
     let protocol = request_protocol(&request);
     // Replace whatever the client claimed: only the proxy vouches for the peer.
     match xfcc {
-        Some(xfcc) => request
-            .headers_mut()
-            .insert("x-forwarded-client-cert", xfcc.clone()),
-        None => request.headers_mut().remove("x-forwarded-client-cert"),
+        Some(xfcc) => request.headers_mut().insert(XFCC, xfcc.clone()),
+        None => request.headers_mut().remove(XFCC),
     };
     // Skip building the attributes when no policy applies (the common case stays allocation-free).
     let denied = !context.index.load().authz.is_empty() && {
@@ -435,7 +442,13 @@ async fn forward(
     let response = if denied {
         rbac_denied()
     } else {
-        pools.send(request, app, &UpstreamTls::Plaintext).await
+        pools
+            .send(
+                request,
+                (app, &downstream.app_authority),
+                &UpstreamTls::Plaintext,
+            )
+            .await
     };
     // The connection's labels: its peer and original destination are the same for all its requests.
     downstream
@@ -449,15 +462,13 @@ async fn forward(
             (protocol, response.status().as_u16()),
             started.elapsed(),
         );
-    tracing::info!(
-        target: "access",
-        reporter = "destination",
-        %method,
-        %path,
-        code = response.status().as_u16(),
-        source_principal = %downstream.source_principal,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "http request"
-    );
+    access_log::record("http request", |line| {
+        line.str("reporter", "destination")
+            .bytes("method", method.as_str().as_bytes())
+            .bytes("path", uri.as_ref().map_or("", |uri| uri.path()).as_bytes())
+            .number("code", response.status().as_u16().into())
+            .bytes("source_principal", downstream.source_principal.as_bytes())
+            .number("duration_ms", started.elapsed().as_millis() as u64);
+    });
     response
 }

@@ -43,6 +43,8 @@ pub(crate) struct Route {
     pub namespace: String,
     pub http: bool,
     pub upstream: SocketAddr,
+    /// `upstream` as a request URI's authority, formatted once with the route.
+    pub authority: http::uri::Authority,
     pub tls: UpstreamTls,
 }
 
@@ -226,6 +228,7 @@ fn route_to(
         namespace: service.namespace.clone(),
         http: is_http(port.protocol),
         upstream: SocketAddr::new(ip, target_port),
+        authority: crate::upstream::authority(SocketAddr::new(ip, target_port)),
         tls: client_tls(service, port, endpoint, auto_mtls),
     })
 }

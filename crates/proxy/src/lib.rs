@@ -8,6 +8,7 @@
 //! - [`render_rules`] / [`apply_rules`]: the iptables interception script.
 //! - [`detect`]: the pure inbound first-bytes decision (fuzzed).
 
+pub mod access_log;
 pub mod admin;
 mod authz;
 mod context;

@@ -16,7 +16,7 @@ use ironmesh_proxy::{
     WorkloadInfo,
 };
 use tokio::sync::watch;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
@@ -46,9 +46,14 @@ struct RunArgs {
     pod_namespace: String,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
-    /// `unix:///var/lib/ironmesh/run/xds.sock` or `http://host:port`.
+    /// `unix:///var/lib/ironmesh/run/xds.sock`, `http://host:port`, or on Kubernetes
+    /// `https://istiod.istio-system.svc:15012`.
     #[arg(long, env = "IRONMESH_CONTROL_PLANE")]
     control_plane: String,
+    /// With an `https` control plane: the root(s) its certificate must chain to (the namespace's
+    /// ConfigMap istio-ca-root-cert, mounted as Istio mounts it).
+    #[arg(long, env = "IRONMESH_CONTROL_PLANE_ROOT", default_value = ironmesh_identity::DEFAULT_ROOT_FILE)]
+    control_plane_root: PathBuf,
     #[arg(long, env = "IRONMESH_TOKEN_FILE")]
     token_file: PathBuf,
     #[arg(long, env = "IRONMESH_STATE_DIR")]
@@ -142,8 +147,20 @@ fn iptables(args: IptablesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(json: bool) -> LogLevelSetter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stdout through tracing-subscriber, and the access log through its own writer thread
+/// ([`ironmesh_proxy::access_log`]), which counts the lines it drops in `metrics`.
+fn init_logging(json: bool, metrics: &Metrics) -> anyhow::Result<LogLevelSetter> {
+    ironmesh_proxy::access_log::install(
+        Box::new(std::io::stdout()),
+        json,
+        metrics.access_log_dropped.clone(),
+    )?;
+    // `Targets` (`info`, `warn,ironmesh_proxy=debug`: a default level and per-target levels) rather than
+    // `EnvFilter`, whose span and field filters pull regex into the binary; the proxy filters by target.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|value| value.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     if json {
@@ -162,10 +179,12 @@ fn init_logging(json: bool) -> LogLevelSetter {
             .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
             .init();
     }
-    Arc::new(move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+    Ok(Arc::new(move |level: &str| {
+        let filter = level.parse::<Targets>().map_err(|e| {
+            format!("bad level {level:?}: {e} (a level such as info, or target=level pairs separated by commas)")
+        })?;
         handle.reload(filter).map_err(|e| e.to_string())
-    })
+    }))
 }
 
 /// What the control runtime hands to the data plane.
@@ -176,20 +195,22 @@ struct ControlHandles {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     ironmesh_identity::install_crypto_provider();
-    let set_log_level = init_logging(args.log_json);
+    let metrics = Arc::new(Metrics::default());
+    let set_log_level = init_logging(args.log_json, &metrics)?;
     let identity = SpiffeId::new(
         &args.trust_domain,
         &args.pod_namespace,
         &args.service_account,
     )
     .context("the pod's identity is not a valid SPIFFE ID")?;
-    let (ca_endpoint, token_file) = (args.control_plane.clone(), args.token_file.clone());
+    let token_file = args.token_file.clone();
     let address = args
         .control_plane
-        .parse()
-        .context("IRONMESH_CONTROL_PLANE")?;
+        .parse::<ironmesh_identity::ControlPlaneAddress>()
+        .context("IRONMESH_CONTROL_PLANE")?
+        .with_root_file(&args.control_plane_root);
+    let ca_address = address.clone();
     let proxy_id = ironmesh_identity::proxy_id(&args.pod_name, &args.pod_namespace);
-    let metrics = Arc::new(Metrics::default());
 
     // Control plane client, certificates and admin live on their own small runtime and thread.
     let (handles_tx, handles_rx) = std::sync::mpsc::channel();
@@ -224,7 +245,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(async move {
                 // Built here: tonic's lazy channel needs a running runtime.
-                let signer = CaClient::new(&ca_endpoint, token_file)?;
+                let signer = CaClient::for_address(&ca_address, token_file)?;
                 let certs = WorkloadCertificates::spawn(identity, Arc::new(signer), rotation);
                 let client = ironmesh_proxy::config_client(ConfigClientOptions::new(
                     address, proxy_id, token,
@@ -291,6 +312,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         tracing::info!(active = data_plane.active_connections(), "draining");
         data_plane.drain(Duration::from_secs(args.drain_seconds)).await;
+        ironmesh_proxy::access_log::flush();
         Ok(())
     })
 }

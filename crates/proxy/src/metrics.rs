@@ -91,6 +91,8 @@ pub struct Metrics {
     pub tcp_received: Family<ConnectionLabels, Counter>,
     pub authz_denied: Family<DenialLabels, Counter>,
     pub authz_dry_run: Family<DryRunLabels, Counter>,
+    /// Access-log lines dropped because the writer fell behind (the worker never waits for it).
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -148,7 +150,14 @@ impl Default for Metrics {
             "Inbound requests and connections evaluated by dry-run (istio.io/dry-run) AuthorizationPolicies, by what they would have decided; never enforced",
             authz_dry_run.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "ironmesh_access_log_dropped_lines",
+            "Access-log lines dropped because the log writer was too far behind (stdout stalled); the data plane never waits for the log",
+            access_log_dropped.clone(),
+        );
         Self {
+            access_log_dropped,
             authz_denied,
             authz_dry_run,
             registry,

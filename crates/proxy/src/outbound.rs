@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::access_log;
 use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
@@ -193,7 +194,8 @@ async fn forward(
     let started = Instant::now();
     let protocol = request_protocol(&request);
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // For the access log: a reference to the parsed path, not a copy (and nothing when the log is off).
+    let uri = access_log::enabled().then(|| request.uri().clone());
     // Route per request so requests on one connection are balanced over endpoints.
     let (route, blocked) = {
         let index = context.index.load();
@@ -210,7 +212,9 @@ async fn forward(
             upstream::upstream_503("no healthy upstream")
         };
     };
-    let response = pools.send(request, route.upstream, &route.tls).await;
+    let response = pools
+        .send(request, (route.upstream, &route.authority), &route.tls)
+        .await;
     // Requests of one connection are routed to the same service (its original destination) unless the
     // configuration changed in between: the labels are rebuilt only then.
     series
@@ -226,17 +230,15 @@ async fn forward(
             (protocol, response.status().as_u16()),
             started.elapsed(),
         );
-    tracing::info!(
-        target: "access",
-        reporter = "source",
-        %method,
-        %path,
-        code = response.status().as_u16(),
-        upstream = %route.upstream,
-        destination_service = %route.hostname,
-        mtls = matches!(route.tls, UpstreamTls::Mutual { .. }),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "http request"
-    );
+    access_log::record("http request", |line| {
+        line.str("reporter", "source")
+            .bytes("method", method.as_str().as_bytes())
+            .bytes("path", uri.as_ref().map_or("", |uri| uri.path()).as_bytes())
+            .number("code", response.status().as_u16().into())
+            .socket_address("upstream", route.upstream)
+            .bytes("destination_service", route.hostname.as_bytes())
+            .bool("mtls", matches!(route.tls, UpstreamTls::Mutual { .. }))
+            .number("duration_ms", started.elapsed().as_millis() as u64);
+    });
     response
 }

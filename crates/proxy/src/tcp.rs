@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::access_log;
 use crate::context::Context;
 use crate::limits::{ConnectionClock, Watched};
 use crate::metrics::ConnectionLabels;
@@ -55,19 +56,25 @@ pub(crate) async fn relay<D, U>(
         .get_or_create(&labels)
         .inc_by(received);
     context.metrics.tcp_closed.get_or_create(&labels).inc();
-    tracing::info!(
-        target: "access",
-        reporter = ?labels.reporter,
-        destination_service = %labels.destination_service,
-        source_principal = %labels.source_principal,
-        destination_principal = %labels.destination_principal,
-        security = ?labels.connection_security_policy,
-        bytes_sent = sent,
-        bytes_received = received,
-        duration_ms = started.elapsed().as_millis() as u64,
-        error,
-        "tcp connection"
-    );
+    access_log::record("tcp connection", |line| {
+        line.display("reporter", format_args!("{:?}", labels.reporter))
+            .bytes("destination_service", labels.destination_service.as_bytes())
+            .bytes("source_principal", labels.source_principal.as_bytes())
+            .bytes(
+                "destination_principal",
+                labels.destination_principal.as_bytes(),
+            )
+            .display(
+                "security",
+                format_args!("{:?}", labels.connection_security_policy),
+            )
+            .number("bytes_sent", sent)
+            .number("bytes_received", received)
+            .number("duration_ms", started.elapsed().as_millis() as u64);
+        if let Some(error) = &error {
+            line.str("error", error);
+        }
+    });
 }
 
 /// Copies `a → b` and `b → a` until both directions reached end of file (each then shuts down its

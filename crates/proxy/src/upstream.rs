@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -245,25 +246,33 @@ impl Pools {
 
     /// Sends `request` to `upstream`; any failure before response headers becomes Envoy's 503, or 400
     /// when it was the client's body that was broken (an invalid chunk, as Envoy's codec answers).
+    /// `authority` is `upstream` formatted as a URI authority (see [`authority`]), kept by the caller.
     pub async fn send(
         &self,
         request: http::Request<Incoming>,
-        upstream: SocketAddr,
+        (upstream, authority): (SocketAddr, &Authority),
         tls: &UpstreamTls,
     ) -> Response<ProxyBody> {
         let scheme = match tls {
-            UpstreamTls::Plaintext => "http",
+            UpstreamTls::Plaintext => Scheme::HTTP,
             UpstreamTls::Mutual { .. } => {
-                self.expected
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(upstream, tls.clone());
-                "https"
+                let mut expected = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+                // Cloned (the SPIFFE IDs) only when the address's expectation changes, not per request.
+                if expected.get(&upstream) != Some(tls) {
+                    expected.insert(upstream, tls.clone());
+                }
+                Scheme::HTTPS
             }
         };
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        match format!("{scheme}://{upstream}{path}").parse::<Uri>() {
+        // The upstream URI from the request's own parts: no formatting and parsing per request.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        match Uri::from_parts(uri) {
             Ok(uri) => parts.uri = uri,
             Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request path".into()),
         }
@@ -313,6 +322,13 @@ impl Pools {
         tracing::debug!(%upstream, error = ?error, reason, "upstream failed before headers");
         upstream_503(reason)
     }
+}
+
+/// `address` as a request URI's authority (`10.0.0.2:80`, `[fd00::2]:80`).
+pub(crate) fn authority(address: SocketAddr) -> Authority {
+    // A socket address always formats as a valid authority.
+    Authority::from_maybe_shared(address.to_string())
+        .unwrap_or_else(|_| Authority::from_static("invalid.invalid"))
 }
 
 /// RFC 9110 section 9.2.2.

@@ -1,6 +1,7 @@
 //! A real Kubernetes control plane for tests (kube-apiserver, etcd, controller-manager, scheduler): the
 //! one scripts/k8s-env.sh starts with `up --control-plane-only` in a state dir of the test's own, or a
-//! running one whose admin kubeconfig `IRONMESH_K8S_KUBECONFIG` names. Without the binaries of
+//! running one whose admin kubeconfig `IRONMESH_K8S_KUBECONFIG` names (only the cluster scripts/k8s-env.sh
+//! runs on this machine: the tests delete their install's cluster-wide objects). Without the binaries of
 //! scripts/k8s-build.sh (in /var/cache/ironmesh/k8s/v1.34.4/bin, or `IRONMESH_K8S_BIN`) it fails and says
 //! to build them. Shared by the crates whose tests run against it (`#[path]`-included).
 #![allow(dead_code, reason = "each test file uses part of it")]
@@ -55,8 +56,18 @@ impl Cluster {
     pub fn get() -> Cluster {
         let kubectl = bin_dir().join("kubectl");
         if let Some(kubeconfig) = std::env::var_os("IRONMESH_K8S_KUBECONFIG") {
+            let kubeconfig = PathBuf::from(kubeconfig);
+            if let Err(why) = made_for_tests(&kubeconfig) {
+                panic!(
+                    "IRONMESH_K8S_KUBECONFIG={} is refused: {why}. These tests install the mesh and \
+                     delete what the install makes (istio-system, the webhook configurations, the \
+                     control plane's RBAC), so they only reuse the cluster scripts/k8s-env.sh runs on \
+                     this machine; unset it to let them start their own",
+                    kubeconfig.display()
+                );
+            }
             return Cluster {
-                kubeconfig: kubeconfig.into(),
+                kubeconfig,
                 kubectl,
                 own: None,
             };
@@ -134,6 +145,36 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// `Ok` when `kubeconfig` is the admin kubeconfig of the cluster scripts/k8s-env.sh runs on this
+/// machine: `<state>/admin.kubeconfig` where `<state>` is the state dir `up` recorded as the owner of
+/// the machine's cluster names and holds the certificates `up` generated.
+fn made_for_tests(kubeconfig: &Path) -> Result<(), String> {
+    let state = kubeconfig
+        .canonicalize()
+        .map_err(|e| format!("cannot read it ({e})"))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let owner = std::fs::read_to_string("/run/ironmesh-k8s.owner").map_err(|_| {
+        "no cluster of scripts/k8s-env.sh runs here (/run/ironmesh-k8s.owner is missing)".to_owned()
+    })?;
+    let owner = Path::new(owner.trim())
+        .canonicalize()
+        .map_err(|e| format!("the cluster of scripts/k8s-env.sh has no state dir {owner} ({e})"))?;
+    if kubeconfig
+        .file_name()
+        .is_none_or(|n| n != "admin.kubeconfig")
+        || state != owner
+        || !owner.join("pki").is_dir()
+    {
+        return Err(format!(
+            "it is not the admin kubeconfig of the cluster scripts/k8s-env.sh runs here ({}/admin.kubeconfig)",
+            owner.display()
+        ));
+    }
+    Ok(())
 }
 
 /// What shows that a cluster of scripts/k8s-env.sh runs here, if anything does.

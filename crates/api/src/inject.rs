@@ -1,9 +1,18 @@
-//! Sidecar injection of manifests (`ironmesh kube-inject`, and `apply` in namespaces labelled for
-//! injection): a pure transform of objects. Adds the `ironmesh-init` init container, the `ironmesh-proxy`
-//! container, the `security.istio.io/tlsMode: istio` label and the `sidecar.istio.io/status` annotation to
-//! every pod template (Deployment) and Pod. Idempotent; honours `sidecar.istio.io/inject: "false"`.
+//! Sidecar injection, one function for every path a pod takes into the mesh: `ironmesh kube-inject`,
+//! `ironmesh apply` in a namespace labelled for injection, and the control plane's mutating admission
+//! webhook on Kubernetes (which turns the difference into a JSON patch). A pure transform of objects: adds
+//! the `ironmesh-init` init container, the `ironmesh-proxy` container, the `security.istio.io/tlsMode:
+//! istio` label and the `sidecar.istio.io/status` annotation to every pod template (Deployment) and Pod.
+//! Idempotent; honours `sidecar.istio.io/inject: "false"`.
+//!
+//! One injected form runs on both engines. On Kubernetes the proxy gets what Istio's template gives
+//! `istio-proxy`: its pod's projected service-account token for audience `istio-ca` (volume
+//! `istio-token`), the namespace's `istio-ca-root-cert` ConfigMap (volume `istiod-ca-cert`), the pod's
+//! name, namespace, service account and address from the downward API, and the control plane's address
+//! (`https://istiod.istio-system.svc:15012`). The local runtime's kubelet resolves the same downward-API
+//! variables and gives the proxy its own credential and socket in place of the Kubernetes ones.
 
-use ironmesh_api::Object;
+use crate::Object;
 use serde_json::{Map, Value, json};
 
 pub const PROXY_CONTAINER: &str = "ironmesh-proxy";
@@ -19,6 +28,18 @@ pub const PROXY_IMAGE_PULL_POLICY: &str = "IfNotPresent";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
+/// Where the proxy reaches the control plane on Kubernetes: istiod's Service and TLS port, as
+/// `ironmesh install` creates them.
+pub const CONTROL_PLANE_URL: &str = "https://istiod.istio-system.svc:15012";
+/// The projected token volume (Istio's name, audience, lifetime and path).
+pub const TOKEN_VOLUME: &str = "istio-token";
+pub const TOKEN_AUDIENCE: &str = "istio-ca";
+pub const TOKEN_EXPIRATION_SECONDS: u64 = 43_200;
+pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// The mesh roots' volume: the namespace's ConfigMap the control plane writes (Istio's names).
+pub const ROOT_VOLUME: &str = "istiod-ca-cert";
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
+pub const ROOT_DIR: &str = "/var/run/secrets/istio";
 /// Namespace labels that turn automatic injection on (either one, value `enabled`).
 pub const NAMESPACE_INJECTION_LABELS: [&str; 2] = ["ironmesh-injection", "istio-injection"];
 
@@ -131,15 +152,59 @@ pub fn to_apps_v1(object: &mut Object) -> Option<String> {
     Some(old)
 }
 
+/// Injects a Pod as the Kubernetes API sends it (JSON, `metadata` and `spec`), in place: the same
+/// transform as [`inject_object`] on a pod template. `true` when the sidecar was added.
+pub fn inject_pod_json(pod: &mut Value) -> bool {
+    let Some(pod) = pod.as_object_mut() else {
+        return false;
+    };
+    let mut metadata = pod
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let injected = inject_pod(&mut metadata, spec);
+    if injected {
+        pod.insert("metadata".into(), Value::Object(metadata));
+    }
+    injected
+}
+
+/// What a pod says about its own injection (`sidecar.istio.io/inject`), as Istio reads it: the label
+/// first (what the webhook's objectSelector sees), else the annotation; YAML's booleans in any case.
+/// `None` when neither says (the namespace decides), or the value is not a boolean.
+pub fn pod_injection_choice(metadata: &Map<String, Value>) -> Option<bool> {
+    let value = |field: &str| {
+        metadata
+            .get(field)
+            .and_then(|m| m.get(INJECT_ANNOTATION))
+            .and_then(Value::as_str)
+    };
+    let value = value("labels").or_else(|| value("annotations"))?;
+    match value.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "on" => Some(true),
+        "n" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 fn status_annotation() -> String {
     json!({
         "version": concat!("ironmesh-", env!("CARGO_PKG_VERSION")),
         "initContainers": [INIT_CONTAINER],
         "containers": [PROXY_CONTAINER],
-        "volumes": [],
+        "volumes": [TOKEN_VOLUME, ROOT_VOLUME],
         "imagePullSecrets": null,
     })
     .to_string()
+}
+
+/// An environment variable from the downward API.
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}})
 }
 
 fn has_container(spec: &Map<String, Value>, list: &str, name: &str) -> bool {
@@ -153,11 +218,7 @@ fn has_container(spec: &Map<String, Value>, list: &str, name: &str) -> bool {
 }
 
 fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) -> bool {
-    let opted_out = metadata
-        .get("annotations")
-        .and_then(|a| a.get(INJECT_ANNOTATION))
-        .and_then(Value::as_str)
-        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let opted_out = pod_injection_choice(metadata) == Some(false);
     if opted_out || has_container(spec, "containers", PROXY_CONTAINER) {
         return false;
     }
@@ -203,6 +264,19 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
                 {"containerPort": 15021, "name": "health", "protocol": "TCP"},
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+            "env": [
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                field_env("POD_IP", "status.podIP"),
+                {"name": "IRONMESH_CONTROL_PLANE", "value": CONTROL_PLANE_URL},
+                {"name": "IRONMESH_CONTROL_PLANE_ROOT", "value": format!("{ROOT_DIR}/root-cert.pem")},
+                {"name": "IRONMESH_TOKEN_FILE", "value": format!("{TOKEN_DIR}/{TOKEN_VOLUME}")},
+            ],
+            "volumeMounts": [
+                {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
+                {"name": ROOT_VOLUME, "mountPath": ROOT_DIR, "readOnly": true},
+            ],
             // Istio's istio-proxy: uid/gid 1337 (the interception rules exempt it), no capabilities.
             "securityContext": {
                 "runAsUser": 1337,
@@ -215,6 +289,16 @@ fn inject_pod(metadata: &mut Map<String, Value>, spec: &mut Map<String, Value>) 
             },
         }),
     );
+    for volume in [
+        json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": TOKEN_VOLUME}}]}}),
+        json!({"name": ROOT_VOLUME, "configMap": {"name": ROOT_CONFIGMAP}}),
+    ] {
+        let name = volume["name"].as_str().unwrap_or_default().to_owned();
+        if !has_container(spec, "volumes", &name) {
+            push(spec, "volumes", volume);
+        }
+    }
     let labels = metadata.entry("labels").or_insert_with(|| json!({}));
     labels[TLS_MODE_LABEL] = Value::from("istio");
     let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
@@ -227,7 +311,7 @@ mod tests {
     use super::*;
 
     fn load(yaml: &str) -> Vec<Object> {
-        ironmesh_api::load_documents("test.yaml", yaml)
+        crate::load_documents("test.yaml", yaml)
             .unwrap()
             .into_iter()
             .map(|l| l.object)
@@ -324,7 +408,7 @@ spec:
         .unwrap();
         assert_eq!(status["containers"], json!(["ironmesh-proxy"]));
         // The injected object is still valid for the API.
-        ironmesh_api::validate_object(&injected[1]).unwrap();
+        crate::validate_object(&injected[1]).unwrap();
     }
 
     #[test]
@@ -355,8 +439,59 @@ spec:
             injected[1].body["spec"]["selector"],
             json!({"matchLabels": {"app": "sleep"}})
         );
-        ironmesh_api::validate_object(&injected[1]).unwrap();
+        crate::validate_object(&injected[1]).unwrap();
         assert_eq!(to_apps_v1(&mut injected[1]), None, "apps/v1 stays as it is");
+    }
+
+    #[test]
+    fn the_proxy_gets_its_token_the_mesh_root_and_the_control_planes_address() {
+        let injected = inject_objects(load(SLEEP));
+        let spec = &injected[1].body["spec"]["template"]["spec"];
+        let proxy = &spec["containers"][1];
+        let env = |name: &str| {
+            proxy["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        assert_eq!(
+            env("IRONMESH_CONTROL_PLANE")["value"],
+            "https://istiod.istio-system.svc:15012"
+        );
+        assert_eq!(
+            env("IRONMESH_TOKEN_FILE")["value"],
+            "/var/run/secrets/tokens/istio-token"
+        );
+        assert_eq!(
+            env("IRONMESH_CONTROL_PLANE_ROOT")["value"],
+            "/var/run/secrets/istio/root-cert.pem"
+        );
+        assert_eq!(
+            env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(
+            env("SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+            "spec.serviceAccountName"
+        );
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert_eq!(
+            volumes[0]["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"})
+        );
+        assert_eq!(volumes[1]["configMap"]["name"], "istio-ca-root-cert");
+        assert_eq!(
+            proxy["volumeMounts"],
+            json!([
+                {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+                {"name": "istiod-ca-cert", "mountPath": "/var/run/secrets/istio", "readOnly": true},
+            ])
+        );
+        // Only the proxy sees the token (docs/SECURITY.md): the app's container mounts nothing new.
+        assert!(spec["containers"][0].get("volumeMounts").is_none());
     }
 
     #[test]
@@ -387,6 +522,56 @@ spec:
             ["app", "ironmesh-proxy"]
         );
         assert_eq!(injected[0].metadata.labels[TLS_MODE_LABEL], "istio");
+    }
+
+    #[test]
+    fn a_pod_as_the_api_sends_it_gets_the_same_containers_as_a_template() {
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "foo", "labels": {"app": "sleep"}},
+            "spec": {"containers": [{"name": "sleep", "image": "pstauffer/curl"}]}});
+        assert!(inject_pod_json(&mut pod));
+        let template = &inject_objects(load(SLEEP))[1].body["spec"]["template"];
+        assert_eq!(
+            pod["spec"]["containers"][1],
+            template["spec"]["containers"][1]
+        );
+        assert_eq!(
+            pod["spec"]["initContainers"],
+            template["spec"]["initContainers"]
+        );
+        assert_eq!(pod["metadata"]["labels"][TLS_MODE_LABEL], "istio");
+        assert_eq!(pod["metadata"]["labels"]["app"], "sleep");
+        assert_eq!(
+            pod["metadata"]["annotations"][STATUS_ANNOTATION],
+            template["metadata"]["annotations"][STATUS_ANNOTATION]
+        );
+        let once = pod.clone();
+        assert!(!inject_pod_json(&mut pod), "an injected pod is left alone");
+        assert_eq!(pod, once);
+    }
+
+    #[test]
+    fn the_label_wins_over_the_annotation_as_in_istio() {
+        let meta = |value: Value| value.as_object().unwrap().clone();
+        let key = INJECT_ANNOTATION;
+        assert_eq!(pod_injection_choice(&meta(json!({}))), None);
+        assert_eq!(
+            pod_injection_choice(&meta(json!({"annotations": {key: "False"}}))),
+            Some(false)
+        );
+        assert_eq!(
+            pod_injection_choice(&meta(
+                json!({"labels": {key: "true"}, "annotations": {key: "false"}})
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            pod_injection_choice(&meta(json!({"labels": {key: "maybe"}}))),
+            None
+        );
+        let mut pod = json!({"metadata": {"labels": {key: "false"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}});
+        assert!(!inject_pod_json(&mut pod), "the label opts out");
     }
 
     #[test]
