@@ -687,7 +687,10 @@ fn to_extensions(value: &mut Value) {
     match value["kind"].as_str() {
         Some("Deployment") | Some("DeploymentList") => {
             value["apiVersion"] = json!(GROUP_VERSION);
-            if let Some(items) = value["items"].as_array_mut() {
+            // `get_mut`, not `value["items"]`: indexing mutably would add `"items": null` to a single
+            // Deployment, and Go's decoders take any object with an `items` key for a list (kubectl:
+            // "object does not implement the Object interfaces").
+            if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
                 for item in items {
                     if item.get("apiVersion").is_some() {
                         item["apiVersion"] = json!(GROUP_VERSION);
@@ -885,6 +888,13 @@ mod tests {
         assert_eq!(list["apiVersion"], GROUP_VERSION);
         assert_eq!(list["items"][0]["apiVersion"], GROUP_VERSION);
         assert!(list["items"][1].get("apiVersion").is_none());
+        let mut single = json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {}});
+        to_extensions(&mut single);
+        assert_eq!(
+            single,
+            json!({"kind": "Deployment", "apiVersion": GROUP_VERSION, "metadata": {}}),
+            "nothing added: an `items` key makes kubectl read a list"
+        );
         let mut missing = json!({"kind": "Status", "message": "deployments.apps \"httpbin\" not found",
             "reason": "NotFound", "details": {"name": "httpbin", "group": "apps", "kind": "deployments"}});
         to_extensions(&mut missing);
