@@ -182,7 +182,10 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
         ])
         .args(["--webhook-address", &format!("127.0.0.1:{port}")])
         // Not the default 0.0.0.0:15018: another control plane (a test beside this one) may hold it.
-        .args(["--extensions-address", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--extensions-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .env("IRONMESH_HOME", home.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
