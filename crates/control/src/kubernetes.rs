@@ -25,7 +25,7 @@ use ironmesh_identity::CredentialAuthority;
 use ironmesh_identity::serving::ServingCertificate;
 use ironmesh_kube::KubeSource;
 use ironmesh_kube::identity::{self, TokenReviewer};
-use ironmesh_kube::webhook::{self, ServingCert};
+use ironmesh_kube::webhook;
 use ironmesh_store::StoreError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -120,18 +120,6 @@ pub enum KubernetesError {
     CaSecret(#[from] ironmesh_kube::identity::CaSecretError),
 }
 
-/// The certificate the webhooks (validation and injection) serve, and the CA that goes into both
-/// configurations' `caBundle`.
-///
-/// Today a CA of this process's own, made at every start: with several replicas each publishes its CA
-/// and the last one wins, so the API server distrusts the others until they publish again (the watch in
-/// [`webhook::keep_ca_bundle`] makes them fight over it). The one place to switch: sign it with the
-/// mesh CA's root once that root is kept where every replica reads it (the Secret `istio-ca-secret`,
-/// issue 14 item 3); then every replica publishes the same `caBundle`.
-fn webhook_serving_cert(names: &[String]) -> Result<ServingCert, KubernetesError> {
-    Ok(ServingCert::generate(names)?)
-}
-
 /// Runs the control plane against the cluster until `shutdown`: watches, per-sidecar configuration
 /// pushed through the hub, and the validating and injecting webhooks.
 pub async fn run(
@@ -145,25 +133,6 @@ pub async fn run(
     let mesh = options::load(&layout).map_err(ControlError::from)?;
     let client = ironmesh_kube::client(options.kubeconfig.as_deref()).await?;
 
-    let cert = webhook_serving_cert(&options.webhook_names)?;
-    let listener = tokio::net::TcpListener::bind(options.webhook_address)
-        .await
-        .map_err(|source| KubernetesError::Listen {
-            address: options.webhook_address,
-            source,
-        })?;
-    let webhook_server = tokio::spawn(webhook::serve(
-        listener,
-        cert.server_config()?,
-        shutdown.clone(),
-    ));
-    // Serving before publishing: once the configuration says Fail, the API server needs us up.
-    let publisher = tokio::spawn(webhook::keep_ca_bundle(
-        client.clone(),
-        cert.ca_pem.clone(),
-        shutdown.clone(),
-    ));
-
     let extensions_server = spawn_extensions(&client, options, &shutdown).await?;
 
     let kube_source = Arc::new(KubeSource::start(client.clone()));
@@ -174,6 +143,10 @@ pub async fn run(
     let credentials = Arc::new(
         CredentialAuthority::load_or_create(&layout.ca_dir()).map_err(ControlError::from)?,
     );
+    // One serving certificate of the mesh CA for the proxies' endpoint (15012) and the webhooks: every
+    // replica reads that CA from istio-system, so every replica publishes the same caBundle (the mesh
+    // root) into the webhook configurations instead of each its own, which left the API server
+    // distrusting all but the last replica to start.
     let serving = ServingCertificate::issue(ca.clone(), options.webhook_names.clone())
         .map_err(ControlError::from)?;
     let renewer = tokio::spawn(
@@ -181,6 +154,27 @@ pub async fn run(
             .clone()
             .keep_renewed(shutdown.clone().cancelled_owned()),
     );
+    let mut webhook_tls = serving.server_config();
+    // The webhooks are served over HTTP/1.1 (the API server's admission client speaks either).
+    webhook_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let listener = tokio::net::TcpListener::bind(options.webhook_address)
+        .await
+        .map_err(|source| KubernetesError::Listen {
+            address: options.webhook_address,
+            source,
+        })?;
+    let webhook_server = tokio::spawn(webhook::serve(
+        listener,
+        Arc::new(webhook_tls),
+        shutdown.clone(),
+    ));
+    // Serving before publishing: once the configuration says Fail, the API server needs us up.
+    let publisher = tokio::spawn(webhook::keep_ca_bundle(
+        client.clone(),
+        ca.trust_bundle_pem(),
+        shutdown.clone(),
+    ));
+
     let xds_listener = tokio::net::TcpListener::bind(options.xds_address)
         .await
         .map_err(|source| KubernetesError::ListenXds {

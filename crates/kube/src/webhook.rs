@@ -159,9 +159,10 @@ pub struct ServingCert {
 }
 
 impl ServingCert {
-    /// A fresh CA and a certificate for `names` (DNS names, or IP addresses such as 127.0.0.1 for a
-    /// control plane outside the cluster). Made at every start: the control plane patches the new CA into
-    /// the webhook configuration, so nothing needs to be kept.
+    /// A fresh CA and a certificate for `names` (DNS names, or IP addresses such as 127.0.0.1), for a
+    /// webhook server that runs without the mesh CA (the tests of this crate). The control plane serves
+    /// its webhooks with a certificate of the mesh CA instead, so that every replica publishes the same
+    /// `caBundle`.
     pub fn generate(names: &[String]) -> Result<ServingCert, WebhookError> {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,

@@ -5,6 +5,11 @@
 //! each. Here a direction reads into a buffer on the poll's stack while it is quiet, writes straight from
 //! it, and takes a heap buffer only while its peer cannot keep up or the data comes in bulk; the heap
 //! buffer is dropped as soon as the direction is drained and has nothing more to read.
+//!
+//! The heap buffer adapts to bulk: it starts at 16 KiB and doubles while reads fill it, up to 256 KiB
+//! (as ztunnel's relay does), so a bulk transfer makes a few large reads and writes instead of many small
+//! ones. A direction remembers the size it reached across short pauses in a transfer (a `usize`, not the
+//! buffer), and forgets it as soon as a read is small enough to pass straight through the stack buffer.
 
 use std::future::poll_fn;
 use std::io;
@@ -26,7 +31,7 @@ const STACK_READ: usize = 16 * 1024;
 /// The first heap buffer of a busy direction.
 const MIN_BUFFER: usize = 16 * 1024;
 /// Bulk transfers double their buffer up to this, which cuts the number of reads and writes per byte.
-const MAX_BUFFER: usize = 64 * 1024;
+const MAX_BUFFER: usize = 256 * 1024;
 
 /// Copies until both sides are done; records opened/closed/bytes. `downstream` is the side that connected.
 pub(crate) async fn relay<D, U>(
@@ -117,6 +122,9 @@ struct Direction {
     end: usize,
     /// A read filled the whole buffer: the next one gets a buffer twice the size (up to `MAX_BUFFER`).
     grow: bool,
+    /// The size the next heap buffer starts at: the size the last one reached while data kept coming in
+    /// bulk, `MIN_BUFFER` again once the direction carries small reads. Zero means `MIN_BUFFER`.
+    size: usize,
     stage: Stage,
     written: Written,
 }
@@ -165,7 +173,8 @@ impl Direction {
             let read = match self.buffer.as_mut() {
                 Some(buffer) => {
                     if self.grow && buffer.len() < MAX_BUFFER {
-                        *buffer = vec![0; (buffer.len() * 2).min(MAX_BUFFER)].into_boxed_slice();
+                        self.size = (buffer.len() * 2).min(MAX_BUFFER);
+                        *buffer = vec![0; self.size].into_boxed_slice();
                     }
                     self.grow = false;
                     let mut read_buf = ReadBuf::new(buffer);
@@ -228,10 +237,13 @@ impl Direction {
         }
         let left = data.len() - written;
         if left > 0 || data.len() == STACK_READ {
-            let mut buffer = vec![0; MIN_BUFFER.max(left)].into_boxed_slice();
+            let mut buffer = vec![0; self.size.max(MIN_BUFFER).max(left)].into_boxed_slice();
             buffer[..left].copy_from_slice(&data[written..]);
             self.buffer = Some(buffer);
             self.end = left;
+        } else {
+            // A small read passed straight through: not bulk (any more), so the next buffer starts small.
+            self.size = MIN_BUFFER;
         }
         Poll::Ready(Ok(data.len()))
     }
@@ -338,6 +350,97 @@ mod tests {
         server.shutdown().await.unwrap();
         drop(writer.await.unwrap());
         assert_eq!(task.await.unwrap().unwrap().0, data.len() as u64);
+    }
+
+    /// A connected pair of loopback TCP sockets.
+    async fn socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (connected, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
+        (connected.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn megabytes_both_ways_over_tcp_arrive_intact_and_half_close_passes_through() {
+        // client <-> near | relay | far <-> server, all real loopback sockets.
+        let (mut client, mut near) = socket_pair().await;
+        let (mut far, mut server) = socket_pair().await;
+        let relay = tokio::spawn(async move { copy_both_ways(&mut near, &mut far).await });
+        let upload = pattern(6 * 1024 * 1024 + 101, 11);
+        let download = pattern(5 * 1024 * 1024 + 7, 29);
+
+        let (expected_up, to_send) = (upload.clone(), download.clone());
+        let server_side = tokio::spawn(async move {
+            let (mut reader, mut writer) = server.split();
+            // The server writes its whole answer while it reads, so both directions carry bulk at once.
+            let write = async {
+                for chunk in to_send.chunks(100_000) {
+                    writer.write_all(chunk).await.unwrap();
+                }
+                writer.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            // Only the client's shutdown, relayed as a half-close, ends this read.
+            let read = reader.read_to_end(&mut got);
+            let ((), read) = tokio::join!(write, read);
+            read.unwrap();
+            assert_eq!(got.len(), expected_up.len(), "upload length");
+            assert!(got == expected_up, "the uploaded bytes differ");
+        });
+
+        let (mut reader, mut writer) = client.split();
+        let write = async {
+            for chunk in upload.chunks(300_000) {
+                writer.write_all(chunk).await.unwrap();
+            }
+            writer.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let read = reader.read_to_end(&mut got);
+        let ((), read) = tokio::join!(write, read);
+        read.unwrap();
+        assert_eq!(got.len(), download.len(), "download length");
+        assert!(got == download, "the downloaded bytes differ");
+        server_side.await.unwrap();
+        let (forward, backward) = relay.await.unwrap().unwrap();
+        assert_eq!(
+            (forward, backward),
+            (upload.len() as u64, download.len() as u64)
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_grows_the_buffer_to_the_maximum_and_small_reads_reset_it() {
+        let (mut a_user, mut a) = duplex(2 * 1024 * 1024);
+        let (mut b, mut b_user) = duplex(4 * 1024 * 1024);
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        let mut forward = Direction::default();
+        let bulk = pattern(1024 * 1024, 9);
+        a_user.write_all(&bulk).await.unwrap();
+        // Every read fills its buffer: 16 KiB on the stack, then 16, 32, ..., 256 KiB on the heap.
+        assert!(forward.poll(&mut cx, &mut a, &mut b).is_pending());
+        assert_eq!(
+            forward.size, MAX_BUFFER,
+            "bulk grew the buffer to the maximum"
+        );
+        assert!(
+            forward.buffer.is_none(),
+            "drained with nothing to read: the buffer is dropped, only its size is remembered"
+        );
+        let mut got = vec![0; bulk.len()];
+        b_user.read_exact(&mut got).await.unwrap();
+        assert!(got == bulk, "the relayed bytes differ");
+
+        a_user.write_all(b"small").await.unwrap();
+        assert!(forward.poll(&mut cx, &mut a, &mut b).is_pending());
+        assert_eq!(
+            forward.size, MIN_BUFFER,
+            "a small read starts the next buffer small"
+        );
+        let mut small = [0; 5];
+        b_user.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"small");
     }
 
     #[tokio::test]
