@@ -119,6 +119,39 @@ pub fn inject_object(object: &mut Object) -> bool {
     }
 }
 
+/// Rewrites a Deployment of a removed version (`extensions/v1beta1`, `apps/v1beta1`, `apps/v1beta2`) as
+/// `apps/v1`, with the selector those versions defaulted from the template's labels when it has none.
+/// Returns the old version when it changed something.
+pub fn to_apps_v1(object: &mut Object) -> Option<String> {
+    const REMOVED: [&str; 3] = ["extensions/v1beta1", "apps/v1beta1", "apps/v1beta2"];
+    if object.kind != "Deployment" || !REMOVED.contains(&object.api_version.as_str()) {
+        return None;
+    }
+    let old = std::mem::replace(&mut object.api_version, "apps/v1".into());
+    if let Some(spec) = object.body.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("rollbackTo");
+        spec.remove("templateGeneration");
+        let labels = spec
+            .get("template")
+            .and_then(|t| t.pointer("/metadata/labels"))
+            // The sidecar's tlsMode label is ours, not the user's: selecting on it would tie the
+            // Deployment to injection.
+            .map(|labels| {
+                let mut labels = labels.clone();
+                if let Some(map) = labels.as_object_mut() {
+                    map.remove(TLS_MODE_LABEL);
+                }
+                labels
+            });
+        if !spec.contains_key("selector")
+            && let Some(labels) = labels
+        {
+            spec.insert("selector".into(), json!({"matchLabels": labels}));
+        }
+    }
+    Some(old)
+}
+
 /// Injects a Pod as the Kubernetes API sends it (JSON, `metadata` and `spec`), in place: the same
 /// transform as [`inject_object`] on a pod template. `true` when the sidecar was added.
 pub fn inject_pod_json(pod: &mut Value) -> bool {
@@ -391,6 +424,23 @@ spec:
             assert_eq!(tag, env!("CARGO_PKG_VERSION"));
             assert_eq!(container["imagePullPolicy"], "IfNotPresent");
         }
+    }
+
+    #[test]
+    fn removed_deployment_versions_become_apps_v1_with_the_template_labels_as_selector() {
+        let mut injected = inject_objects(load(SLEEP));
+        assert_eq!(to_apps_v1(&mut injected[0]), None, "a Service stays");
+        assert_eq!(
+            to_apps_v1(&mut injected[1]).as_deref(),
+            Some("extensions/v1beta1")
+        );
+        assert_eq!(injected[1].api_version, "apps/v1");
+        assert_eq!(
+            injected[1].body["spec"]["selector"],
+            json!({"matchLabels": {"app": "sleep"}})
+        );
+        crate::validate_object(&injected[1]).unwrap();
+        assert_eq!(to_apps_v1(&mut injected[1]), None, "apps/v1 stays as it is");
     }
 
     #[test]

@@ -115,6 +115,11 @@ pub(crate) enum Command {
     KubeInject {
         #[arg(short = 'f', long = "filename")]
         file: String,
+        /// Write extensions/v1beta1 (and apps/v1beta1, apps/v1beta2) Deployments as apps/v1, their
+        /// selector defaulted from the template's labels, with a warning on stderr: for a Kubernetes
+        /// cluster without ironmesh's extensions/v1beta1 API (removed from Kubernetes in 1.16).
+        #[arg(long)]
+        apps_v1: bool,
     },
     /// Run a command in a container of a pod.
     Exec {
@@ -183,6 +188,10 @@ pub(crate) struct InstallArgs {
     /// Deployment or Service is installed.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// With --webhook-url: where the API server's aggregator reaches the control plane's
+    /// extensions/v1beta1 API (not loopback), e.g. 198.18.127.1:15018.
+    #[arg(long, requires = "webhook_url")]
+    pub aggregated_api_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -121,7 +121,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             namespace.as_deref(),
         ))),
         Command::Install(args) => lifecycle::install(&args),
-        Command::KubeInject { file } => write::kube_inject(&file),
+        Command::KubeInject { file, apps_v1 } => write::kube_inject(&file, apps_v1),
         Command::Authz { command } => block_on(Box::pin(explain::authz(&client, command))),
         Command::TlsCheck {
             pod,

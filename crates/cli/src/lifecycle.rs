@@ -364,6 +364,9 @@ pub(crate) fn install(args: &crate::cli::InstallArgs) -> Result<(), CliError> {
     if let Some(url) = &args.webhook_url {
         command.arg("--webhook-url").arg(url);
     }
+    if let Some(endpoint) = &args.aggregated_api_endpoint {
+        command.arg("--aggregated-api-endpoint").arg(endpoint);
+    }
     let status = command
         .status()
         .map_err(|e| CliError::Usage(format!("cannot run {CONTROL_PLANE} install: {e}")))?;

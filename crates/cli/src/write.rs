@@ -300,8 +300,19 @@ async fn delete_file(
 }
 
 /// `kube-inject -f FILE`: every document, workloads with the sidecar, as YAML separated by `---`.
-pub(crate) fn kube_inject(file: &str) -> Result<(), CliError> {
-    let objects = inject_objects(load(file)?.into_iter().map(|l| l.object).collect());
+pub(crate) fn kube_inject(file: &str, apps_v1: bool) -> Result<(), CliError> {
+    let mut objects = inject_objects(load(file)?.into_iter().map(|l| l.object).collect());
+    if apps_v1 {
+        for object in &mut objects {
+            if let Some(old) = ironmesh_api::inject::to_apps_v1(object) {
+                eprintln!(
+                    "warning: {file}: Deployment {} written as apps/v1 instead of {old} (removed in Kubernetes \
+                     1.16); its selector is the template's labels, as {old} defaulted it",
+                    object.metadata.name
+                );
+            }
+        }
+    }
     let documents: Vec<String> = objects
         .iter()
         .map(|o| to_yaml(&o.to_value(), false))

@@ -148,7 +148,24 @@ fn comparable(pod: &Value) -> Value {
     annotations
         .as_object_mut()
         .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
-    json!({"labels": labels, "annotations": annotations, "spec": serde_json::from_str::<Value>(&spec).unwrap()})
+    let mut spec: Value = serde_json::from_str(&spec).unwrap();
+    // Order is not meaning: the ServiceAccount admission plugin appends its volume and mounts before the
+    // webhook injects (so after ours in a kube-inject pod, before them in a webhook-injected one).
+    let by_name = |list: &mut Value| {
+        if let Some(items) = list.as_array_mut() {
+            items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        }
+    };
+    by_name(&mut spec["volumes"]);
+    for containers in ["containers", "initContainers"] {
+        let containers = spec.get_mut(containers).and_then(Value::as_array_mut);
+        for container in containers.into_iter().flatten() {
+            if let Some(mounts) = container.get_mut("volumeMounts") {
+                by_name(mounts);
+            }
+        }
+    }
+    json!({"labels": labels, "annotations": annotations, "spec": spec})
 }
 
 #[test]
@@ -177,6 +194,11 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
         .args(["--webhook-address", &format!("127.0.0.1:{port}")])
         // Not the default 0.0.0.0:15012: another control plane (a test beside this one) may hold it.
         .args(["--xds-address", &format!("127.0.0.1:{}", free_port())])
+        // Not the default 0.0.0.0:15018: another control plane (a test beside this one) may hold it.
+        .args([
+            "--extensions-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .env("IRONMESH_HOME", home.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

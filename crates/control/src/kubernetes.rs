@@ -1,6 +1,7 @@
 //! The control plane on Kubernetes: the same controllers' loop, policy engine and per-sidecar
 //! configuration as on the local runtime, reading from a Kubernetes API server ([`KubeSource`]) instead
-//! of the embedded store, and serving the validating webhook. Kubernetes runs the pods, allocates Service
+//! of the embedded store, and serving the validating webhook and the seed's `extensions/v1beta1`
+//! Deployments as an aggregated API ([`ironmesh_kube::extensions`]). Kubernetes runs the pods, allocates Service
 //! addresses and rolls out Deployments, so the local runtime's kubelet, Service and Deployment
 //! controllers do not run here. The same HTTPS server answers the API server's admission reviews: the
 //! validating webhook and the sidecar injector (`ironmesh_kube::inject`). Stored Istio resources get an `Accepted` condition saying whether they are
@@ -26,6 +27,7 @@ use ironmesh_kube::KubeSource;
 use ironmesh_kube::identity::{self, TokenReviewer};
 use ironmesh_kube::webhook;
 use ironmesh_store::StoreError;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::source::{ResourceSource, Snapshot};
@@ -62,6 +64,8 @@ pub struct KubernetesOptions {
     /// The names the API server and the proxies reach the control plane by (DNS names or IPs of both
     /// serving certificates: the webhook's and the 15012 listener's).
     pub webhook_names: Vec<String>,
+    /// Where the `extensions/v1beta1` aggregated API listens (0.0.0.0:15018 by default).
+    pub extensions_address: SocketAddr,
 }
 
 impl Default for KubernetesOptions {
@@ -74,6 +78,7 @@ impl Default for KubernetesOptions {
                 "istiod.istio-system.svc".into(),
                 "istiod.istio-system.svc.cluster.local".into(),
             ],
+            extensions_address: SocketAddr::from(([0, 0, 0, 0], ironmesh_kube::extensions::PORT)),
         }
     }
 }
@@ -87,6 +92,16 @@ pub enum KubernetesError {
     Client(#[from] ironmesh_kube::ClientError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    #[error(transparent)]
+    Extensions(#[from] ironmesh_kube::extensions::ExtensionsError),
+    #[error(
+        "cannot listen for the extensions/v1beta1 API on {address}: {source}; pick a free port with \
+         --extensions-address"
+    )]
+    ListenExtensions {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(
         "cannot listen for the webhook on {address}: {source}; pick a free port with --webhook-address"
     )]
@@ -117,6 +132,8 @@ pub async fn run(
     layout.create_dirs().map_err(ControlError::from)?;
     let mesh = options::load(&layout).map_err(ControlError::from)?;
     let client = ironmesh_kube::client(options.kubeconfig.as_deref()).await?;
+
+    let extensions_server = spawn_extensions(&client, options, &shutdown).await?;
 
     let kube_source = Arc::new(KubeSource::start(client.clone()));
     let ca =
@@ -218,6 +235,10 @@ pub async fn run(
     shutdown.cancel();
     let _ = webhook_server.await;
     let _ = publisher.await;
+    if let Some((server, keeper)) = extensions_server {
+        let _ = server.await;
+        let _ = keeper.await;
+    }
     let _ = statuses.await;
     let _ = root_configmaps.await;
     let _ = renewer.await;
@@ -225,4 +246,43 @@ pub async fn run(
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),
     }
+}
+
+/// Serves the `extensions/v1beta1` aggregated API and keeps its CA in the APIService. An API server
+/// without the aggregation layer only loses that API: warned, not fatal.
+async fn spawn_extensions(
+    client: &ironmesh_kube::kube::Client,
+    options: &KubernetesOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<(JoinHandle<()>, JoinHandle<()>)>, KubernetesError> {
+    use ironmesh_kube::extensions::{self, FrontProxy};
+    let front = match FrontProxy::load(client).await {
+        Ok(front) => front,
+        Err(error) => {
+            tracing::warn!(%error, "extensions/v1beta1 Deployments are not served");
+            return Ok(None);
+        }
+    };
+    let cert = extensions::serving_cert()?;
+    let tls = front.server_config(&cert)?;
+    let listener = tokio::net::TcpListener::bind(options.extensions_address)
+        .await
+        .map_err(|source| KubernetesError::ListenExtensions {
+            address: options.extensions_address,
+            source,
+        })?;
+    let server = tokio::spawn(extensions::serve(
+        listener,
+        tls,
+        front,
+        client.clone(),
+        shutdown.clone(),
+    ));
+    let keeper = tokio::spawn(extensions::keep_ca_bundle(
+        client.clone(),
+        cert.ca_pem,
+        Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    Ok(Some((server, keeper)))
 }

@@ -56,6 +56,9 @@ struct RunArgs {
     /// cluster.local form.
     #[arg(long = "webhook-name")]
     webhook_names: Vec<String>,
+    /// On Kubernetes: where the extensions/v1beta1 aggregated API listens [default: 0.0.0.0:15018].
+    #[arg(long)]
+    extensions_address: Option<SocketAddr>,
     /// Local runtime: read the mesh options `ironmesh up` was given as JSON from standard input and
     /// keep them in mesh.json (the control plane is the only writer of that file).
     #[arg(long)]
@@ -77,6 +80,10 @@ struct InstallArgs {
     /// (e.g. https://127.0.0.1:15017/validate), and no Deployment or Service is installed.
     #[arg(long)]
     webhook_url: Option<String>,
+    /// With --webhook-url: the address (not loopback) where the API server's aggregator reaches the
+    /// control plane's extensions/v1beta1 API (its --extensions-address), e.g. 198.18.127.1:15018.
+    #[arg(long, requires = "webhook_url")]
+    aggregated_api_endpoint: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +116,7 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
     let options = ironmesh_kube::install::InstallOptions {
         image: args.image,
         webhook_url: args.webhook_url,
+        aggregated_api_endpoint: args.aggregated_api_endpoint,
     };
     let manifests = ironmesh_kube::install::manifests(&options);
     if args.dry_run {
@@ -164,6 +172,9 @@ fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             }
             if !args.webhook_names.is_empty() {
                 options.webhook_names = args.webhook_names;
+            }
+            if let Some(address) = args.extensions_address {
+                options.extensions_address = address;
             }
             let result = ironmesh_control::kubernetes::run(home.root(), &options, shutdown).await;
             tracing::info!("control plane stopped");

@@ -153,6 +153,11 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
             "127.0.0.1",
         ])
         .args(["--webhook-address", &format!("127.0.0.1:{port}")])
+        // Not the default 0.0.0.0:15018: another control plane (a test beside this one) may hold it.
+        .args([
+            "--extensions-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
         .env("IRONMESH_HOME", home.path())
         .env("RUST_LOG", "info")

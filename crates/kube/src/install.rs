@@ -1,14 +1,18 @@
 //! What `ironmesh install` puts into a cluster: Istio's CRDs, the `istio-system` namespace, the control
 //! plane's ServiceAccount and RBAC, the validating and the mutating (sidecar injection) webhook
-//! configurations, and the control plane's Deployment and Service (named `istiod`, with istiod's ports). [`manifests`] builds them (pure);
+//! configurations, the control plane's Deployment and Service (named `istiod`, with istiod's ports), and
+//! the APIService `v1beta1.extensions` with its Service (the seed's `extensions/v1beta1` Deployments,
+//! [`crate::extensions`]). [`manifests`] builds them (pure);
 //! [`to_yaml`] prints them for `--dry-run`; [`apply`] applies them server-side.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::crds;
+use crate::extensions;
 use crate::inject::{INJECT_PATH, INJECTOR_CONFIGURATION, NAMESPACE_WEBHOOK, OBJECT_WEBHOOK};
 use crate::webhook::{REV_WEBHOOK_NAME, VALIDATE_PATH, WEBHOOK_NAME};
 
@@ -38,6 +42,11 @@ pub struct InstallOptions {
     /// URL the API server calls for reviews, e.g. `https://127.0.0.1:15017/validate`; the injector is
     /// called at the same address with the path `/inject`. Then no Deployment or Service is installed.
     pub webhook_url: Option<String>,
+    /// When the control plane runs outside the cluster: the address (not loopback: Kubernetes refuses
+    /// it in Endpoints) where the API server's aggregator reaches its `extensions/v1beta1` API, e.g.
+    /// the test cluster's host address `198.18.127.1:15018`. Without it (and outside), no APIService
+    /// is installed.
+    pub aggregated_api_endpoint: Option<SocketAddr>,
 }
 
 impl Default for InstallOptions {
@@ -45,6 +54,7 @@ impl Default for InstallOptions {
         InstallOptions {
             image: DEFAULT_IMAGE.into(),
             webhook_url: None,
+            aggregated_api_endpoint: None,
         }
     }
 }
@@ -74,6 +84,13 @@ fn cluster_role() -> Value {
             {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
              "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            // The extensions/v1beta1 Deployments: each request authorized for its user by a
+            // SubjectAccessReview, then done on apps/v1 as the control plane.
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"],
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]},
+            {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"],
+             "resourceNames": [extensions::API_SERVICE], "verbs": ["get", "patch", "update"]},
             // The mesh roots in every namespace (ConfigMap istio-ca-root-cert), as istiod writes them.
             {"apiGroups": [""], "resources": ["configmaps"],
              "verbs": ["get", "list", "watch", "create", "update", "patch"]},
@@ -254,6 +271,7 @@ fn deployment(options: &InstallOptions) -> Value {
                         "ports": [
                             {"name": "grpc-xds-tls", "containerPort": XDS_TLS_PORT, "protocol": "TCP"},
                             {"name": "https-webhook", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+                            {"name": "https-ext", "containerPort": extensions::PORT, "protocol": "TCP"},
                         ],
                         "readinessProbe": {"tcpSocket": {"port": WEBHOOK_PORT}, "periodSeconds": 3},
                         "volumeMounts": [{"name": "state", "mountPath": "/var/lib/ironmesh"}],
@@ -283,6 +301,66 @@ fn service() -> Value {
     })
 }
 
+/// The mesh-wide PERMISSIVE MeshPolicy `default` that Istio 1.x's install created (the seed's `kubectl get
+/// meshpolicies.authentication.istio.io` lists it, and `kubectl apply -f default-mesh-policy.yml` then
+/// says `configured`). Created only when absent ([`apply`]): a second install keeps the user's policy.
+fn default_mesh_policy() -> Value {
+    json!({
+        "apiVersion": "authentication.istio.io/v1alpha1",
+        "kind": "MeshPolicy",
+        "metadata": {"name": "default", "labels": labels()},
+        "spec": {"peers": [{"mtls": {"mode": "PERMISSIVE"}}]},
+    })
+}
+
+/// The aggregated API's Service (and, for a control plane outside the cluster, its Endpoints) and the
+/// APIService that routes `extensions/v1beta1` to it. Its group priority is low, so `deployments`
+/// without a group still means `apps`.
+fn aggregated_api(options: &InstallOptions) -> Vec<Value> {
+    let outside = options.webhook_url.is_some();
+    let port = json!({"name": "https", "port": 443, "protocol": "TCP",
+        "targetPort": options.aggregated_api_endpoint.map_or(extensions::PORT, |a| a.port())});
+    let mut service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": extensions::SERVICE, "namespace": NAMESPACE, "labels": labels()},
+        "spec": {"ports": [port]},
+    });
+    let mut out = Vec::new();
+    match (outside, options.aggregated_api_endpoint) {
+        (false, _) => {
+            service["spec"]["selector"] = json!({"app": NAME});
+            out.push(service);
+        }
+        (true, Some(endpoint)) => {
+            out.push(service);
+            // A Service without a selector and its one endpoint: the aggregator (routing to endpoints)
+            // dials the control plane there; EndpointSlice mirroring copies it.
+            out.push(json!({
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": extensions::SERVICE, "namespace": NAMESPACE, "labels": labels()},
+                "subsets": [{"addresses": [{"ip": endpoint.ip().to_string()}],
+                             "ports": [{"name": "https", "port": endpoint.port(), "protocol": "TCP"}]}],
+            }));
+        }
+        (true, None) => return out,
+    }
+    out.push(json!({
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": extensions::API_SERVICE, "labels": labels()},
+        "spec": {
+            "group": extensions::GROUP,
+            "version": extensions::VERSION,
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+            "service": {"namespace": NAMESPACE, "name": extensions::SERVICE, "port": 443},
+        },
+    }));
+    out
+}
+
 /// Every manifest, in the order they are applied (CRDs and the namespace first).
 pub fn manifests(options: &InstallOptions) -> Vec<Value> {
     let mut out = crds::crds();
@@ -300,12 +378,25 @@ pub fn manifests(options: &InstallOptions) -> Vec<Value> {
     }));
     out.push(auth_delegator_binding());
     out.extend(ca_secrets_role());
+    // The aggregated API reads the aggregator's requestheader settings (kube-system's
+    // extension-apiserver-authentication ConfigMap) with the Role Kubernetes keeps for that.
+    out.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": format!("{NAME}-{NAMESPACE}-extension-apiserver-authentication-reader"),
+                     "namespace": "kube-system", "labels": labels()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "extension-apiserver-authentication-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+    }));
     out.push(webhook_configuration(options));
     out.push(injector_configuration(options));
+    out.push(default_mesh_policy());
     if options.webhook_url.is_none() {
         out.push(deployment(options));
         out.push(service());
     }
+    out.extend(aggregated_api(options));
     out
 }
 
@@ -348,6 +439,9 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(ApiResource, bool)> {
         "ClusterRoleBinding" => ("clusterrolebindings", false),
         "Role" => ("roles", true),
         "RoleBinding" => ("rolebindings", true),
+        "APIService" => ("apiservices", false),
+        "Endpoints" => ("endpoints", true),
+        "MeshPolicy" => ("meshpolicies", false),
         "ValidatingWebhookConfiguration" => ("validatingwebhookconfigurations", false),
         "MutatingWebhookConfiguration" => ("mutatingwebhookconfigurations", false),
         "Deployment" => ("deployments", true),
@@ -383,12 +477,28 @@ pub async fn apply(
             _ => Api::all_with(client.clone(), &resource),
         };
         let object = format!("{}/{name}", resource.plural);
-        api.patch(name, &params, &Patch::Apply(manifest))
-            .await
-            .map_err(|source| InstallError::Apply {
-                object: object.clone(),
-                source,
-            })?;
+        let error = |source| InstallError::Apply {
+            object: object.clone(),
+            source,
+        };
+        if kind == "MeshPolicy" {
+            // Created when absent, never overwritten: it may be the user's STRICT one by now.
+            let create = kube::api::PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            let typed: DynamicObject = serde_json::from_value(manifest.clone())
+                .map_err(|e| error(kube::Error::SerdeError(e)))?;
+            match api.create(&create, &typed).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(source) => return Err(error(source)),
+            }
+        } else {
+            api.patch(name, &params, &Patch::Apply(manifest))
+                .await
+                .map_err(error)?;
+        }
         if kind == "CustomResourceDefinition" {
             wait_established(&api, name).await?;
         }
@@ -423,6 +533,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 
     use super::*;
 
@@ -478,10 +589,14 @@ mod tests {
                 "ClusterRoleBinding",
                 "Role",
                 "RoleBinding",
+                "RoleBinding",
                 "ValidatingWebhookConfiguration",
                 "MutatingWebhookConfiguration",
+                "MeshPolicy",
                 "Deployment",
                 "Service",
+                "Service",
+                "APIService",
             ]
         );
         for doc in &docs {
@@ -502,6 +617,19 @@ mod tests {
                 "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc)),
                 "Role" => drop(typed::<Role>(doc)),
                 "RoleBinding" => drop(typed::<RoleBinding>(doc)),
+                "MeshPolicy" => {
+                    let policy: ironmesh_api::Object = serde_json::from_value(doc.clone()).unwrap();
+                    ironmesh_api::validate_object(&policy).unwrap();
+                }
+                "APIService" => {
+                    let service: APIService = typed(doc);
+                    let spec = service.spec.unwrap();
+                    assert_eq!(
+                        (spec.group.as_deref(), spec.version.as_deref()),
+                        (Some("extensions"), Some("v1beta1"))
+                    );
+                    assert!(spec.group_priority_minimum < 17800, "below apps");
+                }
                 "ValidatingWebhookConfiguration" => {
                     let config: ValidatingWebhookConfiguration = typed(doc);
                     let webhooks = config.webhooks.unwrap();
@@ -528,6 +656,12 @@ mod tests {
                     let deployment: Deployment = typed(doc);
                     let pod = deployment.spec.unwrap().template.spec.unwrap();
                     assert_eq!(pod.service_account_name.as_deref(), Some(NAME));
+                }
+                "Service" if doc["metadata"]["name"] == extensions::SERVICE => {
+                    let service: Service = typed(doc);
+                    let spec = service.spec.unwrap();
+                    assert_eq!(spec.ports.unwrap()[0].port, 443);
+                    assert!(spec.selector.is_some(), "in the cluster it selects istiod");
                 }
                 "Service" => {
                     let service: Service = typed(doc);
@@ -683,6 +817,29 @@ mod tests {
     }
 
     #[test]
+    fn outside_the_cluster_the_aggregated_api_is_a_service_without_selector_and_its_endpoint() {
+        let manifests = manifests(&InstallOptions {
+            webhook_url: Some("https://127.0.0.1:15017/validate".into()),
+            aggregated_api_endpoint: Some("198.18.127.1:15018".parse().unwrap()),
+            ..InstallOptions::default()
+        });
+        let find = |kind: &str| manifests.iter().find(|m| m["kind"] == kind).unwrap();
+        assert!(find("Service")["spec"].get("selector").is_none());
+        assert_eq!(
+            find("Endpoints")["subsets"][0],
+            json!({"addresses": [{"ip": "198.18.127.1"}],
+                   "ports": [{"name": "https", "port": 15018, "protocol": "TCP"}]})
+        );
+        assert_eq!(find("APIService")["metadata"]["name"], "v1beta1.extensions");
+        // Outside without an address: no APIService that would point nowhere.
+        let without = super::manifests(&InstallOptions {
+            webhook_url: Some("https://127.0.0.1:15017/validate".into()),
+            ..InstallOptions::default()
+        });
+        assert!(without.iter().all(|m| m["kind"] != "APIService"));
+    }
+
+    #[test]
     fn the_role_lets_the_control_plane_watch_review_tokens_and_patch_its_webhook() {
         let role: ClusterRole = typed(&cluster_role());
         let allows = |group: &str, resource: &str, verb: &str| {
@@ -722,6 +879,14 @@ mod tests {
         }
         assert!(allows("", "configmaps", "create"));
         assert!(allows("", "configmaps", "patch"));
+        assert!(allows(
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "create"
+        ));
+        for verb in ["get", "list", "create", "patch", "delete"] {
+            assert!(allows("apps", "deployments", verb), "{verb}");
+        }
         assert!(
             !allows("", "secrets", "get"),
             "no secrets beyond what is needed: the CA's are in istio-system only (a Role)"

@@ -5,6 +5,8 @@
 //!   [`ironmesh_api::Object`]; the control plane puts it behind its `ResourceSource` seam, so the policy
 //!   engine and the per-sidecar configuration are the same as on the local runtime.
 //! - [`crds`]: Istio's kinds as CustomResourceDefinitions, from ironmesh-api's kind table.
+//! - [`extensions`]: the seed's `extensions/v1beta1` Deployments as an aggregated API (stored as
+//!   `apps/v1`), for the API server's aggregator only, each request authorized by a SubjectAccessReview.
 //! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS, and
 //!   the `caBundle` of both webhook configurations.
 //! - [`inject`]: the mutating admission webhook that injects the sidecar into pods as they are created
@@ -17,6 +19,7 @@
 //! This crate links kube-rs and k8s-openapi but picks no Kubernetes version: the binary does.
 
 pub mod crds;
+pub mod extensions;
 pub mod identity;
 pub mod inject;
 pub mod install;

@@ -194,14 +194,28 @@ impl ServingCert {
         })
     }
 
-    /// A rustls server configuration (TLS 1.2 and 1.3, ring) presenting this certificate.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    /// The certificate chain and key in the form rustls takes them.
+    pub fn chain_and_key(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        WebhookError,
+    > {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let pem_error = |e: rustls_pki_types::pem::Error| rustls::Error::General(e.to_string());
         let chain =
             vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(pem_error)?];
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(pem_error)?;
+        Ok((chain, key))
+    }
+
+    /// A rustls server configuration (TLS 1.2 and 1.3, ring) presenting this certificate.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+        let (chain, key) = self.chain_and_key()?;
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
