@@ -123,16 +123,8 @@ fn names(pod: &Value, list: &str) -> Vec<String> {
 
 /// What two ways of injecting must agree on: the pod's labels, annotations and spec, without what the
 /// API server and the controllers generate (the service-account token volume's random suffix, the
-/// ReplicaSet's `pod-template-hash`, kubectl's last-applied annotation), and with the volumes in name
-/// order: the ServiceAccount admission plugin runs before the webhooks, so the injector's volumes come
-/// after the token volume it adds, and before it when kube-inject wrote them into the manifest (the
-/// same pod; Istio's two paths differ the same way).
+/// ReplicaSet's `pod-template-hash`, kubectl's last-applied annotation).
 fn comparable(pod: &Value) -> Value {
-    let mut pod = pod.clone();
-    if let Some(volumes) = pod["spec"]["volumes"].as_array_mut() {
-        volumes.sort_by_key(|v| v["name"].as_str().unwrap_or_default().to_owned());
-    }
-    let pod = &pod;
     let mut spec = serde_json::to_string(&pod["spec"]).unwrap();
     for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = volume["name"].as_str().unwrap();
