@@ -135,7 +135,14 @@ fn a_pod_gets_the_same_sidecar_as_kube_inject_through_the_patch() {
         injected["metadata"]["ownerReferences"],
         pod["metadata"]["ownerReferences"]
     );
-    assert_eq!(injected["spec"]["volumes"], pod["spec"]["volumes"]);
+    // The pod's own volumes stay, first; the injection adds the mesh's (token and root) after them.
+    let volumes = injected["spec"]["volumes"].as_array().unwrap();
+    let own = pod["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(&volumes[..own.len()], &own[..]);
+    assert_eq!(
+        names(&injected["spec"], "volumes")[own.len()..],
+        ["istio-token", "istiod-ca-cert"]
+    );
     assert_eq!(
         injected["spec"]["containers"][0],
         pod["spec"]["containers"][0]
