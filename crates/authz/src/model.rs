@@ -592,7 +592,6 @@ fn check_custom_rules(rules: &[RuleSpec]) -> Result<()> {
         for (f, source) in rule.from.iter().enumerate() {
             let set = source
                 .fields()
-                .into_iter()
                 .find(|(name, values)| IDENTITY_FIELDS.contains(name) && !values.is_empty());
             if let Some((field, _)) = set {
                 return Err(SpecError::new(
@@ -656,8 +655,7 @@ fn compile_source(source: &SourceSpec, path: &str) -> Result<Source> {
     let is_set = |names: &[&str]| {
         source
             .fields()
-            .iter()
-            .any(|(name, values)| names.contains(name) && !values.is_empty())
+            .any(|(name, values)| names.contains(&name) && !values.is_empty())
     };
     if is_set(&["principals", "notPrincipals", "namespaces", "notNamespaces"])
         && is_set(&["serviceAccounts", "notServiceAccounts"])

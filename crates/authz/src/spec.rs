@@ -2,11 +2,124 @@
 //! JSON is read into this form ([`read_rules`]), and the control plane sends a validated policy's rules to
 //! its proxies in it, so apply time and the proxy validate and compile with the same code
 //! ([`crate::AuthorizationPolicy::compile`]).
+//!
+//! The fields of a `source` and an `operation` are listed once, in [`source_fields!`](crate::source_fields)
+//! and [`operation_fields!`](crate::operation_fields); the structs here, their JSON reading, the protobuf
+//! conversion (ironmesh-proto) and the apply-time schema (ironmesh-api) are all expanded from those lists.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::SpecError;
 use crate::parse::{Result, known_fields, object, object_list, port_strings, string_list};
+
+/// The fields of Istio's `Source` (`rules[].from[].source`), in Istio's order, each once as
+/// `rust_name "specName" kind` (`kind` is `strings`, or `ports` for decimal port strings). Calls
+/// `$then! { ... }` with the list, so each place that needs the fields writes how to use one, not the list:
+///
+/// ```
+/// macro_rules! spec_names {
+///     ($($field:ident $name:literal $kind:ident),*) => { [$($name),*] };
+/// }
+/// assert_eq!(ironmesh_authz::source_fields!(spec_names)[1], "notPrincipals");
+/// ```
+#[macro_export]
+macro_rules! source_fields {
+    ($then:ident) => {
+        $then! {
+            principals "principals" strings,
+            not_principals "notPrincipals" strings,
+            request_principals "requestPrincipals" strings,
+            not_request_principals "notRequestPrincipals" strings,
+            namespaces "namespaces" strings,
+            not_namespaces "notNamespaces" strings,
+            service_accounts "serviceAccounts" strings,
+            not_service_accounts "notServiceAccounts" strings,
+            trust_domains "trustDomains" strings,
+            not_trust_domains "notTrustDomains" strings,
+            ip_blocks "ipBlocks" strings,
+            not_ip_blocks "notIpBlocks" strings,
+            remote_ip_blocks "remoteIpBlocks" strings,
+            not_remote_ip_blocks "notRemoteIpBlocks" strings
+        }
+    };
+}
+
+/// The fields of Istio's `Operation` (`rules[].to[].operation`), as [`source_fields!`](crate::source_fields)
+/// lists a source's.
+#[macro_export]
+macro_rules! operation_fields {
+    ($then:ident) => {
+        $then! {
+            hosts "hosts" strings,
+            not_hosts "notHosts" strings,
+            ports "ports" ports,
+            not_ports "notPorts" ports,
+            methods "methods" strings,
+            not_methods "notMethods" strings,
+            paths "paths" strings,
+            not_paths "notPaths" strings
+        }
+    };
+}
+
+/// Reads a field of `kind` (see [`source_fields!`](crate::source_fields)) at its path.
+macro_rules! read_field {
+    ($map:expr, $path:expr, $name:literal, strings) => {
+        string_list($map.get($name), &format!("{}.{}", $path, $name))
+    };
+    ($map:expr, $path:expr, $name:literal, ports) => {
+        port_strings($map.get($name), &format!("{}.{}", $path, $name))
+    };
+}
+
+/// A written `source`/`operation` struct from its field list: the fields, their spec names and the reading
+/// of a JSON object that refuses unknown fields by path.
+macro_rules! written_form {
+    ($(#[$doc:meta])* $type:ident, $($field:ident $name:literal $kind:ident),*) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $type {
+            $(pub $field: Vec<String>,)*
+        }
+
+        impl $type {
+            /// The spec names of the fields, in Istio's order.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// Every field under its spec name, in Istio's order.
+            pub fn fields(&self) -> impl Iterator<Item = (&'static str, &[String])> {
+                [$(($name, self.$field.as_slice())),*].into_iter()
+            }
+
+            fn read(map: &Map<String, Value>, path: &str) -> Result<Self> {
+                known_fields(map, path, Self::NAMES)?;
+                Ok(Self {
+                    $($field: read_field!(map, path, $name, $kind)?,)*
+                })
+            }
+        }
+    };
+}
+
+macro_rules! source_spec {
+    ($($fields:tt)*) => {
+        written_form!(
+            /// `rules[].from[].source`; an empty list is "any".
+            SourceSpec, $($fields)*
+        );
+    };
+}
+source_fields!(source_spec);
+
+macro_rules! operation_spec {
+    ($($fields:tt)*) => {
+        written_form!(
+            /// `rules[].to[].operation`; ports are decimal strings, as Istio writes them.
+            OperationSpec, $($fields)*
+        );
+    };
+}
+operation_fields!(operation_spec);
 
 /// `rules[]`: a rule matches when one `from`, one `to` and every `when` match (empty lists match all).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -16,82 +129,12 @@ pub struct RuleSpec {
     pub when: Vec<ConditionSpec>,
 }
 
-/// `rules[].from[].source`; an empty list is "any".
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SourceSpec {
-    pub principals: Vec<String>,
-    pub not_principals: Vec<String>,
-    pub request_principals: Vec<String>,
-    pub not_request_principals: Vec<String>,
-    pub namespaces: Vec<String>,
-    pub not_namespaces: Vec<String>,
-    pub service_accounts: Vec<String>,
-    pub not_service_accounts: Vec<String>,
-    pub trust_domains: Vec<String>,
-    pub not_trust_domains: Vec<String>,
-    pub ip_blocks: Vec<String>,
-    pub not_ip_blocks: Vec<String>,
-    pub remote_ip_blocks: Vec<String>,
-    pub not_remote_ip_blocks: Vec<String>,
-}
-
-/// `rules[].to[].operation`; ports are decimal strings, as Istio writes them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OperationSpec {
-    pub hosts: Vec<String>,
-    pub not_hosts: Vec<String>,
-    pub ports: Vec<String>,
-    pub not_ports: Vec<String>,
-    pub methods: Vec<String>,
-    pub not_methods: Vec<String>,
-    pub paths: Vec<String>,
-    pub not_paths: Vec<String>,
-}
-
 /// `rules[].when[]`: one attribute `key`, any of `values`, none of `not_values`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConditionSpec {
     pub key: String,
     pub values: Vec<String>,
     pub not_values: Vec<String>,
-}
-
-impl SourceSpec {
-    /// Every field under its spec name, in Istio's order.
-    pub fn fields(&self) -> [(&'static str, &[String]); 14] {
-        [
-            ("principals", &self.principals),
-            ("notPrincipals", &self.not_principals),
-            ("requestPrincipals", &self.request_principals),
-            ("notRequestPrincipals", &self.not_request_principals),
-            ("namespaces", &self.namespaces),
-            ("notNamespaces", &self.not_namespaces),
-            ("serviceAccounts", &self.service_accounts),
-            ("notServiceAccounts", &self.not_service_accounts),
-            ("trustDomains", &self.trust_domains),
-            ("notTrustDomains", &self.not_trust_domains),
-            ("ipBlocks", &self.ip_blocks),
-            ("notIpBlocks", &self.not_ip_blocks),
-            ("remoteIpBlocks", &self.remote_ip_blocks),
-            ("notRemoteIpBlocks", &self.not_remote_ip_blocks),
-        ]
-    }
-}
-
-impl OperationSpec {
-    /// Every field under its spec name, in Istio's order.
-    pub fn fields(&self) -> [(&'static str, &[String]); 8] {
-        [
-            ("hosts", &self.hosts),
-            ("notHosts", &self.not_hosts),
-            ("ports", &self.ports),
-            ("notPorts", &self.not_ports),
-            ("methods", &self.methods),
-            ("notMethods", &self.not_methods),
-            ("paths", &self.paths),
-            ("notPaths", &self.not_paths),
-        ]
-    }
 }
 
 /// Reads `spec.rules` into their written form, refusing unknown fields and wrong types by path.
@@ -168,28 +211,7 @@ fn read_source(source: &Value, path: &str) -> Result<SourceSpec> {
             "`from.source` must not be nil: expected a source object with at least one field",
         )
     })?;
-    known_fields(
-        map,
-        path,
-        &SourceSpec::default().fields().map(|(name, _)| name),
-    )?;
-    let list = |name: &str| string_list(map.get(name), &format!("{path}.{name}"));
-    Ok(SourceSpec {
-        principals: list("principals")?,
-        not_principals: list("notPrincipals")?,
-        request_principals: list("requestPrincipals")?,
-        not_request_principals: list("notRequestPrincipals")?,
-        namespaces: list("namespaces")?,
-        not_namespaces: list("notNamespaces")?,
-        service_accounts: list("serviceAccounts")?,
-        not_service_accounts: list("notServiceAccounts")?,
-        trust_domains: list("trustDomains")?,
-        not_trust_domains: list("notTrustDomains")?,
-        ip_blocks: list("ipBlocks")?,
-        not_ip_blocks: list("notIpBlocks")?,
-        remote_ip_blocks: list("remoteIpBlocks")?,
-        not_remote_ip_blocks: list("notRemoteIpBlocks")?,
-    })
+    SourceSpec::read(map, path)
 }
 
 fn read_operation(operation: &Value, path: &str) -> Result<OperationSpec> {
@@ -199,23 +221,7 @@ fn read_operation(operation: &Value, path: &str) -> Result<OperationSpec> {
             "`to.operation` must not be nil: expected an operation object with at least one field",
         )
     })?;
-    known_fields(
-        map,
-        path,
-        &OperationSpec::default().fields().map(|(name, _)| name),
-    )?;
-    let list = |name: &str| string_list(map.get(name), &format!("{path}.{name}"));
-    let ports = |name: &str| port_strings(map.get(name), &format!("{path}.{name}"));
-    Ok(OperationSpec {
-        hosts: list("hosts")?,
-        not_hosts: list("notHosts")?,
-        ports: ports("ports")?,
-        not_ports: ports("notPorts")?,
-        methods: list("methods")?,
-        not_methods: list("notMethods")?,
-        paths: list("paths")?,
-        not_paths: list("notPaths")?,
-    })
+    OperationSpec::read(map, path)
 }
 
 fn read_condition(condition: &Value, path: &str) -> Result<ConditionSpec> {

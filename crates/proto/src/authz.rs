@@ -11,37 +11,34 @@ use crate::pb;
 use crate::pb::authorization_policy as wire;
 use crate::validate::ConfigRejection;
 
-/// Builds `$target` from `$value`, cloning the fields both name alike; each field list is written once,
-/// for both directions.
-macro_rules! same_fields {
-    ($value:expr, $($target:ident)::+, [$($field:ident),*]) => {
-        $($target)::+ { $($field: $value.$field.clone()),* }
+/// The conversions between the written `source`/`operation` (ironmesh-authz) and their messages, from the
+/// engine's one list of each one's fields ([`ironmesh_authz::source_fields!`]).
+macro_rules! conversions {
+    ($spec:ident, $message:ident, $to_message:ident, $to_spec:ident;
+     $($field:ident $name:literal $kind:ident),*) => {
+        fn $to_message(value: &$spec) -> wire::$message {
+            wire::$message { $($field: value.$field.clone()),* }
+        }
+
+        fn $to_spec(value: &wire::$message) -> $spec {
+            $spec { $($field: value.$field.clone()),* }
+        }
     };
 }
 
-macro_rules! source {
-    ($value:expr, $($target:ident)::+) => {
-        same_fields!($value, $($target)::+, [
-            principals, not_principals, request_principals, not_request_principals, namespaces,
-            not_namespaces, service_accounts, not_service_accounts, trust_domains, not_trust_domains,
-            ip_blocks, not_ip_blocks, remote_ip_blocks, not_remote_ip_blocks
-        ])
+macro_rules! source_conversions {
+    ($($fields:tt)*) => {
+        conversions!(SourceSpec, Source, source_message, source_spec; $($fields)*);
     };
 }
+ironmesh_authz::source_fields!(source_conversions);
 
-macro_rules! operation {
-    ($value:expr, $($target:ident)::+) => {
-        same_fields!($value, $($target)::+, [
-            hosts, not_hosts, ports, not_ports, methods, not_methods, paths, not_paths
-        ])
+macro_rules! operation_conversions {
+    ($($fields:tt)*) => {
+        conversions!(OperationSpec, Operation, operation_message, operation_spec; $($fields)*);
     };
 }
-
-macro_rules! condition {
-    ($value:expr, $($target:ident)::+) => {
-        same_fields!($value, $($target)::+, [key, values, not_values])
-    };
-}
+ironmesh_authz::operation_fields!(operation_conversions);
 
 /// The message for a policy the control plane validated and scoped to a workload.
 pub fn policy_message(
@@ -59,16 +56,16 @@ pub fn policy_message(
         .written_rules()
         .iter()
         .map(|rule| wire::Rule {
-            from: rule.from.iter().map(|s| source!(s, wire::Source)).collect(),
-            to: rule
-                .to
-                .iter()
-                .map(|o| operation!(o, wire::Operation))
-                .collect(),
+            from: rule.from.iter().map(source_message).collect(),
+            to: rule.to.iter().map(operation_message).collect(),
             when: rule
                 .when
                 .iter()
-                .map(|c| condition!(c, wire::Condition))
+                .map(|c| wire::Condition {
+                    key: c.key.clone(),
+                    values: c.values.clone(),
+                    not_values: c.not_values.clone(),
+                })
                 .collect(),
         })
         .collect();
@@ -113,16 +110,16 @@ fn compile_policy(
         .rules
         .iter()
         .map(|rule| RuleSpec {
-            from: rule.from.iter().map(|s| source!(s, SourceSpec)).collect(),
-            to: rule
-                .to
-                .iter()
-                .map(|o| operation!(o, OperationSpec))
-                .collect(),
+            from: rule.from.iter().map(source_spec).collect(),
+            to: rule.to.iter().map(operation_spec).collect(),
             when: rule
                 .when
                 .iter()
-                .map(|c| condition!(c, ConditionSpec))
+                .map(|c| ConditionSpec {
+                    key: c.key.clone(),
+                    values: c.values.clone(),
+                    not_values: c.not_values.clone(),
+                })
                 .collect(),
         })
         .collect();
@@ -172,6 +169,74 @@ pub fn client_sni(service: &pb::Service, port: &pb::ServicePort) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A valid value of its own for the `n`th field, named `name`, so a field carried into another shows.
+    fn value(name: &str, n: usize) -> Vec<String> {
+        let lower = name.to_ascii_lowercase();
+        vec![match lower.as_str() {
+            _ if lower.ends_with("ipblocks") => format!("10.0.0.{n}/32"),
+            _ if lower.ends_with("ports") => format!("{}", 8000 + n),
+            _ if lower.ends_with("serviceaccounts") => format!("ns{n}/sa"),
+            _ if lower.ends_with("paths") => format!("/path{n}"),
+            _ => format!("value{n}"),
+        }]
+    }
+
+    /// Every field of a source, an operation and a condition set, each to a value of its own, crosses the
+    /// wire and the proxy's compile unchanged: the conversions cover the engine's whole field lists.
+    #[test]
+    fn every_written_field_crosses_the_wire() {
+        let mut n = 0;
+        let mut next = |name: &str| {
+            n += 1;
+            value(name, n)
+        };
+        macro_rules! filled {
+            ($type:ident, $($field:ident $name:literal $kind:ident),*) => {
+                $type { $($field: next($name),)* }
+            };
+        }
+        macro_rules! source {
+            ($($fields:tt)*) => { filled!(SourceSpec, $($fields)*) };
+        }
+        macro_rules! operation {
+            ($($fields:tt)*) => { filled!(OperationSpec, $($fields)*) };
+        }
+        // Istio refuses serviceAccounts beside namespaces or principals: two sources carry them all.
+        let mut by_account = ironmesh_authz::source_fields!(source);
+        let mut by_name = by_account.clone();
+        by_account.principals.clear();
+        by_account.not_principals.clear();
+        by_account.namespaces.clear();
+        by_account.not_namespaces.clear();
+        by_name.service_accounts.clear();
+        by_name.not_service_accounts.clear();
+        let rules = vec![RuleSpec {
+            from: vec![by_name, by_account],
+            to: vec![ironmesh_authz::operation_fields!(operation)],
+            when: vec![ConditionSpec {
+                key: "request.headers[x-token]".into(),
+                values: next("values"),
+                not_values: next("notValues"),
+            }],
+        }];
+        let policy =
+            AuthorizationPolicy::compile(Action::Deny, rules.clone()).expect("valid rules");
+        let name = PolicyName {
+            namespace: "foo".into(),
+            name: "all-fields".into(),
+        };
+        let message = policy_message(&name, &policy, true);
+        assert_eq!(
+            message.rules[0].from[1].not_remote_ip_blocks,
+            rules[0].from[1].not_remote_ip_blocks
+        );
+        assert_eq!(message.rules[0].to[0].not_paths, rules[0].to[0].not_paths);
+        let (received, compiled, dry_run) = compile_policy(&message).expect("compiles");
+        assert_eq!((received, dry_run), (name, true));
+        assert_eq!(compiled.action(), Action::Deny);
+        assert_eq!(compiled.written_rules(), rules.as_slice());
+    }
 
     #[test]
     fn the_client_sni_is_envoys_cluster_name_unless_the_rule_sets_one() {

@@ -80,6 +80,14 @@ const PEER_AUTHENTICATION_SPEC: Shape = Strict(&[
     ("portLevelMtls", PortMap(&PEER_MTLS)),
 ]);
 
+/// A `source` or `operation` from ironmesh-authz's list of its fields: every field is a list of strings,
+/// ports too (Istio's schema types them as strings).
+macro_rules! strings_map {
+    ($($field:ident $name:literal $kind:ident),*) => {
+        Strict(&[$(($name, STRINGS)),*])
+    };
+}
+
 pub(crate) static AUTHZ_ACTIONS: &[&str] = &["ALLOW", "DENY", "AUDIT", "CUSTOM"];
 const AUTHORIZATION_POLICY_SPEC: Shape = Strict(&[
     ("selector", WORKLOAD_SELECTOR),
@@ -92,38 +100,14 @@ const AUTHORIZATION_POLICY_SPEC: Shape = Strict(&[
                 "from",
                 List(&Strict(&[(
                     "source",
-                    Strict(&[
-                        ("principals", STRINGS),
-                        ("notPrincipals", STRINGS),
-                        ("requestPrincipals", STRINGS),
-                        ("notRequestPrincipals", STRINGS),
-                        ("namespaces", STRINGS),
-                        ("notNamespaces", STRINGS),
-                        ("ipBlocks", STRINGS),
-                        ("notIpBlocks", STRINGS),
-                        ("remoteIpBlocks", STRINGS),
-                        ("notRemoteIpBlocks", STRINGS),
-                        ("serviceAccounts", STRINGS),
-                        ("notServiceAccounts", STRINGS),
-                        ("trustDomains", STRINGS),
-                        ("notTrustDomains", STRINGS),
-                    ]),
+                    ironmesh_authz::source_fields!(strings_map),
                 )])),
             ),
             (
                 "to",
                 List(&Strict(&[(
                     "operation",
-                    Strict(&[
-                        ("hosts", STRINGS),
-                        ("notHosts", STRINGS),
-                        ("ports", STRINGS),
-                        ("notPorts", STRINGS),
-                        ("methods", STRINGS),
-                        ("notMethods", STRINGS),
-                        ("paths", STRINGS),
-                        ("notPaths", STRINGS),
-                    ]),
+                    ironmesh_authz::operation_fields!(strings_map),
                 )])),
             ),
             (
