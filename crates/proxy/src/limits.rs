@@ -623,7 +623,10 @@ mod tests {
                 drop(request);
             }
         });
-        assert_eq!(wakes, 0, "a busy keep-alive connection's requests woke its watchdog");
+        assert_eq!(
+            wakes, 0,
+            "a busy keep-alive connection's requests woke its watchdog"
+        );
     }
 
     #[test]
