@@ -249,11 +249,17 @@ enum Http1Error {
 /// soon as the response headers are in; a checkout takes the newest one whose previous exchange is
 /// finished ([`SendRequest::is_ready`]) and leaves the busy ones for later.
 pub(crate) struct Http1Pool {
-    idle: Mutex<HashMap<(SocketAddr, bool), Vec<(SendRequest<ProxyBody>, Instant)>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
 }
 
+/// A connection in the pool, and when it last went back in.
+type Pooled = (SendRequest<ProxyBody>, Instant);
+
+/// An upstream address, and whether its connections are mTLS.
+type PoolKey = (SocketAddr, bool);
+
 impl Http1Pool {
-    fn checkout(&self, key: (SocketAddr, bool)) -> Option<SendRequest<ProxyBody>> {
+    fn checkout(&self, key: PoolKey) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(&key)?;
         list.retain(|(sender, _)| !sender.is_closed());
@@ -261,7 +267,7 @@ impl Http1Pool {
         Some(list.swap_remove(ready).0)
     }
 
-    fn checkin(&self, key: (SocketAddr, bool), sender: SendRequest<ProxyBody>) {
+    fn checkin(&self, key: PoolKey, sender: SendRequest<ProxyBody>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.entry(key).or_default().push((sender, Instant::now()));
     }
@@ -272,7 +278,8 @@ impl Http1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|_, list| {
             list.retain(|(sender, since)| {
-                !sender.is_closed() && !(sender.is_ready() && since.elapsed() >= HTTP1_IDLE)
+                let unused = sender.is_ready() && since.elapsed() >= HTTP1_IDLE;
+                !(sender.is_closed() || unused)
             });
             !list.is_empty()
         });
