@@ -25,8 +25,12 @@ cargo fmt --all -- --check
 
 phase "lints: cargo clippy --workspace --all-targets -D warnings, and ring as the only crypto provider" "~2-3 min on 2 cores the first time"
 cargo clippy --workspace --all-targets -- -D warnings
+# ring only, by measurement (bench/crypto-provider; BENCHMARKS.md, "Issue 15: the crypto provider"): aws-lc-rs
+# was 8% cheaper per mutual-TLS handshake, ~11% per AES-256-GCM byte sealed and level on open (0.03 cycles per
+# byte, against a relay that spends far more per byte in copies and syscalls), held ~170 bytes more per connection,
+# and its C library (aws-lc-sys: cc and cmake) adds minutes to every build. Not worth the switch; this keeps it out.
 if cargo tree -e normal -i aws-lc-rs >/dev/null 2>&1; then
-  phase_fail "aws-lc-rs is in the dependency tree (cargo tree -i aws-lc-rs); the project uses ring only"
+  phase_fail "aws-lc-rs is in the dependency tree (cargo tree -e normal -i aws-lc-rs shows who brings it): the mesh uses ring (BENCHMARKS.md, \"Issue 15: the crypto provider\"); give rustls, tokio-rustls or rcgen default-features = false and the ring feature"
 fi
 
 phase "test build: cargo test --workspace --no-run, and the binaries the CLI's root tests run" "~7 min on 2 cores the first time"

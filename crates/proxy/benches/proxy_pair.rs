@@ -114,23 +114,10 @@ async fn get(sender: &mut SendRequest<Empty<Bytes>>) {
 /// The client-app pair of sidecars with the HTTP service between them, and keep-alive connections to
 /// the app directly and through the pair.
 async fn http_pair() -> (Mesh, SendRequest<Empty<Bytes>>, SendRequest<Empty<Bytes>>) {
-    let mut mesh = Mesh::new().await;
     let app = kilobyte_app().await;
-    mesh.add_app(ip("10.0.0.2"), KILOBYTE_APP_PORT, app);
-    mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
-        .await;
-    mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
-    mesh.publish(
-        ip("10.0.0.1"),
-        "client-1.foo",
-        config(workload("client-1", "client")),
-    )
-    .await;
-    mesh.publish(
-        ip("10.0.0.2"),
-        "app-1.foo",
-        config(workload("app-1", "app")),
-    )
+    let mesh = Mesh::pair(KILOBYTE_APP_PORT, app, "app", |name, sa| {
+        config(workload(name, sa))
+    })
     .await;
     let direct = connect(tokio::net::TcpStream::connect(app).await.unwrap()).await;
     let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
@@ -191,15 +178,11 @@ async fn push_bulk(mut stream: tokio::net::TcpStream) {
     stream.read_exact(&mut done).await.unwrap();
 }
 
-/// The client-app pair of sidecars with a TCP service (port 8000 on the VIP) to `app` between them.
+/// The client-app pair of sidecars with a TCP service (port 8000 on the VIP) to `app` between them: the
+/// HTTP pair's configuration with the port's protocol TCP and the app on port 9000.
 async fn tcp_pair(app: SocketAddr) -> Mesh {
-    let mut mesh = Mesh::new().await;
-    mesh.add_app(ip("10.0.0.2"), 9000, app);
-    mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
-        .await;
-    mesh.add_proxy(ip("10.0.0.2"), "app-1", "foo", "app").await;
-    let tcp = |workload: Workload| {
-        let mut config = config(workload);
+    Mesh::pair(9000, app, "app", |name, sa| {
+        let mut config = config(workload(name, sa));
         config.services[0].ports[0].protocol = Protocol::Tcp as i32;
         config.services[0].ports[0].target_port = 9000;
         let workload = config.workload.as_mut().unwrap();
@@ -209,16 +192,8 @@ async fn tcp_pair(app: SocketAddr) -> Mesh {
             mode: ServerMode::Strict as i32,
         }];
         config
-    };
-    mesh.publish(
-        ip("10.0.0.1"),
-        "client-1.foo",
-        tcp(workload("client-1", "client")),
-    )
-    .await;
-    mesh.publish(ip("10.0.0.2"), "app-1.foo", tcp(workload("app-1", "app")))
-        .await;
-    mesh
+    })
+    .await
 }
 
 fn tcp_bulk(c: &mut Criterion) {
@@ -252,10 +227,51 @@ fn tcp_bulk(c: &mut Criterion) {
     group.finish();
 }
 
-/// Sends `requests` requests through the pair on one thread (as the proxy's one data-plane worker runs
-/// them), after a warm-up that sets up the pooled connections and the metric series, with the access log
-/// written as in a pod (its writer thread, to stdout).
-fn count_http_requests(requests: usize) {
+/// Counts heap allocations, so the request modes can say how many an exchange costs.
+#[allow(
+    unsafe_code,
+    reason = "a global allocator is an unsafe trait; this one forwards to the system allocator"
+)]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    pub struct CountingAllocator;
+
+    // SAFETY: every call goes to the system allocator with the caller's arguments; this only counts.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `System` (every allocation here does), with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: as for `dealloc`; the caller's contract for `realloc` is passed on unchanged.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+}
+use counting::ALLOCATIONS;
+
+/// Runs `exchanges` after 20 warm-up ones on one thread (as the proxy's one data-plane worker runs
+/// them), with the access log written as in a pod (its writer thread, to stdout); prints the heap
+/// allocations per exchange (all threads: both sidecars, the client, the app and the log writer).
+fn count<S>(
+    what: &str,
+    exchanges: usize,
+    set_up: impl AsyncFnOnce() -> (Mesh, S),
+    exchange: impl AsyncFn(&mut S),
+) {
     tracing_subscriber::fmt().with_ansi(false).init();
     ironmesh_proxy::access_log::install(Box::new(std::io::stdout()), false, Default::default())
         .unwrap();
@@ -264,15 +280,35 @@ fn count_http_requests(requests: usize) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (mesh, _direct, mut through_pair) = http_pair().await;
+        let (mesh, mut state) = set_up().await;
         for _ in 0..20 {
-            get(&mut through_pair).await;
+            exchange(&mut state).await;
         }
-        for _ in 0..requests {
-            get(&mut through_pair).await;
+        let before = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..exchanges {
+            exchange(&mut state).await;
         }
+        let allocations = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        eprintln!(
+            "{what}: {:.1} heap allocations per exchange ({exchanges} exchanges)",
+            allocations as f64 / exchanges.max(1) as f64
+        );
+        drop(state);
         drop(mesh);
     });
+}
+
+/// Sends `requests` requests through the pair's HTTP port (see [`count`]).
+fn count_http_requests(requests: usize) {
+    count(
+        "http",
+        requests,
+        async || {
+            let (mesh, _direct, through_pair) = http_pair().await;
+            (mesh, through_pair)
+        },
+        async |through_pair| get(through_pair).await,
+    );
 }
 
 /// The size of a request and of a response in the TCP request mode: the HTTP mode's request line and
@@ -308,25 +344,21 @@ async fn answering_app() -> SocketAddr {
 /// over one mTLS connection, so the difference is what the HTTP path costs beyond relaying.
 fn count_tcp_requests(requests: usize) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tracing_subscriber::fmt().with_ansi(false).init();
-    ironmesh_proxy::access_log::install(Box::new(std::io::stdout()), false, Default::default())
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mesh = tcp_pair(answering_app().await).await;
-        let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
-        let mut stream = mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap();
-        let mut response = [0u8; TCP_RESPONSE];
-        for _ in 0..20 + requests {
+    count(
+        "tcp",
+        requests,
+        async || {
+            let mesh = tcp_pair(answering_app().await).await;
+            let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+            let stream = mesh.network.dial(ip("10.0.0.1"), vip).await.unwrap();
+            (mesh, stream)
+        },
+        async |stream| {
+            let mut response = [0u8; TCP_RESPONSE];
             stream.write_all(&[b'r'; TCP_REQUEST]).await.unwrap();
             stream.read_exact(&mut response).await.unwrap();
-        }
-        drop(stream);
-        drop(mesh);
-    });
+        },
+    );
 }
 
 criterion_group!(benches, proxy_pair, tcp_bulk);

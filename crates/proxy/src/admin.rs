@@ -74,7 +74,7 @@ pub async fn serve_with_limits(
         let state = state.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let clock = ConnectionClock::new();
+            let clock = ConnectionClock::for_http();
             let requests = clock.clone();
             let service = service_fn(move |request| {
                 // The answer is computed at once; the connection is idle again when it has been sent.

@@ -77,16 +77,15 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<crate::upstream::ProxyBody>> + Send + 'static,
 {
-    let clock = ConnectionClock::new();
+    let clock = ConnectionClock::for_http();
     let requests = clock.clone();
     let service = hyper::service::service_fn(move |request| {
         // Busy from the end of the headers until the response body is sent (or dropped).
         let guard = requests.request_started();
         let response = handler(request);
         async move {
-            let response = response
-                .await
-                .map(|body| http_body_util::BodyExt::boxed(BusyBody::new(body, guard)));
+            // Not boxed again: the body is already a box, hyper takes the wrapper as it is.
+            let response = response.await.map(|body| BusyBody::new(body, guard));
             Ok::<_, std::convert::Infallible>(response)
         }
     });

@@ -219,24 +219,47 @@ pub(crate) struct ConnectionClock {
     head_since: AtomicU64,
     /// When the last request finished (or the accept); read while none is in flight.
     idle_since: AtomicU64,
-    /// The last byte read or written (TCP relays).
+    /// The last byte read or written (TCP relays; see `io_times`).
     last_io: AtomicU64,
+    /// Whether reads and writes stamp `last_io`: a TCP relay's idle timeout reads it, an HTTP
+    /// connection's timeouts do not, and reading the clock on every read and write of an HTTP
+    /// connection cost about a hundred instructions each, several times per request.
+    io_times: bool,
     in_flight: AtomicUsize,
     wake: Notify,
+    /// A request head that starts before this (milliseconds since `origin`) is due before the deadline
+    /// the watchdog sleeps towards, so it wakes the watchdog; one that starts later does not.
+    head_wakes_before: AtomicU64,
+    /// The same for a request that ends: its idle deadline is earlier than the watchdog's only before this.
+    end_wakes_before: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
 }
 
 impl ConnectionClock {
+    /// The clock of a TCP relay (its idle timeout follows the last byte either way).
     pub(crate) fn new() -> Arc<Self> {
+        Self::with_io_times(true)
+    }
+
+    /// The clock of an HTTP connection: timeouts follow request heads and requests, not bytes.
+    pub(crate) fn for_http() -> Arc<Self> {
+        Self::with_io_times(false)
+    }
+
+    fn with_io_times(io_times: bool) -> Arc<Self> {
         Arc::new(Self {
             origin: Instant::now(),
             // A connection that sends nothing at all is held to the header timeout too.
             head_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             last_io: AtomicU64::new(0),
+            io_times,
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
+            // Until the watchdog first sleeps, every change wakes it.
+            head_wakes_before: AtomicU64::new(NEVER),
+            end_wakes_before: AtomicU64::new(NEVER),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
         })
@@ -259,19 +282,34 @@ impl ConnectionClock {
     }
 
     fn on_read(&self, bytes: usize) {
-        self.on_read_at(bytes, self.now());
+        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        // The clock is read only when the time is needed: for a relay's idleness, or when these bytes
+        // may start a request head (none in flight, none being read).
+        let head_may_start = self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_since.load(Ordering::SeqCst) == NEVER;
+        if self.io_times || head_may_start {
+            self.stamp_read(self.now());
+        }
     }
 
+    #[cfg(test)]
     fn on_read_at(&self, bytes: usize, now: u64) {
         self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.last_io.store(now, Ordering::Relaxed);
+        self.stamp_read(now);
+    }
+
+    fn stamp_read(&self, now: u64) {
+        if self.io_times {
+            self.last_io.store(now, Ordering::Relaxed);
+        }
         if self.in_flight.load(Ordering::Acquire) == 0
             && self
                 .head_since
-                .compare_exchange(NEVER, now, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(NEVER, now, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
+            && now < self.head_wakes_before.load(Ordering::SeqCst)
         {
-            // The watchdog may be sleeping towards the (later) idle deadline.
+            // The watchdog sleeps towards a later deadline than this head's.
             self.wake.notify_one();
         }
     }
@@ -279,23 +317,25 @@ impl ConnectionClock {
     fn on_write(&self, bytes: usize) {
         self.bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.last_io.store(self.now(), Ordering::Relaxed);
+        if self.io_times {
+            self.last_io.store(self.now(), Ordering::Relaxed);
+        }
     }
 
     /// A request's headers are in: the head timer stops and the connection is busy until the guard drops.
     pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_since.store(NEVER, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_since.store(NEVER, Ordering::SeqCst);
         RequestGuard(self.clone())
     }
 
     /// What is due at `now`: `Err(reason)` when the connection overstayed (a request head not complete
     /// within `header_read_timeout`, or no request in flight for `idle_timeout`), else when to look again.
     fn http_due(&self, limits: &ConnectionLimits, now: Instant) -> Result<Instant, &'static str> {
-        let head = self.head_since.load(Ordering::Acquire);
+        let head = self.head_since.load(Ordering::SeqCst);
         let head_deadline = (head != NEVER).then(|| self.at(head) + limits.header_read_timeout);
-        let idle_deadline = (self.in_flight.load(Ordering::Acquire) == 0)
-            .then(|| self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout);
+        let idle_deadline = (self.in_flight.load(Ordering::SeqCst) == 0)
+            .then(|| self.at(self.idle_since.load(Ordering::SeqCst)) + limits.idle_timeout);
         if head_deadline.is_some_and(|deadline| deadline <= now) {
             return Err("request headers not received within the header-read timeout");
         }
@@ -310,15 +350,51 @@ impl ConnectionClock {
         })
     }
 
+    /// When the watchdog looks again, given what is due `next` (see `http_due`): while the connection is
+    /// busy or was busy within a header-read timeout, no later than a header-read timeout from `now`. A
+    /// keep-alive connection's next request head then starts after that look and ends before its
+    /// deadline, so neither it nor the end of a request needs to wake the watchdog (which runs in the
+    /// connection's own task: each wake-up was one more poll of the connection and a new timer per
+    /// request). Only a connection idle for longer sleeps until its idle deadline, and its next head
+    /// wakes the watchdog once.
+    fn look_again(&self, limits: &ConnectionLimits, now: Instant, next: Instant) -> Instant {
+        let recently_busy = self.in_flight.load(Ordering::SeqCst) > 0
+            || now < self.at(self.idle_since.load(Ordering::SeqCst)) + limits.header_read_timeout;
+        if recently_busy {
+            next.min(now + limits.header_read_timeout)
+        } else {
+            next
+        }
+    }
+
     /// Completes when an HTTP connection overstays (see `http_due`), answering why.
     pub(crate) async fn http_expired(&self, limits: &ConnectionLimits) -> &'static str {
+        let millis = |duration: Duration| duration.as_millis() as u64;
         loop {
-            let next = match self.http_due(limits, Instant::now()) {
-                Ok(next) => next,
+            let now = Instant::now();
+            let mut wake_at = match self.http_due(limits, now) {
+                Ok(next) => self.look_again(limits, now, next),
                 Err(reason) => return reason,
             };
+            // Publish what would need an earlier look, then read the state again: a head or an end
+            // that raced with the first reading either shows here or sees the new thresholds and wakes.
+            loop {
+                let armed = millis(wake_at.saturating_duration_since(self.origin));
+                let head = armed.saturating_sub(millis(limits.header_read_timeout));
+                let end = armed.saturating_sub(millis(limits.idle_timeout));
+                self.head_wakes_before.store(head, Ordering::SeqCst);
+                self.end_wakes_before.store(end, Ordering::SeqCst);
+                let again = match self.http_due(limits, now) {
+                    Ok(next) => self.look_again(limits, now, next),
+                    Err(reason) => return reason,
+                };
+                if again >= wake_at {
+                    break;
+                }
+                wake_at = again;
+            }
             tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
+                () = tokio::time::sleep_until(wake_at) => {}
                 () = self.wake.notified() => {}
             }
         }
@@ -342,8 +418,12 @@ pub(crate) struct RequestGuard(Arc<ConnectionClock>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let clock = &self.0;
-        clock.idle_since.store(clock.now(), Ordering::Release);
-        if clock.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let now = clock.now();
+        clock.idle_since.store(now, Ordering::SeqCst);
+        if clock.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && now < clock.end_wakes_before.load(Ordering::SeqCst)
+        {
+            // The watchdog sleeps towards a later deadline than this connection's idle one.
             clock.wake.notify_one();
         }
     }
@@ -502,6 +582,64 @@ mod tests {
         assert_eq!(
             clock.http_due(&LIMITS, ended + LIMITS.idle_timeout),
             Err("idle timeout")
+        );
+    }
+
+    /// A waker that counts how often it is woken.
+    struct CountingWaker(AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls the watchdog of `clock` once (it arms its sleep), then runs `requests` and returns how
+    /// often the watchdog was woken by them.
+    fn watchdog_wakes(clock: &Arc<ConnectionClock>, requests: impl FnOnce()) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        let mut watchdog = std::pin::pin!(clock.http_expired(&LIMITS));
+        assert!(watchdog.as_mut().poll(&mut cx).is_pending());
+        requests();
+        counter.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn keep_alive_requests_do_not_wake_the_watchdog() {
+        let clock = ConnectionClock::new();
+        drop(clock.request_started());
+        let wakes = watchdog_wakes(&clock, || {
+            for _ in 0..3 {
+                clock.on_read(100);
+                let request = clock.request_started();
+                clock.on_write(1000);
+                drop(request);
+            }
+        });
+        assert_eq!(
+            wakes, 0,
+            "a busy keep-alive connection's requests woke its watchdog"
+        );
+    }
+
+    #[test]
+    fn the_first_head_after_a_long_idle_wakes_the_watchdog() {
+        let mut clock = ConnectionClock::new();
+        // Idle for 100 s already: the watchdog sleeps until the idle deadline, an hour away.
+        Arc::get_mut(&mut clock).unwrap().origin -= Duration::from_secs(100);
+        // Its last request ended when it opened (no head being read since).
+        clock.head_since.store(NEVER, Ordering::SeqCst);
+        let wakes = watchdog_wakes(&clock, || clock.on_read(100));
+        assert_eq!(
+            wakes, 1,
+            "a request head after a long idle must wake the watchdog, or its header timeout would wait an hour"
         );
     }
 

@@ -1,5 +1,6 @@
-//! Connections from the proxy to an upstream (plaintext or mTLS with secure naming), the pooled hyper
-//! clients that reuse them, and the Envoy-style 503 for failures before response headers.
+//! Connections from the proxy to an upstream (plaintext or mTLS with secure naming), the pools that reuse
+//! them (our own for HTTP/1.1, hyper-util's client for HTTP/2), and the Envoy-style 503 for failures
+//! before response headers.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,12 +9,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -216,31 +219,152 @@ impl tower::Service<Uri> for Connector {
     }
 }
 
-/// Pooled keep-alive clients: HTTP/1.1 and HTTP/2 (chosen by the downstream request's version).
+/// How long an HTTP/1.1 upstream connection may sit unused in the pool before it is closed (as the
+/// hyper-util pool it replaced was set up).
+const HTTP1_IDLE: Duration = Duration::from_secs(60);
+
+/// Keep-alive connections to upstreams: HTTP/1.1 in our own pool ([`Http1Pool`]), HTTP/2 through
+/// hyper-util's client (chosen by the downstream request's version).
 pub(crate) struct Pools {
-    http1: Client<Connector, ProxyBody>,
+    context: Arc<Context>,
+    http1: Arc<Http1Pool>,
     http2: Client<Connector, ProxyBody>,
     expected: Arc<Mutex<HashMap<SocketAddr, UpstreamTls>>>,
+}
+
+/// Why an HTTP/1.1 exchange with an upstream failed before response headers.
+enum Http1Error {
+    Connect(UpstreamError),
+    /// The connection failed under the request (hyper's error); `written` unless hyper says the
+    /// request never left.
+    Exchange(hyper::Error),
+}
+
+/// Idle HTTP/1.1 connections by upstream address and whether they are mTLS.
+///
+/// hyper-util's pool did the same per request with more machinery: the key (scheme and authority)
+/// hashed byte by byte with SipHash three times per request, a race between the checkout and a lazy
+/// connect future, a task spawned per request to return the connection once its response was read,
+/// and an absolute URI built for it and stripped again. Here a connection goes back to its list as
+/// soon as the response headers are in; a checkout takes the newest one whose previous exchange is
+/// finished ([`SendRequest::is_ready`]) and leaves the busy ones for later.
+pub(crate) struct Http1Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
+}
+
+/// A connection in the pool, and when it last went back in.
+type Pooled = (SendRequest<ProxyBody>, Instant);
+
+/// An upstream address, and whether its connections are mTLS.
+type PoolKey = (SocketAddr, bool);
+
+impl Http1Pool {
+    fn checkout(&self, key: PoolKey) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&key)?;
+        list.retain(|(sender, _)| !sender.is_closed());
+        let ready = list.iter().rposition(|(sender, _)| sender.is_ready())?;
+        Some(list.swap_remove(ready).0)
+    }
+
+    fn checkin(&self, key: PoolKey, sender: SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.entry(key).or_default().push((sender, Instant::now()));
+    }
+
+    /// Closes the connections unused for [`HTTP1_IDLE`] (dropping an idle sender ends its connection);
+    /// one whose response is still being read is kept.
+    fn close_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|(sender, since)| {
+                let unused = sender.is_ready() && since.elapsed() >= HTTP1_IDLE;
+                !(sender.is_closed() || unused)
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// Closes idle connections every half [`HTTP1_IDLE`], until the pool is dropped.
+    fn spawn_reaper(pool: &Arc<Self>) {
+        let pool = Arc::downgrade(pool);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HTTP1_IDLE / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match pool.upgrade() {
+                    Some(pool) => pool.close_idle(),
+                    None => return,
+                }
+            }
+        });
+    }
 }
 
 impl Pools {
     pub fn new(context: Arc<Context>) -> Self {
         let expected = Arc::new(Mutex::default());
-        let connector = |alpn| Connector {
-            context: context.clone(),
-            alpn,
-            expected: expected.clone(),
-        };
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector(Alpn::Http1));
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .build(connector(Alpn::Http2));
+            .build(Connector {
+                context: context.clone(),
+                alpn: Alpn::Http2,
+                expected: expected.clone(),
+            });
+        let http1 = Arc::new(Http1Pool {
+            idle: Mutex::default(),
+        });
+        Http1Pool::spawn_reaper(&http1);
         Self {
+            context,
             http1,
             http2,
             expected,
+        }
+    }
+
+    /// Sends an HTTP/1.1 request on a pooled connection to `upstream`, or a new one. A request that a
+    /// reused connection closed under before writing it (hyper gives it back) is sent once more on a
+    /// new connection, as hyper-util's client did.
+    async fn send_http1(
+        &self,
+        mut request: Request<ProxyBody>,
+        upstream: SocketAddr,
+        tls: &UpstreamTls,
+    ) -> Result<Response<Incoming>, Http1Error> {
+        let key = (upstream, matches!(tls, UpstreamTls::Mutual { .. }));
+        let mut reused = self.http1.checkout(key);
+        loop {
+            let was_reused = reused.is_some();
+            let mut sender = match reused.take() {
+                Some(sender) => sender,
+                None => {
+                    let io = connect(&self.context, upstream, tls, Alpn::Http1)
+                        .await
+                        .map_err(Http1Error::Connect)?;
+                    let (sender, connection) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(io))
+                            .await
+                            .map_err(Http1Error::Exchange)?;
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%upstream, %error, "upstream HTTP/1.1 connection ended");
+                        }
+                    });
+                    sender
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.http1.checkin(key, sender);
+                    return Ok(response);
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if was_reused => request = unsent,
+                    _ => return Err(Http1Error::Exchange(error.into_error())),
+                },
+            }
         }
     }
 
@@ -253,6 +377,11 @@ impl Pools {
         (upstream, authority): (SocketAddr, &Authority),
         tls: &UpstreamTls,
     ) -> Response<ProxyBody> {
+        if request.version() != http::Version::HTTP_2 {
+            return self
+                .send_http1_or_503(request, (upstream, authority), tls)
+                .await;
+        }
         let scheme = match tls {
             UpstreamTls::Plaintext => Scheme::HTTP,
             UpstreamTls::Mutual { .. } => {
@@ -276,27 +405,16 @@ impl Pools {
             Ok(uri) => parts.uri = uri,
             Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request path".into()),
         }
-        let client = if parts.version == http::Version::HTTP_2 {
-            &self.http2
-        } else {
-            &self.http1
-        };
+        let client = &self.http2;
+        let empty = hyper::body::Body::is_end_stream(&body);
         // A request without a body and with an idempotent method can be sent again as it was.
-        let replay = (hyper::body::Body::is_end_stream(&body) && is_idempotent(&parts.method))
-            .then(|| replayable(&parts));
-        let body_failed = Arc::new(AtomicBool::new(false));
-        let failed = body_failed.clone();
-        let body = body
-            .map_err(move |error| {
-                failed.store(true, Ordering::Relaxed);
-                error
-            })
-            .boxed();
+        let replay = (empty && is_idempotent(&parts.method)).then(|| replayable(&parts));
+        let (body, body_failed) = watched_body(body, empty);
         let error = match client.request(Request::from_parts(parts, body)).await {
             Ok(response) => return response.map(|body| body.boxed()),
             Err(error) => error,
         };
-        if body_failed.load(Ordering::Relaxed) {
+        if body_failed.is_some_and(|failed| failed.load(Ordering::Relaxed)) {
             tracing::debug!(%upstream, error = ?error, "the client's request body is malformed");
             return error_response(StatusCode::BAD_REQUEST, "malformed request body".into());
         }
@@ -324,6 +442,91 @@ impl Pools {
     }
 }
 
+impl Pools {
+    /// [`Pools::send`] for HTTP/1.x: the request goes as the client sent it (origin-form target, its
+    /// own Host header), on a pooled connection.
+    async fn send_http1_or_503(
+        &self,
+        request: http::Request<Incoming>,
+        (upstream, authority): (SocketAddr, &Authority),
+        tls: &UpstreamTls,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
+        // An absolute-form target (its host is in the Host header already, see `normalize_host`) goes
+        // upstream in origin form, as to any origin server; CONNECT keeps its authority form.
+        if parts.uri.authority().is_some() && parts.method != http::Method::CONNECT {
+            let path = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(path);
+        }
+        // An HTTP/1.0 request may come without a Host: the upstream then sees its own address.
+        if !parts.headers.contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        let empty = hyper::body::Body::is_end_stream(&body);
+        // A request without a body and with an idempotent method can be sent again as it was.
+        let replay = (empty && is_idempotent(&parts.method)).then(|| replayable(&parts));
+        let (body, body_failed) = watched_body(body, empty);
+        let error = match self
+            .send_http1(Request::from_parts(parts, body), upstream, tls)
+            .await
+        {
+            Ok(response) => return response.map(|body| body.boxed()),
+            Err(error) => error,
+        };
+        if body_failed.is_some_and(|failed| failed.load(Ordering::Relaxed)) {
+            tracing::debug!(%upstream, "the client's request body is malformed");
+            return error_response(StatusCode::BAD_REQUEST, "malformed request body".into());
+        }
+        let error = match (error, replay) {
+            // Written, and the upstream closed or reset the connection before answering (a pooled
+            // connection whose peer pod was replaced at the same IP): resent once on a new connection
+            // when that is safe (RFC 9110 section 9.2.2: idempotent method, no body to replay).
+            (Http1Error::Exchange(error), Some(again)) => {
+                tracing::debug!(%upstream, error = ?error, "upstream closed before answering; retrying once");
+                match self.send_http1(again, upstream, tls).await {
+                    Ok(response) => return response.map(|body| body.boxed()),
+                    Err(error) => error,
+                }
+            }
+            (error, _) => error,
+        };
+        let reason = match error {
+            Http1Error::Connect(error) => {
+                tracing::debug!(%upstream, %error, "upstream connect failed");
+                "connection failure"
+            }
+            Http1Error::Exchange(error) => {
+                tracing::debug!(%upstream, error = ?error, "upstream failed before headers");
+                "connection termination"
+            }
+        };
+        upstream_503(reason)
+    }
+}
+
+/// A request body for the upstream: one known to be empty is sent as one (no allocation, nothing can
+/// fail in it); another is watched for the client's own errors (the flag).
+fn watched_body(body: Incoming, empty: bool) -> (ProxyBody, Option<Arc<AtomicBool>>) {
+    if empty {
+        return (empty_body(), None);
+    }
+    let failed = Arc::new(AtomicBool::new(false));
+    let watch = failed.clone();
+    let body = body
+        .map_err(move |error| {
+            watch.store(true, Ordering::Relaxed);
+            error
+        })
+        .boxed();
+    (body, Some(failed))
+}
+
 /// `address` as a request URI's authority (`10.0.0.2:80`, `[fd00::2]:80`).
 pub(crate) fn authority(address: SocketAddr) -> Authority {
     // A socket address always formats as a valid authority.
@@ -345,13 +548,16 @@ fn is_idempotent(method: &http::Method) -> bool {
     .contains(method)
 }
 
+/// An empty body (a zero-sized box: no allocation).
+fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// A copy of a body-less request (extensions are not carried: the proxy sets none).
 fn replayable(parts: &http::request::Parts) -> Request<ProxyBody> {
-    let mut request = Request::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut request = Request::new(empty_body());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;

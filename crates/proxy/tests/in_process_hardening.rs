@@ -332,6 +332,78 @@ async fn a_pooled_connection_reset_under_a_get_is_retried_once_and_a_post_is_not
     );
 }
 
+/// An app that answers every request of every connection, and keeps each request line and the number of
+/// connections it accepted.
+async fn recording_app(
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    accepted: Arc<AtomicUsize>,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut first = true;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_string();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if std::mem::take(&mut first) {
+                            lines.lock().unwrap().push(line);
+                        }
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if reader.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_requests_go_in_origin_form() {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let mesh = mesh(vec![], recording_app(lines.clone(), accepted.clone()).await).await;
+    // Two keep-alive client connections one after the other, three requests each; one in absolute form.
+    for target in ["/a", "http://httpbin.foo/b"] {
+        let mut client = mesh
+            .network
+            .dial(ip(SLEEP), addr(HTTPBIN_HTTP))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let get = format!("GET {target} HTTP/1.1\r\nHost: httpbin.foo\r\n\r\n");
+            client.write_all(get.as_bytes()).await.unwrap();
+            assert_eq!(read_response(&mut client).await, Some((200, "ok".into())));
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the app's sidecar reuses one pooled connection for all six requests"
+    );
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(
+        lines[..3].iter().all(|line| line == "GET /a HTTP/1.1")
+            && lines[3..].iter().all(|line| line == "GET /b HTTP/1.1"),
+        "the app sees origin-form targets: {lines:?}"
+    );
+}
+
 /// Waits until the peer closes `stream` (EOF or reset) and answers what it sent before.
 async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();

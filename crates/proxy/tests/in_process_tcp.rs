@@ -70,16 +70,7 @@ fn config(name: &str, sa: &str) -> ProxyConfig {
 
 #[tokio::test]
 async fn tcp_is_copied_both_ways_over_mtls_and_counted() {
-    let mut mesh = Mesh::new().await;
-    mesh.add_app(ip("10.0.0.2"), 9000, echo_app().await);
-    mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
-        .await;
-    mesh.add_proxy(ip("10.0.0.2"), "echo-1", "foo", "echo")
-        .await;
-    mesh.publish(ip("10.0.0.1"), "client-1.foo", config("client-1", "client"))
-        .await;
-    mesh.publish(ip("10.0.0.2"), "echo-1.foo", config("echo-1", "echo"))
-        .await;
+    let mesh = Mesh::pair(9000, echo_app().await, "echo", config).await;
 
     let mut stream = mesh
         .network

@@ -406,3 +406,32 @@ pub async fn http_get(
         body: body.to_string(),
     }
 }
+
+impl Mesh {
+    /// The usual two pods, each with its sidecar: `client-1` (service account `client`) at 10.0.0.1, and
+    /// `<server>-1` (service account `server`) at 10.0.0.2 whose app listens on `app` for container port
+    /// `app_port`; each is sent `config(name, service account)` and applies it before this returns.
+    pub async fn pair(
+        app_port: u16,
+        app: SocketAddr,
+        server: &str,
+        config: impl Fn(&str, &str) -> ProxyConfig,
+    ) -> Self {
+        let mut mesh = Mesh::new().await;
+        let server_name = format!("{server}-1");
+        mesh.add_app(ip("10.0.0.2"), app_port, app);
+        mesh.add_proxy(ip("10.0.0.1"), "client-1", "foo", "client")
+            .await;
+        mesh.add_proxy(ip("10.0.0.2"), &server_name, "foo", server)
+            .await;
+        mesh.publish(ip("10.0.0.1"), "client-1.foo", config("client-1", "client"))
+            .await;
+        mesh.publish(
+            ip("10.0.0.2"),
+            &format!("{server_name}.foo"),
+            config(&server_name, server),
+        )
+        .await;
+        mesh
+    }
+}
