@@ -55,12 +55,16 @@ enum Commands {
         /// tcp (the opaque relay) or http.
         #[arg(long, default_value = "tcp")]
         mode: Vec<String>,
-        /// system, jemalloc, mimalloc (preloaded into both proxies); default all three.
+        /// system, glibc-one-arena (GLIBC_TUNABLES), jemalloc, mimalloc (preloaded into both proxies);
+        /// default all four.
         #[arg(long)]
         allocator: Vec<String>,
         /// Seconds between the sample right after the close and the last one.
         #[arg(long, default_value_t = 5)]
         settle_s: u64,
+        /// Seconds the connections sit idle before they are sampled.
+        #[arg(long, default_value_t = 1)]
+        held_s: u64,
     },
     /// Opens N connections through a sidecar, one request each, holds them idle, then closes them.
     Hold {
@@ -191,6 +195,7 @@ fn main() -> anyhow::Result<()> {
             mode,
             allocator,
             settle_s,
+            held_s,
         } => {
             // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
             unsafe {
@@ -213,13 +218,10 @@ fn main() -> anyhow::Result<()> {
             } else {
                 allocator
                     .iter()
-                    .map(|name| match name.as_str() {
-                        "system" => Ok(Allocator::System),
-                        "jemalloc" => Ok(Allocator::Jemalloc),
-                        "mimalloc" => Ok(Allocator::Mimalloc),
-                        other => {
-                            anyhow::bail!("--allocator {other}: use system, jemalloc or mimalloc")
-                        }
+                    .map(|name| {
+                        Allocator::parse(name).with_context(|| {
+                            format!("--allocator {name}: use system, glibc-one-arena, jemalloc or mimalloc")
+                        })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
@@ -228,6 +230,7 @@ fn main() -> anyhow::Result<()> {
                 modes,
                 allocators,
                 settle: Duration::from_secs(settle_s),
+                held: Duration::from_secs(held_s),
             };
             let self_exe = std::env::current_exe().context("locating the ironmesh-bench binary")?;
             let table = ironmesh_bench::run_memory(&plan, self_exe, &mut |step| {

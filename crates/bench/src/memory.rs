@@ -33,23 +33,49 @@ pub enum Allocator {
     Jemalloc,
     /// Debian's libmimalloc2.0.
     Mimalloc,
+    /// glibc's malloc with one arena for every thread (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`), to
+    /// tell what the per-thread arenas cost.
+    GlibcOneArena,
 }
 
 impl Allocator {
-    pub const ALL: [Allocator; 3] = [Allocator::System, Allocator::Jemalloc, Allocator::Mimalloc];
+    pub const ALL: [Allocator; 4] = [
+        Allocator::System,
+        Allocator::GlibcOneArena,
+        Allocator::Jemalloc,
+        Allocator::Mimalloc,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Allocator::System => "system (glibc)",
             Allocator::Jemalloc => "jemalloc, background purge",
             Allocator::Mimalloc => "mimalloc",
+            Allocator::GlibcOneArena => "glibc, one arena",
         }
+    }
+
+    /// The name `--allocator` takes.
+    pub fn parse(name: &str) -> Option<Allocator> {
+        Some(match name {
+            "system" => Allocator::System,
+            "jemalloc" => Allocator::Jemalloc,
+            "mimalloc" => Allocator::Mimalloc,
+            "glibc-one-arena" => Allocator::GlibcOneArena,
+            _ => return None,
+        })
     }
 
     /// The environment that selects this allocator, or why it is not installed.
     fn env(self) -> std::result::Result<Vec<(String, String)>, String> {
         let (library, package, extra): (&str, &str, &[(&str, &str)]) = match self {
             Allocator::System => return Ok(Vec::new()),
+            Allocator::GlibcOneArena => {
+                return Ok(vec![(
+                    "GLIBC_TUNABLES".to_string(),
+                    "glibc.malloc.arena_max=1".to_string(),
+                )]);
+            }
             Allocator::Jemalloc => (
                 "libjemalloc.so.2",
                 "libjemalloc2",
@@ -84,6 +110,58 @@ pub struct MemorySample {
     pub held_kib: u64,
     pub closed_kib: u64,
     pub settled_kib: u64,
+    /// Where the idle RSS is.
+    #[serde(default)]
+    pub idle: Breakdown,
+}
+
+/// Where a process tree's resident memory is (`/proc/<pid>/smaps_rollup` and `status`, summed over the
+/// tree), in KiB.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Breakdown {
+    pub rss_kib: u64,
+    /// The process's own memory: heap, stacks, writable data.
+    pub anonymous_kib: u64,
+    /// Mapped files (the binary and its libraries), shared with every process that maps them.
+    pub file_kib: u64,
+    /// Proportional set size: shared pages divided among the processes that map them.
+    pub pss_kib: u64,
+    pub threads: u64,
+}
+
+impl Breakdown {
+    /// The breakdown of `root` and its descendants now; fields it cannot read stay 0.
+    pub fn of_tree(root: u32) -> Breakdown {
+        let mut total = Breakdown::default();
+        for pid in crate::process::tree_pids(root) {
+            let rollup =
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let one = Breakdown::parse(&rollup, &status);
+            total.rss_kib += one.rss_kib;
+            total.anonymous_kib += one.anonymous_kib;
+            total.file_kib += one.file_kib;
+            total.pss_kib += one.pss_kib;
+            total.threads += one.threads;
+        }
+        total
+    }
+
+    pub(crate) fn parse(smaps_rollup: &str, status: &str) -> Breakdown {
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Breakdown {
+            rss_kib: field(smaps_rollup, "Rss"),
+            anonymous_kib: field(status, "RssAnon"),
+            file_kib: field(status, "RssFile"),
+            pss_kib: field(smaps_rollup, "Pss"),
+            threads: field(status, "Threads"),
+        }
+    }
 }
 
 impl MemorySample {
@@ -115,6 +193,8 @@ pub struct MemoryPlan {
     pub allocators: Vec<Allocator>,
     /// How long after the close the second sample is taken.
     pub settle: Duration,
+    /// How long the connections sit idle before the sample with them open.
+    pub held: Duration,
 }
 
 /// Runs every (mode, allocator) of `plan`; a variant that cannot run is reported in the second list.
@@ -166,6 +246,10 @@ fn one_run(
     sleep(Duration::from_secs(2))?;
     let rss = |proxy: &Running| proxy.usage().rss_kib;
     let idle = (rss(client), rss(server));
+    let idle_breakdown = (
+        Breakdown::of_tree(client.pid),
+        Breakdown::of_tree(server.pid),
+    );
     let name = format!("hold-{}-{:?}", mode.row_name(), allocator);
     let mut holder = Launch {
         name: &name,
@@ -179,15 +263,16 @@ fn one_run(
             "--connections".into(),
             plan.connections.to_string(),
             "--hold-ms".into(),
-            "3000".into(),
+            (plan.held + Duration::from_secs(2)).as_millis().to_string(),
         ],
         env: Vec::new(),
         log_dir: &runner.bench.work_dir,
     }
     .spawn()?;
     let held = wait_holding(&mut holder, Duration::from_secs(120))?;
-    // The connections are idle now; give the proxies a moment to finish the last responses.
-    sleep(Duration::from_millis(1000))?;
+    // The connections are idle now; give the proxies a moment to finish the last responses (and, with a
+    // longer `held`, to do what an idle proxy does after a burst, such as trimming the heap).
+    sleep(plan.held)?;
     let with_connections = (rss(client), rss(server));
     let deadline = Instant::now() + Duration::from_secs(30);
     while holder.is_alive() {
@@ -204,19 +289,20 @@ fn one_run(
     let closed = (rss(client), rss(server));
     sleep(plan.settle)?;
     let settled = (rss(client), rss(server));
-    let sample = |pick: fn(&(u64, u64)) -> u64| MemorySample {
+    let sample = |pick: fn(&(u64, u64)) -> u64, breakdown: Breakdown| MemorySample {
         idle_kib: pick(&idle),
         held_kib: pick(&with_connections),
         closed_kib: pick(&closed),
         settled_kib: pick(&settled),
+        idle: breakdown,
     };
     Ok(MemoryRun {
         allocator,
         mode: mode.row_name().into(),
         connections: plan.connections,
         held,
-        client: sample(|pair| pair.0),
-        server: sample(|pair| pair.1),
+        client: sample(|pair| pair.0, idle_breakdown.0),
+        server: sample(|pair| pair.1, idle_breakdown.1),
     })
 }
 
@@ -280,6 +366,24 @@ pub fn markdown(runs: &[MemoryRun], skipped: &[String]) -> String {
                 delta(sample.closed_kib, sample.idle_kib),
                 mb(sample.settled_kib),
                 delta(sample.settled_kib, sample.idle_kib),
+            ));
+        }
+    }
+    out.push_str(
+        "\nIdle, where the RSS is (smaps_rollup and status):\n\n| row | allocator | side | RSS MB | anonymous MB | file-backed MB | PSS MB | threads |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in runs {
+        for (side, sample) in [("client", &run.client), ("server", &run.server)] {
+            let idle = &sample.idle;
+            out.push_str(&format!(
+                "| {} | {} | {side} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+                run.mode,
+                run.allocator.name(),
+                mb(idle.rss_kib),
+                mb(idle.anonymous_kib),
+                mb(idle.file_kib),
+                mb(idle.pss_kib),
+                idle.threads,
             ));
         }
     }
@@ -392,8 +496,44 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_breakdown_reads_rollup_and_status() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:                8600 kB\nPss:                3100 kB\nPss_Anon:            980 kB\nAnonymous:           990 kB\n";
+        let status = "Name:\tironmesh-proxy\nRssAnon:\t     990 kB\nRssFile:\t    7610 kB\nRssShmem:\t       0 kB\nThreads:\t4\n";
+        assert_eq!(
+            Breakdown::parse(rollup, status),
+            Breakdown {
+                rss_kib: 8600,
+                anonymous_kib: 990,
+                file_kib: 7610,
+                pss_kib: 3100,
+                threads: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn every_allocator_name_parses_back() {
+        for (name, allocator) in [
+            ("system", Allocator::System),
+            ("glibc-one-arena", Allocator::GlibcOneArena),
+            ("jemalloc", Allocator::Jemalloc),
+            ("mimalloc", Allocator::Mimalloc),
+        ] {
+            assert_eq!(Allocator::parse(name), Some(allocator));
+        }
+        assert_eq!(Allocator::parse("tcmalloc"), None);
+    }
+
+    #[test]
     fn every_allocator_but_the_system_one_is_preloaded() {
         assert_eq!(Allocator::System.env(), Ok(Vec::new()));
+        assert_eq!(
+            Allocator::GlibcOneArena.env(),
+            Ok(vec![(
+                "GLIBC_TUNABLES".to_string(),
+                "glibc.malloc.arena_max=1".to_string()
+            )])
+        );
         for allocator in [Allocator::Jemalloc, Allocator::Mimalloc] {
             match allocator.env() {
                 Ok(env) => assert!(env.iter().any(|(key, _)| key == "LD_PRELOAD")),

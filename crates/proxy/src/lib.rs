@@ -34,6 +34,7 @@ pub use iptables::{InterceptionRules, IptablesError, apply_rules, render_rules};
 pub use limits::ConnectionLimits;
 pub use metrics::Metrics;
 pub use sockets::{BoxFuture, PROXY_MARK, SocketLayer, SystemSockets, reset};
+pub use trim::limit_malloc_arenas;
 pub use trust::follow_trust_bundle;
 
 /// The configuration stream of a proxy: every push compiled into the [`ConfigIndex`] it serves, NACKed

@@ -194,6 +194,8 @@ struct ControlHandles {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before any thread starts: the connections' memory stays in the workers' arenas.
+    ironmesh_proxy::limit_malloc_arenas(args.concurrency);
     ironmesh_identity::install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
     let set_log_level = init_logging(args.log_json, &metrics)?;

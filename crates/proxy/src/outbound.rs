@@ -88,11 +88,13 @@ async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, _sl
             index.is_http_port(original.port()),
         )
     };
+    // Each kind of connection boxed on its own: the task's state is the largest of the branches, so an
+    // opaque TCP connection would otherwise hold an HTTP server connection's worth of state for its life.
     match route {
-        None if blocked => block(stream, original, http_port).await,
-        None => passthrough(&context, stream, original).await,
-        Some(route) if route.http => serve_http(context, pools, stream, original).await,
-        Some(route) => tcp(&context, stream, route).await,
+        None if blocked => Box::pin(block(stream, original, http_port)).await,
+        None => Box::pin(passthrough(&context, stream, original)).await,
+        Some(route) if route.http => Box::pin(serve_http(context, pools, stream, original)).await,
+        Some(route) => Box::pin(tcp(&context, stream, route)).await,
     }
 }
 

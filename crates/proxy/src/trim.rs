@@ -4,7 +4,16 @@
 //! held all of their RSS (measured in BENCHMARKS.md, "Issue 15: memory"). `malloc_trim(0)` returns the
 //! free pages of every arena; it takes the arena locks and walks the free lists, so it runs on the
 //! blocking pool, and only after enough connections closed to be worth it.
-#![allow(unsafe_code, reason = "malloc_trim is glibc's; it has no safe wrapper")]
+//!
+//! glibc also gives threads that allocate at once arenas of their own (up to eight per core). With one
+//! arena instead (every thread, the data-plane worker included, on the main heap), 5,000 idle HTTP
+//! connections cost the client sidecar 22.0 KB each instead of 24.8, in two runs of `ironmesh-bench
+//! memory` (BENCHMARKS.md); idle RSS and the TCP port did not change. So [`limit_malloc_arenas`] caps
+//! them at one per data-plane worker.
+#![allow(
+    unsafe_code,
+    reason = "malloc_trim and mallopt are glibc's; they have no safe wrapper"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +44,27 @@ pub(crate) async fn return_freed_memory(count: Arc<ConnectionCount>) {
         }
     }
 }
+
+/// Caps glibc's malloc arenas at one per data-plane worker (`workers`, at least one), unless the
+/// operator chose a cap with `GLIBC_TUNABLES=glibc.malloc.arena_max=N`. Call it before the proxy
+/// starts its threads.
+pub fn limit_malloc_arenas(workers: usize) {
+    let chosen = std::env::var("GLIBC_TUNABLES").is_ok_and(|value| value.contains("arena_max"));
+    if !chosen {
+        set_arena_max(i32::try_from(workers.max(1)).unwrap_or(i32::MAX));
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_arena_max(arenas: i32) {
+    // SAFETY: mallopt only sets a glibc malloc parameter; M_ARENA_MAX limits arenas created from now on.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_arena_max(_arenas: i32) {}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {
