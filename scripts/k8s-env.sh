@@ -36,6 +36,8 @@ NODES=(imk8s-node1 imk8s-node2)
 node_ip() { echo "198.18.127.$((10 + ${1#imk8s-node}))"; }
 node_veth() { echo "imk8s-n${1#imk8s-node}"; }
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.1 # images/build.sh builds it under this name
+# The relay that gives the apiserver HOST_IP (one per machine too: it names no state dir).
+RELAY_ARGS=("TCP-LISTEN:$APISERVER_PORT,bind=$HOST_IP,fork,reuseaddr" "TCP:127.0.0.1:$APISERVER_PORT")
 # The names, addresses and ports above are one per machine, whatever the state dir: the state dir of the
 # cluster that holds them is written here, so a second `up` (another state dir) is refused instead of
 # mixing with it, and a `down` of another state dir leaves them alone. LOCK serializes up and down.
@@ -230,8 +232,7 @@ control_plane_up() {
 
   # Nodes and pods reach the apiserver at HOST_IP (the `kubernetes` Service's endpoint): relay it to the
   # loopback listener, so the apiserver itself listens only on loopback.
-  running apiserver-relay || start apiserver-relay socat \
-    "TCP-LISTEN:$APISERVER_PORT,bind=$HOST_IP,fork,reuseaddr" "TCP:127.0.0.1:$APISERVER_PORT"
+  running apiserver-relay || start apiserver-relay socat "${RELAY_ARGS[@]}"
 
   wait_for 90 kube-apiserver kubectl_admin get --raw /readyz ||
     { require_running kube-apiserver "/readyz"; die "kube-apiserver not ready after 90 s; see $logs/kube-apiserver.log"; }
@@ -603,10 +604,17 @@ up() {
   local owner
   owner=$(cat "$OWNER" 2>/dev/null || true)
   if [[ -n $owner && $owner != "$state" ]]; then
-    if [[ -f $owner/pids/kube-apiserver.pid ]] && kill -0 "$(cat "$owner/pids/kube-apiserver.pid")" 2>/dev/null; then
+    if [[ ! -d $owner ]]; then
+      # A test killed after it removed its state dir (or before its down): nothing can use that cluster
+      # any more, but its daemons, mounts, namespaces, bridge and cgroups may still hold the machine's names.
+      log "the owner file names $owner, which no longer exists: removing what its cluster left"
+      remove_stale "$owner"
+    elif [[ -f $owner/pids/kube-apiserver.pid ]] && kill -0 "$(cat "$owner/pids/kube-apiserver.pid")" 2>/dev/null; then
       die "a cluster of state dir $owner is up (its names, addresses and ports are the machine's only ones): use it (IRONMESH_K8S_STATE=$owner, kubeconfig $owner/admin.kubeconfig) or stop it (IRONMESH_K8S_STATE=$owner scripts/k8s-env.sh down)"
+    else
+      log "taking over from $owner, whose apiserver is not running: removing what its cluster left"
+      remove_stale "$owner"
     fi
-    log "taking over from $owner, whose apiserver is not running"
   fi
   echo "$state" >"$OWNER"
   control_plane_up
@@ -631,10 +639,28 @@ kill_cgroup_tree() { # node: every process of the node's pods (under its cgroup 
 }
 
 down() {
-  local node h pid shims mounts owner
   [[ -d $state ]] && state=$(realpath "$state")
   exec 9>"$LOCK"
   flock -w 600 9 || die "another scripts/k8s-env.sh has held $LOCK for 10 min"
+  teardown
+}
+
+remove_stale() { # dir: what the stale cluster of another state dir left, as its down would (LOCK held)
+  local dir=$1 daemons
+  # Its pid files may have gone with the dir; its daemons name files under it on their command lines
+  # (etcd's data dir, the certificates, containerd's socket, the shims' -address).
+  daemons=$(pgrep -f -- "$(printf '%s/' "$dir" | sed 's/[]\\.^$*+?(){}|[]/\\&/g')" || true)
+  daemons+=" $(pgrep -xf -- "socat ${RELAY_ARGS[*]}" || true)"
+  # shellcheck disable=SC2086
+  [[ -z ${daemons// /} ]] || kill -KILL $daemons 2>/dev/null || true
+  (
+    state=$dir logs=$dir/logs pids=$dir/pids
+    teardown
+  )
+}
+
+teardown() { # everything up made for $state (LOCK held)
+  local node h shims mounts owner
   owner=$(cat "$OWNER" 2>/dev/null || true)
   stop "${NODES[@]/%/-kubelet}" "${NODES[@]/%/-kube-proxy}"
   for node in "${NODES[@]}"; do

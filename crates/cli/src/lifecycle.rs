@@ -147,7 +147,6 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         // A control plane that died at once is reported below with its log.
         let _ = stdin.write_all(&json);
     }
-    let _ = std::fs::write(home.pid_file(), format!("{}\n", child.id()));
     let started = Instant::now();
     while started.elapsed() < START_TIMEOUT {
         if let Ok(Some(status)) = child.try_wait() {
@@ -225,7 +224,7 @@ impl std::fmt::Display for NotOurs {
 
 /// Whether `pid` is the control plane this home's pid file was written for: its command line is
 /// `ironmesh-control-plane` (or the older `ironmesh control-plane`), it started before the pid file was
-/// written (so the pid was not reused since; `up` and the control plane write the file after it started),
+/// written (so the pid was not reused since; the control plane writes the file after it started),
 /// and, when its environment is readable, its IRONMESH_HOME is this home.
 pub(crate) fn check_control_plane(home: &Home, pid: i32) -> Result<(), NotOurs> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -315,9 +314,8 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
         }
         _ => println!("ironmesh is not running"),
     }
+    // The control plane's own files (pid file, sockets) left by a crash are its teardown's to remove.
     remove_leftovers(home);
-    let _ = std::fs::remove_file(home.pid_file());
-    let _ = std::fs::remove_file(home.api_socket());
     if purge && home.root().exists() {
         std::fs::remove_dir_all(home.root()).map_err(|e| {
             CliError::Usage(format!("cannot remove {}: {e}", home.root().display()))
@@ -331,8 +329,7 @@ pub(crate) fn down(home: &Home, purge: bool) -> Result<(), CliError> {
 /// `down` has the control plane's `teardown` remove them too, so it always leaves nothing of the cluster
 /// running.
 fn remove_leftovers(home: &Home) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !home.pods_dir().exists() {
+    if !home.root().exists() {
         return;
     }
     let program = match control_plane_program() {

@@ -26,6 +26,8 @@ impl Drop for Owned {
 #[test]
 fn down_leaves_an_unrelated_process_named_by_a_stale_pid_file_alone() {
     let home = tempfile::tempdir().unwrap();
+    // `down` has the control plane's teardown remove the stale pid file.
+    common::build_control_plane();
     let mut unrelated = Owned(Command::new("sleep").arg("300").spawn().unwrap());
     write_pid_file(home.path(), unrelated.0.id());
 

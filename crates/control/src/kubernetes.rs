@@ -30,7 +30,7 @@ use ironmesh_store::StoreError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::source::{ResourceSource, Snapshot};
+use crate::source::{ResourceSource, Snapshot, SourcePods};
 use crate::{ControlError, controller, grpc, options, sync};
 
 impl ResourceSource for KubeSource {
@@ -181,7 +181,13 @@ pub async fn run(
             address: options.xds_address,
             source,
         })?;
-    let reviewer = Arc::new(TokenReviewer::new(client.clone(), kube_source.clone()));
+    // The controllers read the cluster through the resource source, and the reviewer looks pods up
+    // through it too, as the local runtime's credential checks do.
+    let source: Arc<dyn ResourceSource> = kube_source.clone();
+    let reviewer = Arc::new(TokenReviewer::new(
+        client.clone(),
+        Arc::new(SourcePods(source.clone())),
+    ));
     let (hub, grpc_server) = grpc::spawn_tls(
         xds_listener,
         ca.clone(),
@@ -218,7 +224,6 @@ pub async fn run(
     };
     // The same loop as on the local runtime; without a store or a cluster it only computes and pushes
     // the sidecars' configuration.
-    let source: Arc<dyn ResourceSource> = kube_source;
     controller::run(controller::Context {
         home: home.to_path_buf(),
         source,

@@ -139,6 +139,14 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     ironmesh_identity::install_crypto_provider();
     let layout = Home::new(home);
     layout.create_dirs()?;
+    // First, so that `down` finds a control plane still starting (the API answers only at the end). Only
+    // this process writes the pid file; `teardown` removes one a crash left.
+    std::fs::write(layout.pid_file(), std::process::id().to_string()).map_err(|source| {
+        ControlError::Home {
+            path: layout.pid_file(),
+            source,
+        }
+    })?;
     let mesh = options::load(&layout)?;
     let store = Arc::new(Store::open(&layout.store_file())?);
     let ca = Arc::new(open_ca(&layout, &mesh)?);
@@ -161,12 +169,6 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
         );
         None
     };
-    std::fs::write(layout.pid_file(), std::process::id().to_string()).map_err(|source| {
-        ControlError::Home {
-            path: layout.pid_file(),
-            source,
-        }
-    })?;
 
     // The embedded store is the resources' source today; a Kubernetes API server is the next one.
     let source: Arc<dyn source::ResourceSource> = store.clone();

@@ -186,16 +186,29 @@ fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// A control plane that died (kill -9, a crash) leaves its pods and their network namespaces behind;
-/// `ironmesh down` runs this so it always leaves nothing of the cluster running. Needs root; without a
-/// `pods/` directory there is nothing to remove.
+/// A control plane that died (kill -9, a crash) leaves its pods and their network namespaces behind, and
+/// its pid file and sockets; `ironmesh down` runs this so it always leaves nothing of the cluster running.
+/// The pods need root (a control plane run without root, `IRONMESH_NO_RUNTIME`, ran none); without a
+/// `pods/` directory there are none.
 fn teardown(home: &Home) -> anyhow::Result<()> {
-    if !home.pods_dir().exists() {
+    remove_stale_run_files(home);
+    if !home.pods_dir().exists() || !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     ironmesh_runtime::Cluster::open(home.root())
         .and_then(|cluster| cluster.teardown())
         .context("cannot remove what the cluster left running")
+}
+
+/// The pid file and sockets a control plane that did not stop by itself left in `run/`; nothing while a
+/// control plane answers on the API socket (`down` runs this only once it stopped this home's).
+fn remove_stale_run_files(home: &Home) {
+    if std::os::unix::net::UnixStream::connect(home.api_socket()).is_ok() {
+        return;
+    }
+    for file in [home.pid_file(), home.api_socket(), home.xds_socket()] {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

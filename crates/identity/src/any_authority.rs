@@ -15,8 +15,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tonic::codegen::http::uri::Authority;
+
+use crate::rewritten::{ReadSide, Rewritten};
 
 /// The HTTP/2 client connection preface (RFC 9113 section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -58,8 +60,11 @@ enum State {
 
 /// A server connection whose client header blocks carry an `:authority` h2 accepts. Writes go straight
 /// through.
-pub struct AnyAuthority<S> {
-    inner: S,
+pub type AnyAuthority<S> = Rewritten<S, Authorities>;
+
+/// The reads of an [`AnyAuthority`] connection: header blocks rewritten when a client's `:authority` is
+/// not a URI authority, everything else as the client sent it.
+pub struct Authorities {
     state: State,
     /// Bytes read from the client, not yet looked at.
     input: Vec<u8>,
@@ -72,12 +77,11 @@ pub struct AnyAuthority<S> {
     eof: bool,
 }
 
-impl<S> AnyAuthority<S> {
-    pub fn new(inner: S) -> Self {
+impl Default for Authorities {
+    fn default() -> Self {
         let mut decoder = loona_hpack::Decoder::new();
         decoder.set_max_allowed_table_size(HEADER_TABLE);
-        AnyAuthority {
-            inner,
+        Authorities {
             state: State::Preface,
             input: Vec::new(),
             output: Vec::new(),
@@ -87,11 +91,9 @@ impl<S> AnyAuthority<S> {
             eof: false,
         }
     }
+}
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
+impl Authorities {
     /// Moves what can be decided from `input` to `output`; false when more input is needed.
     fn process(&mut self) -> io::Result<bool> {
         match self.state {
@@ -307,80 +309,40 @@ fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u
     out.extend_from_slice(payload);
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for AnyAuthority<S> {
+impl<S: AsyncRead + Unpin> ReadSide<S> for Authorities {
     fn poll_read(
-        self: Pin<&mut Self>,
+        &mut self,
+        inner: &mut S,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         loop {
-            if !this.output.is_empty() {
-                let n = this.output.len().min(buf.remaining());
-                buf.put_slice(&this.output[..n]);
-                this.output.drain(..n);
+            if !self.output.is_empty() {
+                let n = self.output.len().min(buf.remaining());
+                buf.put_slice(&self.output[..n]);
+                self.output.drain(..n);
                 return Poll::Ready(Ok(()));
             }
-            if this.eof {
+            if self.eof {
                 // Whatever is left is an incomplete frame; h2 sees it and the end of the stream.
-                if this.input.is_empty() {
+                if self.input.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                this.output.append(&mut this.input);
+                self.output.append(&mut self.input);
                 continue;
             }
-            if this.process()? {
+            if self.process()? {
                 continue;
             }
             let mut chunk = [0u8; 8192];
             let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            ready!(Pin::new(&mut *inner).poll_read(cx, &mut read))?;
             if read.filled().is_empty() {
-                this.eof = true;
+                self.eof = true;
             } else {
-                this.input.extend_from_slice(read.filled());
+                self.input.extend_from_slice(read.filled());
             }
         }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for AnyAuthority<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for AnyAuthority<S>
-{
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
     }
 }
 
@@ -391,7 +353,7 @@ pub fn incoming(
 ) -> impl tokio_stream::Stream<Item = io::Result<AnyAuthority<tokio::net::UnixStream>>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::UnixListenerStream::new(listener)
-        .map(|stream| stream.map(AnyAuthority::new))
+        .map(|stream| stream.map(|stream| Rewritten::new(stream, Authorities::default())))
 }
 
 #[cfg(test)]
@@ -416,7 +378,7 @@ mod tests {
                 }
             }
         });
-        let mut reader = AnyAuthority::new(server);
+        let mut reader = Rewritten::new(server, Authorities::default());
         let mut out = Vec::new();
         let result = reader.read_to_end(&mut out).await;
         writer.await.unwrap();

@@ -50,6 +50,7 @@ mod csr;
 mod endpoint;
 mod fsutil;
 mod pem;
+pub mod rewritten;
 pub mod serving;
 mod signer;
 mod spiffe;

@@ -210,13 +210,6 @@ impl KubeSource {
 
 use futures::FutureExt as _;
 
-/// The watched pods answer the pod-binding checks of tokens.
-impl ironmesh_identity::PodLookup for KubeSource {
-    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
-        Ok(KubeSource::pod_uid(self, namespace, name))
-    }
-}
-
 /// A watched object as the controllers read it.
 pub fn to_object(resource: &ApiResource, object: &DynamicObject) -> Option<Object> {
     let mut value = serde_json::to_value(object).ok()?;

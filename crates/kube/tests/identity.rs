@@ -48,6 +48,15 @@ impl Drop for Created<'_> {
     }
 }
 
+/// The watched pods, as the control plane's resource source answers the reviewer's pod checks.
+struct WatchedPods(Arc<KubeSource>);
+
+impl ironmesh_identity::PodLookup for WatchedPods {
+    fn pod_uid(&self, namespace: &str, name: &str) -> Result<Option<String>, String> {
+        Ok(self.0.pod_uid(namespace, name))
+    }
+}
+
 fn pod(namespace: &str, name: &str) -> String {
     // No node and no nodeName: the pod stays Pending, and its deletion is immediate.
     format!(
@@ -161,7 +170,7 @@ async fn tokens_are_reviewed_the_ca_lives_in_secrets_and_every_namespace_gets_th
         &["get", "pod", "sleep-b", "-n", &namespace],
         "{.metadata.uid}",
     );
-    let reviewer = TokenReviewer::new(client.clone(), source.clone());
+    let reviewer = TokenReviewer::new(client.clone(), Arc::new(WatchedPods(source.clone())));
 
     // A good token names its pod and its service account (the SPIFFE ID's parts).
     let good_a = token(&cluster, &namespace, "sleep-a", &uid_a, CA_TOKEN_AUDIENCE);

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use ironmesh_identity::rewritten::{ReadSide, Rewritten};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::detect::{FirstBytes, classify_first_bytes};
@@ -113,78 +114,45 @@ impl<S: AsyncRead + Unpin> Sniffer<S> {
 
     /// The connection with every byte read so far in front of the rest.
     pub(crate) fn into_replay(self) -> Replay<S> {
-        Replay {
-            prefix: self.buffer,
-            replayed: 0,
-            inner: self.stream,
-        }
+        Rewritten::new(
+            self.stream,
+            Prefix {
+                bytes: self.buffer,
+                replayed: 0,
+            },
+        )
     }
 }
 
 /// A stream that yields a buffered prefix, then reads from the inner stream; writes go straight through.
-pub(crate) struct Replay<S> {
-    prefix: Vec<u8>,
+pub(crate) type Replay<S> = Rewritten<S, Prefix>;
+
+/// The reads of a [`Replay`]: the bytes read to classify the connection, then the connection's own.
+pub(crate) struct Prefix {
+    bytes: Vec<u8>,
     replayed: usize,
-    inner: S,
 }
 
-impl<S> Replay<S> {
-    /// The inner stream; bytes not replayed yet are dropped (used to reset the connection).
-    pub(crate) fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+impl<S: AsyncRead + Unpin> ReadSide<S> for Prefix {
     fn poll_read(
-        self: Pin<&mut Self>,
+        &mut self,
+        inner: &mut S,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let rest = &this.prefix[this.replayed..];
+        let rest = &self.bytes[self.replayed..];
         if rest.is_empty() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return Pin::new(inner).poll_read(cx, buf);
         }
         let count = rest.len().min(buf.remaining());
         buf.put_slice(&rest[..count]);
-        this.replayed += count;
-        if this.replayed == this.prefix.len() {
+        self.replayed += count;
+        if self.replayed == self.bytes.len() {
             // Long-lived connections should not keep the first bytes' buffer.
-            this.prefix = Vec::new();
-            this.replayed = 0;
+            self.bytes = Vec::new();
+            self.replayed = 0;
         }
         Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
