@@ -56,7 +56,11 @@ cleanup() {
   if ((keep)); then
     echo "k8s-walkthrough: cluster left up (--keep); KUBECONFIG=$kubeconfig"
   elif ((upped)); then
-    scripts/k8s-env.sh down >/dev/null 2>&1 || echo "k8s-walkthrough: scripts/k8s-env.sh down failed" >&2
+    # From the repository: the walkthrough itself runs in $work.
+    local out
+    # A cluster left up is a failure: the next user's up or the real-apiserver tests would meet it.
+    out=$("$repo/scripts/k8s-env.sh" down 2>&1) ||
+      { tail -n 5 <<<"$out" >&2; echo "k8s-walkthrough: scripts/k8s-env.sh down failed (output above)" >&2; rm -rf "$work"; exit 1; }
   fi
   rm -rf "$work"
 }
@@ -82,7 +86,7 @@ save_control_plane_log() {
   kubectl logs -n istio-system deployment/istiod --tail=-1 >"$state/logs/walkthrough-control-plane.log" 2>&1 &&
     echo "k8s-walkthrough: the control plane's log is $state/logs/walkthrough-control-plane.log"
 }
-ironmesh install >"$work/install.log" 2>&1 || { cat "$work/install.log"; die "ironmesh install failed"; }
+ironmesh install --kubeconfig "$KUBECONFIG" >"$work/install.log" 2>&1 || { cat "$work/install.log"; die "ironmesh install failed"; }
 kubectl rollout status -n istio-system deployment/istiod --timeout=120s >/dev/null || {
   kubectl get pods -n istio-system -o wide
   save_control_plane_log
