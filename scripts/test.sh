@@ -84,7 +84,7 @@ fi
 # Then the seed's walkthrough with real kubectl on a cluster of its own (up, `ironmesh install`, both
 # injection passes, down): each of its outcomes counts, and a script that died before its count line is
 # one failure.
-phase "kubernetes walkthrough: scripts/k8s-walkthrough.sh, kube-inject and label passes (output also in target/k8s-walkthrough-output.log)" "~8 min on 2 loaded cores: up, install, both passes, down"
+phase "kubernetes walkthrough: scripts/k8s-walkthrough.sh, kube-inject and label passes (output also in target/k8s-walkthrough-output.log)" "4-8 min on 2 cores: up, install, both passes, down"
 kw_status=0
 ./scripts/k8s-walkthrough.sh 2>&1 | tee target/k8s-walkthrough-output.log || kw_status=$?
 kw_line=$({ grep -E '^k8s-walkthrough: [0-9]+ of [0-9]+ outcomes' target/k8s-walkthrough-output.log || true; } | tail -n 1)
