@@ -13,10 +13,12 @@
 # Two passes: `kube-inject` (the seed's) and `label` (`kubectl label namespace foo
 # istio-injection=enabled` and the plain samples: the mutating webhook injects).
 #   scripts/k8s-walkthrough.sh [--keep] [--pass kube-inject|label|both]   # default: both
-# The control plane runs on the host against the admin kubeconfig (as the tests run it), its webhook
-# on 127.0.0.1:15017, its extensions/v1beta1 API on the node bridge's host address.
-# Environment: IRONMESH_BIN_DIR (ironmesh, ironmesh-control-plane; default target/release).
-# Last line: `k8s-walkthrough: N of M outcomes as in the seed, K misses`; exit 1 on any miss.
+# The control plane runs in the cluster, as users run it: `ironmesh install` applies its Deployment
+# (the imported docker.io/ironmesh/control-plane:<version> image), its webhooks and the extensions/v1beta1
+# API through the Services istiod and ironmesh-extensions.
+# Environment: IRONMESH_BIN_DIR (ironmesh, ironmesh-control-plane, and for the images ironmesh-proxy and
+# ironmesh-httpbin; default target/release).
+# Last line: `k8s-walkthrough: N of M outcomes as in the seed (...), K misses (S s)`; exit 1 on any miss.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -36,53 +38,68 @@ while (($#)); do
   shift
 done
 
-HOST_IP=198.18.127.1 # scripts/k8s-env.sh's host address on the node bridge
-WEBHOOK_ADDRESS=127.0.0.1:15017
-EXTENSIONS_ADDRESS=$HOST_IP:15018
 NODES=(imk8s-node1 imk8s-node2)
+state=${IRONMESH_K8S_STATE:-/var/lib/ironmesh-k8s}
 
 die() { echo "k8s-walkthrough: $*" >&2; exit 1; }
 bin_dir=$(realpath -m "${IRONMESH_BIN_DIR:-target/release}")
-for b in ironmesh ironmesh-control-plane; do
-  [[ -x $bin_dir/$b ]] || die "$bin_dir/$b is missing: cargo build --release (or set IRONMESH_BIN_DIR)"
+for b in ironmesh ironmesh-control-plane ironmesh-proxy ironmesh-httpbin; do
+  [[ -x $bin_dir/$b ]] || die "$bin_dir/$b is missing: cargo build --release --workspace (or set IRONMESH_BIN_DIR)"
 done
+# scripts/k8s-env.sh up builds the nodes' images from these binaries (images/build.sh).
+export IRONMESH_BIN_DIR=$bin_dir
 
 started=$SECONDS
-kubeconfig=$(scripts/k8s-env.sh up | tail -n 1) || die "scripts/k8s-env.sh up failed"
+work=$(mktemp -d -t ironmesh-k8s-walkthrough.XXXXXX)
+kubeconfig="" upped=0
+cleanup() {
+  if ((keep)); then
+    echo "k8s-walkthrough: cluster left up (--keep); KUBECONFIG=$kubeconfig"
+  elif ((upped)); then
+    # From the repository: the walkthrough itself runs in $work.
+    local out
+    # A cluster left up is a failure: the next user's up or the real-apiserver tests would meet it.
+    out=$("$repo/scripts/k8s-env.sh" down 2>&1) ||
+      { tail -n 5 <<<"$out" >&2; echo "k8s-walkthrough: scripts/k8s-env.sh down failed (output above)" >&2; rm -rf "$work"; exit 1; }
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+upped=1
+kubeconfig=$(scripts/k8s-env.sh up | tail -n 1) && [[ -f $kubeconfig ]] || die "scripts/k8s-env.sh up failed"
 k8s_bin=$(scripts/k8s-build.sh) || die "scripts/k8s-build.sh failed"
 # The seed's commands say `kubectl` and `ironmesh`: those on PATH are the cluster's and ours.
 export KUBECONFIG=$kubeconfig PATH="$bin_dir:$k8s_bin:$PATH"
-work=$(mktemp -d -t ironmesh-k8s-walkthrough.XXXXXX)
 export IRONMESH_HOME=$work/home
 # The seed runs from a folder with samples/ and its two policy files.
 ln -s "$repo/samples" "$work/samples"
 cp "$repo/samples/default-mesh-policy.yml" "$repo/samples/all-internal-traffic.yml" "$work/"
 
-cp_pid=""
-cleanup() {
-  [[ -n $cp_pid ]] && kill "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null
-  if ((keep)); then
-    echo "k8s-walkthrough: cluster left up (--keep); KUBECONFIG=$kubeconfig; control plane log $work/control-plane.log"
-  else
-    # The APIService first: one left pointing at a stopped control plane blocks namespace deletion.
-    kubectl delete apiservice v1beta1.extensions --ignore-not-found >/dev/null 2>&1
-    scripts/k8s-env.sh down >/dev/null 2>&1 || echo "k8s-walkthrough: scripts/k8s-env.sh down failed" >&2
-    cp "$work/control-plane.log" "${IRONMESH_K8S_STATE:-/var/lib/ironmesh-k8s}/logs/walkthrough-control-plane.log" 2>/dev/null
-    rm -rf "$work"
-  fi
-}
-trap cleanup EXIT
+node_images=$(kubectl get nodes -o 'jsonpath={.items[*].status.images[*].names}')
+for image in ironmesh/control-plane ironmesh/proxy citizenstig/httpbin pstauffer/curl; do
+  [[ $node_images == *"$image"* ]] || die "the nodes have no $image image (images/build.sh, run by scripts/k8s-env.sh up from IRONMESH_BIN_DIR)"
+done
 
-ironmesh-control-plane run --kubeconfig "$kubeconfig" --webhook-address "$WEBHOOK_ADDRESS" \
-  --webhook-name 127.0.0.1 --extensions-address "$EXTENSIONS_ADDRESS" >"$work/control-plane.log" 2>&1 &
-cp_pid=$!
-ironmesh install --kubeconfig "$kubeconfig" --webhook-url "https://$WEBHOOK_ADDRESS/validate" \
-  --aggregated-api-endpoint "$EXTENSIONS_ADDRESS" >"$work/install.log" 2>&1 ||
-  { cat "$work/install.log"; die "ironmesh install failed"; }
+# The control plane's log, kept with the cluster's when something went wrong.
+save_control_plane_log() {
+  kubectl logs -n istio-system deployment/istiod --tail=-1 >"$state/logs/walkthrough-control-plane.log" 2>&1 &&
+    echo "k8s-walkthrough: the control plane's log is $state/logs/walkthrough-control-plane.log"
+}
+ironmesh install --kubeconfig "$KUBECONFIG" >"$work/install.log" 2>&1 || { cat "$work/install.log"; die "ironmesh install failed"; }
+kubectl rollout status -n istio-system deployment/istiod --timeout=120s >/dev/null || {
+  kubectl get pods -n istio-system -o wide
+  save_control_plane_log
+  die "the control plane's Deployment istio-system/istiod did not roll out within 120 s"
+}
 available() { [[ $(kubectl get apiservice v1beta1.extensions -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null) == True ]]; }
 for _ in $(seq 1 120); do available && break; sleep 0.5; done
-available || { tail -n 20 "$work/control-plane.log"; die "APIService v1beta1.extensions not Available after 60 s (control plane log above)"; }
-echo "k8s-walkthrough: ironmesh installed, control plane up ($((SECONDS - started)) s)"
+available || {
+  kubectl get apiservice v1beta1.extensions -o 'jsonpath={.status.conditions}'
+  save_control_plane_log
+  die "APIService v1beta1.extensions not Available 60 s after the control plane rolled out"
+}
+echo "k8s-walkthrough: ironmesh installed, control plane up in the cluster ($((SECONDS - started)) s)"
 
 cd "$work" || die "cannot enter $work"
 pass=0 total=0 misses=()
@@ -247,11 +264,16 @@ spec:
 Y
 }
 
-first=1
+first=1 timings=()
 for PASS in "${passes[@]}"; do
+  pass_started=$SECONDS
   ((first)) || reset
   first=0
   walkthrough
+  timings+=("$PASS $((SECONDS - pass_started)) s")
+  echo "== pass $PASS took $((SECONDS - pass_started)) s"
 done
+((${#misses[@]} == 0)) || save_control_plane_log
+IFS=, && echo "k8s-walkthrough: passes took ${timings[*]}" && unset IFS
 echo "k8s-walkthrough: $pass of $total outcomes as in the seed (${passes[*]}), ${#misses[@]} misses ($((SECONDS - started)) s)"
 ((pass == total && ${#misses[@]} == 0))

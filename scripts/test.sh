@@ -3,8 +3,9 @@
 # Phases: packages, format, lints, test build, the Kubernetes components (scripts/k8s-build.sh), tests (unit,
 # in-process, root netns tests, CLI end to end, the real-apiserver tests), release build, the seed walkthrough
 # on a fresh local cluster, the benchmark harness in quick mode, the real Kubernetes test cluster end to end
-# (scripts/k8s-check.sh). The last line is the count CI reads: `suite: N passed, N failed, N skipped` (ignored
-# tests and skipped steps are skipped, never passed).
+# (scripts/k8s-check.sh), the seed's walkthrough with real kubectl on that cluster (scripts/k8s-walkthrough.sh).
+# The last line is the count CI reads: `suite: N passed, N failed, N skipped` (ignored tests and skipped steps
+# are skipped, never passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then
@@ -15,7 +16,7 @@ source scripts/phases.sh
 # Go (1.24+, not Debian's) builds the test cluster's components; /usr/local/go is where its release unpacks.
 export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 mkdir -p target
-phases_begin 10
+phases_begin 11
 
 phase "system packages: scripts/install-deps.sh build run test bench k8s" "1-2 min the first time; nothing to do when present"
 ./scripts/install-deps.sh build run test bench k8s
@@ -70,7 +71,7 @@ walk() { { grep -E '^walkthrough: ' target/walkthrough-output.log || true; } | {
 phase "benchmark harness: bench/run --quick (proves it runs end to end; no timing assertions)" "~3 min"
 ./bench/run --quick --results-dir target/bench-quick
 
-# Last: it brings the cluster up (nodes, containerd, images of the release binaries), checks, brings it down
+# It brings the cluster up (nodes, containerd, images of the release binaries), checks, brings it down
 # and checks that nothing is left; a failed check still prints the summary, then fails the suite.
 phase "kubernetes cluster: scripts/k8s-check.sh (output also in target/k8s-check-output.log)" "~1.5 min; cold images ~1 min more"
 k8s_status=0
@@ -84,20 +85,45 @@ if ((k8s_status != 0 && $(k8s failed) == 0)); then
   ./scripts/k8s-env.sh down || true
 fi
 
+# Then the seed's walkthrough with real kubectl on a cluster of its own (up, `ironmesh install`, both
+# injection passes, down): each of its outcomes counts, and a script that died before its count line is
+# one failure.
+phase "kubernetes walkthrough: scripts/k8s-walkthrough.sh, kube-inject and label passes (output also in target/k8s-walkthrough-output.log)" "4-8 min on 2 cores: up, install, both passes, down"
+kw_status=0
+./scripts/k8s-walkthrough.sh 2>&1 | tee target/k8s-walkthrough-output.log || kw_status=$?
+kw_line=$({ grep -E '^k8s-walkthrough: [0-9]+ of [0-9]+ outcomes' target/k8s-walkthrough-output.log || true; } | tail -n 1)
+kw_passed=0 kw_failed=0 kw_died=0
+if [[ $kw_line =~ ^k8s-walkthrough:\ ([0-9]+)\ of\ ([0-9]+)\ outcomes.*\ ([0-9]+)\ misses ]]; then
+  # Every miss is a failure (a wrong outcome, or a message or placement not as in the seed).
+  kw_passed=${BASH_REMATCH[1]} kw_failed=${BASH_REMATCH[3]}
+  ((kw_status == 0 || kw_failed > 0)) || kw_died=1
+elif ((kw_status != 0)); then
+  kw_died=1
+fi
+if ((kw_died)); then
+  ./scripts/k8s-env.sh down || true
+fi
+
 summary() {
   echo
   echo "== summary"
   echo "cargo test: $tests_passed passed, $tests_failed failed, $tests_ignored ignored (counted as skipped)"
   echo "walkthrough: $(walk passed) passed, $(walk failed) failed, $(walk skipped) skipped; benchmark harness: ran"
   echo "kubernetes cluster (k8s-check): $(k8s passed) passed, $(($(k8s failed) + k8s_died)) failed, $(k8s skipped) skipped"
-  echo "suite: $((tests_passed + $(walk passed) + 1 + $(k8s passed))) passed," \
-    "$((tests_failed + $(walk failed) + $(k8s failed) + k8s_died)) failed," \
+  echo "kubernetes walkthrough (k8s-walkthrough): $kw_passed passed, $((kw_failed + kw_died)) failed"
+  echo "suite: $((tests_passed + $(walk passed) + 1 + $(k8s passed) + kw_passed)) passed," \
+    "$((tests_failed + $(walk failed) + $(k8s failed) + k8s_died + kw_failed + kw_died)) failed," \
     "$((tests_ignored + $(walk skipped) + $(k8s skipped))) skipped"
 }
 if ((k8s_status != 0)); then
   summary
   grep -E '^FAILED: ' target/k8s-check-output.log >&2 || true
   phase_fail "scripts/k8s-check.sh exited with status $k8s_status: the failed checks are listed above; the whole output is target/k8s-check-output.log, the cluster's logs /var/lib/ironmesh-k8s/logs"
+fi
+if ((kw_status != 0)); then
+  summary
+  grep -E '^miss: ' target/k8s-walkthrough-output.log >&2 || true
+  phase_fail "scripts/k8s-walkthrough.sh exited with status $kw_status: the misses are listed above; the whole output is target/k8s-walkthrough-output.log, the cluster's logs /var/lib/ironmesh-k8s/logs"
 fi
 phases_end
 summary
