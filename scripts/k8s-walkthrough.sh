@@ -249,6 +249,10 @@ walkthrough() {
 
 # Between passes: the namespaces and the two policies go, the MeshPolicy back to the install's PERMISSIVE.
 reset() {
+  # The sleep containers ignore SIGTERM: without this each pod waits out its 30 s grace period.
+  for ns in foo bar legacy; do
+    kubectl delete pods --all -n "$ns" --grace-period=0 --force >/dev/null 2>&1
+  done
   kubectl delete ns foo bar legacy --wait=true --timeout=120s >/dev/null 2>&1 ||
     miss "deleting the namespaces foo, bar and legacy did not finish within 120 s"
   kubectl delete destinationrules.networking.istio.io default -n default --ignore-not-found >/dev/null 2>&1
