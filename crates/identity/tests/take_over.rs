@@ -25,7 +25,7 @@ fn a_ca_that_takes_over_new_keys_signs_with_them_and_announces_their_bundle() {
         bundle.has_changed().unwrap(),
         "the bundle's watchers were not told"
     );
-    assert_eq!(*bundle.borrow_and_update(), [new_root.clone()]);
+    assert_eq!(*bundle.borrow_and_update(), std::slice::from_ref(&new_root));
     assert_eq!(ca.signing_certificate_pem().trim(), cert.trim());
     let id: SpiffeId = "spiffe://cluster.local/ns/foo/sa/sleep".parse().unwrap();
     let (csr, _key) = ironmesh_identity::csr_for(&id).unwrap();
