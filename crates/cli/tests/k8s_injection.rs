@@ -15,72 +15,13 @@ mod common;
 mod k8s;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use k8s::{Cluster, PATIENCE};
+use k8s::Cluster;
+use k8s::control_plane::{ControlPlane, until};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironmesh");
-
-/// The control plane process (SIGTERM, then SIGKILL, on drop) and what the test made, deleted then.
-struct Running<'a> {
-    cluster: &'a Cluster,
-    child: Child,
-    namespaces: Vec<String>,
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for namespace in &self.namespaces {
-            self.cluster
-                .delete_if_present(&[&["namespace", namespace, "--wait=false"]]);
-        }
-        // They point at this test's control plane, which is gone: with `failurePolicy: Fail` they
-        // would refuse every pod of a labelled namespace.
-        self.cluster.delete_if_present(&[
-            &["mutatingwebhookconfiguration", "istio-sidecar-injector"],
-            &[
-                "validatingwebhookconfiguration",
-                "istio-validator-istio-system",
-            ],
-            &["clusterrolebinding", "istiod-istio-system"],
-            &["clusterrole", "istiod-istio-system"],
-        ]);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Retries `probe` until it gives `Some` (the cluster catching up: a controller, a watch cache).
-fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn ironmesh(args: &[&str]) -> String {
     let output = Command::new(BIN)
@@ -166,7 +107,6 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     let control_plane = Path::new(BIN).with_file_name("ironmesh-control-plane");
     let cluster = Cluster::get();
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
-    let port = free_port();
     let id = std::process::id();
     let (labelled, plain, manual) = (
         format!("inject-on-{id}"),
@@ -175,36 +115,11 @@ fn the_webhook_injects_pods_as_kube_inject_does() {
     );
 
     let home = tempfile::tempdir().unwrap();
-    let child = Command::new(&control_plane)
-        .args([
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--webhook-name",
-            "127.0.0.1",
-        ])
-        .args(["--webhook-address", &format!("127.0.0.1:{port}")])
-        // Not the default 0.0.0.0:15012: another control plane (a test beside this one) may hold it.
-        .args(["--xds-address", &format!("127.0.0.1:{}", free_port())])
-        // Not the default 0.0.0.0:15018: another control plane (a test beside this one) may hold it.
-        .args([
-            "--extensions-address",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .env("IRONMESH_HOME", home.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running {
-        cluster: &cluster,
-        child,
-        namespaces: vec![labelled.clone(), plain.clone(), manual.clone()],
-    };
+    let mut running = ControlPlane::start(&cluster, &control_plane, home.path());
+    running.namespaces = vec![labelled.clone(), plain.clone(), manual.clone()];
     // On Kubernetes the control plane takes its CA from istio-system, which `install` creates: it starts
     // serving the webhooks after that, and publishes their caBundle only once it serves (waited for below).
-    let webhook_url = format!("https://127.0.0.1:{port}/validate");
+    let webhook_url = running.webhook_url();
     let installed = ironmesh(&[
         "install",
         "--kubeconfig",

@@ -169,9 +169,17 @@ pub async fn run(
         shutdown.clone(),
     ));
     // Serving before publishing: once the configuration says Fail, the API server needs us up.
-    let publisher = tokio::spawn(webhook::keep_ca_bundle(
+    let publisher = tokio::spawn(keep_webhook_ca_bundle(
         client.clone(),
-        ca.trust_bundle_pem(),
+        ca.watch_trust_bundle(),
+        shutdown.clone(),
+    ));
+    // A changed `cacerts` (or `istio-ca-secret`) moves the CA to its keys without a restart; the
+    // trust bundle's watchers above and below follow.
+    let ca_keeper = tokio::spawn(identity::keep_ca_current(
+        client.clone(),
+        ca.clone(),
+        layout.ca_dir(),
         shutdown.clone(),
     ));
 
@@ -240,6 +248,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = webhook_server.await;
     let _ = publisher.await;
+    let _ = ca_keeper.await;
     if let Some((server, keeper)) = extensions_server {
         let _ = server.await;
         let _ = keeper.await;
@@ -250,6 +259,34 @@ pub async fn run(
     match grpc_server.await {
         Ok(result) => Ok(result?),
         Err(e) => Err(ControlError::Grpc(e.to_string()).into()),
+    }
+}
+
+/// Keeps the mesh's roots (`bundle`) in the webhook configurations' `caBundle` until `shutdown`, again
+/// whenever they change (a reloaded CA): the webhooks' serving certificate is renewed from the new key,
+/// which the API server trusts only through the new bundle.
+async fn keep_webhook_ca_bundle(
+    client: ironmesh_kube::kube::Client,
+    mut bundle: tokio::sync::watch::Receiver<Vec<String>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let roots = bundle.borrow_and_update().concat();
+        let current = shutdown.child_token();
+        let publisher = tokio::spawn(webhook::keep_ca_bundle(
+            client.clone(),
+            roots,
+            current.clone(),
+        ));
+        let changed = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            changed = bundle.changed() => changed.is_ok(),
+        };
+        current.cancel();
+        let _ = publisher.await;
+        if !changed {
+            return;
+        }
     }
 }
 

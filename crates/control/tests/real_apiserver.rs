@@ -14,10 +14,12 @@
 #[path = "../../kube/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::control_plane::ControlPlane;
 use common::{Cluster, PATIENCE};
 use ironmesh_identity::{CaClient, CertificateSigner, ControlPlaneAddress, SignError};
 use tokio_stream::StreamExt as _;
@@ -25,50 +27,6 @@ use tokio_stream::StreamExt as _;
 use ironmesh_proto::{CompiledConfig, ConfigClient, ConfigClientOptions, TokenSource};
 
 const CONTROL_PLANE: &str = env!("CARGO_BIN_EXE_ironmesh-control-plane");
-
-/// The control plane process; SIGTERM (then SIGKILL) on drop, and everything the test made is deleted.
-struct Running<'a> {
-    cluster: &'a Cluster,
-    child: Child,
-    namespace: String,
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.cluster.delete_if_present(&[
-            &["namespace", self.namespace.as_str(), "--wait=false"],
-            &[
-                "validatingwebhookconfiguration",
-                "istio-validator-istio-system",
-            ],
-            &["mutatingwebhookconfiguration", "istio-sidecar-injector"],
-            &["clusterrolebinding", "istiod-istio-system"],
-            &["clusterrole", "istiod-istio-system"],
-            &["secret", "istio-ca-secret", "-n", "istio-system"],
-            &["namespace", "istio-system", "--wait=false"],
-        ]);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn policy(namespace: &str, name: &str, action: &str) -> String {
     format!(
@@ -106,27 +64,36 @@ async fn wait_for_policy(
     );
 }
 
-fn wait_for_port(port: u16, child: &mut Child) {
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the control plane exited ({status}) before listening on {port}");
-        }
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
     let cluster = Cluster::get();
     let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
-    let port = free_port();
+
+    // The control plane first: it waits for Istio's CRDs (configuring no sidecar meanwhile) and for
+    // its webhook configuration, which the install then brings.
+    let home = tempfile::tempdir().unwrap();
+    let namespace = format!("ironmesh-cp-test-{}", std::process::id());
+    let mut running = ControlPlane::start(&cluster, Path::new(CONTROL_PLANE), home.path());
+    running.namespaces = vec![namespace.clone()];
+    running.also_delete = vec![
+        ["secret", "istio-ca-secret", "-n", "istio-system"]
+            .map(String::from)
+            .to_vec(),
+        ["namespace", "istio-system", "--wait=false"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let (webhook_url, xds_port) = (running.webhook_url(), running.xds_port);
     let install =
         || {
             let install = Command::new(CONTROL_PLANE)
-                .args(["install", "--kubeconfig", &kubeconfig, "--webhook-url"])
-                .arg(format!("https://127.0.0.1:{port}/validate"))
+                .args([
+                    "install",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--webhook-url",
+                    &webhook_url,
+                ])
                 .output()
                 .unwrap();
             assert!(
@@ -138,41 +105,9 @@ async fn policies_applied_with_kubectl_reach_the_sidecar_of_a_kubernetes_pod() {
                 "customresourcedefinitions/sidecars.networking.istio.io serverside-applied"
             ));
         };
-
-    // The control plane first: it waits for Istio's CRDs (configuring no sidecar meanwhile) and for
-    // its webhook configuration, which the install then brings.
-    let home = tempfile::tempdir().unwrap();
-    let namespace = format!("ironmesh-cp-test-{}", std::process::id());
-    let xds_port = free_port();
-    let child = Command::new(CONTROL_PLANE)
-        .args([
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--webhook-name",
-            "127.0.0.1",
-        ])
-        .args(["--webhook-address", &format!("127.0.0.1:{port}")])
-        // Not the default 0.0.0.0:15018: another control plane (a test beside this one) may hold it.
-        .args([
-            "--extensions-address",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
-        .env("IRONMESH_HOME", home.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running {
-        cluster: &cluster,
-        child,
-        namespace: namespace.clone(),
-    };
     // The control plane waits for istio-system to keep its CA there, then listens for proxies.
     install();
-    wait_for_port(xds_port, &mut running.child);
+    running.wait_for_port(xds_port);
 
     // A pod with a sidecar, bound to a node that does not exist: Kubernetes keeps it (Pending) and no
     // kubelet runs it, which is all the control plane needs to configure its sidecar.

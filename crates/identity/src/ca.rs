@@ -313,14 +313,31 @@ impl CertificateAuthority {
     }
 
     /// Makes `state` the CA's and tells the bundle's watchers when the bundle changed.
-    fn install(&self, state: CaState) {
+    fn install(&self, state: impl Into<Arc<CaState>>) {
+        let state = state.into();
         let bundle = state.trust_bundle.clone();
-        self.state.store(Arc::new(state));
+        self.state.store(state);
         self.bundle.send_if_modified(|current| {
             let changed = *current != bundle;
             *current = bundle;
             changed
         });
+    }
+
+    /// Moves this CA to the keys and trust bundle of `fresh`, a CA loaded from new material (on
+    /// Kubernetes, a changed `cacerts` Secret): certificates signed from now on come from `fresh`'s
+    /// key, and the bundle's watchers (the proxies' configuration, the roots' ConfigMaps, the serving
+    /// certificate's renewal) hear of a changed bundle. `fresh` was checked when it was loaded, so a
+    /// malformed update never reaches this CA.
+    pub fn take_over(&self, fresh: CertificateAuthority) {
+        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        self.install(fresh.state.load_full());
+    }
+
+    /// The certificate of the key that signs workload certificates now (the root itself for a
+    /// self-signed CA, the plugged-in CA certificate otherwise).
+    pub fn signing_certificate_pem(&self) -> String {
+        self.state.load().signing.signing_cert_pem.clone()
     }
 
     /// The trust bundle as one PEM text (what `ironmesh ca root` prints).

@@ -31,7 +31,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::webhook::{ServeLimits, ServingCert};
@@ -321,75 +320,27 @@ pub async fn serve(
         max_body_bytes: MAX_BODY_BYTES,
         ..ServeLimits::default()
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let context = Arc::new(Context {
         front,
         client,
-        limits,
+        limits: limits.clone(),
     });
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "aggregated API accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        let context = context.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(
-                context.limits.handshake_timeout,
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "aggregated API TLS handshake failed");
-                    return;
-                }
-                Err(_elapsed) => return,
-            };
+    crate::https::serve_https(
+        listener,
+        tls,
+        &limits,
+        "aggregated API",
+        shutdown,
+        move |peer| {
             // The verifier checked the chain; the name is checked here, once per connection.
-            let front_proxy = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
+            let front_proxy = peer
+                .certificate
                 .is_some_and(|leaf| context.front.allows(leaf));
-            let service_context = context.clone();
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(context.limits.header_read_timeout)
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(stream),
-                    hyper::service::service_fn(move |request| {
-                        handle(request, service_context.clone(), front_proxy)
-                    }),
-                );
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                result = connection => if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "aggregated API connection ended");
-                },
-            }
-        });
-    }
+            let context = context.clone();
+            move |request| handle(request, context.clone(), front_proxy)
+        },
+    )
+    .await;
 }
 
 struct Context {

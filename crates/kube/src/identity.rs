@@ -15,7 +15,7 @@
 //!   when the roots change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -294,31 +294,23 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
         .filter(|text| !text.trim().is_empty())
 }
 
-/// Loads the mesh CA from `istio-system`'s Secrets into `ca_dir` (a scratch copy; the Secret is the
-/// truth): `cacerts` when present (as Istio's plug-in CA), else `istio-ca-secret`, which the first
-/// control plane creates with a new self-signed root and every later one (replica or restart) reads.
-pub async fn load_ca(
-    client: &kube::Client,
-    ca_dir: &Path,
-    options: CaOptions,
-) -> Result<CertificateAuthority, CaSecretError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let get = |name: &'static str| {
-        let secrets = secrets.clone();
-        async move {
-            secrets
-                .get_opt(name)
-                .await
-                .map_err(|source| CaSecretError::Api {
-                    action: "read",
-                    name,
-                    source,
-                })
-        }
-    };
-    if let Some(plugin) = get(PLUGIN_SECRET).await? {
+/// The CA's keys as a Secret of `istio-system` holds them, checked for their keys but not yet loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CaMaterial {
+    /// `cacerts`: Istio's plug-in CA (the chain already ends with the root).
+    PlugIn {
+        cert: String,
+        key: String,
+        chain: String,
+    },
+    /// `istio-ca-secret`: the self-signed root.
+    SelfSigned { cert: String, key: String },
+}
+
+impl CaMaterial {
+    fn plug_in(secret: &Secret) -> Result<CaMaterial, CaSecretError> {
         let need = |key: &'static str| {
-            text(&plugin, key).ok_or(CaSecretError::MissingKey {
+            text(secret, key).ok_or(CaSecretError::MissingKey {
                 name: PLUGIN_SECRET,
                 key,
                 hint: "a plug-in CA needs ca-cert.pem and ca-key.pem (and cert-chain.pem, root-cert.pem \
@@ -326,35 +318,84 @@ pub async fn load_ca(
             })
         };
         let (cert, key) = (need(CA_CERT)?, need(CA_KEY)?);
-        let mut chain = text(&plugin, CERT_CHAIN).unwrap_or_default();
-        if let Some(root) = text(&plugin, ROOT_CERT)
+        let mut chain = text(secret, CERT_CHAIN).unwrap_or_default();
+        if let Some(root) = text(secret, ROOT_CERT)
             && !chain.contains(root.trim())
             && cert.trim() != root.trim()
         {
             chain.push_str(&root);
         }
-        let ca = CertificateAuthority::plug_in(ca_dir, options, &cert, &key, &chain).map_err(
-            |source| CaSecretError::Unusable {
-                name: PLUGIN_SECRET,
-                source,
-            },
-        )?;
-        tracing::info!(root = %ca.root_fingerprint(), "CA: the plug-in Secret {NAMESPACE}/{PLUGIN_SECRET}");
-        return Ok(ca);
+        Ok(CaMaterial::PlugIn { cert, key, chain })
+    }
+
+    fn self_signed(secret: &Secret) -> Result<CaMaterial, CaSecretError> {
+        let need = |key: &'static str| {
+            text(secret, key).ok_or(CaSecretError::MissingKey {
+                name: SELF_SIGNED_SECRET,
+                key,
+                hint: "delete the Secret to have a new root made (every workload certificate changes)",
+            })
+        };
+        Ok(CaMaterial::SelfSigned {
+            cert: need(CA_CERT)?,
+            key: need(CA_KEY)?,
+        })
+    }
+
+    fn secret(&self) -> &'static str {
+        match self {
+            CaMaterial::PlugIn { .. } => PLUGIN_SECRET,
+            CaMaterial::SelfSigned { .. } => SELF_SIGNED_SECRET,
+        }
+    }
+
+    fn cert(&self) -> &str {
+        match self {
+            CaMaterial::PlugIn { cert, .. } | CaMaterial::SelfSigned { cert, .. } => cert,
+        }
+    }
+
+    /// The CA of this material, kept in `ca_dir`; a key that does not fit its certificate, a
+    /// certificate that is no CA, and unreadable PEM are refused here, before anything uses them.
+    fn load(
+        &self,
+        ca_dir: &Path,
+        options: CaOptions,
+    ) -> Result<CertificateAuthority, CaSecretError> {
+        let loaded = match self {
+            CaMaterial::PlugIn { cert, key, chain } => {
+                CertificateAuthority::plug_in(ca_dir, options, cert, key, chain)
+            }
+            CaMaterial::SelfSigned { cert, key } => {
+                CertificateAuthority::from_root_pem(ca_dir, options, cert, key)
+            }
+        };
+        let ca = loaded.map_err(|source| CaSecretError::Unusable {
+            name: self.secret(),
+            source,
+        })?;
+        tracing::info!(root = %ca.root_fingerprint(), "CA: the keys of Secret {NAMESPACE}/{}", self.secret());
+        Ok(ca)
+    }
+}
+
+/// Loads the mesh CA from `istio-system`'s Secrets into `ca_dir` (a scratch copy; the Secret is the
+/// truth): `cacerts` when present (as Istio's plug-in CA), else `istio-ca-secret`, which the first
+/// control plane creates with a new self-signed root and every later one (replica or restart) reads.
+/// [`keep_ca_current`] follows later changes of either.
+pub async fn load_ca(
+    client: &kube::Client,
+    ca_dir: &Path,
+    options: CaOptions,
+) -> Result<CertificateAuthority, CaSecretError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    if let Some(plugin) = get_secret(&secrets, PLUGIN_SECRET).await? {
+        return CaMaterial::plug_in(&plugin)?.load(ca_dir, options);
     }
     let mut contended = 0;
     while contended < 5 {
-        let (cert, key) = match get(SELF_SIGNED_SECRET).await? {
-            Some(secret) => {
-                let need = |key: &'static str| {
-                    text(&secret, key).ok_or(CaSecretError::MissingKey {
-                        name: SELF_SIGNED_SECRET,
-                        key,
-                        hint: "delete the Secret to have a new root made (every workload certificate changes)",
-                    })
-                };
-                (need(CA_CERT)?, need(CA_KEY)?)
-            }
+        let material = match get_secret(&secrets, SELF_SIGNED_SECRET).await? {
+            Some(secret) => CaMaterial::self_signed(&secret)?,
             None => {
                 let (cert, key) = CertificateAuthority::generate_root_pem(&options.trust_domain)
                     .map_err(|source| CaSecretError::Unusable {
@@ -389,7 +430,7 @@ pub async fn load_ca(
                         tracing::info!(
                             "CA: created a self-signed root in {NAMESPACE}/{SELF_SIGNED_SECRET}"
                         );
-                        (cert, key)
+                        CaMaterial::SelfSigned { cert, key }
                     }
                     // Another replica was first: use its root.
                     Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -415,16 +456,184 @@ pub async fn load_ca(
                 }
             }
         };
-        let ca = CertificateAuthority::from_root_pem(ca_dir, options, &cert, &key).map_err(
-            |source| CaSecretError::Unusable {
-                name: SELF_SIGNED_SECRET,
-                source,
-            },
-        )?;
-        tracing::info!(root = %ca.root_fingerprint(), "CA: the self-signed root of {NAMESPACE}/{SELF_SIGNED_SECRET}");
-        return Ok(ca);
+        return material.load(ca_dir, options);
     }
     Err(CaSecretError::Contended)
+}
+
+async fn get_secret(
+    secrets: &Api<Secret>,
+    name: &'static str,
+) -> Result<Option<Secret>, CaSecretError> {
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| CaSecretError::Api {
+            action: "read",
+            name,
+            source,
+        })
+}
+
+/// What the CA's Secrets say now: `cacerts` when it exists, else `istio-ca-secret`; `None` when
+/// neither does (the CA keeps its keys: a restart would make a new root).
+async fn current_material(secrets: &Api<Secret>) -> Result<Option<CaMaterial>, CaSecretError> {
+    if let Some(plugin) = get_secret(secrets, PLUGIN_SECRET).await? {
+        return CaMaterial::plug_in(&plugin).map(Some);
+    }
+    match get_secret(secrets, SELF_SIGNED_SECRET).await? {
+        Some(secret) => CaMaterial::self_signed(&secret).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Keeps `ca` on the keys of `istio-system`'s CA Secrets until `shutdown`, as istiod reloads a
+/// plugged-in CA whose files changed: it watches `cacerts` and `istio-ca-secret`, and when the keys
+/// they give differ from the CA's (a new or changed `cacerts`, a replaced `istio-ca-secret`), loads
+/// them into `ca_dir` and moves `ca` to them ([`CertificateAuthority::take_over`]), so new certificates
+/// come from the new key and a changed trust bundle reaches the proxies with their configuration and
+/// every namespace's `istio-ca-root-cert`. An update that cannot be used (a missing key, a key that
+/// does not fit its certificate, a certificate that is no CA) is refused with a warning that says
+/// what is wrong, and the CA keeps its last good keys; so does a deleted `cacerts` (a restart would
+/// fall back to `istio-ca-secret`).
+pub async fn keep_ca_current(
+    client: kube::Client,
+    ca: Arc<CertificateAuthority>,
+    ca_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+    let watch = |name: &str| {
+        watcher(
+            secrets.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .default_backoff()
+    };
+    let events = futures::stream::select(watch(PLUGIN_SECRET), watch(SELF_SIGNED_SECRET));
+    let mut events = std::pin::pin!(events);
+    // The material the CA runs on, once known; at first, the Secrets' material if the CA's
+    // signing certificate is theirs (what `load_ca` loaded).
+    let mut applied: Option<CaMaterial> = None;
+    // The refused material, so that a watch's relist does not repeat the warning.
+    let mut refused: Option<CaMaterial> = None;
+    let mut refused_message: Option<String> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => event,
+        };
+        match event {
+            None => return,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "cannot watch the CA's Secrets in {NAMESPACE}; retrying");
+                continue;
+            }
+            // Mid-relist: decide once the list is complete.
+            Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+            Some(Ok(_)) => {}
+        }
+        let material = match current_material(&secrets).await {
+            Ok(Some(material)) => material,
+            Ok(None) => continue,
+            Err(error @ CaSecretError::Api { .. }) => {
+                tracing::warn!(%error, "cannot read the CA's Secrets; the CA keeps its keys");
+                continue;
+            }
+            Err(error) => {
+                let message =
+                    format!("CA update refused; the CA keeps its last good keys: {error}");
+                if refused_message.as_deref() != Some(message.as_str()) {
+                    tracing::warn!("{message}");
+                    let secret = match &error {
+                        CaSecretError::MissingKey { name, .. }
+                        | CaSecretError::Unusable { name, .. } => name,
+                        _ => PLUGIN_SECRET,
+                    };
+                    record_event(&secrets, secret, "Warning", CA_REFUSED, &message).await;
+                    refused_message = Some(message);
+                }
+                continue;
+            }
+        };
+        refused_message = None;
+        if applied.is_none() && material.cert().trim() == ca.signing_certificate_pem().trim() {
+            applied = Some(material.clone());
+        }
+        if applied.as_ref() == Some(&material) || refused.as_ref() == Some(&material) {
+            continue;
+        }
+        match material.load(&ca_dir, ca.options().clone()) {
+            Ok(fresh) => {
+                ca.take_over(fresh);
+                let message = format!(
+                    "CA reloaded from Secret {NAMESPACE}/{}: new certificates come from its key \
+                     (root {}), and the proxies get its trust bundle",
+                    material.secret(),
+                    ca.root_fingerprint()
+                );
+                tracing::info!("{message}");
+                record_event(&secrets, material.secret(), "Normal", CA_RELOADED, &message).await;
+                applied = Some(material);
+                refused = None;
+            }
+            Err(error) => {
+                let message =
+                    format!("CA update refused; the CA keeps its last good keys: {error}");
+                tracing::warn!("{message}");
+                record_event(&secrets, material.secret(), "Warning", CA_REFUSED, &message).await;
+                refused = Some(material);
+            }
+        }
+    }
+}
+
+/// The reason of the Event on a CA Secret whose keys the CA took.
+pub const CA_RELOADED: &str = "CAReloaded";
+/// The reason of the Event on a CA Secret whose keys were refused (the CA kept its last good keys).
+pub const CA_REFUSED: &str = "CAUpdateRefused";
+
+/// Who the CA's Events say reported them.
+const EVENT_COMPONENT: &str = "ironmesh-control-plane";
+
+/// An Event on Secret `secret` of [`NAMESPACE`] (what `kubectl describe secret` and `kubectl get
+/// events` show); one that cannot be written is only logged: the log says the same.
+async fn record_event(
+    secrets: &Api<Secret>,
+    secret: &str,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let event = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": format!("{secret}."), "namespace": NAMESPACE},
+        "involvedObject": {"apiVersion": "v1", "kind": "Secret", "namespace": NAMESPACE, "name": secret},
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "source": {"component": EVENT_COMPONENT},
+        "reportingComponent": EVENT_COMPONENT,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let event: k8s_openapi::api::core::v1::Event = match serde_json::from_value(event) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(%error, "cannot build the Event for Secret {NAMESPACE}/{secret}");
+            return;
+        }
+    };
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(secrets.clone().into_client(), NAMESPACE);
+    if let Err(error) = events.create(&PostParams::default(), &event).await {
+        tracing::warn!(%error, "cannot record an Event on Secret {NAMESPACE}/{secret}; check that the \
+            control plane may create events in {NAMESPACE} (ironmesh install grants it)");
+    }
 }
 
 /// How often a control plane started before its namespace exists looks again.

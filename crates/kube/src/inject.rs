@@ -14,9 +14,10 @@
 //! JSON patch; a pod injected already (by kube-inject, or by a Deployment's template) passes unchanged.
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::Deserialize as _;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
+
+use crate::admission;
 
 /// Where the API server posts pods for injection (Istio's path).
 pub const INJECT_PATH: &str = "/inject";
@@ -38,42 +39,15 @@ pub const IGNORED_NAMESPACES: [&str; 4] = [
 /// patch when the sidecar is to be added. An unreadable review is refused, saying what was wrong (the
 /// configuration's `failurePolicy: Fail` would refuse the pod anyway).
 pub fn review(body: &Value) -> Value {
-    answer(AdmissionReview::<DynamicObject>::deserialize(body).map_err(|e| e.to_string()))
+    admission::answer(body, WHO, decide)
 }
 
 /// [`review`] of a request body as the API server sends it.
 pub fn review_bytes(body: &[u8]) -> Value {
-    answer(
-        serde_json::from_slice::<AdmissionReview<DynamicObject>>(body).map_err(|e| e.to_string()),
-    )
+    admission::answer_bytes(body, WHO, decide)
 }
 
-fn answer(review: Result<AdmissionReview<DynamicObject>, String>) -> Value {
-    let response = match review.and_then(|review| {
-        TryInto::<AdmissionRequest<DynamicObject>>::try_into(review).map_err(|e| e.to_string())
-    }) {
-        Ok(request) => decide(&request),
-        Err(error) => AdmissionResponse::invalid(format!(
-            "the injector could not read the AdmissionReview ({error}); it expects admission.k8s.io/v1 with a request"
-        )),
-    };
-    let mut answer = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
-    // kube-rs writes the patch's bytes as a JSON array of numbers; the API's type is `[]byte`, which
-    // Kubernetes' own clients write as base64 (what its documentation shows): write it so.
-    if let Some(patch) = answer.pointer_mut("/response/patch") {
-        let bytes: Option<Vec<u8>> = patch.as_array().map(|items| {
-            items
-                .iter()
-                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                .collect()
-        });
-        if let Some(bytes) = bytes {
-            use base64::Engine as _;
-            *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-        }
-    }
-    answer
-}
+const WHO: &str = "injector";
 
 fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(request);

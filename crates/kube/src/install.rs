@@ -102,8 +102,9 @@ fn cluster_role() -> Value {
     })
 }
 
-/// The CA's Secrets in the control plane's namespace: `cacerts` (read) and `istio-ca-secret` (created
-/// once, then read), as istiod's Role allows.
+/// The CA's Secrets in the control plane's namespace: `cacerts` (read and watched) and
+/// `istio-ca-secret` (created once, then read and watched), as istiod's Role allows; and the Events
+/// that say when a changed Secret was taken or refused.
 fn ca_secrets_role() -> Vec<Value> {
     let name = format!("{NAME}-{NAMESPACE}");
     vec![
@@ -112,7 +113,8 @@ fn ca_secrets_role() -> Vec<Value> {
             "kind": "Role",
             "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
             "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                       "verbs": ["get", "list", "watch", "create", "update", "patch"]}],
+                       "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+                      {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",

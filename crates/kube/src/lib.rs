@@ -9,6 +9,8 @@
 //!   `apps/v1`), for the API server's aggregator only, each request authorized by a SubjectAccessReview.
 //! - [`webhook`]: the validating admission webhook (our field errors for `kubectl apply`), on HTTPS, and
 //!   the `caBundle` of both webhook configurations.
+//! - [`admission`]: the AdmissionReview envelope both admission webhooks read and answer.
+//! - [`https`]: the HTTPS accept loop, with its limits, of the servers the API server calls.
 //! - [`inject`]: the mutating admission webhook that injects the sidecar into pods as they are created
 //!   (the same function as `ironmesh kube-inject`), served by the same HTTPS server.
 //! - [`status`]: the `Accepted` condition on stored Istio resources (our field errors when invalid).
@@ -18,8 +20,10 @@
 //!
 //! This crate links kube-rs and k8s-openapi but picks no Kubernetes version: the binary does.
 
+pub mod admission;
 pub mod crds;
 pub mod extensions;
+pub mod https;
 pub mod identity;
 pub mod inject;
 pub mod install;

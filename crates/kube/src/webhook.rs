@@ -15,13 +15,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{Method, Request, Response, StatusCode};
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::Deserialize as _;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission;
 use crate::crds::ISTIO_GROUPS;
 
 /// Where the API server posts reviews (the webhook configuration's `path`).
@@ -41,28 +40,15 @@ pub const MAX_REVIEW_BYTES: usize = 8 << 20;
 /// groups are validated with our rules and refused with every field error; deletions and every other
 /// kind are allowed. An unreadable review gets an answer that refuses it, naming what was wrong.
 pub fn review(body: &Value) -> Value {
-    // `&Value` is a deserializer itself: no copy of the (possibly multi-megabyte) review.
-    answer(AdmissionReview::<DynamicObject>::deserialize(body).map_err(|e| e.to_string()))
+    admission::answer(body, WHO, decide)
 }
 
 /// [`review`] of a request body as the API server sends it, parsed once straight into the typed review.
 pub fn review_bytes(body: &[u8]) -> Value {
-    answer(
-        serde_json::from_slice::<AdmissionReview<DynamicObject>>(body).map_err(|e| e.to_string()),
-    )
+    admission::answer_bytes(body, WHO, decide)
 }
 
-fn answer(review: Result<AdmissionReview<DynamicObject>, String>) -> Value {
-    let response = match review.and_then(|review| {
-        TryInto::<AdmissionRequest<DynamicObject>>::try_into(review).map_err(|e| e.to_string())
-    }) {
-        Ok(request) => decide(&request),
-        Err(error) => AdmissionResponse::invalid(format!(
-            "the webhook could not read the AdmissionReview ({error}); it expects admission.k8s.io/v1 with a request"
-        )),
-    };
-    serde_json::to_value(response.into_review()).unwrap_or(Value::Null)
-}
+const WHO: &str = "webhook";
 
 fn decide(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let allowed = AdmissionResponse::from(request);
@@ -409,34 +395,7 @@ async fn keep_one(
     }
 }
 
-/// Bounds on what clients may cost the webhook: it listens on a port any pod may reach, and with
-/// `failurePolicy: Fail` a starved webhook blocks every write of an Istio resource.
-#[derive(Clone, Debug)]
-pub struct ServeLimits {
-    /// Connections served at once; the next accept waits for one to end.
-    pub max_connections: usize,
-    /// For the TLS handshake, from accept.
-    pub handshake_timeout: Duration,
-    /// For a request's head; it also closes a keep-alive connection idle this long.
-    pub header_read_timeout: Duration,
-    /// For reading a request's body. The API server gives up after its webhook timeout (at most
-    /// 30 s) anyway.
-    pub request_timeout: Duration,
-    /// The largest review body; a larger one is answered 413.
-    pub max_body_bytes: usize,
-}
-
-impl Default for ServeLimits {
-    fn default() -> ServeLimits {
-        ServeLimits {
-            max_connections: 256,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            max_body_bytes: MAX_REVIEW_BYTES,
-        }
-    }
-}
+pub use crate::https::ServeLimits;
 
 /// Serves [`review`] at [`VALIDATE_PATH`] and the injector at [`crate::inject::INJECT_PATH`] over HTTPS on
 /// `listener` until `shutdown`, with the default
@@ -456,69 +415,12 @@ pub async fn serve_with(
     limits: ServeLimits,
     shutdown: CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let limits = Arc::new(limits);
-    loop {
-        // Taken before accept: at the limit, new connections wait in the listen backlog rather than
-        // costing a task and a file descriptor each.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "webhook accept failed");
-                    // Out of file descriptors (EMFILE, ENFILE), usually: accept fails at once again
-                    // until some close, so give the process a moment rather than spinning.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
-                {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "webhook TLS handshake failed");
-                        return;
-                    }
-                    Err(_elapsed) => {
-                        tracing::debug!(%peer, "webhook TLS handshake timed out");
-                        return;
-                    }
-                };
-            let service_limits = limits.clone();
-            let connection = hyper::server::conn::http1::Builder::new()
-                // Without a timer hyper has no clock, and the header timeout would not apply.
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(stream),
-                    hyper::service::service_fn(move |request| {
-                        handle(request, service_limits.clone())
-                    }),
-                );
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                result = connection => if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "webhook connection ended");
-                },
-            }
-        });
-    }
+    let body_limits = Arc::new(limits.clone());
+    crate::https::serve_https(listener, tls, &limits, "webhook", shutdown, move |_peer| {
+        let limits = body_limits.clone();
+        move |request| handle(request, limits.clone())
+    })
+    .await;
 }
 
 fn reply(status: StatusCode, body: Vec<u8>, content_type: &str) -> Response<Full<Bytes>> {

@@ -3,13 +3,12 @@
 //! opt out, run on the host's network, live in Kubernetes' namespaces or are injected already pass
 //! unchanged; and the same over HTTPS at `/inject` beside `/validate`.
 
-use std::sync::Arc;
+mod webhook_server;
 
 use ironmesh_kube::inject::{INJECT_PATH, review};
-use ironmesh_kube::webhook::{ServingCert, serve};
+use ironmesh_kube::webhook::ServeLimits;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use webhook_server::TestWebhook;
 
 /// A pod CREATE review as the API server sends it (after its defaulting and in-tree admission).
 fn admission(namespace: &str, pod: &Value) -> Value {
@@ -236,57 +235,19 @@ fn other_kinds_and_operations_are_allowed_unchanged_and_garbage_is_refused() {
 
 #[tokio::test]
 async fn the_injector_answers_over_https_beside_the_validating_webhook() {
-    ironmesh_kube::webhook::install_crypto_provider();
-    let cert = ServingCert::generate(&["istiod.istio-system.svc".to_owned()]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        cert.server_config().unwrap(),
-        shutdown.clone(),
-    ));
-
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert.ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let client = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let post = |path: &'static str, body: Vec<u8>| {
-        let connector = connector.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-            let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
-            let mut tls = connector.connect(name, tcp).await.unwrap();
-            let head = format!(
-                "POST {path} HTTP/1.1\r\nHost: istiod.istio-system.svc\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            tls.write_all(head.as_bytes()).await.unwrap();
-            tls.write_all(&body).await.unwrap();
-            let mut answer = Vec::new();
-            tls.read_to_end(&mut answer).await.unwrap();
-            String::from_utf8(answer).unwrap()
-        }
-    };
+    let mut server = TestWebhook::start(ServeLimits::default()).await;
     let request = serde_json::to_vec(&admission("foo", &httpbin_pod("foo"))).unwrap();
-    let answer = post(INJECT_PATH, request.clone()).await;
+    let answer = server.post(INJECT_PATH, &request, None).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["response"]["patchType"], "JSONPatch", "{body}");
     // The same review at /validate: a pod is not the validating webhook's to patch.
-    let answer = post("/validate", request).await;
+    let answer = server.post("/validate", &request, None).await;
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["response"]["allowed"], true);
     assert!(body["response"]["patch"].is_null(), "{body}");
-    let answer = post("/mutate", b"{}".to_vec()).await;
+    let answer = server.post("/mutate", b"{}", None).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains(INJECT_PATH), "{answer}");
-    shutdown.cancel();
-    server.await.unwrap();
+    server.stop().await;
 }

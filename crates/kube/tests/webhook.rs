@@ -1,14 +1,14 @@
 //! The validating webhook: its decisions on AdmissionReviews as the API server sends them, and the same
 //! over HTTPS with a TLS client that trusts only the generated CA (as the API server, given `caBundle`).
 
-use std::sync::Arc;
+mod webhook_server;
 
 use std::time::Duration;
 
-use ironmesh_kube::webhook::{ServeLimits, ServingCert, VALIDATE_PATH, review, serve, serve_with};
+use ironmesh_kube::webhook::{ServeLimits, VALIDATE_PATH, review};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+use webhook_server::TestWebhook;
 
 /// An AdmissionReview request as kube-apiserver v1.34 sends it.
 fn admission(operation: &str, object: Value) -> Value {
@@ -202,50 +202,11 @@ fn istios_warnings_go_back_to_kubectl_with_the_allowed_answer() {
 
 #[tokio::test]
 async fn the_webhook_answers_over_https_to_a_client_that_trusts_its_ca() {
-    ironmesh_kube::webhook::install_crypto_provider();
-    let cert =
-        ServingCert::generate(&["127.0.0.1".to_owned(), "istiod.istio-system.svc".to_owned()])
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        cert.server_config().unwrap(),
-        shutdown.clone(),
-    ));
-
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert.ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let post = |body: Vec<u8>, version: &'static rustls::SupportedProtocolVersion| {
-        let roots = roots.clone();
-        async move {
-            let config = rustls::ClientConfig::builder_with_protocol_versions(&[version])
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-            let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
-            let mut tls = connector.connect(name, tcp).await.unwrap();
-            let head = format!(
-                "POST {VALIDATE_PATH} HTTP/1.1\r\nHost: istiod.istio-system.svc\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            tls.write_all(head.as_bytes()).await.unwrap();
-            tls.write_all(&body).await.unwrap();
-            let mut answer = String::new();
-            tls.read_to_string(&mut answer).await.unwrap();
-            answer
-        }
-    };
+    let mut server = TestWebhook::start(ServeLimits::default()).await;
     let request =
         serde_json::to_vec(&admission("CREATE", authorization_policy("ALLOWED"))).unwrap();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let answer = post(request.clone(), version).await;
+        let answer = server.post(VALIDATE_PATH, &request, Some(version)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["response"]["allowed"], false);
@@ -256,50 +217,7 @@ async fn the_webhook_answers_over_https_to_a_client_that_trusts_its_ca() {
                 .contains("spec.action")
         );
     }
-    shutdown.cancel();
-    server.await.unwrap();
-}
-
-/// A webhook on loopback with `limits`; the server stops when the returned token is dropped.
-async fn start(
-    limits: ServeLimits,
-) -> (
-    std::net::SocketAddr,
-    ServingCert,
-    tokio_util::sync::DropGuard,
-) {
-    ironmesh_kube::webhook::install_crypto_provider();
-    let cert = ServingCert::generate(&["istiod.istio-system.svc".to_owned()]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve_with(
-        listener,
-        cert.server_config().unwrap(),
-        limits,
-        shutdown.clone(),
-    ));
-    (address, cert, shutdown.drop_guard())
-}
-
-async fn connect_tls(
-    address: std::net::SocketAddr,
-    cert: &ServingCert,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(cert.ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("istiod.istio-system.svc").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    server.stop().await;
 }
 
 /// Reads until the server closes the connection (an unclean TLS close counts); `None` if it is still
@@ -314,12 +232,14 @@ async fn read_until_closed(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> 
 
 #[tokio::test]
 async fn a_client_that_never_starts_the_tls_handshake_is_disconnected() {
-    let (address, _cert, _stop) = start(ServeLimits {
+    let server = TestWebhook::start(ServeLimits {
         handshake_timeout: Duration::from_millis(200),
         ..ServeLimits::default()
     })
     .await;
-    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
     let received = read_until_closed(&mut tcp).await;
     assert_eq!(
         received,
@@ -330,12 +250,12 @@ async fn a_client_that_never_starts_the_tls_handshake_is_disconnected() {
 
 #[tokio::test]
 async fn a_client_that_never_sends_its_request_head_is_disconnected() {
-    let (address, cert, _stop) = start(ServeLimits {
+    let server = TestWebhook::start(ServeLimits {
         header_read_timeout: Duration::from_millis(200),
         ..ServeLimits::default()
     })
     .await;
-    let mut tls = connect_tls(address, &cert).await;
+    let mut tls = server.connect(None).await;
     let received = read_until_closed(&mut tls).await;
     let received = received.expect("the server should close a connection that sends no request");
     assert!(
@@ -346,7 +266,7 @@ async fn a_client_that_never_sends_its_request_head_is_disconnected() {
 
 #[tokio::test]
 async fn a_review_over_the_body_limit_is_answered_413_whether_declared_or_chunked() {
-    let (address, cert, _stop) = start(ServeLimits {
+    let server = TestWebhook::start(ServeLimits {
         max_body_bytes: 4096,
         ..ServeLimits::default()
     })
@@ -363,7 +283,7 @@ async fn a_review_over_the_body_limit_is_answered_413_whether_declared_or_chunke
     let body = serde_json::to_vec(&admission("UPDATE", policy)).unwrap();
 
     // Declared: refused on the head alone; the body is never sent.
-    let mut tls = connect_tls(address, &cert).await;
+    let mut tls = server.connect(None).await;
     tls.write_all(head(&format!("content-length: {}", body.len())).as_bytes())
         .await
         .unwrap();
@@ -373,7 +293,7 @@ async fn a_review_over_the_body_limit_is_answered_413_whether_declared_or_chunke
     assert!(answer.contains("limit of 4096 bytes"), "{answer}");
 
     // Chunked: no length up front, so the limit is found while reading.
-    let mut tls = connect_tls(address, &cert).await;
+    let mut tls = server.connect(None).await;
     let mut request = head("transfer-encoding: chunked").into_bytes();
     for chunk in body.chunks(1024) {
         request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
@@ -388,8 +308,8 @@ async fn a_review_over_the_body_limit_is_answered_413_whether_declared_or_chunke
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 
     // The same review under the limit is read and decided.
-    let (address, cert, _stop) = start(ServeLimits::default()).await;
-    let mut tls = connect_tls(address, &cert).await;
+    let server = TestWebhook::start(ServeLimits::default()).await;
+    let mut tls = server.connect(None).await;
     tls.write_all(head(&format!("content-length: {}", body.len())).as_bytes())
         .await
         .unwrap();

@@ -3,8 +3,11 @@
 //! running one whose admin kubeconfig `IRONMESH_K8S_KUBECONFIG` names (only the cluster scripts/k8s-env.sh
 //! runs on this machine: the tests delete their install's cluster-wide objects). Without the binaries of
 //! scripts/k8s-build.sh (in /var/cache/ironmesh/k8s/v1.34.4/bin, or `IRONMESH_K8S_BIN`) it fails and says
-//! to build them. Shared by the crates whose tests run against it (`#[path]`-included).
+//! to build them. Shared by the crates whose tests run against it (`#[path]`-included), with
+//! [`control_plane`], our control plane run against it.
 #![allow(dead_code, reason = "each test file uses part of it")]
+
+pub mod control_plane;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
