@@ -175,8 +175,8 @@ pub(crate) enum Command {
 /// `ironmesh install`: passed on to `ironmesh-control-plane install`, which links the Kubernetes client.
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
-    /// The cluster's admin kubeconfig.
-    #[arg(long)]
+    /// The cluster's admin kubeconfig (default: $KUBECONFIG, as kubectl reads it).
+    #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<String>,
     /// Print the manifests as YAML documents instead of applying them.
     #[arg(long)]

@@ -67,8 +67,9 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct InstallArgs {
-    /// The cluster's admin kubeconfig (in a pod: its service account).
-    #[arg(long)]
+    /// The cluster's admin kubeconfig (default: $KUBECONFIG, as kubectl reads it; in a pod: its service
+    /// account).
+    #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// Print the manifests as YAML documents instead of applying them.
     #[arg(long)]

@@ -52,7 +52,7 @@ pub enum ClientError {
     #[error("cannot use the in-cluster service account: {0}")]
     InCluster(#[from] kube::config::InClusterError),
     #[error(
-        "no Kubernetes cluster given: pass --kubeconfig FILE (or run in a pod, with its service account)"
+        "no Kubernetes cluster given: pass --kubeconfig FILE or set KUBECONFIG (or run in a pod, with its service account)"
     )]
     NoCluster,
     #[error("cannot make a Kubernetes client: {0}")]
