@@ -254,7 +254,15 @@ async fn root_cleanup_stale_removes_what_a_crash_left() {
     std::mem::forget(crashed);
     guard.cluster.cleanup_stale().expect("cleanup_stale");
     let mut orphan = orphan;
-    let _ = orphan.wait();
+    // Bounded: a clean-up that misses the orphan fails the test instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orphan.try_wait().expect("wait for the orphan").is_none() {
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            panic!("cleanup_stale left the orphan (pid {orphan_pid}) running for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let id = guard.cluster.id().clone();
     assert_cluster_gone(&id, &[orphan_pid]);
     // And the cluster comes back up on the same home.
