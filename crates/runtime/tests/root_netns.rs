@@ -250,7 +250,7 @@ async fn root_cleanup_stale_removes_what_a_crash_left() {
     // `spawn` returns before `ip netns exec` has entered the namespace: a scan in that gap finds no
     // process there, and the child then enters the namespace after its deletion and lives on (the test
     // waited for it forever). A crashed control plane's processes are long inside; so must this one be.
-    wait_inside_netns(orphan_pid, &net.netns);
+    wait_inside_netns(orphan_pid, &net.netns).await;
     std::mem::forget(crashed);
     guard.cluster.cleanup_stale().expect("cleanup_stale");
     let mut orphan = orphan;
@@ -281,24 +281,21 @@ async fn root_cleanup_stale_removes_what_a_crash_left() {
 }
 
 /// Waits (at most 10 s) until `pid` runs `sleep` inside the named network namespace `netns`.
-fn wait_inside_netns(pid: u32, netns: &str) {
+async fn wait_inside_netns(pid: u32, netns: &str) {
     use std::os::unix::fs::MetadataExt;
     let wanted = std::fs::metadata(format!("/run/netns/{netns}"))
         .expect("the pod's named network namespace")
         .ino();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let inside =
-            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == wanted);
-        let is_sleep =
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep");
-        if inside && is_sleep {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} did not enter {netns} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        &format!("pid {pid} running sleep inside {netns}"),
+        Duration::from_secs(10),
+        || {
+            let inside =
+                std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == wanted);
+            let is_sleep = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "sleep");
+            (inside && is_sleep).then_some(())
+        },
+    )
+    .await;
 }
