@@ -95,6 +95,9 @@ pub struct DeployRow {
     pub summary: LoadSummary,
     /// The two sidecars (client pod's, then server pod's) for the mesh route; empty for direct.
     pub sidecars: Vec<ProxyUsage>,
+    /// The httpbin container the route ends at (its wake-ups per request; the same app on both routes).
+    #[serde(default)]
+    pub app: Option<ProxyUsage>,
     pub runs: u32,
 }
 
@@ -372,6 +375,17 @@ struct Endpoint {
     target: SocketAddr,
     /// The sidecars' pids (client pod's first); empty for direct.
     sidecars: Vec<u32>,
+    /// The pid of the httpbin container the route ends at.
+    app: u32,
+}
+
+impl Endpoint {
+    /// The processes measured around a run: the sidecars, then the app.
+    fn watched(&self) -> Vec<u32> {
+        let mut pids = self.sidecars.clone();
+        pids.push(self.app);
+        pids
+    }
 }
 
 /// The deployed walkthrough: both routes.
@@ -424,10 +438,11 @@ fn deploy(cluster: &Cluster, work_dir: &Path, self_exe: &Path) -> Result<Deploym
             self_exe: self_exe.to_path_buf(),
         })
     };
-    let sidecar = |namespace: &str, app: &str| -> Result<u32> {
+    let container = |namespace: &str, app: &str, container: &str| -> Result<u32> {
         let pod = cluster.pod(namespace, app)?;
-        cluster.container_pid(namespace, &pod, SIDECAR)
+        cluster.container_pid(namespace, &pod, container)
     };
+    let sidecar = |namespace: &str, app: &str| container(namespace, app, SIDECAR);
     let target = |namespace: &str| -> Result<SocketAddr> {
         Ok(SocketAddr::new(
             cluster.service_ip(namespace, "httpbin")?,
@@ -439,11 +454,13 @@ fn deploy(cluster: &Cluster, work_dir: &Path, self_exe: &Path) -> Result<Deploym
             bench: bench_in("legacy", "sleep")?,
             target: target("legacy")?,
             sidecars: Vec::new(),
+            app: container("legacy", "httpbin", "httpbin")?,
         },
         mesh: Endpoint {
             bench: bench_in("bar", "sleep")?,
             target: target("foo")?,
             sidecars: vec![sidecar("bar", "sleep")?, sidecar("foo", "httpbin")?],
+            app: container("foo", "httpbin", "httpbin")?,
         },
     })
 }
@@ -524,10 +541,12 @@ pub fn run(
                         duration: plan.duration,
                     };
                     let label = format!("deploy-{route:?}-{condition:?}").to_lowercase();
-                    match endpoint
-                        .bench
-                        .latency(&label, endpoint.target, shape, &endpoint.sidecars)
-                    {
+                    match endpoint.bench.latency(
+                        &label,
+                        endpoint.target,
+                        shape,
+                        &endpoint.watched(),
+                    ) {
                         Ok(run) => runs.push((Generator::Ours, condition, route, run)),
                         Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
                         Err(error) => figures.notes.push(format!(
@@ -584,7 +603,8 @@ pub fn run(
                 route,
                 connections,
                 summary: median.summary,
-                sidecars: median.proxies,
+                app: median.proxies.last().cloned(),
+                sidecars: median.proxies[..median.proxies.len().saturating_sub(1)].to_vec(),
                 runs: median.runs,
             });
         }
@@ -773,6 +793,7 @@ mod tests {
                 ..Default::default()
             },
             sidecars: Vec::new(),
+            app: None,
             runs: 1,
         }
     }

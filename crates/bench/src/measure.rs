@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BenchError, Result};
 use crate::handshake::HandshakeSummary;
 use crate::load::LoadSummary;
-use crate::process::{Launch, Running, Usage, tree_usage, which};
+use crate::process::{Launch, Running, ThreadSwitches, Usage, tree_switches, tree_usage, which};
 
 /// Set by SIGINT/SIGTERM; every wait loop checks it so the run unwinds and cleans up.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -40,6 +40,13 @@ pub struct ProxyUsage {
     pub cpu_seconds_per_1k: f64,
     pub rss_idle_kib: u64,
     pub rss_load_kib: u64,
+    /// Voluntary context switches per request over all threads: how often the process blocked and
+    /// had to be woken ([`crate::process::tree_switches`]).
+    #[serde(default)]
+    pub wakeups_per_request: f64,
+    /// The same by thread name, with preemptions: (name, wake-ups per request, preemptions per request).
+    #[serde(default)]
+    pub wakeups_by_thread: Vec<(String, f64, f64)>,
 }
 
 /// How the handshake client reaches a server sidecar.
@@ -127,6 +134,8 @@ impl Bench {
             None,
         )?;
         let before: Vec<Usage> = proxies.iter().map(|pid| tree_usage(*pid)).collect();
+        let switches_before: Vec<Vec<ThreadSwitches>> =
+            proxies.iter().map(|pid| tree_switches(*pid)).collect();
         let started = Instant::now();
         let mut peak_rss: Vec<u64> = before.iter().map(|usage| usage.rss_kib).collect();
         wait_for(
@@ -151,11 +160,18 @@ impl Bench {
             .map(|(index, proxy)| {
                 // The final sample is taken right after the generator exits; no requests flow after that.
                 let cpu = (tree_usage(*proxy).cpu_seconds - before[index].cpu_seconds).max(0.0);
+                let wakeups_by_thread = switches_per_request(
+                    &switches_before[index],
+                    &tree_switches(*proxy),
+                    summary.requests,
+                );
                 ProxyUsage {
                     vcpu: cpu / elapsed,
                     cpu_seconds_per_1k: cpu / (summary.requests.max(1) as f64 / 1000.0),
                     rss_idle_kib: idle[index].rss_kib,
                     rss_load_kib: peak_rss[index],
+                    wakeups_per_request: wakeups_by_thread.iter().map(|thread| thread.1).sum(),
+                    wakeups_by_thread,
                 }
             })
             .collect();
@@ -254,6 +270,28 @@ impl Bench {
     }
 }
 
+/// Switches between two samples of one process tree, per request, by thread name (a thread that
+/// exited in between counts nothing; one that started counts from zero).
+pub(crate) fn switches_per_request(
+    before: &[ThreadSwitches],
+    after: &[ThreadSwitches],
+    requests: u64,
+) -> Vec<(String, f64, f64)> {
+    let requests = requests.max(1) as f64;
+    after
+        .iter()
+        .map(|thread| {
+            let earlier = before.iter().find(|known| known.name == thread.name);
+            let since = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0)) as f64;
+            (
+                thread.name.clone(),
+                since(thread.voluntary, earlier.map(|t| t.voluntary)) / requests,
+                since(thread.involuntary, earlier.map(|t| t.involuntary)) / requests,
+            )
+        })
+        .collect()
+}
+
 /// Combines repeated runs of one point: the median of each per-run percentile (so one noisy run
 /// does not set the tail), summed requests and errors, median CPU figures, and the largest RSS.
 pub fn median_of_runs(runs: &[LatencyRun]) -> Option<LatencyRun> {
@@ -287,6 +325,25 @@ pub fn median_of_runs(runs: &[LatencyRun]) -> Option<LatencyRun> {
                 .map(|run| run.proxies[index].rss_load_kib)
                 .max()
                 .unwrap_or(0),
+            wakeups_per_request: median(&|run| run.proxies[index].wakeups_per_request),
+            wakeups_by_thread: first.proxies[index]
+                .wakeups_by_thread
+                .iter()
+                .map(|(name, _, _)| {
+                    let of = |run: &LatencyRun, pick: fn(&(String, f64, f64)) -> f64| {
+                        run.proxies[index]
+                            .wakeups_by_thread
+                            .iter()
+                            .find(|thread| &thread.0 == name)
+                            .map_or(0.0, pick)
+                    };
+                    (
+                        name.clone(),
+                        median(&|run| of(run, |thread| thread.1)),
+                        median(&|run| of(run, |thread| thread.2)),
+                    )
+                })
+                .collect(),
         })
         .collect();
     Some(LatencyRun {
@@ -407,6 +464,55 @@ mod tests {
         assert_eq!(combined.summary.requests, 300);
         assert_eq!(combined.proxies[0].rss_load_kib, 30);
         assert_eq!(combined.runs, 3);
+    }
+
+    #[test]
+    fn wakeups_are_counted_per_request_by_thread() {
+        let thread = |name: &str, voluntary: u64, involuntary: u64| ThreadSwitches {
+            name: name.into(),
+            voluntary,
+            involuntary,
+        };
+        let before = [thread("dataplane", 100, 10), thread("gone", 50, 0)];
+        let after = [thread("dataplane", 2_100, 30), thread("access-log", 40, 0)];
+        let per_request = switches_per_request(&before, &after, 1_000);
+        assert_eq!(
+            per_request,
+            vec![
+                ("dataplane".to_string(), 2.0, 0.02),
+                // Started during the run: counted from zero. "gone" exited: nothing.
+                ("access-log".to_string(), 0.04, 0.0),
+            ]
+        );
+        // No request (a failed run) does not divide by zero.
+        assert_eq!(switches_per_request(&[], &after[..1], 0)[0].1, 2_100.0);
+    }
+
+    #[test]
+    fn repeated_runs_report_the_median_wakeups_by_thread() {
+        let run = |dataplane: f64| LatencyRun {
+            connections: 16,
+            rate: 1000,
+            summary: LoadSummary::default(),
+            proxies: vec![ProxyUsage {
+                wakeups_per_request: dataplane + 0.1,
+                wakeups_by_thread: vec![
+                    ("access-log".into(), 0.1, 0.0),
+                    ("dataplane".into(), dataplane, 0.5),
+                ],
+                ..Default::default()
+            }],
+            runs: 1,
+        };
+        let combined = median_of_runs(&[run(2.0), run(9.0), run(3.0)]).unwrap();
+        assert_eq!(combined.proxies[0].wakeups_per_request, 3.1);
+        assert_eq!(
+            combined.proxies[0].wakeups_by_thread,
+            vec![
+                ("access-log".to_string(), 0.1, 0.0),
+                ("dataplane".to_string(), 3.0, 0.5)
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Child processes of the harness: started inside a namespace and pinned to a CPU, killed (whole
-//! process group) on drop, and measured from `/proc` (CPU ticks and VmRSS summed over the process tree).
+//! process group) on drop, and measured from `/proc` (CPU ticks and VmRSS summed over the process tree,
+//! context switches per thread).
 #![allow(unsafe_code, reason = "process-group kill and sysconf go through libc")]
 
 use std::fs;
@@ -189,6 +190,61 @@ pub(crate) fn parse_stat(text: &str) -> Option<(u64, u32)> {
     Some((utime + stime, parent))
 }
 
+/// Context switches of the threads of `root` and its descendants, summed by thread name (the
+/// `dataplane` workers, `control`, `access-log`, the main thread under the process's name).
+///
+/// A voluntary switch is a thread that blocked (on epoll, a futex, a sleep) and had to be woken
+/// again: over a run it counts the wake-ups, each of which costs a halted vCPU's exit latency on a
+/// virtual machine. An involuntary switch is a thread preempted while it still had work.
+pub fn tree_switches(root: u32) -> Vec<ThreadSwitches> {
+    let mut by_name: Vec<ThreadSwitches> = Vec::new();
+    for pid in tree_pids(root) {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let Some(thread) = parse_switches(&status) else {
+                continue;
+            };
+            match by_name.iter_mut().find(|known| known.name == thread.name) {
+                Some(known) => {
+                    known.voluntary += thread.voluntary;
+                    known.involuntary += thread.involuntary;
+                }
+                None => by_name.push(thread),
+            }
+        }
+    }
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    by_name
+}
+
+/// Context switches of the threads of one name at one moment ([`tree_switches`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadSwitches {
+    pub name: String,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+/// `Name`, `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of `/proc/<pid>/task/<tid>/status`.
+pub(crate) fn parse_switches(status: &str) -> Option<ThreadSwitches> {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .map(str::trim)
+    };
+    Some(ThreadSwitches {
+        name: field("Name:")?.to_string(),
+        voluntary: field("voluntary_ctxt_switches:")?.parse().ok()?,
+        involuntary: field("nonvoluntary_ctxt_switches:")?.parse().ok()?,
+    })
+}
+
 fn read_rss_kib(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_rss(&text)
@@ -250,6 +306,37 @@ mod tests {
     fn stat_fields_survive_a_command_name_with_spaces_and_parens() {
         let text = "42 (my (odd) name) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1 1 1";
         assert_eq!(parse_stat(text), Some((300, 7)));
+    }
+
+    #[test]
+    fn context_switches_are_read_by_thread_name() {
+        let status = "Name:\tdataplane\nUmask:\t0022\nState:\tS (sleeping)\n\
+                      voluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t56\n";
+        assert_eq!(
+            parse_switches(status),
+            Some(ThreadSwitches {
+                name: "dataplane".into(),
+                voluntary: 1234,
+                involuntary: 56,
+            })
+        );
+        // A kernel without the counters (or a status cut short) gives nothing rather than zeros.
+        assert_eq!(
+            parse_switches("Name:\tx\nvoluntary_ctxt_switches:\t1\n"),
+            None
+        );
+        assert_eq!(
+            parse_switches("voluntary_ctxt_switches:\t1\nnonvoluntary_ctxt_switches:\t2\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_harness_own_threads_are_counted() {
+        // This test's own process: it has a main thread that has blocked at least once by now.
+        let switches = tree_switches(std::process::id());
+        assert!(!switches.is_empty());
+        assert!(switches.iter().map(|thread| thread.voluntary).sum::<u64>() > 0);
     }
 
     #[test]

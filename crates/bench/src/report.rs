@@ -194,9 +194,9 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "| configuration | vCPU | CPU s per 1k req | RSS idle MB | RSS load MB | max rps (wrk, 64 conns) | full mTLS hs/s | hs/s per server core | bulk Gbit/s |"
+            "| configuration | vCPU | CPU s per 1k req | wake-ups per req | RSS idle MB | RSS load MB | max rps (wrk, 64 conns) | full mTLS hs/s | hs/s per server core | bulk Gbit/s |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let direct_bulk = self.direct().and_then(|d| d.bulk_gbps);
         for config in &self.configs {
             let usage = config
@@ -219,10 +219,11 @@ impl RunReport {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 config.name,
                 pair(&|p| format!("{:.3}", p.vcpu)),
                 pair(&|p| format!("{:.3}", p.cpu_seconds_per_1k)),
+                pair(&|p| format!("{:.2}", p.wakeups_per_request)),
                 pair(&|p| format!("{:.1}", mb(p.rss_idle_kib))),
                 pair(&|p| format!("{:.1}", mb(p.rss_load_kib))),
                 config
@@ -400,9 +401,62 @@ fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String 
         let _ = writeln!(out, "|---:|---:|---:|---:|");
         out.push_str(&contention);
     }
+    out.push_str(&wakeups_markdown(deployment));
     for note in &deployment.notes {
         let _ = writeln!(out, "\n- {note}");
     }
+    out
+}
+
+/// Wake-ups per request of every process on the route (ironmesh-bench load rows): how many times
+/// each blocked and had to be woken, by thread, with preemptions in parentheses.
+fn wakeups_markdown(deployment: &crate::deploy::DeploymentFigures) -> String {
+    use crate::deploy::{Condition, Generator};
+    let mut table = String::new();
+    for row in &deployment.rows {
+        if row.generator != Generator::Ours {
+            continue;
+        }
+        let Some(app) = &row.app else { continue };
+        let process = |usage: &crate::measure::ProxyUsage| {
+            let threads = usage
+                .wakeups_by_thread
+                .iter()
+                .filter(|(_, woken, preempted)| *woken >= 0.005 || *preempted >= 0.005)
+                .map(|(name, woken, preempted)| format!("{name} {woken:.2} ({preempted:.2})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("**{:.2}**: {threads}", usage.wakeups_per_request)
+        };
+        let sidecar = |index: usize| row.sidecars.get(index).map_or("–".into(), process);
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} |",
+            match row.condition {
+                Condition::Quiet => "idle",
+                Condition::Busy => "busy",
+            },
+            row.route.label(),
+            row.connections,
+            sidecar(0),
+            sidecar(1),
+            process(app)
+        );
+    }
+    if table.is_empty() {
+        return table;
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nWake-ups per request (voluntary context switches of every thread, ÷ requests; by thread, preemptions in parentheses), ironmesh-bench load.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| other core | route | conns | client sidecar | server sidecar | httpbin |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---|---|---|");
+    out.push_str(&table);
     out
 }
 
@@ -445,5 +499,70 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: RunReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn wakeups_are_reported_per_process_and_thread_for_our_generator_only() {
+        use crate::deploy::{Condition, DeployRow, DeploymentFigures, Generator, Route};
+        use crate::measure::ProxyUsage;
+        let usage = |total: f64, threads: Vec<(&str, f64, f64)>| ProxyUsage {
+            wakeups_per_request: total,
+            wakeups_by_thread: threads
+                .into_iter()
+                .map(|(name, woken, preempted)| (name.to_string(), woken, preempted))
+                .collect(),
+            ..Default::default()
+        };
+        let row = |generator, route, sidecars: Vec<ProxyUsage>| DeployRow {
+            generator,
+            condition: Condition::Quiet,
+            route,
+            connections: 16,
+            summary: LoadSummary::default(),
+            sidecars,
+            app: Some(usage(1.5, vec![("httpbin", 1.5, 0.0)])),
+            runs: 3,
+        };
+        let figures = DeploymentFigures {
+            rows: vec![
+                row(Generator::Ours, Route::Direct, Vec::new()),
+                row(
+                    Generator::Ours,
+                    Route::Mesh,
+                    vec![
+                        usage(
+                            2.04,
+                            vec![
+                                ("dataplane", 2.0, 0.1),
+                                ("control", 0.0, 0.0),
+                                ("access-log", 0.04, 0.0),
+                            ],
+                        ),
+                        usage(3.0, vec![("dataplane", 3.0, 0.0)]),
+                    ],
+                ),
+                row(Generator::Oha, Route::Mesh, Vec::new()),
+            ],
+            ..Default::default()
+        };
+        let markdown = wakeups_markdown(&figures);
+        let lines: Vec<&str> = markdown
+            .lines()
+            .filter(|line| line.starts_with("| idle"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "one line per row of our generator: {markdown}"
+        );
+        assert_eq!(
+            lines[0],
+            "| idle | legacy→legacy (direct) | 16 | – | – | **1.50**: httpbin 1.50 (0.00) |"
+        );
+        // A thread that neither woke nor was preempted is left out.
+        assert_eq!(
+            lines[1],
+            "| idle | bar→foo (mesh, mTLS) | 16 | **2.04**: dataplane 2.00 (0.10), access-log 0.04 (0.00) | **3.00**: dataplane 3.00 (0.00) | **1.50**: httpbin 1.50 (0.00) |"
+        );
     }
 }
