@@ -14,6 +14,11 @@ pub struct Machine {
     pub cpu_model: String,
     pub cpus: usize,
     pub kernel: String,
+    /// How an idle CPU waits (cpuidle driver, and the guest's halt-polling window on a KVM guest):
+    /// on a virtual machine every wake-up of a halted vCPU is an exit to the hypervisor, which sets
+    /// the tails of a chain of wake-ups such as a request through two sidecars.
+    #[serde(default)]
+    pub idle: String,
     pub versions: Vec<(String, String)>,
 }
 
@@ -70,9 +75,28 @@ impl Machine {
                 .map(|n| n.get())
                 .unwrap_or(1),
             kernel,
+            idle: idle_description(
+                read_trimmed("/sys/devices/system/cpu/cpuidle/current_driver").as_deref(),
+                read_trimmed("/sys/module/haltpoll/parameters/guest_halt_poll_ns").as_deref(),
+            ),
             versions,
         }
     }
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
+}
+
+/// "cpuidle haltpoll, guest_halt_poll_ns 0" from what sysfs says (either may be missing).
+fn idle_description(driver: Option<&str>, halt_poll_ns: Option<&str>) -> String {
+    let mut parts = vec![format!("cpuidle {}", driver.unwrap_or("none"))];
+    if let Some(ns) = halt_poll_ns {
+        parts.push(format!("guest_halt_poll_ns {ns}"));
+    }
+    parts.join(", ")
 }
 
 /// CA signing figures.
@@ -128,12 +152,17 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "Run {} UTC, {:.0} s wall. Machine: {} × {}, kernel {}.\n",
+            "Run {} UTC, {:.0} s wall. Machine: {} × {}, kernel {}, idle: {}.\n",
             self.started_utc,
             self.wall_seconds,
             self.machine.cpus,
             self.machine.cpu_model,
-            self.machine.kernel
+            self.machine.kernel,
+            if self.machine.idle.is_empty() {
+                "not recorded"
+            } else {
+                &self.machine.idle
+            }
         );
         let _ = writeln!(out, "## Bars (BENCHMARKS.md#bars), same run\n");
         out.push_str(&self.bars_markdown());
@@ -499,6 +528,19 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let back: RunReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn the_idle_state_names_the_driver_and_the_halt_polling_window() {
+        assert_eq!(
+            idle_description(Some("haltpoll"), Some("0")),
+            "cpuidle haltpoll, guest_halt_poll_ns 0"
+        );
+        assert_eq!(
+            idle_description(Some("intel_idle"), None),
+            "cpuidle intel_idle"
+        );
+        assert_eq!(idle_description(None, None), "cpuidle none");
     }
 
     #[test]
