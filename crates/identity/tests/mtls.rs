@@ -31,6 +31,15 @@ async fn mutual_tls_carries_both_identities() {
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
+    // Envoy's (BoringSSL's) first choice, not rustls's default AES-256-GCM: cheaper per byte, same strength
+    // as the handshake.
+    assert_eq!(
+        tls.get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|suite| suite.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
 }
 
 #[tokio::test]

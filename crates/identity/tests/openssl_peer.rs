@@ -82,6 +82,12 @@ async fn openssl_client_with_a_mesh_certificate_is_accepted_and_without_one_refu
         "{accepted}"
     );
     assert!(accepted.contains("ALPN protocol: istio"), "{accepted}");
+    // The server follows the client's order: openssl offers AES-256-GCM first and gets it, where
+    // sidecars (AES-128-GCM first) get AES-128-GCM (tests/mtls.rs).
+    assert!(
+        accepted.contains("Cipher is TLS_AES_256_GCM_SHA384"),
+        "{accepted}"
+    );
     assert!(
         accepted.contains("Verify return code: 0 (ok)"),
         "{accepted}"
