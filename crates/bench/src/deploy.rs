@@ -64,6 +64,16 @@ pub enum Condition {
     Busy,
 }
 
+impl Condition {
+    /// The report's word for the other core: "idle" or "busy".
+    pub fn label(self) -> &'static str {
+        match self {
+            Condition::Quiet => "idle",
+            Condition::Busy => "busy",
+        }
+    }
+}
+
 /// Which generator measured a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Generator {

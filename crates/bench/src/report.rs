@@ -330,7 +330,7 @@ impl RunReport {
 /// The deployment-path section: every row with the added latency over direct (same generator,
 /// condition and connections), then the contention comparison.
 fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String {
-    use crate::deploy::{Condition, Route};
+    use crate::deploy::Route;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -378,10 +378,7 @@ fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String 
             out,
             "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {:.0} | {} | {} |",
             row.generator.label(),
-            match row.condition {
-                Condition::Quiet => "idle",
-                Condition::Busy => "busy",
-            },
+            row.condition.label(),
             row.route.label(),
             row.connections,
             s.p50_ms,
@@ -440,7 +437,7 @@ fn deployment_markdown(deployment: &crate::deploy::DeploymentFigures) -> String 
 /// Wake-ups per request of every process on the route (ironmesh-bench load rows): how many times
 /// each blocked and had to be woken, by thread, with preemptions in parentheses.
 fn wakeups_markdown(deployment: &crate::deploy::DeploymentFigures) -> String {
-    use crate::deploy::{Condition, Generator};
+    use crate::deploy::Generator;
     let mut table = String::new();
     for row in &deployment.rows {
         if row.generator != Generator::Ours {
@@ -461,10 +458,7 @@ fn wakeups_markdown(deployment: &crate::deploy::DeploymentFigures) -> String {
         let _ = writeln!(
             table,
             "| {} | {} | {} | {} | {} | {} |",
-            match row.condition {
-                Condition::Quiet => "idle",
-                Condition::Busy => "busy",
-            },
+            row.condition.label(),
             row.route.label(),
             row.connections,
             sidecar(0),
