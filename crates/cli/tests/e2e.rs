@@ -584,22 +584,24 @@ fn root_exec_and_logs_in_a_running_pod() {
     .unwrap();
     c.ok(&["apply", "-f", pod.to_str().unwrap(), "-n", "legacy"]);
     let started = Instant::now();
+    // Ready, not only phase Running: Running means one container runs (Kubernetes' rule), and the two
+    // start side by side, so `sleep` may not have started yet when `other` has (exec would say so).
     loop {
-        let phase = c.ok(&[
+        let ready = c.ok(&[
             "get",
             "pod",
             "two",
             "-n",
             "legacy",
             "-o",
-            "jsonpath={.status.phase}",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
         ]);
-        if phase == "Running" {
+        if ready == "True" {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "pod never ran (phase {phase:?}); see {}",
+            "pod never became ready (Ready {ready:?}); see {}",
             c.home.path().join("logs/control-plane.log").display()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -607,7 +609,7 @@ fn root_exec_and_logs_in_a_running_pod() {
     let failed = c.run(&[
         "exec", "two", "-n", "legacy", "-c", "sleep", "--", "/bin/sh", "-c", "exit 3",
     ]);
-    assert_eq!(failed.code, 3);
+    assert_eq!(failed.code, 3, "{}", failed.stderr);
     assert_eq!(failed.stderr, "command terminated with exit code 3\n");
     let defaulted = c.run(&["exec", "two", "-n", "legacy", "--", "/bin/echo", "hello"]);
     assert_eq!(defaulted.code, 0, "{}", defaulted.stderr);
