@@ -148,12 +148,7 @@ impl Breakdown {
     }
 
     pub(crate) fn parse(smaps_rollup: &str, status: &str) -> Breakdown {
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
+        let field = |text: &str, name: &str| crate::process::proc_number(text, name).unwrap_or(0);
         Breakdown {
             rss_kib: field(smaps_rollup, "Rss"),
             anonymous_kib: field(status, "RssAnon"),

@@ -232,17 +232,27 @@ pub struct ThreadSwitches {
 
 /// `Name`, `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of `/proc/<pid>/task/<tid>/status`.
 pub(crate) fn parse_switches(status: &str) -> Option<ThreadSwitches> {
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .map(str::trim)
-    };
     Some(ThreadSwitches {
-        name: field("Name:")?.to_string(),
-        voluntary: field("voluntary_ctxt_switches:")?.parse().ok()?,
-        involuntary: field("nonvoluntary_ctxt_switches:")?.parse().ok()?,
+        name: proc_field(status, "Name")?.to_string(),
+        voluntary: proc_number(status, "voluntary_ctxt_switches")?,
+        involuntary: proc_number(status, "nonvoluntary_ctxt_switches")?,
     })
+}
+
+/// The value of `name:` in a `/proc` key-value file (`status`, `smaps_rollup`), trimmed.
+pub(crate) fn proc_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// The number that starts the value of `name:` (`4321` of `VmRSS:  4321 kB`).
+pub(crate) fn proc_number(text: &str, name: &str) -> Option<u64> {
+    proc_field(text, name)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn read_rss_kib(pid: u32) -> Option<u64> {
@@ -251,8 +261,7 @@ fn read_rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub(crate) fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    proc_number(status, "VmRSS")
 }
 
 /// Whether the network namespace of `pid` has a TCP socket listening on `port` (IPv4 or IPv6).
