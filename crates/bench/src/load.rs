@@ -32,6 +32,17 @@ pub struct LoadPlan {
     pub connections: u32,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Keep every measured request's timing (for `--timeline`: where in the run the slow ones fall).
+    pub timeline: bool,
+}
+
+/// One measured request: when it began and how long it took, from the start of the measured window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timed {
+    pub connection: u32,
+    /// When the clock started (the send, or the due time when the connection was still busy).
+    pub begin_us: u64,
+    pub latency_us: u64,
 }
 
 /// Latency percentiles and counts of one load run (latencies in milliseconds).
@@ -68,10 +79,16 @@ impl LoadSummary {
 struct ConnectionResult {
     histogram: Histogram<u64>,
     errors: u64,
+    timeline: Vec<Timed>,
 }
 
 /// Runs the plan and returns the merged summary. Bounded: stops at `warmup + duration`.
 pub async fn run(plan: &LoadPlan) -> Result<LoadSummary> {
+    run_with_timeline(plan).await.map(|(summary, _)| summary)
+}
+
+/// [`run`], also returning every measured request in the order they began when `plan.timeline` is set.
+pub async fn run_with_timeline(plan: &LoadPlan) -> Result<(LoadSummary, Vec<Timed>)> {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.duration;
@@ -84,6 +101,7 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadSummary> {
     }
     let mut merged = new_histogram();
     let mut errors = 0;
+    let mut timeline = Vec::new();
     for task in tasks {
         let result = task.await.map_err(|error| BenchError::Parse {
             tool: "load generator".into(),
@@ -96,12 +114,25 @@ pub async fn run(plan: &LoadPlan) -> Result<LoadSummary> {
                 detail: error.to_string(),
             })?;
         errors += result.errors;
+        timeline.extend(result.timeline);
     }
-    Ok(LoadSummary::from_histogram(
-        &merged,
-        errors,
-        plan.duration.as_secs_f64(),
+    timeline.sort_by_key(|timed| timed.begin_us);
+    Ok((
+        LoadSummary::from_histogram(&merged, errors, plan.duration.as_secs_f64()),
+        timeline,
     ))
+}
+
+/// The timeline as CSV (`connection,begin_us,latency_us`), one measured request per line.
+pub fn timeline_csv(timeline: &[Timed]) -> String {
+    let mut text = String::from("connection,begin_us,latency_us\n");
+    for timed in timeline {
+        text.push_str(&format!(
+            "{},{},{}\n",
+            timed.connection, timed.begin_us, timed.latency_us
+        ));
+    }
+    text
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -138,6 +169,7 @@ async fn drive_connection(
 ) -> Result<ConnectionResult> {
     let mut histogram = new_histogram();
     let mut errors = 0;
+    let mut timeline = Vec::new();
     let mut sender = connect(plan.target).await?;
     let interval = plan
         .rate
@@ -186,6 +218,14 @@ async fn drive_connection(
                     let micros =
                         finished.saturating_duration_since(begin).as_micros().max(1) as u64;
                     let _ = histogram.record(micros.min(60_000_000));
+                    if plan.timeline {
+                        timeline.push(Timed {
+                            connection: index,
+                            begin_us: begin.saturating_duration_since(measure_from).as_micros()
+                                as u64,
+                            latency_us: micros,
+                        });
+                    }
                 }
                 Err(()) => errors += 1,
             }
@@ -198,7 +238,11 @@ async fn drive_connection(
             due += interval;
         }
     }
-    Ok(ConnectionResult { histogram, errors })
+    Ok(ConnectionResult {
+        histogram,
+        errors,
+        timeline,
+    })
 }
 
 #[cfg(test)]
@@ -233,11 +277,19 @@ mod tests {
             connections: 4,
             warmup: Duration::from_millis(100),
             duration: Duration::from_secs(1),
+            timeline: true,
         };
-        let summary = run(&plan).await.unwrap();
+        let (summary, timeline) = run_with_timeline(&plan).await.unwrap();
         assert_eq!(summary.errors, 0);
         // 200 rps for 1 s: allow for the requests cut at the window edges.
         assert!((190..=202).contains(&summary.requests), "{summary:?}");
         assert!(summary.p50_ms > 0.0 && summary.p50_ms <= summary.p99_ms);
+        // One line per measured request, in the order they began, every connection present.
+        assert_eq!(timeline.len() as u64, summary.requests);
+        assert!(timeline.windows(2).all(|w| w[0].begin_us <= w[1].begin_us));
+        assert!((0..4).all(|k| timeline.iter().any(|t| t.connection == k)));
+        let csv = timeline_csv(&timeline);
+        assert_eq!(csv.lines().count(), timeline.len() + 1);
+        assert!(csv.starts_with("connection,begin_us,latency_us\n"));
     }
 }

@@ -98,6 +98,10 @@ enum Commands {
         path: String,
         #[arg(long)]
         json_out: Option<PathBuf>,
+        /// Also write every measured request (`connection,begin_us,latency_us`, µs from the start of
+        /// the measured window) to this CSV file: where in the run the slow requests fall.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
     },
     /// Full mTLS handshakes per second against a server-side listener.
     Handshakes {
@@ -280,6 +284,7 @@ fn main() -> anyhow::Result<()> {
             duration_ms,
             path,
             json_out,
+            timeline,
         } => {
             let plan = ironmesh_bench::load::LoadPlan {
                 target,
@@ -288,8 +293,14 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 warmup: Duration::from_millis(warmup_ms),
                 duration: Duration::from_millis(duration_ms),
+                timeline: timeline.is_some(),
             };
-            let summary = single_thread()?.block_on(ironmesh_bench::load::run(&plan))?;
+            let (summary, timed) =
+                single_thread()?.block_on(ironmesh_bench::load::run_with_timeline(&plan))?;
+            if let Some(path) = timeline {
+                std::fs::write(&path, ironmesh_bench::load::timeline_csv(&timed))
+                    .with_context(|| format!("writing the timeline to {}", path.display()))?;
+            }
             write_json(json_out, &summary)?;
         }
         Commands::Handshakes {
