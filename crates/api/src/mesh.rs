@@ -21,6 +21,9 @@ pub struct MeshOptions {
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,
+    /// The roots proxies trust (Istio's `root-cert.pem`), every one of them: a root migration lists the
+    /// old and the new root. Unset: the top of the chain.
+    pub ca_root: Option<PathBuf>,
     /// What sidecars may call when no `Sidecar` resource says otherwise (Istio's
     /// `meshConfig.outboundTrafficPolicy.mode`).
     pub outbound_traffic_policy: OutboundTrafficPolicy,
@@ -45,6 +48,7 @@ impl Default for MeshOptions {
             ca_cert: None,
             ca_key: None,
             ca_chain: None,
+            ca_root: None,
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
         }
     }

@@ -225,8 +225,13 @@ pub(crate) struct UpArgs {
     pub ca_cert: Option<PathBuf>,
     #[arg(long, requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
+    /// Plug-in CA: the certificates above --ca-cert up to the root (Istio's cert-chain.pem).
     #[arg(long, requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
+    /// Plug-in CA: the roots every proxy trusts (Istio's root-cert.pem); list the old and the new root
+    /// to migrate from one to the other. The chain must lead to one of them.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -86,9 +86,10 @@ pub(crate) fn up(home: &Home, args: &UpArgs) -> Result<(), CliError> {
         ca_cert: args.ca_cert.as_ref().map(|p| absolute(p)),
         ca_key: args.ca_key.as_ref().map(|p| absolute(p)),
         ca_chain: args.ca_chain.as_ref().map(|p| absolute(p)),
+        ca_root: args.ca_root.as_ref().map(|p| absolute(p)),
         outbound_traffic_policy: args.outbound_traffic_policy,
     };
-    for file in [&args.ca_cert, &args.ca_key, &args.ca_chain]
+    for file in [&args.ca_cert, &args.ca_key, &args.ca_chain, &args.ca_root]
         .into_iter()
         .flatten()
     {

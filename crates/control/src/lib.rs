@@ -110,18 +110,19 @@ pub(crate) fn open_ca(
     let options = ca_options(mesh);
     Ok(match (&mesh.ca_cert, &mesh.ca_key) {
         (Some(cert), Some(key)) => {
-            let chain = mesh
-                .ca_chain
-                .as_deref()
-                .map(read_file)
-                .transpose()?
-                .unwrap_or_default();
+            let optional = |path: &Option<std::path::PathBuf>| {
+                path.as_deref()
+                    .map(read_file)
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+            };
             CertificateAuthority::plug_in(
                 &dir,
                 options,
                 &read_file(cert)?,
                 &read_file(key)?,
-                &chain,
+                &optional(&mesh.ca_chain)?,
+                &optional(&mesh.ca_root)?,
             )?
         }
         _ => CertificateAuthority::load_or_create(&dir, options)?,
@@ -216,5 +217,38 @@ pub async fn run(home: &Path, shutdown: CancellationToken) -> Result<(), Control
     match grpc {
         Ok(result) => result,
         Err(e) => Err(ControlError::Grpc(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod ca_tests {
+    use super::*;
+
+    #[test]
+    fn up_with_a_plug_in_ca_and_two_roots_opens_a_ca_that_trusts_both() {
+        ironmesh_identity::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = CertificateAuthority::generate_root_pem("cluster.local").unwrap();
+        let (next_root, _) = CertificateAuthority::generate_root_pem("cluster.local").unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let mesh = MeshOptions {
+            ca_cert: file("ca-cert.pem", &cert),
+            ca_key: file("ca-key.pem", &key),
+            ca_root: file("root-cert.pem", &format!("{cert}{next_root}")),
+            ..MeshOptions::default()
+        };
+        let ca = open_ca(&Home::new(dir.path().join("home")), &mesh).unwrap();
+        assert_eq!(ca.trust_bundle_pems(), vec![cert, next_root]);
+        // Without --ca-root, the top of the chain alone, as before.
+        let mesh = MeshOptions {
+            ca_root: None,
+            ..mesh
+        };
+        let ca = open_ca(&Home::new(dir.path().join("home2")), &mesh).unwrap();
+        assert_eq!(ca.trust_bundle_pems().len(), 1);
     }
 }

@@ -33,6 +33,9 @@ const CROSS_SIGNED_ROOT: &str = "cross-signed-root.pem";
 const PLUGIN_CERT: &str = "ca-cert.pem";
 const PLUGIN_KEY: &str = "ca-key.pem";
 const PLUGIN_CHAIN: &str = "cert-chain.pem";
+/// The plug-in CA's trusted roots (Istio's `root-cert.pem` of `cacerts`): one or more certificates,
+/// every one of them trusted, so that a root migration can trust the old and the new root at once.
+const PLUGIN_ROOTS: &str = "plug-in-roots.pem";
 
 /// How the CA is set up.
 #[derive(Clone, Debug)]
@@ -155,21 +158,25 @@ impl CertificateAuthority {
     }
 
     /// Installs the user's own CA (like Istio's `cacerts`): `cert_pem`/`key_pem` sign workload certificates,
-    /// `chain_pem` holds the certificates above it up to the root (may be empty when `cert_pem` is a root).
-    /// The key must be PKCS#8 (`openssl pkcs8 -topk8 -nocrypt` converts others).
+    /// `chain_pem` holds the certificates above it up to the root (may be empty when `cert_pem` is a root),
+    /// and `roots_pem` (Istio's `root-cert.pem`) the roots every proxy trusts: empty means the top of the
+    /// chain alone; several certificates are all trusted (a root migration), and the chain must lead to
+    /// one of them. The key must be PKCS#8 (`openssl pkcs8 -topk8 -nocrypt` converts others).
     pub fn plug_in(
         ca_dir: &Path,
         options: CaOptions,
         cert_pem: &str,
         key_pem: &str,
         chain_pem: &str,
+        roots_pem: &str,
     ) -> Result<Self, CaError> {
         // Validate before touching the directory so a bad plug-in never replaces a working CA.
-        parse_plug_in(cert_pem, key_pem, chain_pem)?;
+        parse_plug_in(cert_pem, key_pem, chain_pem, roots_pem)?;
         for (name, contents, mode) in [
             (PLUGIN_CERT, cert_pem, 0o644),
             (PLUGIN_KEY, key_pem, 0o600),
             (PLUGIN_CHAIN, chain_pem, 0o644),
+            (PLUGIN_ROOTS, roots_pem, 0o644),
         ] {
             let path = ca_dir.join(name);
             write_atomic(&path, contents.as_bytes(), mode).map_err(|source| CaError::Io {
@@ -215,6 +222,7 @@ impl CertificateAuthority {
             PLUGIN_CERT,
             PLUGIN_KEY,
             PLUGIN_CHAIN,
+            PLUGIN_ROOTS,
             TRUST_BUNDLE,
             CROSS_SIGNED_ROOT,
         ] {
@@ -285,16 +293,15 @@ impl CertificateAuthority {
                 bundle => bundle,
             };
         }
-        // A plug-in CA's bundle is the last certificate of its chain (or the CA certificate itself).
-        let chain = if ca_dir.join(PLUGIN_CHAIN).exists() {
-            read(ca_dir, PLUGIN_CHAIN)?
-        } else {
-            read(ca_dir, PLUGIN_CERT)?
+        let optional = |name: &str| {
+            if ca_dir.join(name).exists() {
+                read(ca_dir, name)
+            } else {
+                Ok(String::new())
+            }
         };
-        split_certs(&chain)
-            .map_err(|e| bad(ca_dir, PLUGIN_CHAIN, e))?
-            .pop()
-            .ok_or_else(|| bad(ca_dir, PLUGIN_CHAIN, "no certificate in the file"))
+        let mut chain = plug_in_chain(&read(ca_dir, PLUGIN_CERT)?, &optional(PLUGIN_CHAIN)?)?;
+        Ok(trusted_roots(&mut chain, &optional(PLUGIN_ROOTS)?)?.concat())
     }
 
     pub fn options(&self) -> &CaOptions {
@@ -629,18 +636,25 @@ fn load_bundle(dir: &Path, current_root: &str) -> Result<Vec<String>, CaError> {
     Ok(bundle)
 }
 
+/// A plug-in CA as its files hold it, checked.
+struct PlugIn {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate, then the chain above it up to the root.
+    chain: Vec<String>,
+    /// Every trusted root, the one the chain ends at first.
+    roots: Vec<String>,
+}
+
 fn parse_plug_in(
     cert_pem: &str,
     key_pem: &str,
     chain_pem: &str,
-) -> Result<(Issuer<'static, KeyPair>, Vec<String>), CaError> {
+    roots_pem: &str,
+) -> Result<PlugIn, CaError> {
     let key = KeyPair::from_pem(key_pem)
         .map_err(|e| CaError::BadPlugIn(format!("the key is not a PKCS#8 PEM key: {e}")))?;
-    let cert = split_certs(cert_pem)
-        .map_err(CaError::BadPlugIn)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| CaError::BadPlugIn("the CA certificate file holds no certificate".into()))?;
+    let mut chain = plug_in_chain(cert_pem, chain_pem)?;
+    let cert = chain[0].clone();
     let cert_der = &certs_from_pem(&cert).map_err(CaError::BadPlugIn)?[0];
     let (_, parsed) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| CaError::BadPlugIn(format!("the CA certificate does not parse: {e}")))?;
@@ -656,6 +670,21 @@ fn parse_plug_in(
     }
     let issuer = Issuer::from_ca_cert_pem(&cert, key)
         .map_err(|e| CaError::BadPlugIn(format!("the CA certificate is unusable: {e}")))?;
+    let roots = trusted_roots(&mut chain, roots_pem)?;
+    Ok(PlugIn {
+        issuer,
+        chain,
+        roots,
+    })
+}
+
+/// The CA certificate (the first of `cert_pem`), then the certificates of `chain_pem` above it.
+fn plug_in_chain(cert_pem: &str, chain_pem: &str) -> Result<Vec<String>, CaError> {
+    let cert = split_certs(cert_pem)
+        .map_err(CaError::BadPlugIn)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CaError::BadPlugIn("the CA certificate file holds no certificate".into()))?;
     // Istio's cert-chain.pem often repeats the CA certificate first; keep it once.
     let mut chain = vec![cert.clone()];
     chain.extend(
@@ -664,10 +693,105 @@ fn parse_plug_in(
             .into_iter()
             .filter(|c| *c != cert),
     );
-    Ok((issuer, chain))
+    Ok(chain)
+}
+
+/// The roots of `roots_pem`, the one `chain` ends at first; `chain` gains that root when it stopped
+/// at a certificate the root issued. Istio checks the same (`security/pkg/pki/util/keycertbundle.go`,
+/// `verify`: the CA certificate must verify against the pool of `root-cert.pem` through `cert-chain.pem`).
+fn trusted_roots(chain: &mut Vec<String>, roots_pem: &str) -> Result<Vec<String>, CaError> {
+    let top = chain
+        .last()
+        .cloned()
+        .expect("the chain holds the CA certificate");
+    if roots_pem.trim().is_empty() {
+        return Ok(vec![top]);
+    }
+    let roots = split_certs(roots_pem).map_err(|e| {
+        CaError::BadPlugIn(format!(
+            "root-cert.pem does not parse as PEM certificates: {e}"
+        ))
+    })?;
+    if roots.is_empty() {
+        return Err(CaError::BadPlugIn(
+            "root-cert.pem holds no certificate; give the PEM of the root(s) the CA chains to"
+                .into(),
+        ));
+    }
+    let der = |pem: &str| -> Result<Vec<u8>, CaError> {
+        Ok(certs_from_pem(pem)
+            .map_err(CaError::BadPlugIn)?
+            .first()
+            .map(|der| der.to_vec())
+            .unwrap_or_default())
+    };
+    for pair in chain.windows(2) {
+        if !issued_by(&der(&pair[0])?, &der(&pair[1])?) {
+            return Err(CaError::BadPlugIn(format!(
+                "cert-chain.pem is not a chain: {} is not signed by the certificate after it ({}); \
+                 list the CA certificate first, then each issuer up to the root",
+                subject_of(&der(&pair[0])?),
+                subject_of(&der(&pair[1])?)
+            )));
+        }
+    }
+    let top_der = der(&top)?;
+    let mut anchor = None;
+    for (index, root) in roots.iter().enumerate() {
+        if der(root)? == top_der {
+            anchor = Some(index);
+            break;
+        }
+    }
+    if anchor.is_none() {
+        for (index, root) in roots.iter().enumerate() {
+            if issued_by(&top_der, &der(root)?) {
+                chain.push(root.clone());
+                anchor = Some(index);
+                break;
+            }
+        }
+    }
+    let Some(anchor) = anchor else {
+        return Err(CaError::BadPlugIn(format!(
+            "the CA's chain ends at {}, which is neither one of the {} certificate(s) of root-cert.pem \
+             nor signed by one of them; put the root that issued the chain into root-cert.pem",
+            subject_of(&top_der),
+            roots.len()
+        )));
+    };
+    let mut ordered = vec![roots[anchor].clone()];
+    for root in roots {
+        if !ordered.contains(&root) {
+            ordered.push(root);
+        }
+    }
+    Ok(ordered)
+}
+
+/// Whether `issuer_der`'s key signed `cert_der` (names match and the signature verifies).
+fn issued_by(cert_der: &[u8], issuer_der: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(cert_der),
+        x509_parser::parse_x509_certificate(issuer_der),
+    ) else {
+        return false;
+    };
+    cert.issuer() == issuer.subject() && cert.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
+fn subject_of(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| format!("\"{}\"", cert.subject()))
+        .unwrap_or_else(|_| "a certificate that does not parse".into())
 }
 
 fn load_plug_in(dir: &Path) -> Result<CaState, CaError> {
+    let roots_pem = if dir.join(PLUGIN_ROOTS).exists() {
+        read(dir, PLUGIN_ROOTS)?
+    } else {
+        String::new()
+    };
     let cert_pem = read(dir, PLUGIN_CERT)?;
     let key_pem = read(dir, PLUGIN_KEY)?;
     let chain_pem = if dir.join(PLUGIN_CHAIN).exists() {
@@ -675,18 +799,14 @@ fn load_plug_in(dir: &Path) -> Result<CaState, CaError> {
     } else {
         String::new()
     };
-    let (issuer, chain_after_leaf) = parse_plug_in(&cert_pem, &key_pem, &chain_pem)?;
-    let root = chain_after_leaf
-        .last()
-        .cloned()
-        .expect("chain holds the CA cert");
+    let plug_in = parse_plug_in(&cert_pem, &key_pem, &chain_pem, &roots_pem)?;
     Ok(CaState {
         signing: SigningCa {
-            issuer,
-            signing_cert_pem: chain_after_leaf[0].clone(),
-            chain_after_leaf,
+            issuer: plug_in.issuer,
+            signing_cert_pem: plug_in.chain[0].clone(),
+            chain_after_leaf: plug_in.chain,
         },
-        trust_bundle: vec![root],
+        trust_bundle: plug_in.roots,
         plugged_in: true,
     })
 }

@@ -408,6 +408,7 @@ fn plug_in_ca_issues_leaves_that_chain_through_it() {
         &read("int.pem"),
         &read("int-key.pem"),
         &format!("{}{}", read("int.pem"), read("user-root.pem")),
+        "",
     )
     .unwrap();
     let (csr, _) = csr_for(&id("foo", "sleep")).unwrap();
@@ -449,6 +450,7 @@ fn plug_in_ca_issues_leaves_that_chain_through_it() {
         CaOptions::new(TD),
         &read("int.pem"),
         &rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        "",
         "",
     );
     assert!(wrong.unwrap_err().to_string().contains("does not belong"));

@@ -16,7 +16,8 @@ fn a_ca_that_takes_over_new_keys_signs_with_them_and_announces_their_bundle() {
     bundle.borrow_and_update();
 
     let (cert, key) = CertificateAuthority::generate_root_pem("cluster.local").unwrap();
-    let fresh = CertificateAuthority::plug_in(new_dir.path(), options(), &cert, &key, "").unwrap();
+    let fresh =
+        CertificateAuthority::plug_in(new_dir.path(), options(), &cert, &key, "", "").unwrap();
     let new_root = fresh.current_root_pem();
     assert_ne!(new_root, old_root);
     ca.take_over(fresh);

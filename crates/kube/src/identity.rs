@@ -297,11 +297,13 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
 /// The CA's keys as a Secret of `istio-system` holds them, checked for their keys but not yet loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum CaMaterial {
-    /// `cacerts`: Istio's plug-in CA (the chain already ends with the root).
+    /// `cacerts`: Istio's plug-in CA; `roots` is its `root-cert.pem`, every certificate of which
+    /// proxies trust (two during a root migration).
     PlugIn {
         cert: String,
         key: String,
         chain: String,
+        roots: String,
     },
     /// `istio-ca-secret`: the self-signed root.
     SelfSigned { cert: String, key: String },
@@ -317,15 +319,12 @@ impl CaMaterial {
                        up to the root), as Istio's `kubectl create secret generic cacerts --from-file=...`",
             })
         };
-        let (cert, key) = (need(CA_CERT)?, need(CA_KEY)?);
-        let mut chain = text(secret, CERT_CHAIN).unwrap_or_default();
-        if let Some(root) = text(secret, ROOT_CERT)
-            && !chain.contains(root.trim())
-            && cert.trim() != root.trim()
-        {
-            chain.push_str(&root);
-        }
-        Ok(CaMaterial::PlugIn { cert, key, chain })
+        Ok(CaMaterial::PlugIn {
+            cert: need(CA_CERT)?,
+            key: need(CA_KEY)?,
+            chain: text(secret, CERT_CHAIN).unwrap_or_default(),
+            roots: text(secret, ROOT_CERT).unwrap_or_default(),
+        })
     }
 
     fn self_signed(secret: &Secret) -> Result<CaMaterial, CaSecretError> {
@@ -363,9 +362,12 @@ impl CaMaterial {
         options: CaOptions,
     ) -> Result<CertificateAuthority, CaSecretError> {
         let loaded = match self {
-            CaMaterial::PlugIn { cert, key, chain } => {
-                CertificateAuthority::plug_in(ca_dir, options, cert, key, chain)
-            }
+            CaMaterial::PlugIn {
+                cert,
+                key,
+                chain,
+                roots,
+            } => CertificateAuthority::plug_in(ca_dir, options, cert, key, chain, roots),
             CaMaterial::SelfSigned { cert, key } => {
                 CertificateAuthority::from_root_pem(ca_dir, options, cert, key)
             }
@@ -719,6 +721,49 @@ mod tests {
             }),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_cacerts_secret_whose_root_cert_pem_holds_two_roots_trusts_both() {
+        ironmesh_identity::install_crypto_provider();
+        let (cert, key) = CertificateAuthority::generate_root_pem("cluster.local").unwrap();
+        let (next_root, _) = CertificateAuthority::generate_root_pem("cluster.local").unwrap();
+        let data = |entries: &[(&str, &str)]| Secret {
+            data: Some(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let roots = format!("{cert}{next_root}");
+        let material = CaMaterial::plug_in(&data(&[
+            (CA_CERT, &cert),
+            (CA_KEY, &key),
+            (ROOT_CERT, &roots),
+        ]))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = material
+            .load(dir.path(), CaOptions::new("cluster.local"))
+            .unwrap();
+        assert_eq!(
+            ca.trust_bundle_pems(),
+            vec![cert.clone(), next_root.clone()]
+        );
+        // A root-cert.pem the CA does not chain to is refused, naming the Secret.
+        let stranger = CaMaterial::plug_in(&data(&[
+            (CA_CERT, &cert),
+            (CA_KEY, &key),
+            (ROOT_CERT, &next_root),
+        ]))
+        .unwrap()
+        .load(&dir.path().join("other"), CaOptions::new("cluster.local"))
+        .unwrap_err()
+        .to_string();
+        assert!(stranger.contains(PLUGIN_SECRET), "{stranger}");
+        assert!(stranger.contains("root-cert.pem"), "{stranger}");
     }
 
     #[test]

@@ -341,7 +341,7 @@ async fn tokens_are_reviewed_the_ca_lives_in_secrets_and_every_namespace_gets_th
         .await
         .unwrap();
     let plugin_root =
-        CertificateAuthority::plug_in(plugin_dir.path(), options(), &root_cert, &root_key, "")
+        CertificateAuthority::plug_in(plugin_dir.path(), options(), &root_cert, &root_key, "", "")
             .unwrap()
             .root_fingerprint();
     assert_eq!(plugged.root_fingerprint(), plugin_root);
