@@ -138,6 +138,11 @@ impl Bench {
             proxies.iter().map(|pid| tree_switches(*pid)).collect();
         let started = Instant::now();
         let mut peak_rss: Vec<u64> = before.iter().map(|usage| usage.rss_kib).collect();
+        // Context switches are sampled while the load still runs, not after the generator exits:
+        // a proxy with a thread per connection (stunnel) loses those threads, and what they counted,
+        // when the generator closes its connections.
+        let mut switches_last = switches_before.clone();
+        let mut switches_window = Duration::ZERO;
         wait_for(
             &mut generator,
             duration + Duration::from_secs(30),
@@ -145,6 +150,11 @@ impl Bench {
             Some(&mut |_| {
                 for (peak, proxy) in peak_rss.iter_mut().zip(proxies) {
                     *peak = (*peak).max(tree_usage(*proxy).rss_kib);
+                }
+                let now = started.elapsed();
+                if now < duration {
+                    switches_last = proxies.iter().map(|pid| tree_switches(*pid)).collect();
+                    switches_window = now;
                 }
             }),
         )?;
@@ -160,11 +170,21 @@ impl Bench {
             .map(|(index, proxy)| {
                 // The final sample is taken right after the generator exits; no requests flow after that.
                 let cpu = (tree_usage(*proxy).cpu_seconds - before[index].cpu_seconds).max(0.0);
-                let wakeups_by_thread = switches_per_request(
-                    &switches_before[index],
-                    &tree_switches(*proxy),
-                    summary.requests,
-                );
+                let wakeups_by_thread = if switches_window.is_zero() {
+                    switches_per_request(
+                        &switches_before[index],
+                        &tree_switches(*proxy),
+                        summary.requests,
+                    )
+                } else {
+                    // The requests of the sampled part of the window, at the rate the run achieved.
+                    let requests = summary.achieved_rps * switches_window.as_secs_f64();
+                    switches_per_request(
+                        &switches_before[index],
+                        &switches_last[index],
+                        requests.round() as u64,
+                    )
+                };
                 ProxyUsage {
                     vcpu: cpu / elapsed,
                     cpu_seconds_per_1k: cpu / (summary.requests.max(1) as f64 / 1000.0),
