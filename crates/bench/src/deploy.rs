@@ -7,7 +7,9 @@
 //!
 //! Rounds are interleaved (direct and mesh alternate, ABBA across rounds) and each point is the median
 //! of its rounds. The busy condition runs the same pair with the other core kept busy by a CPU burner
-//! (`ironmesh-bench burn`, pinned to CPU 1, bounded in time, killed after the pair). oha, when
+//! (`ironmesh-bench burn`, pinned to CPU 1, bounded in time, killed after the pair). The one-CPU
+//! condition pins every process of the route (generator, sidecars, app) to CPU 0 for its run and gives
+//! them every CPU back after: what the mesh costs without wake-ups that cross vCPUs. oha, when
 //! installed, runs beside our generator from the same namespaces. The cluster is torn down
 //! (`ironmesh down --purge`) when [`Cluster`] drops, on success, error and Ctrl-C alike; `bench/run`
 //! also removes a leftover cluster home after a crash.
@@ -32,6 +34,8 @@ const HTTPBIN_PORT: u16 = 8000;
 const SIDECAR: &str = "ironmesh-proxy";
 /// CPU the burner of the busy condition spins on ("the other core").
 pub const BURNER_CPU: &str = "1";
+/// The CPU every process of a route shares in the [`Condition::OneCpu`] rows.
+pub const ONE_CPU: &str = "0";
 /// How long the cluster may take until both routes serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -62,6 +66,10 @@ pub enum Condition {
     Quiet,
     /// A CPU burner spins on CPU 1 for the whole pair.
     Busy,
+    /// Every process of the route (generator, sidecars, app) pinned to [`ONE_CPU`], the other core
+    /// left idle: the mesh's cost without wake-ups that cross to another vCPU, which on a virtual
+    /// machine wait for the hypervisor to run that vCPU (BENCHMARKS.md#vcpu-wakeups).
+    OneCpu,
 }
 
 impl Condition {
@@ -70,6 +78,7 @@ impl Condition {
         match self {
             Condition::Quiet => "idle",
             Condition::Busy => "busy",
+            Condition::OneCpu => "idle, route on one CPU",
         }
     }
 }
@@ -527,7 +536,7 @@ pub fn run(
             [Route::Mesh, Route::Direct]
         };
         for &connections in &plan.connections {
-            for condition in [Condition::Quiet, Condition::Busy] {
+            for condition in [Condition::Quiet, Condition::Busy, Condition::OneCpu] {
                 log(&format!(
                     "deployment path: round {}/{}, {connections} connections, {}",
                     round + 1,
@@ -535,11 +544,12 @@ pub fn run(
                     match condition {
                         Condition::Quiet => "quiet",
                         Condition::Busy => "other core busy",
+                        Condition::OneCpu => "quiet, each route on one CPU",
                     }
                 ));
                 let pair_time = 2 * (plan.warmup + plan.duration) + Duration::from_secs(10);
                 let _burner = match condition {
-                    Condition::Quiet => None,
+                    Condition::Quiet | Condition::OneCpu => None,
                     Condition::Busy => Some(start_burner(work_dir, self_exe, pair_time)?),
                 };
                 for route in order {
@@ -551,7 +561,15 @@ pub fn run(
                         duration: plan.duration,
                     };
                     let label = format!("deploy-{route:?}-{condition:?}").to_lowercase();
-                    match endpoint.bench.latency(
+                    let mut bench = endpoint.bench.clone();
+                    let _pinned = match condition {
+                        Condition::OneCpu => {
+                            bench.cpus = ONE_CPU.into();
+                            Some(Pinned::to(&endpoint.watched(), ONE_CPU, &endpoint.bench.cpus)?)
+                        }
+                        Condition::Quiet | Condition::Busy => None,
+                    };
+                    match bench.latency(
                         &label,
                         endpoint.target,
                         shape,
@@ -657,6 +675,53 @@ fn start_burner(
     .spawn()
 }
 
+/// Every thread of some running processes pinned to a CPU list until dropped, then given `restore`.
+struct Pinned {
+    pids: Vec<u32>,
+    restore: String,
+}
+
+impl Pinned {
+    fn to(pids: &[u32], cpus: &str, restore: &str) -> Result<Pinned> {
+        let pinned = Pinned {
+            pids: pids.to_vec(),
+            restore: restore.to_owned(),
+        };
+        for pid in pids {
+            set_affinity(*pid, cpus)?;
+        }
+        Ok(pinned)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = set_affinity(*pid, &self.restore);
+        }
+    }
+}
+
+/// `taskset -a -p -c CPUS PID`: every thread of the process (threads started later inherit it).
+fn set_affinity(pid: u32, cpus: &str) -> Result<()> {
+    let output = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| BenchError::Command {
+            command: format!("taskset -a -p -c {cpus} {pid}"),
+            detail: error.to_string(),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Command {
+            command: format!("taskset -a -p -c {cpus} {pid}"),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
 /// Spins the calling thread for `limit` (the bounded CPU load of the busy condition).
 pub fn burn(limit: Duration) {
     let end = Instant::now() + limit;
@@ -677,8 +742,27 @@ fn run_oha(
     plan: &DeployPlan,
 ) -> Result<LatencyRun> {
     let url = format!("http://{}/bytes/1024", endpoint.target);
+    // oha's resolver (hickory) applies the pod's search list (ndots:5) even to an IP address and asks
+    // 127.0.0.1:53, where the local runtime runs no DNS server; its unconnected UDP sockets never see
+    // the port-unreachable, so each of the search names waits out its timeout (~9-10 s before the first
+    // connect; glibc's resolver gets the refusal at once). oha alone gets a resolv.conf without a
+    // search list, in a mount namespace of its own; the pod's file, which its containers share, stays.
+    let resolv = endpoint.bench.work_dir.join("oha-resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n")
+        .map_err(|error| BenchError::io(&resolv, error))?;
     let argv = |seconds: u64| {
         let mut argv = vec![
+            "unshare".into(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"".into(),
+            resolv.display().to_string(),
+            "nsenter".into(),
+            format!("--net=/run/netns/{}", endpoint.bench.client_namespace),
             oha.display().to_string(),
             "-z".into(),
             format!("{seconds}s"),
@@ -699,7 +783,8 @@ fn run_oha(
     let launch = |name: &str, argv: Vec<String>| -> Result<String> {
         let mut child = Launch {
             name,
-            namespace: &endpoint.bench.client_namespace,
+            // Entered by `nsenter` inside the argv, after the mount namespace is set up.
+            namespace: "",
             cpus: &endpoint.bench.cpus,
             argv,
             env: Vec::new(),
