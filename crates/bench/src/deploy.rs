@@ -565,16 +565,15 @@ pub fn run(
                     let _pinned = match condition {
                         Condition::OneCpu => {
                             bench.cpus = ONE_CPU.into();
-                            Some(Pinned::to(&endpoint.watched(), ONE_CPU, &endpoint.bench.cpus)?)
+                            Some(Pinned::to(
+                                &endpoint.watched(),
+                                ONE_CPU,
+                                &endpoint.bench.cpus,
+                            )?)
                         }
                         Condition::Quiet | Condition::Busy => None,
                     };
-                    match bench.latency(
-                        &label,
-                        endpoint.target,
-                        shape,
-                        &endpoint.watched(),
-                    ) {
+                    match bench.latency(&label, endpoint.target, shape, &endpoint.watched()) {
                         Ok(run) => runs.push((Generator::Ours, condition, route, run)),
                         Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
                         Err(error) => figures.notes.push(format!(
