@@ -416,21 +416,8 @@ fn plug_in_ca_issues_leaves_that_chain_through_it() {
         .sign_workload(&csr, &id("foo", "sleep"), Duration::from_secs(600))
         .unwrap();
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
-    write(work, "leaf.pem", &chain[0]);
-    write(work, "untrusted.pem", &chain[1]);
-    write(work, "bundle.pem", &ca.trust_bundle_pem());
     assert_eq!(ca.trust_bundle_pem(), read("user-root.pem"));
-    let ok = openssl(
-        &[
-            "verify",
-            "-CAfile",
-            "bundle.pem",
-            "-untrusted",
-            "untrusted.pem",
-            "leaf.pem",
-        ],
-        work,
-    );
+    let ok = openssl_verify(work, &ca.trust_bundle_pem(), &chain);
     assert!(ok.contains("leaf.pem: OK"), "{ok}");
     // Reopening the directory keeps using the plug-in CA.
     let again = CertificateAuthority::load_or_create(&work.join("ca"), CaOptions::new(TD)).unwrap();

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use ironmesh_identity::{CaOptions, CertificateAuthority, csr_for};
@@ -41,29 +39,6 @@ fn intermediate(common_name: &str, by: &CertifiedIssuer<'static, KeyPair>) -> (S
     let key = KeyPair::generate().unwrap();
     let cert = ca_params(common_name).signed_by(&key, by).unwrap();
     (cert.pem(), key.serialize_pem())
-}
-
-fn openssl_verify(dir: &Path, bundle: &str, chain: &[String]) -> String {
-    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
-    std::fs::write(dir.join("leaf.pem"), &chain[0]).unwrap();
-    std::fs::write(dir.join("untrusted.pem"), chain[1..].concat()).unwrap();
-    let out = Command::new("openssl")
-        .args([
-            "verify",
-            "-CAfile",
-            "bundle.pem",
-            "-untrusted",
-            "untrusted.pem",
-            "leaf.pem",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("the openssl binary must be installed for this test");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn sign(ca: &CertificateAuthority) -> Vec<String> {

@@ -201,3 +201,28 @@ impl GrpcCa {
         certs
     }
 }
+
+/// `openssl verify` of `chain` (leaf first) against `bundle`, in `dir`: its stdout and stderr, for the
+/// caller to assert `leaf.pem: OK` or a refusal.
+pub fn openssl_verify(dir: &std::path::Path, bundle: &str, chain: &[String]) -> String {
+    std::fs::write(dir.join("bundle.pem"), bundle).unwrap();
+    std::fs::write(dir.join("leaf.pem"), &chain[0]).unwrap();
+    std::fs::write(dir.join("untrusted.pem"), chain[1..].concat()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            "bundle.pem",
+            "-untrusted",
+            "untrusted.pem",
+            "leaf.pem",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("the openssl binary must be installed for this test");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
