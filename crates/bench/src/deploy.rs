@@ -703,22 +703,7 @@ impl Drop for Pinned {
 
 /// `taskset -a -p -c CPUS PID`: every thread of the process (threads started later inherit it).
 fn set_affinity(pid: u32, cpus: &str) -> Result<()> {
-    let output = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| BenchError::Command {
-            command: format!("taskset -a -p -c {cpus} {pid}"),
-            detail: error.to_string(),
-        })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Command {
-            command: format!("taskset -a -p -c {cpus} {pid}"),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
+    crate::netns::run(&["taskset", "-a", "-p", "-c", cpus, &pid.to_string()]).map(|_| ())
 }
 
 /// Spins the calling thread for `limit` (the bounded CPU load of the busy condition).
