@@ -538,14 +538,10 @@ pub fn run(
         for &connections in &plan.connections {
             for condition in [Condition::Quiet, Condition::Busy, Condition::OneCpu] {
                 log(&format!(
-                    "deployment path: round {}/{}, {connections} connections, {}",
+                    "deployment path: round {}/{}, {connections} connections, other core {}",
                     round + 1,
                     plan.rounds,
-                    match condition {
-                        Condition::Quiet => "quiet",
-                        Condition::Busy => "other core busy",
-                        Condition::OneCpu => "quiet, each route on one CPU",
-                    }
+                    condition.label()
                 ));
                 let pair_time = 2 * (plan.warmup + plan.duration) + Duration::from_secs(10);
                 let _burner = match condition {
