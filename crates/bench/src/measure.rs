@@ -140,9 +140,10 @@ impl Bench {
         let mut peak_rss: Vec<u64> = before.iter().map(|usage| usage.rss_kib).collect();
         // Context switches are sampled while the load still runs, not after the generator exits:
         // a proxy with a thread per connection (stunnel) loses those threads, and what they counted,
-        // when the generator closes its connections.
-        let mut switches_last = switches_before.clone();
-        let mut switches_window = Duration::ZERO;
+        // when the generator closes its connections. Only the last second of the window is sampled
+        // (the last sample is the one used), so the harness reads the proxies' threads a few times,
+        // not every tick of the run. Holds (time into the window, the sample).
+        let mut switches_late: Option<(Duration, Vec<Vec<ThreadSwitches>>)> = None;
         wait_for(
             &mut generator,
             duration + Duration::from_secs(30),
@@ -152,9 +153,9 @@ impl Bench {
                     *peak = (*peak).max(tree_usage(*proxy).rss_kib);
                 }
                 let now = started.elapsed();
-                if now < duration {
-                    switches_last = proxies.iter().map(|pid| tree_switches(*pid)).collect();
-                    switches_window = now;
+                if now < duration && now + Duration::from_secs(1) >= duration {
+                    let sample = proxies.iter().map(|pid| tree_switches(*pid)).collect();
+                    switches_late = Some((now, sample));
                 }
             }),
         )?;
@@ -170,20 +171,18 @@ impl Bench {
             .map(|(index, proxy)| {
                 // The final sample is taken right after the generator exits; no requests flow after that.
                 let cpu = (tree_usage(*proxy).cpu_seconds - before[index].cpu_seconds).max(0.0);
-                let wakeups_by_thread = if switches_window.is_zero() {
-                    switches_per_request(
+                let wakeups_by_thread = match &switches_late {
+                    // The requests of the sampled part of the window, at the rate the run achieved.
+                    Some((window, sample)) => switches_per_request(
+                        &switches_before[index],
+                        &sample[index],
+                        (summary.achieved_rps * window.as_secs_f64()).round() as u64,
+                    ),
+                    None => switches_per_request(
                         &switches_before[index],
                         &tree_switches(*proxy),
                         summary.requests,
-                    )
-                } else {
-                    // The requests of the sampled part of the window, at the rate the run achieved.
-                    let requests = summary.achieved_rps * switches_window.as_secs_f64();
-                    switches_per_request(
-                        &switches_before[index],
-                        &switches_last[index],
-                        requests.round() as u64,
-                    )
+                    ),
                 };
                 ProxyUsage {
                     vcpu: cpu / elapsed,
