@@ -82,7 +82,10 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     let service = hyper::service::service_fn(move |request| {
         // Busy from the end of the headers until the response body is sent (or dropped).
         let guard = requests.request_started();
-        let response = handler(request);
+        // Boxed per request: hyper keeps a slot for the service's future for the connection's whole life
+        // (`Box::pin(None)` sized for it), and the forwarding future inline (upstream connect, TLS
+        // handshake, pool checkout) made every idle keep-alive connection hold ~10 KB for nothing.
+        let response = Box::pin(handler(request));
         async move {
             // Not boxed again: the body is already a box, hyper takes the wrapper as it is.
             let response = response.await.map(|body| BusyBody::new(body, guard));

@@ -167,7 +167,9 @@ async fn handle(
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
             } else {
-                match sniffer.client_hello().await {
+                // Boxed: reading the ClientHello holds a rustls `Acceptor` (a connection's worth of
+                // state); inline, the task would keep room for it for the connection's whole life.
+                match Box::pin(sniffer.client_hello()).await {
                     Some(hello) => {
                         sni = hello.sni;
                         after_client_hello(mode, hello.alpn.iter().map(Vec::as_slice))
@@ -311,10 +313,15 @@ async fn terminate(
 ) {
     let (app, original, source) = addresses;
     let port = original.port();
-    let handshake = TlsAcceptor::from(context.certs.server_config()).accept(stream);
+    // The handshake boxed, so its state is freed once it is done; inline, this future would keep room
+    // for it beside the relay's or the HTTP server's for the connection's whole life.
+    let handshake = Box::pin(tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsAcceptor::from(context.certs.server_config()).accept(stream),
+    ));
     // Boxed: the relay and the HTTP server take the stream by value into state that moves it again, and
     // every move of a future's argument is a copy of its slot (the rustls connection, ~1.2 KB each).
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    let tls = match handshake.await {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(error)) => {
             tracing::info!(target: "access", %error, port, "inbound mTLS handshake failed");
@@ -348,13 +355,14 @@ async fn terminate(
         }
         let _ = recheck.set(Recheck::Connection(Box::new(request)));
         return match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+            // Each branch boxed on its own, so a TCP connection does not hold an HTTP server's state.
             Ok(upstream) => {
-                relay(
+                Box::pin(relay(
                     &context,
                     labels(&context, peer.as_ref(), original),
                     tls,
                     upstream,
-                )
+                ))
                 .await
             }
             Err(error) => tracing::info!(target: "access", %error, "application not reachable"),
@@ -368,7 +376,7 @@ async fn terminate(
         leaf_hash.unwrap_or_default(),
     );
     let xfcc = HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static(""));
-    serve_http(
+    Box::pin(serve_http(
         context,
         pools,
         tls,
@@ -381,7 +389,7 @@ async fn terminate(
             series: Mutex::default(),
             app_authority: upstream::authority(app),
         },
-    )
+    ))
     .await
 }
 

@@ -158,8 +158,13 @@ pub(crate) async fn connect(
                 .and_then(|sni| ServerName::try_from(sni.to_owned()).ok())
                 .filter(|name| matches!(name, ServerName::DnsName(_)))
                 .unwrap_or_else(|| ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into()));
-            let handshake = TlsConnector::from(config).connect(name, stream);
-            let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+            // Boxed, so the handshake's state (a rustls connection and its buffers) is freed once it is
+            // done; inline, every caller's future would keep room for it for the connection's whole life.
+            let handshake = Box::pin(tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                TlsConnector::from(config).connect(name, stream),
+            ));
+            let tls = handshake
                 .await
                 .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
                 .map_err(|error| UpstreamError::Tls(address, error))?;
