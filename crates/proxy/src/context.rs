@@ -65,11 +65,21 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Which HTTP version a downstream connection speaks, when the caller already knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpVersion {
+    /// Not HTTP/2 (its first byte cannot start the h2 preface): served as HTTP/1 from the first read.
+    Http1,
+    /// Unknown: hyper-util reads the first bytes and picks HTTP/1.1 or h2 (prior knowledge).
+    Detect,
+}
+
 /// Serves HTTP/1.1 or h2 on `io` with `handler` until the peer closes, or, once the data plane drains,
 /// until in-flight requests finish (h1 answers with `Connection: close`, h2 sends GOAWAY).
 pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     context: &Context,
     io: I,
+    version: HttpVersion,
     handler: F,
     side: &str,
 ) where
@@ -92,8 +102,13 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if version == HttpVersion::Http1 {
+        // Detection reads the first bytes and hands them back to hyper, whose read buffer then grows
+        // from 8 to 16 KiB on its next read and stays so for the connection's life.
+        builder = builder.http1_only();
+    }
     let io = Watched::new(io, clock.clone());
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(connection);

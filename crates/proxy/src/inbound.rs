@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log;
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
-use crate::context::{ActiveGuard, Context, serve_http_until_drained};
+use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained};
 use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
@@ -427,7 +427,8 @@ async fn serve_http<T>(
         let (context, pools, shared) = (context.clone(), pools.clone(), shared.clone());
         async move { forward(&context, &pools, request, addresses, &shared).await }
     };
-    serve_http_until_drained(&draining, io, handler, "inbound").await;
+    // Detected: the negotiated ALPN does not say (sidecars settle on "istio"), nor does the sniffer.
+    serve_http_until_drained(&draining, io, HttpVersion::Detect, handler, "inbound").await;
 }
 
 async fn forward(

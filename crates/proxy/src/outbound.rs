@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access_log;
-use crate::context::{ActiveGuard, Context, serve_http_until_drained};
+use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained};
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
 use crate::limits::{Acceptor, Slot};
@@ -173,14 +173,34 @@ async fn serve_http(
     stream: TcpStream,
     original: SocketAddr,
 ) {
+    // The first byte tells HTTP/1 from h2 with prior knowledge; waiting for it is bounded as an idle
+    // connection is, and ends with the drain.
+    let version = tokio::select! {
+        version = http_version(&stream) => version,
+        () = context.drain_started() => return,
+        () = tokio::time::sleep(context.limits.idle_timeout) => return,
+    };
     let draining = context.clone();
     let series = Arc::new(Mutex::default());
     let handler = move |request: http::Request<Incoming>| {
         let (context, pools, series) = (context.clone(), pools.clone(), series.clone());
         async move { forward(&context, &pools, request, original, &series).await }
     };
-    serve_http_until_drained(&draining, stream, handler, "outbound").await;
+    serve_http_until_drained(&draining, stream, version, handler, "outbound").await;
 }
+
+/// HTTP/1 unless the client's first byte can start the h2 preface (`PRI * HTTP/2.0`): then, and when
+/// nothing can be read, hyper-util detects the version itself.
+async fn http_version(stream: &TcpStream) -> HttpVersion {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] != H2_PREFACE[0] => HttpVersion::Http1,
+        _ => HttpVersion::Detect,
+    }
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn forward(
     context: &Context,
@@ -243,4 +263,45 @@ async fn forward(
             .number("duration_ms", started.elapsed().as_millis() as u64);
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_byte_tells_http1_from_a_possible_h2_preface() {
+        let cases: [(&[u8], HttpVersion); 5] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", HttpVersion::Http1),
+            (b"DELETE /x HTTP/1.1\r\n", HttpVersion::Http1),
+            (H2_PREFACE, HttpVersion::Detect),
+            // POST starts like the preface: left to hyper-util's detection, which tells them apart.
+            (b"POST / HTTP/1.1\r\n", HttpVersion::Detect),
+            // Closed before a byte: nothing to tell.
+            (b"", HttpVersion::Detect),
+        ];
+        for (sent, expected) in cases {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            client.write_all(sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            let version = http_version(&server).await;
+            assert_eq!(
+                version,
+                expected,
+                "first bytes {:?}",
+                String::from_utf8_lossy(sent)
+            );
+            // Peeked, not read: hyper still gets every byte.
+            let mut received = Vec::new();
+            server.read_to_end(&mut received).await.unwrap();
+            assert_eq!(received, sent);
+        }
+    }
 }
