@@ -77,5 +77,7 @@ pub use endpoint::{
 };
 pub use signer::{BoxFuture, CertificateSigner, LocalSigner, SignError, SignedChain};
 pub use spiffe::{SpiffeId, SpiffeIdError};
-pub use tls::{TrustBundleError, check_trust_bundle, install_crypto_provider, peer_identity};
+pub use tls::{
+    TrustBundleError, check_trust_bundle, install_crypto_provider, mesh_provider, peer_identity,
+};
 pub use workload::{CertInfo, INBOUND_ALPN, InstallError, RotationOptions, WorkloadCertificates};

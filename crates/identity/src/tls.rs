@@ -32,7 +32,7 @@ pub fn install_crypto_provider() {
 /// AES-128-GCM 12% cheaper per byte on the machine of BENCHMARKS.md ("Issue 15: the crypto provider").
 /// Peers that prefer another suite (openssl's `s_client` puts AES-256 first) still get it: the server
 /// follows the client's order, and every sidecar's client side offers this one.
-pub(crate) fn mesh_provider() -> Arc<CryptoProvider> {
+pub fn mesh_provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite::{
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
