@@ -55,6 +55,7 @@ pub mod serving;
 mod signer;
 mod spiffe;
 mod tls;
+mod verified;
 mod workload;
 
 /// Generated types of Istio's CA protocol (`istio.v1.auth`), for Istio-compatible clients and servers.

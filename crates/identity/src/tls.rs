@@ -17,6 +17,7 @@ use rustls::{
 };
 
 use crate::SpiffeId;
+use crate::verified::{self, VerifiedChains};
 
 /// Installs ring as the process-wide rustls provider. Safe to call any number of times, from any thread.
 pub fn install_crypto_provider() {
@@ -55,6 +56,9 @@ pub(crate) struct TrustBundle {
     /// rustls's client-chain verifier over `roots`; `None` before the first bundle (nothing verifies).
     client_chains: Option<Arc<dyn ClientCertVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Chains this bundle already accepted, per purpose (an EKU fit for one is not for the other).
+    verified_clients: VerifiedChains,
+    verified_servers: VerifiedChains,
 }
 
 impl TrustBundle {
@@ -65,6 +69,8 @@ impl TrustBundle {
             roots: Arc::new(RootCertStore::empty()),
             client_chains: None,
             algorithms: mesh_provider().signature_verification_algorithms,
+            verified_clients: VerifiedChains::new(0),
+            verified_servers: VerifiedChains::new(0),
         }
     }
 
@@ -95,6 +101,8 @@ impl TrustBundle {
             roots,
             client_chains: Some(client_chains),
             algorithms: provider.signature_verification_algorithms,
+            verified_clients: VerifiedChains::new(verified::CAPACITY),
+            verified_servers: VerifiedChains::new(verified::CAPACITY),
         })
     }
 
@@ -105,12 +113,20 @@ impl TrustBundle {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        match &self.client_chains {
-            Some(verifier) => verifier
-                .verify_client_cert(end_entity, intermediates, now)
-                .map(|_| ()),
-            None => Err(CertificateError::UnknownIssuer.into()),
-        }
+        let Some(verifier) = &self.client_chains else {
+            return Err(CertificateError::UnknownIssuer.into());
+        };
+        remembered(
+            &self.verified_clients,
+            end_entity,
+            intermediates,
+            now,
+            || {
+                verifier
+                    .verify_client_cert(end_entity, intermediates, now)
+                    .map(|_| ())
+            },
+        )
     }
 
     /// Checks that `end_entity` chains to one of the roots for server authentication (the name is the
@@ -121,15 +137,43 @@ impl TrustBundle {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
+        remembered(
+            &self.verified_servers,
+            end_entity,
             intermediates,
             now,
-            self.algorithms.all,
+            || {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    &self.roots,
+                    intermediates,
+                    now,
+                    self.algorithms.all,
+                )
+            },
         )
     }
+}
+
+/// `verify`'s answer for a chain `chains` does not already hold as valid at `now`; an accepted chain is
+/// remembered with its validity window (see [`crate::verified`]). Refusals are never remembered.
+fn remembered(
+    chains: &VerifiedChains,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    verify: impl FnOnce() -> Result<(), rustls::Error>,
+) -> Result<(), rustls::Error> {
+    let digest = verified::chain_digest(end_entity, intermediates);
+    if chains.contains(&digest, now.as_secs()) {
+        return Ok(());
+    }
+    verify()?;
+    if let Some(validity) = verified::validity_of(end_entity, intermediates) {
+        chains.remember(digest, validity);
+    }
+    Ok(())
 }
 
 /// Checks that `pems` would be accepted by [`crate::WorkloadCertificates::set_trust_bundle`].
@@ -348,4 +392,85 @@ impl rustls::client::ResolvesClientCert for CurrentCertResolver {
 pub fn peer_identity(state: &rustls::CommonState) -> Option<SpiffeId> {
     let leaf = state.peer_certificates()?.first()?;
     spiffe_ids_of(leaf).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn leaf_valid_for_a_day_from(not_before: (i32, u8, u8)) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["leaf".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+        params.not_after = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2 + 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn at(unix_seconds: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(unix_seconds))
+    }
+
+    #[test]
+    fn only_accepted_chains_are_remembered_and_only_while_valid() {
+        const JAN_1_2026: u64 = 1_767_225_600;
+        let leaf = leaf_valid_for_a_day_from((2026, 1, 1));
+        let chains = VerifiedChains::new(verified::CAPACITY);
+        let full_verifications = Cell::new(0);
+        let verify = |answer: Result<(), rustls::Error>| {
+            || {
+                full_verifications.set(full_verifications.get() + 1);
+                answer
+            }
+        };
+        let refused = || Err(CertificateError::UnknownIssuer.into());
+        // (time, what a full verification would answer, expected result, full verifications so far)
+        let steps: [(u64, Result<(), rustls::Error>, bool, u32); 5] = [
+            (JAN_1_2026 + 60, refused(), false, 1),
+            (JAN_1_2026 + 60, refused(), false, 2), // a refusal is not remembered
+            (JAN_1_2026 + 60, Ok(()), true, 3),
+            (JAN_1_2026 + 3600, refused(), true, 3), // remembered: no full verification
+            (JAN_1_2026 + 86_400 + 1, refused(), false, 4), // past notAfter: verified again
+        ];
+        for (step, (now, answer, accepted, verifications)) in steps.into_iter().enumerate() {
+            let result = remembered(&chains, &leaf, &[], at(now), verify(answer));
+            assert_eq!(result.is_ok(), accepted, "step {step}");
+            assert_eq!(full_verifications.get(), verifications, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_new_trust_bundle_remembers_nothing_of_the_previous_one() {
+        let (root_a, leaf_a) = root_and_client_leaf("a.example");
+        let (root_b, _) = root_and_client_leaf("b.example");
+        let now = UnixTime::now();
+        let bundle_a = TrustBundle::from_pems(&[root_a]).unwrap();
+        bundle_a.verify_client_chain(&leaf_a, &[], now).unwrap();
+        bundle_a.verify_client_chain(&leaf_a, &[], now).unwrap();
+        assert_eq!(bundle_a.verified_clients.len(), 1);
+        let bundle_b = TrustBundle::from_pems(&[root_b]).unwrap();
+        assert!(bundle_b.verify_client_chain(&leaf_a, &[], now).is_err());
+        assert_eq!(bundle_b.verified_clients.len(), 0);
+        // Accepted for client authentication says nothing of server authentication.
+        assert_eq!(bundle_a.verified_servers.len(), 0);
+    }
+
+    /// A self-signed CA and a client-auth leaf it signed, as PEM root and DER leaf.
+    fn root_and_client_leaf(name: &str) -> (String, CertificateDer<'static>) {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("root {name}"));
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        (ca.pem(), leaf.der().clone())
+    }
 }
