@@ -173,12 +173,16 @@ async fn serve_http(
     stream: TcpStream,
     original: SocketAddr,
 ) {
-    // The first byte tells HTTP/1 from h2 with prior knowledge; waiting for it is bounded as an idle
-    // connection is, and ends with the drain.
+    // The first byte tells HTTP/1 from h2 with prior knowledge. Waiting for it is bounded by the header
+    // timeout, as hyper's own wait for a first request would be: a client that sends nothing is closed
+    // after it, not after the idle timeout. The drain ends the wait too.
     let version = tokio::select! {
         version = http_version(&stream) => version,
         () = context.drain_started() => return,
-        () = tokio::time::sleep(context.limits.idle_timeout) => return,
+        () = tokio::time::sleep(context.limits.header_read_timeout) => {
+            tracing::debug!(side = "outbound", "HTTP connection closed: nothing sent within the header-read timeout");
+            return;
+        }
     };
     let draining = context.clone();
     let series = Arc::new(Mutex::default());

@@ -442,6 +442,25 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn an_outbound_http_client_that_sends_nothing_is_disconnected_after_the_header_timeout() {
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..ConnectionLimits::DATA_PLANE
+    };
+    let mesh = mesh_with(policies(DENY_NOTHING), host_echo_app().await, limits).await;
+    // Connected through the sleep pod's sidecar to an HTTP service, then silence: not held for the
+    // idle timeout (1 h) while the sidecar waits for a first byte.
+    let mut silent = mesh
+        .network
+        .dial(ip(SLEEP), addr(HTTPBIN_HTTP))
+        .await
+        .unwrap();
+    assert_eq!(until_closed(&mut silent).await, Vec::<u8>::new());
+    let fine = "GET /get HTTP/1.1\r\nHost: httpbin.foo\r\nConnection: close\r\n\r\n";
+    assert_eq!(exchange(&mesh, SLEEP, HTTPBIN_HTTP, fine).await.0, 200);
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_are_closed_and_served_again_once_some_end() {
     let limits = ConnectionLimits {
         max_connections: 2,
