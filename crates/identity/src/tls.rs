@@ -171,7 +171,7 @@ fn remembered(
     }
     verify()?;
     if let Some(validity) = verified::validity_of(end_entity, intermediates) {
-        chains.remember(digest, validity);
+        chains.remember(digest, validity, now.as_secs());
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub(crate) struct Validity {
 }
 
 /// How many chains one bundle remembers per purpose: a sidecar talks to at most a few hundred peers at
-/// once; 32 + 16 bytes an entry keeps the cache under ~200 KB at worst. Full, it is emptied and refilled.
+/// once; 32 + 16 bytes an entry keeps the cache under ~200 KB at worst.
 pub(crate) const CAPACITY: usize = 4096;
 
 impl VerifiedChains {
@@ -54,14 +54,19 @@ impl VerifiedChains {
             .is_some_and(|valid| valid.not_before <= now && now <= valid.not_after)
     }
 
-    /// Records a chain the full verification accepted.
-    pub(crate) fn remember(&self, chain: ChainDigest, validity: Validity) {
+    /// Records a chain the full verification accepted at `now`. Full, the cache first drops the chains
+    /// that expired, and empties itself only if that freed nothing: a peer sending many distinct chains
+    /// can cost the others their entries (a full verification each, as without the cache), nothing more.
+    pub(crate) fn remember(&self, chain: ChainDigest, validity: Validity, now: u64) {
         if self.capacity == 0 {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&chain) {
-            entries.clear();
+            entries.retain(|_, valid| now <= valid.not_after);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
         }
         entries.insert(chain, validity);
     }
@@ -156,7 +161,7 @@ mod tests {
             !chains.contains(&key, JAN_1_2026 + DAY),
             "nothing remembered yet"
         );
-        chains.remember(key, validity);
+        chains.remember(key, validity, JAN_1_2026);
         let cases = [
             (JAN_1_2026 - 1, false, "a second before notBefore"),
             (JAN_1_2026, true, "at notBefore"),
@@ -213,18 +218,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_is_emptied_before_it_grows() {
+    fn a_full_cache_drops_expired_chains_first_and_never_grows() {
         let chains = VerifiedChains::new(2);
-        let window = Validity {
+        let forever = Validity {
             not_before: 0,
             not_after: u64::MAX,
         };
-        chains.remember([1; 32], window);
-        chains.remember([2; 32], window);
-        chains.remember([2; 32], window);
+        let until_100 = Validity {
+            not_before: 0,
+            not_after: 100,
+        };
+        chains.remember([1; 32], forever, 10);
+        chains.remember([2; 32], until_100, 10);
+        chains.remember([2; 32], until_100, 10);
         assert_eq!(chains.len(), 2, "an entry seen again does not evict");
-        chains.remember([3; 32], window);
+        // Full at 200: the expired entry goes, the live one stays.
+        chains.remember([3; 32], forever, 200);
+        assert_eq!(chains.len(), 2);
+        assert!(chains.contains(&[1; 32], 200) && chains.contains(&[3; 32], 200));
+        // Full with live entries only: emptied, then the new one.
+        chains.remember([4; 32], forever, 200);
         assert_eq!(chains.len(), 1);
-        assert!(chains.contains(&[3; 32], 1) && !chains.contains(&[1; 32], 1));
+        assert!(chains.contains(&[4; 32], 200) && !chains.contains(&[1; 32], 200));
     }
 }
