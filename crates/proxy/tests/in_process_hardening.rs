@@ -417,13 +417,18 @@ async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
     received
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+/// The mesh with no policy denying anything and a 300 ms header-read timeout.
+async fn mesh_with_short_header_timeout() -> Mesh {
     let limits = ConnectionLimits {
         header_read_timeout: Duration::from_millis(300),
         ..ConnectionLimits::DATA_PLANE
     };
-    let mesh = mesh_with(policies(DENY_NOTHING), host_echo_app().await, limits).await;
+    mesh_with(policies(DENY_NOTHING), host_echo_app().await, limits).await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mesh = mesh_with_short_header_timeout().await;
     for (from, to) in [(SLEEP, HTTPBIN_HTTP), (LEGACY, HTTPBIN_POD_HTTP)] {
         let mut slow = mesh.network.dial(ip(from), addr(to)).await.unwrap();
         // Half a request head, then silence (slowloris).
@@ -443,11 +448,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn an_outbound_http_client_that_sends_nothing_is_disconnected_after_the_header_timeout() {
-    let limits = ConnectionLimits {
-        header_read_timeout: Duration::from_millis(300),
-        ..ConnectionLimits::DATA_PLANE
-    };
-    let mesh = mesh_with(policies(DENY_NOTHING), host_echo_app().await, limits).await;
+    let mesh = mesh_with_short_header_timeout().await;
     // Connected through the sleep pod's sidecar to an HTTP service, then silence: not held for the
     // idle timeout (1 h) while the sidecar waits for a first byte.
     let mut silent = mesh
