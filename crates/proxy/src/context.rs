@@ -75,11 +75,14 @@ pub(crate) enum HttpVersion {
 }
 
 /// Serves HTTP/1.1 or h2 on `io` with `handler` until the peer closes, or, once the data plane drains,
-/// until in-flight requests finish (h1 answers with `Connection: close`, h2 sends GOAWAY).
+/// until in-flight requests finish (h1 answers with `Connection: close`, h2 sends GOAWAY). `clock` holds
+/// the connection's header-read and idle deadlines; a caller that waited on the connection before (the
+/// outbound side's first-byte peek) passes the clock it waited with, so that wait counts against them.
 pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     context: &Context,
     io: I,
     version: HttpVersion,
+    clock: Arc<ConnectionClock>,
     handler: F,
     side: &str,
 ) where
@@ -87,7 +90,6 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<crate::upstream::ProxyBody>> + Send + 'static,
 {
-    let clock = ConnectionClock::for_http();
     let requests = clock.clone();
     let service = hyper::service::service_fn(move |request| {
         // Busy from the end of the headers until the response body is sent (or dropped).

@@ -25,7 +25,7 @@ use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained
 use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
-use crate::limits::{Acceptor, Slot};
+use crate::limits::{Acceptor, ConnectionClock, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
@@ -428,7 +428,16 @@ async fn serve_http<T>(
         async move { forward(&context, &pools, request, addresses, &shared).await }
     };
     // Detected: the negotiated ALPN does not say (sidecars settle on "istio"), nor does the sniffer.
-    serve_http_until_drained(&draining, io, HttpVersion::Detect, handler, "inbound").await;
+    let clock = ConnectionClock::for_http();
+    serve_http_until_drained(
+        &draining,
+        io,
+        HttpVersion::Detect,
+        clock,
+        handler,
+        "inbound",
+    )
+    .await;
 }
 
 async fn forward(

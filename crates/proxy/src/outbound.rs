@@ -19,7 +19,7 @@ use crate::access_log;
 use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained};
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
-use crate::limits::{Acceptor, Slot};
+use crate::limits::{Acceptor, ConnectionClock, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
@@ -173,14 +173,15 @@ async fn serve_http(
     stream: TcpStream,
     original: SocketAddr,
 ) {
-    // The first byte tells HTTP/1 from h2 with prior knowledge. Waiting for it is bounded by the header
-    // timeout, as hyper's own wait for a first request would be: a client that sends nothing is closed
-    // after it, not after the idle timeout. The drain ends the wait too.
+    // The first byte tells HTTP/1 from h2 with prior knowledge. The connection's clock starts now, so
+    // waiting for that byte counts against the header-read timeout of the first request, as hyper's own
+    // wait would; the drain ends the wait too.
+    let clock = ConnectionClock::for_http();
     let version = tokio::select! {
         version = http_version(&stream) => version,
         () = context.drain_started() => return,
-        () = tokio::time::sleep(context.limits.header_read_timeout) => {
-            tracing::debug!(side = "outbound", "HTTP connection closed: nothing sent within the header-read timeout");
+        reason = clock.http_expired(&context.limits) => {
+            tracing::debug!(side = "outbound", reason, "HTTP connection closed");
             return;
         }
     };
@@ -190,7 +191,7 @@ async fn serve_http(
         let (context, pools, series) = (context.clone(), pools.clone(), series.clone());
         async move { forward(&context, &pools, request, original, &series).await }
     };
-    serve_http_until_drained(&draining, stream, version, handler, "outbound").await;
+    serve_http_until_drained(&draining, stream, version, clock, handler, "outbound").await;
 }
 
 /// HTTP/1 unless the client's first byte can start the h2 preface (`PRI * HTTP/2.0`): then, and when
