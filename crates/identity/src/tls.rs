@@ -400,14 +400,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn leaf_valid_for_a_day_from(not_before: (i32, u8, u8)) -> CertificateDer<'static> {
-        let mut params = rcgen::CertificateParams::new(vec!["leaf".to_string()]).unwrap();
-        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-        params.not_after = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2 + 1);
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().clone()
-    }
+    use crate::verified::tests::{DAY, JAN_1_2026, cert};
 
     fn at(unix_seconds: u64) -> UnixTime {
         UnixTime::since_unix_epoch(Duration::from_secs(unix_seconds))
@@ -415,8 +408,7 @@ mod tests {
 
     #[test]
     fn only_accepted_chains_are_remembered_and_only_while_valid() {
-        const JAN_1_2026: u64 = 1_767_225_600;
-        let leaf = leaf_valid_for_a_day_from((2026, 1, 1));
+        let leaf = cert((2026, 1, 1), (2026, 1, 2), "leaf");
         let chains = VerifiedChains::new(verified::CAPACITY);
         let full_verifications = Cell::new(0);
         let verify = |answer: Result<(), rustls::Error>| {
@@ -432,7 +424,7 @@ mod tests {
             (JAN_1_2026 + 60, refused(), false, 2), // a refusal is not remembered
             (JAN_1_2026 + 60, Ok(()), true, 3),
             (JAN_1_2026 + 3600, refused(), true, 3), // remembered: no full verification
-            (JAN_1_2026 + 86_400 + 1, refused(), false, 4), // past notAfter: verified again
+            (JAN_1_2026 + DAY + 1, refused(), false, 4), // past notAfter: verified again
         ];
         for (step, (now, answer, accepted, verifications)) in steps.into_iter().enumerate() {
             let result = remembered(&chains, &leaf, &[], at(now), verify(answer));

@@ -125,10 +125,11 @@ pub(crate) fn validity_of(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cert(
+    /// A self-signed certificate valid from midnight UTC of `not_before` to midnight of `not_after`.
+    pub(crate) fn cert(
         not_before: (i32, u8, u8),
         not_after: (i32, u8, u8),
         name: &str,
@@ -141,8 +142,8 @@ mod tests {
     }
 
     /// 2026-01-01T00:00:00Z and the days around it, in Unix seconds.
-    const JAN_1_2026: u64 = 1_767_225_600;
-    const DAY: u64 = 86_400;
+    pub(crate) const JAN_1_2026: u64 = 1_767_225_600;
+    pub(crate) const DAY: u64 = 86_400;
 
     #[test]
     fn a_remembered_chain_is_used_only_inside_its_validity_window() {
