@@ -235,8 +235,11 @@ walkthrough() {
   expect strict legacy legacy 200/0
   out=$(body bar foo)
   says "curl http://httpbin.foo:8000 from sleep.bar under the STRICT MeshPolicy" "$out" "upstream connect error or disconnect/reset before headers"
-  out=$(kubectl exec "$(kubectl get pod -l app=sleep -n legacy -o jsonpath={.items..metadata.name})" -c sleep -n legacy -- curl http://httpbin.foo:8000 -w "%{http_code}\n" -s -S -m 5 2>&1)
-  says "curl http://httpbin.foo:8000 from sleep.legacy" "$out" "curl: (56)" "command terminated with exit code 56"
+  # stdout and stderr apart: kubectl copies the container's two streams concurrently, so one capture of
+  # both can interleave them mid-line ("c" "000" "url: (56)").
+  out=$(kubectl exec "$(kubectl get pod -l app=sleep -n legacy -o jsonpath={.items..metadata.name})" -c sleep -n legacy -- curl http://httpbin.foo:8000 -w "%{http_code}\n" -s -S -m 5 2>"$work/err")
+  [[ $out == 000 ]] || miss "$PASS: curl http://httpbin.foo:8000 from sleep.legacy printed $out on stdout (wanted: 000)"
+  says "curl http://httpbin.foo:8000 from sleep.legacy" "$(cat "$work/err")" "curl: (56)" "command terminated with exit code 56"
 
   out=$(kubectl apply -f all-internal-traffic.yml 2>&1)
   says "kubectl apply -f all-internal-traffic.yml" "$out" "destinationrule.networking.istio.io/default created"
