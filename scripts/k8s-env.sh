@@ -629,7 +629,9 @@ kill_cgroup_tree() { # node: every process of the node's pods (under its cgroup 
   for h in $(cgroup_hierarchies --with-unified); do [[ -d $h/$1 ]] && dirs+=("$h/$1"); done
   ((${#dirs[@]})) || return 0
   for _ in $(seq 1 50); do
-    procs=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    # The runtime removes a pod's cgroups as its processes die, so find can meet a directory that went
+    # away under it; its failure, through pipefail and set -e, ended down silently with status 1.
+    procs=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u) || true
     [[ -n $procs ]] || return 0
     # shellcheck disable=SC2086
     kill -KILL $procs 2>/dev/null || true

@@ -57,10 +57,15 @@ cleanup() {
     echo "k8s-walkthrough: cluster left up (--keep); KUBECONFIG=$kubeconfig"
   elif ((upped)); then
     # From the repository: the walkthrough itself runs in $work.
-    local out
+    local out status
     # A cluster left up is a failure: the next user's up or the real-apiserver tests would meet it.
-    out=$("$repo/scripts/k8s-env.sh" down 2>&1) ||
-      { tail -n 5 <<<"$out" >&2; echo "k8s-walkthrough: scripts/k8s-env.sh down failed (output above)" >&2; rm -rf "$work"; exit 1; }
+    out=$("$repo/scripts/k8s-env.sh" down 2>&1) || {
+      status=$?
+      tail -n 5 <<<"$out" >&2
+      echo "k8s-walkthrough: scripts/k8s-env.sh down failed with status $status (its last lines above)" >&2
+      rm -rf "$work"
+      exit 1
+    }
   fi
   rm -rf "$work"
 }
