@@ -41,6 +41,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 const HTTPBIN_YAML: &str = include_str!("../../../samples/httpbin/httpbin.yaml");
 const SLEEP_YAML: &str = include_str!("../../../samples/sleep/sleep.yaml");
+/// The walkthrough's end state, so the mesh route is mutual TLS: the seed's MeshPolicy (STRICT everywhere)
+/// and its DestinationRule (`ISTIO_MUTUAL` for `*.local`). Without them sidecars talk plaintext to each
+/// other (auto mTLS is off, as in the seed's Istio), which is not what the mesh row claims to measure.
+const MESH_POLICY_YAML: &str = include_str!("../../../samples/default-mesh-policy.yml");
+const MUTUAL_TLS_YAML: &str = include_str!("../../../samples/all-internal-traffic.yml");
 
 /// Which calls a row makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +442,16 @@ fn deploy(cluster: &Cluster, work_dir: &Path, self_exe: &Path) -> Result<Deploym
     cluster.apply(&sleep, "bar", true)?;
     cluster.apply(&httpbin, "legacy", false)?;
     cluster.apply(&sleep, "legacy", false)?;
+    // Under STRICT a plaintext request gets 503 and the load generator counts non-2xx as errors, so
+    // `wait_serving` (no errors) passing on the mesh route proves it runs over mutual TLS.
+    for (name, text) in [
+        ("default-mesh-policy.yml", MESH_POLICY_YAML),
+        ("all-internal-traffic.yml", MUTUAL_TLS_YAML),
+    ] {
+        let path = files.join(name);
+        std::fs::write(&path, text).map_err(|error| BenchError::io(&path, error))?;
+        cluster.run(&["apply", "-f", &path.display().to_string()])?;
+    }
     let cpus = format!(
         "0-{}",
         std::thread::available_parallelism()
@@ -823,9 +838,22 @@ pub(crate) fn parse_oha(text: &str) -> Result<LoadSummary> {
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(1.0);
     let requests = (rps * total).round() as u64;
+    // oha's success rate counts every complete response; a status other than 2xx is an error here, as
+    // in our generator.
+    let refused: u64 = value
+        .pointer("/statusCodeDistribution")
+        .and_then(serde_json::Value::as_object)
+        .map(|codes| {
+            codes
+                .iter()
+                .filter(|(code, _)| !code.starts_with('2'))
+                .filter_map(|(_, count)| count.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
     Ok(LoadSummary {
         requests,
-        errors: ((1.0 - success_rate) * requests as f64).round() as u64,
+        errors: ((1.0 - success_rate) * requests as f64).round() as u64 + refused,
         seconds: total,
         achieved_rps: rps,
         p50_ms: ms("p50")?,
@@ -854,7 +882,12 @@ mod tests {
         assert!((summary.p90_ms - 0.5).abs() < 1e-9);
         assert!((summary.p999_ms - 2.0).abs() < 1e-9);
         assert_eq!(summary.requests, 9995);
+        assert_eq!(summary.errors, 0);
         assert!(parse_oha(r#"{"summary":{}}"#).is_err());
+        let refused = r#"{"summary":{"successRate":1.0,"total":1.0,"requestsPerSec":100.0},
+            "latencyPercentiles":{"p50":0.0002,"p90":0.0005,"p99":0.001,"p99.9":0.002},
+            "statusCodeDistribution":{"200":60,"503":40}}"#;
+        assert_eq!(parse_oha(refused).unwrap().errors, 40);
     }
 
     fn row(condition: Condition, route: Route, p90: f64) -> DeployRow {

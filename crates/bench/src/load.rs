@@ -160,6 +160,17 @@ async fn connect(target: SocketAddr) -> Result<Sender> {
     Ok(sender)
 }
 
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A 2xx response, body read to the end.
+    Answered,
+    /// A complete response with another status; the connection stays usable.
+    Refused,
+    /// No complete response: the connection is replaced.
+    Broken,
+}
+
 async fn drive_connection(
     plan: LoadPlan,
     index: u32,
@@ -200,13 +211,16 @@ async fn drive_connection(
             .body(Empty::<Bytes>::new())
             .expect("static request parts are valid");
         let outcome = match sender.send_request(request).await {
-            Ok(response) => response
-                .into_body()
-                .collect()
-                .await
-                .map(|_| ())
-                .map_err(|_| ()),
-            Err(_) => Err(()),
+            // A response other than 2xx is an error, not a latency sample: a sidecar's 503 is fast.
+            Ok(response) => {
+                let answered = response.status().is_success();
+                match response.into_body().collect().await {
+                    Ok(_) if answered => Outcome::Answered,
+                    Ok(_) => Outcome::Refused,
+                    Err(_) => Outcome::Broken,
+                }
+            }
+            Err(_) => Outcome::Broken,
         };
         let finished = Instant::now();
         // At a fixed rate the window holds the requests *due* in it: a wake-up that oversleeps past
@@ -214,7 +228,7 @@ async fn drive_connection(
         let counted_from = if interval.is_some() { due } else { begin };
         if counted_from >= measure_from && finished <= end {
             match outcome {
-                Ok(()) => {
+                Outcome::Answered => {
                     let micros =
                         finished.saturating_duration_since(begin).as_micros().max(1) as u64;
                     let _ = histogram.record(micros.min(60_000_000));
@@ -227,10 +241,10 @@ async fn drive_connection(
                         });
                     }
                 }
-                Err(()) => errors += 1,
+                Outcome::Refused | Outcome::Broken => errors += 1,
             }
         }
-        if outcome.is_err() {
+        if outcome == Outcome::Broken {
             // A broken connection is replaced, as a keep-alive client pool would.
             sender = connect(plan.target).await?;
         }
@@ -261,6 +275,41 @@ mod tests {
         assert!((summary.achieved_rps - 500.0).abs() < 1e-9);
         assert!((summary.p50_ms - 5.0).abs() < 0.01, "{summary:?}");
         assert!((summary.p99_ms - 9.9).abs() < 0.02, "{summary:?}");
+    }
+
+    #[tokio::test]
+    async fn responses_other_than_2xx_are_errors_not_latency_samples() {
+        // A sidecar refusing plaintext under STRICT answers 503 quickly; those must not pass as latency.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        let mut response = hyper::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"upstream connect error or disconnect/reset before headers"),
+                        ));
+                        *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let plan = LoadPlan {
+            target,
+            path: "/".into(),
+            rate: Some(200),
+            connections: 2,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(500),
+            timeline: false,
+        };
+        let summary = run(&plan).await.unwrap();
+        assert_eq!(summary.requests, 0, "{summary:?}");
+        assert!(summary.errors >= 90, "{summary:?}");
     }
 
     #[tokio::test]
