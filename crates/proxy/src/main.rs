@@ -293,12 +293,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .recv()
         .context("the control thread failed to start (see the log above)")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.concurrency.max(1))
-        .thread_name("dataplane")
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    // One worker (the default): a current-thread runtime, as linkerd2-proxy runs on one core. The
+    // multi-thread scheduler with a single worker still pays for work stealing it cannot do: its
+    // run queue's atomics, the idle bookkeeping and the poll-time average it updates (a `powf`) each time
+    // the worker goes to sleep, which a sidecar does about twice per request.
+    let runtime = if args.concurrency <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.concurrency)
+            .thread_name("dataplane")
+            .enable_all()
+            .build()?
+    };
+    let serve = async move {
         let mut options = DataPlaneOptions::new(WorkloadInfo { name: args.pod_name.clone(), namespace: args.pod_namespace.clone() });
         options.outbound_listen = args.outbound_listen;
         options.inbound_listen = args.inbound_listen;
@@ -316,7 +326,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         data_plane.drain(Duration::from_secs(args.drain_seconds)).await;
         ironmesh_proxy::access_log::flush();
         Ok(())
-    })
+    };
+    // On a thread named for what it carries, so per-thread figures (wake-ups, CPU) read the same
+    // whichever runtime runs it.
+    std::thread::Builder::new()
+        .name("dataplane".into())
+        .spawn(move || runtime.block_on(serve))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data plane thread panicked (see the log above)"))?
 }
 
 /// Writes the current chain to the state dir for debugging; the key never leaves memory.
