@@ -63,7 +63,7 @@ struct RunArgs {
     /// Certificate lifetime asked of the CA, in seconds.
     #[arg(long, env = "IRONMESH_CERT_TTL_SECONDS", default_value_t = 24 * 3600)]
     cert_ttl_seconds: u64,
-    /// Data-plane worker threads (1 keeps memory smallest).
+    /// Data-plane worker threads (1, the default, runs a current-thread runtime and keeps memory smallest).
     #[arg(long, env = "IRONMESH_CONCURRENCY", default_value_t = 1)]
     concurrency: usize,
     #[arg(long, default_value = "0.0.0.0:15001")]
