@@ -3,7 +3,9 @@
 //! httpbin and sleep with sidecars in `foo` and `bar` and without in `legacy`, and runs the load
 //! generator in the sleep pods' network namespaces: `legacy → httpbin.legacy` (direct: bridge and
 //! service NAT, no proxy) and `bar → httpbin.foo` (mesh: two sidecars, mutual TLS, access logs as in
-//! every pod). Nothing is pinned, as on a user's node.
+//! every pod). Nothing is pinned, as on a user's node. The mesh is in the walkthrough's end state (STRICT
+//! MeshPolicy, `ISTIO_MUTUAL` DestinationRule): the run starts once the mesh route serves without errors
+//! and a client without a sidecar is refused by the mesh route's server, so the mesh route is mTLS.
 //!
 //! Rounds are interleaved (direct and mesh alternate, ABBA across rounds) and each point is the median
 //! of its rounds. The busy condition runs the same pair with the other core kept busy by a CPU burner
@@ -162,14 +164,22 @@ impl DeploymentFigures {
     ) -> Option<f64> {
         let mesh = self.row(generator, condition, Route::Mesh, connections)?;
         let direct = self.row(generator, condition, Route::Direct, connections)?;
-        Some(pick(&mesh.summary) - pick(&direct.summary))
+        (mesh.clean() && direct.clean()).then(|| pick(&mesh.summary) - pick(&direct.summary))
     }
 
     /// p90 increase from quiet to busy of `route` (our generator).
     pub fn busy_increase(&self, route: Route, connections: u32) -> Option<f64> {
         let quiet = self.row(Generator::Ours, Condition::Quiet, route, connections)?;
         let busy = self.row(Generator::Ours, Condition::Busy, route, connections)?;
-        Some(busy.summary.p90_ms - quiet.summary.p90_ms)
+        (quiet.clean() && busy.clean()).then_some(busy.summary.p90_ms - quiet.summary.p90_ms)
+    }
+}
+
+impl DeployRow {
+    /// Every request answered 2xx: a row with errors has percentiles of the answered part only (none
+    /// at all when every request failed), so it is not compared against a goal.
+    fn clean(&self) -> bool {
+        self.summary.requests > 0 && self.summary.errors == 0
     }
 }
 
@@ -442,8 +452,8 @@ fn deploy(cluster: &Cluster, work_dir: &Path, self_exe: &Path) -> Result<Deploym
     cluster.apply(&sleep, "bar", true)?;
     cluster.apply(&httpbin, "legacy", false)?;
     cluster.apply(&sleep, "legacy", false)?;
-    // Under STRICT a plaintext request gets 503 and the load generator counts non-2xx as errors, so
-    // `wait_serving` (no errors) passing on the mesh route proves it runs over mutual TLS.
+    // Under STRICT a sidecar's plaintext gets 503 and a client without a sidecar is reset: `run` waits
+    // for both the mesh route to serve without errors and legacy's client to be refused by it.
     for (name, text) in [
         ("default-mesh-policy.yml", MESH_POLICY_YAML),
         ("all-internal-traffic.yml", MUTUAL_TLS_YAML),
@@ -502,23 +512,42 @@ fn deploy(cluster: &Cluster, work_dir: &Path, self_exe: &Path) -> Result<Deploym
 /// Waits until a short load from the route's pod succeeds (sidecars have certificates and config).
 fn wait_serving(endpoint: &Endpoint) -> Result<()> {
     poll(&format!("traffic to {}", endpoint.target), || {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &endpoint.bench.client_namespace])
-            .arg(&endpoint.bench.self_exe)
-            .args(["load", "--target", &endpoint.target.to_string()])
-            .args(["--rate", "50", "--connections", "1"])
-            .args(["--warmup-ms", "0", "--duration-ms", "200"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| BenchError::Command {
-                command: "ironmesh-bench load".into(),
-                detail: error.to_string(),
-            })?;
-        let summary: Option<LoadSummary> = serde_json::from_slice(&output.stdout).ok();
-        Ok(summary
+        Ok(probe(&endpoint.bench, endpoint.target)?
             .filter(|s| s.requests > 0 && s.errors == 0)
             .map(|_| ()))
     })
+}
+
+/// Waits until a client without a sidecar is refused by the mesh route's server sidecar: STRICT is in
+/// force there, so the mesh route's successful requests (`wait_serving`) are mutual TLS, not plaintext
+/// that PERMISSIVE let through before the policies arrived. The same probe from the same pod has just
+/// served the direct route, so "no report" here is the refusal, not a generator that cannot run.
+fn wait_strict(plaintext_client: &Bench, mesh_target: SocketAddr) -> Result<()> {
+    poll(
+        &format!("STRICT at {mesh_target} (a client without a sidecar refused)"),
+        || {
+            let refused = probe(plaintext_client, mesh_target)?.is_none_or(|s| s.requests == 0);
+            Ok(refused.then_some(()))
+        },
+    )
+}
+
+/// A 200 ms load at 50 rps from `bench`'s pod; `None` when the generator could not even report
+/// (every connection refused or reset).
+fn probe(bench: &Bench, target: SocketAddr) -> Result<Option<LoadSummary>> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", &bench.client_namespace])
+        .arg(&bench.self_exe)
+        .args(["load", "--target", &target.to_string()])
+        .args(["--rate", "50", "--connections", "1"])
+        .args(["--warmup-ms", "0", "--duration-ms", "200"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| BenchError::Command {
+            command: "ironmesh-bench load".into(),
+            detail: error.to_string(),
+        })?;
+    Ok(serde_json::from_slice(&output.stdout).ok())
 }
 
 /// Brings up the cluster, measures every point of `plan`, tears the cluster down.
@@ -538,6 +567,7 @@ pub fn run(
     for route in [Route::Direct, Route::Mesh] {
         wait_serving(deployment.endpoint(route))?;
     }
+    wait_strict(&deployment.direct.bench, deployment.mesh.target)?;
     let mut figures = DeploymentFigures {
         load_before: loadavg(),
         ..Default::default()
@@ -898,6 +928,7 @@ mod tests {
             connections: 16,
             summary: LoadSummary {
                 p90_ms: p90,
+                requests: 1000,
                 ..Default::default()
             },
             sidecars: Vec::new(),
@@ -924,5 +955,36 @@ mod tests {
         assert!((figures.busy_increase(Route::Direct, 16).unwrap() - 0.25).abs() < 1e-9);
         assert!((figures.busy_increase(Route::Mesh, 16).unwrap() - 1.25).abs() < 1e-9);
         assert!(figures.busy_increase(Route::Mesh, 64).is_none());
+    }
+
+    #[test]
+    fn rows_with_errors_are_not_compared() {
+        let mut failing = row(Condition::Quiet, Route::Mesh, 0.0);
+        // Every request refused: no latency sample, so a p90 of 0 that must not count as "fast".
+        failing.summary.requests = 0;
+        failing.summary.errors = 1000;
+        let mut some_errors = row(Condition::Busy, Route::Mesh, 0.9);
+        some_errors.summary.errors = 3;
+        let figures = DeploymentFigures {
+            rows: vec![
+                row(Condition::Quiet, Route::Direct, 0.25),
+                failing,
+                row(Condition::Busy, Route::Direct, 0.5),
+                some_errors,
+            ],
+            ..Default::default()
+        };
+        assert!(
+            figures
+                .added(Generator::Ours, Condition::Quiet, 16, |s| s.p90_ms)
+                .is_none()
+        );
+        assert!(
+            figures
+                .added(Generator::Ours, Condition::Busy, 16, |s| s.p90_ms)
+                .is_none()
+        );
+        assert!(figures.busy_increase(Route::Mesh, 16).is_none());
+        assert!(figures.busy_increase(Route::Direct, 16).is_some());
     }
 }

@@ -286,9 +286,10 @@ mod tests {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|_request| async {
-                        let mut response = hyper::Response::new(http_body_util::Full::new(
-                            Bytes::from_static(b"upstream connect error or disconnect/reset before headers"),
-                        ));
+                        let mut response =
+                            hyper::Response::new(http_body_util::Full::new(Bytes::from_static(
+                                b"upstream connect error or disconnect/reset before headers",
+                            )));
                         *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
                         Ok::<_, std::convert::Infallible>(response)
                     });

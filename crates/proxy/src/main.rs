@@ -299,6 +299,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // the worker goes to sleep, which a sidecar does about twice per request.
     let runtime = if args.concurrency <= 1 {
         tokio::runtime::Builder::new_current_thread()
+            .thread_name("dataplane")
             .enable_all()
             .build()?
     } else {
@@ -309,21 +310,34 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .build()?
     };
     let serve = async move {
-        let mut options = DataPlaneOptions::new(WorkloadInfo { name: args.pod_name.clone(), namespace: args.pod_namespace.clone() });
+        let mut options = DataPlaneOptions::new(WorkloadInfo {
+            name: args.pod_name.clone(),
+            namespace: args.pod_namespace.clone(),
+        });
         options.outbound_listen = args.outbound_listen;
         options.inbound_listen = args.inbound_listen;
         options.limits = data_limits;
         options.pod_ip = args.pod_ip;
         let mark = (args.proxy_mark != 0).then_some(args.proxy_mark);
-        let data_plane = DataPlane::start(options, handles.certs, handles.config, Arc::new(SystemSockets { mark }), metrics).await?;
+        let data_plane = DataPlane::start(
+            options,
+            handles.certs,
+            handles.config,
+            Arc::new(SystemSockets { mark }),
+            metrics,
+        )
+        .await?;
         tracing::info!(outbound = %data_plane.outbound_addr(), inbound = %data_plane.inbound_addr(), "proxy started");
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!(active = data_plane.active_connections(), "draining");
-        data_plane.drain(Duration::from_secs(args.drain_seconds)).await;
+        data_plane
+            .drain(Duration::from_secs(args.drain_seconds))
+            .await;
         ironmesh_proxy::access_log::flush();
         Ok(())
     };
