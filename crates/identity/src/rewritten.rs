@@ -34,6 +34,11 @@ impl<S, R> Rewritten<S, R> {
         &self.inner
     }
 
+    /// The connection and its rewriter, with whatever the rewriter holds.
+    pub fn into_parts(self) -> (S, R) {
+        (self.inner, self.reads)
+    }
+
     /// The connection; what the rewriter holds and has not handed out yet is dropped.
     pub fn into_inner(self) -> S {
         self.inner

@@ -1,18 +1,29 @@
 //! What every data-plane task shares: sockets, certificates, the current config index, metrics, and the
-//! counters that let a drain wait for connections to finish.
+//! counters that let a drain wait for connections to finish; and how a downstream HTTP connection is
+//! served with them (timeouts, the drain, and parking an idle HTTP/1 connection without its buffers).
 
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, ready};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use ironmesh_identity::WorkloadCertificates;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::index::ConfigIndex;
-use crate::limits::{BusyBody, ConnectionClock, ConnectionLimits, Watched};
+use crate::limits::{BusyBody, ConnectionClock, ConnectionLimits, Overdue, RequestGuard, Watched};
 use crate::metrics::Metrics;
+use crate::replay::{Prefix, Replay};
 use crate::sockets::SocketLayer;
 use crate::upstream::ClientConfigs;
+use crate::upstream::ProxyBody;
 
 /// Who this proxy runs for (from the pod environment).
 #[derive(Debug, Clone)]
@@ -42,10 +53,15 @@ pub(crate) struct Context {
 impl Context {
     /// Completes once draining has begun (never, if the data plane is gone without draining).
     pub async fn drain_started(&self) {
-        let mut draining = self.draining.clone();
-        if draining.wait_for(|draining| *draining).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        drain_started(&self.draining).await
+    }
+}
+
+/// Completes once `draining` turns true (never, if its sender is gone without draining).
+async fn drain_started(draining: &tokio::sync::watch::Receiver<bool>) {
+    let mut draining = draining.clone();
+    if draining.wait_for(|draining| *draining).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -74,45 +90,74 @@ pub(crate) enum HttpVersion {
     Detect,
 }
 
-/// Serves HTTP/1.1 or h2 on `io` with `handler` until the peer closes, or, once the data plane drains,
-/// until in-flight requests finish (h1 answers with `Connection: close`, h2 sends GOAWAY). `clock` holds
-/// the connection's header-read and idle deadlines; a caller that waited on the connection before (the
-/// outbound side's first-byte peek) passes the clock it waited with, so that wait counts against them.
+/// The future of one request, counted in flight from the end of its headers until its response body is
+/// sent (or dropped). The forwarding future is boxed where it is built: hyper keeps a slot for the
+/// service's future for the connection's whole life, and with our forwarding future inline (upstream
+/// connect, TLS handshake, pool checkout: ~10 KB) every idle keep-alive connection held that for nothing.
+/// Boxed once, not moved again (a wrapper `async` block around it would copy its ~10 KB twice per
+/// request), and `Unpin`, which taking a connection back from hyper needs.
+struct Counted<Fut> {
+    response: Pin<Box<Fut>>,
+    guard: Option<RequestGuard>,
+}
+
+impl<Fut> Future for Counted<Fut>
+where
+    Fut: Future<Output = http::Response<ProxyBody>>,
+{
+    type Output = Result<http::Response<BusyBody<ProxyBody>>, std::convert::Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.response.as_mut().poll(cx));
+        let guard = self
+            .guard
+            .take()
+            .expect("a request's future is not polled after it completed");
+        Poll::Ready(Ok(response.map(|body| BusyBody::new(body, guard))))
+    }
+}
+
+/// The hyper service of one connection: `handler` per request, each counted in flight on `clock`.
+fn counted_service<F, Fut>(
+    clock: Arc<ConnectionClock>,
+    handler: F,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<BusyBody<ProxyBody>>,
+    Error = std::convert::Infallible,
+    Future = Counted<Fut>,
+> + Unpin
++ Send
++ 'static
+where
+    F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
+    Fut: Future<Output = http::Response<ProxyBody>> + Send + 'static,
+{
+    hyper::service::service_fn(move |request| Counted {
+        guard: Some(clock.request_started()),
+        response: Box::pin(handler(request)),
+    })
+}
+
+/// Serves HTTP/1.1 or h2 (hyper-util reads the first bytes and picks) on `io` with `handler` until the
+/// peer closes, or, once the data plane drains, until in-flight requests finish (h1 answers with
+/// `Connection: close`, h2 sends GOAWAY). `clock` holds the connection's header-read and idle deadlines.
 pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     context: &Context,
     io: I,
-    version: HttpVersion,
     clock: Arc<ConnectionClock>,
     handler: F,
     side: &str,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = http::Response<crate::upstream::ProxyBody>> + Send + 'static,
+    F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
+    Fut: Future<Output = http::Response<ProxyBody>> + Send + 'static,
 {
-    let requests = clock.clone();
-    let service = hyper::service::service_fn(move |request| {
-        // Busy from the end of the headers until the response body is sent (or dropped).
-        let guard = requests.request_started();
-        // Boxed per request: hyper keeps a slot for the service's future for the connection's whole life
-        // (`Box::pin(None)` sized for it), and the forwarding future inline (upstream connect, TLS
-        // handshake, pool checkout) made every idle keep-alive connection hold ~10 KB for nothing.
-        let response = Box::pin(handler(request));
-        async move {
-            // Not boxed again: the body is already a box, hyper takes the wrapper as it is.
-            let response = response.await.map(|body| BusyBody::new(body, guard));
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
-    let mut builder =
+    let service = counted_service(clock.clone(), handler);
+    let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    if version == HttpVersion::Http1 {
-        // Detection reads the first bytes and hands them back to hyper, whose read buffer then grows
-        // from 8 to 16 KiB on its next read and stays so for the connection's life.
-        builder = builder.http1_only();
-    }
     let io = Watched::new(io, clock.clone());
-    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -127,5 +172,320 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     };
     if let Err(error) = result {
         tracing::debug!(%error, side, "HTTP connection ended with an error");
+    }
+}
+
+/// How long an HTTP/1 connection from the application sits idle (no request in flight, no request head
+/// begun) before it is parked: hyper's state for it (an 8 KiB read and an 8 KiB write buffer, its parser
+/// and dispatcher) is let go, and only the socket is watched until its next byte. Applications keep
+/// pools of keep-alive connections to their sidecar, most of them idle most of the time; nginx frees a
+/// keep-alive connection's buffers as soon as it goes idle (`ngx_http_set_keepalive`). A second keeps a
+/// connection that carries steady traffic from paying for a new hyper connection per request.
+pub(crate) const PARK_IDLE_HTTP1_AFTER: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1.1 on an application's connection (its first byte ruled out h2) as
+/// `serve_http_until_drained` does, and parks it whenever it has been idle for `park_after`: hyper hands
+/// the connection back (with any bytes it had read ahead), and a new hyper connection serves it once it
+/// is readable again; `on_park` runs after each park. `limits`' header-read and idle timeouts and the
+/// drain (`draining` turning true) apply throughout.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one thing the connection is served with; a struct would only name them again"
+)]
+pub(crate) async fn serve_http1_parking<F, Fut>(
+    limits: &ConnectionLimits,
+    draining: &tokio::sync::watch::Receiver<bool>,
+    stream: TcpStream,
+    clock: Arc<ConnectionClock>,
+    park_after: Duration,
+    handler: F,
+    on_park: impl Fn(),
+    side: &str,
+) where
+    F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
+    Fut: Future<Output = http::Response<ProxyBody>> + Send + 'static,
+{
+    let mut service = counted_service(clock.clone(), handler);
+    let mut io = Replay::new(stream, Prefix::new(Vec::new()));
+    let mut drain_begun = false;
+    loop {
+        let watched = Watched::new(io, clock.clone());
+        // Boxed, so a parked connection's task does not keep room for hyper's connection state.
+        let mut connection = Box::new(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(watched), service),
+        );
+        // Set when the connection was asked to park: how idle it was then.
+        let mut parked_at = None;
+        let result = loop {
+            tokio::select! {
+                result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
+                () = drain_started(draining), if !drain_begun => {
+                    drain_begun = true;
+                    Pin::new(&mut *connection).graceful_shutdown();
+                }
+                overdue = clock.http_watch(limits, Some(park_after)),
+                    if parked_at.is_none() && !drain_begun =>
+                {
+                    match overdue {
+                        Overdue::Expired(reason) => {
+                            tracing::debug!(side, reason, "HTTP connection closed");
+                            return;
+                        }
+                        Overdue::Park => {
+                            // hyper is idle too (no request in flight, no head begun), so it ends the
+                            // connection at once, without a response or a shutdown.
+                            parked_at = clock.idle_mark();
+                            Pin::new(&mut *connection).graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        };
+        let hyper::server::conn::http1::Parts {
+            io: watched,
+            read_buf,
+            service: returned,
+            ..
+        } = connection.into_parts();
+        service = returned;
+        let (mut stream, prefix) = watched.into_inner().into_inner().into_parts();
+        match result {
+            Err(error) => {
+                tracing::debug!(%error, side, "HTTP connection ended with an error");
+                return;
+            }
+            // Parked, and no request came in before hyper let go of the connection.
+            Ok(()) if parked_at.is_some() && parked_at == clock.idle_mark() => {
+                clock.parked();
+                on_park();
+                tracing::trace!(side, "HTTP/1 connection parked");
+            }
+            // The peer closed, or asked to (`Connection: close`), or the data plane drained: as hyper
+            // would have, shut our side down.
+            Ok(()) => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+        // Bytes hyper had read ahead go in front of the connection's own; its read buffer goes now,
+        // not when the connection wakes up again.
+        let prefix = if read_buf.is_empty() {
+            prefix
+        } else {
+            prefix.behind(&read_buf)
+        };
+        drop(read_buf);
+        let waiting = !prefix.is_empty();
+        io = Replay::new(stream, prefix);
+        if waiting {
+            continue;
+        }
+        let mut first = [0u8; 1];
+        tokio::select! {
+            // A peek, not a read: the bytes stay in the socket for hyper's buffer.
+            peeked = io.get_ref().peek(&mut first) => match peeked {
+                // A request head begins: the park delay no longer applies, the header timeout does.
+                Ok(1..) => clock.head_begun(),
+                // The peer closed while parked, or the socket failed.
+                Ok(0) | Err(_) => return,
+            },
+            () = drain_started(draining) => return,
+            reason = clock.http_expired(limits) => {
+                tracing::debug!(side, reason, "HTTP connection closed");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+
+    const PARK_AFTER: Duration = Duration::from_millis(50);
+    /// Long enough for anything this test waits on to happen on a loaded machine; never a measure.
+    const PATIENCE: Duration = Duration::from_secs(10);
+    const GET: &[u8] = b"GET /n HTTP/1.1\r\nHost: app\r\n\r\n";
+
+    /// One connection served by `serve_http1_parking` on loopback; each response's body is the
+    /// request's number on the connection.
+    struct Served {
+        client: TcpStream,
+        clock: Arc<ConnectionClock>,
+        drain: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    }
+
+    async fn served(limits: ConnectionLimits) -> Served {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let clock = ConnectionClock::for_http();
+        let (drain, draining) = watch::channel(false);
+        let count = Arc::new(AtomicU64::new(0));
+        let handler = move |_request: http::Request<Incoming>| {
+            let number = count.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                http::Response::new(
+                    Full::new(bytes::Bytes::from(number.to_string()))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+            }
+        };
+        let task = tokio::spawn({
+            let clock = clock.clone();
+            async move {
+                serve_http1_parking(
+                    &limits,
+                    &draining,
+                    stream,
+                    clock,
+                    PARK_AFTER,
+                    handler,
+                    || {},
+                    "test",
+                )
+                .await
+            }
+        });
+        Served {
+            client,
+            clock,
+            drain,
+            task,
+        }
+    }
+
+    /// Reads one response (headers and a body of `content-length` bytes) and returns its text.
+    async fn response(client: &mut TcpStream) -> String {
+        let mut bytes = Vec::new();
+        let read = async {
+            loop {
+                let mut chunk = [0u8; 1024];
+                let n = client.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-response: {bytes:?}");
+                bytes.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&bytes);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length: "))
+                        .map(|value| value.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if bytes.len() >= end + 4 + length {
+                        return text.into_owned();
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a response")
+    }
+
+    async fn parked(clock: &ConnectionClock, times: u64) {
+        let wait = async {
+            while clock.parks() < times {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .expect("the idle connection was parked");
+    }
+
+    async fn ends(task: JoinHandle<()>) {
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the connection's task ended")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_parked_and_serves_its_next_requests_on_the_same_socket() {
+        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        for number in 1..=3u64 {
+            served.client.write_all(GET).await.unwrap();
+            let text = response(&mut served.client).await;
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(text.ends_with(&format!("\r\n\r\n{number}")), "{text}");
+            // Parking is invisible to the client: no `Connection: close`, no close.
+            assert!(
+                !text.to_ascii_lowercase().contains("connection: close"),
+                "{text}"
+            );
+            parked(&served.clock, number).await;
+        }
+        drop(served.client);
+        ends(served.task).await;
+    }
+
+    #[tokio::test]
+    async fn a_head_begun_before_the_park_delay_is_not_parked_away() {
+        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        let (first, rest) = GET.split_at(10);
+        served.client.write_all(first).await.unwrap();
+        tokio::time::sleep(PARK_AFTER * 4).await;
+        assert_eq!(served.clock.parks(), 0, "parked with a request head begun");
+        served.client.write_all(rest).await.unwrap();
+        let text = response(&mut served.client).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn bytes_read_ahead_of_a_park_are_served_after_it() {
+        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        // The first request and half of the second in one write: hyper reads both at once, answers
+        // the first and holds the half while the connection is idle.
+        let (half, rest) = GET.split_at(12);
+        served
+            .client
+            .write_all(&[GET, half].concat())
+            .await
+            .unwrap();
+        let text = response(&mut served.client).await;
+        assert!(text.ends_with("\r\n\r\n1"), "{text}");
+        parked(&served.clock, 1).await;
+        served.client.write_all(rest).await.unwrap();
+        let text = response(&mut served.client).await;
+        assert!(text.ends_with("\r\n\r\n2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_still_times_out_and_drains() {
+        let limits = ConnectionLimits {
+            idle_timeout: Duration::from_millis(300),
+            ..ConnectionLimits::DATA_PLANE
+        };
+        let mut served = served(limits).await;
+        served.client.write_all(GET).await.unwrap();
+        response(&mut served.client).await;
+        parked(&served.clock, 1).await;
+        let mut rest = Vec::new();
+        tokio::time::timeout(PATIENCE, served.client.read_to_end(&mut rest))
+            .await
+            .expect("the idle timeout closed the parked connection")
+            .unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        ends(served.task).await;
+
+        let mut draining = self::served(ConnectionLimits::DATA_PLANE).await;
+        draining.client.write_all(GET).await.unwrap();
+        response(&mut draining.client).await;
+        parked(&draining.clock, 1).await;
+        draining.drain.send_replace(true);
+        ends(draining.task).await;
     }
 }

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log;
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
-use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained};
+use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
@@ -429,15 +429,7 @@ async fn serve_http<T>(
     };
     // Detected: the negotiated ALPN does not say (sidecars settle on "istio"), nor does the sniffer.
     let clock = ConnectionClock::for_http();
-    serve_http_until_drained(
-        &draining,
-        io,
-        HttpVersion::Detect,
-        clock,
-        handler,
-        "inbound",
-    )
-    .await;
+    serve_http_until_drained(&draining, io, clock, handler, "inbound").await;
 }
 
 async fn forward(

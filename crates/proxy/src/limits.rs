@@ -105,7 +105,8 @@ pub(crate) fn is_resource_exhaustion(error: &io::Error) -> bool {
     )
 }
 
-/// Counts the open connections of one listener group (a [`Slot`] holds one), and those that closed.
+/// Counts the open connections of one listener group (a [`Slot`] holds one), and those that closed or
+/// were parked (their HTTP state let go while idle).
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCount(AtomicUsize, AtomicU64);
 
@@ -114,7 +115,7 @@ impl ConnectionCount {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Connections closed since start: what tells `trim` that memory was freed.
+    /// Connections closed or parked since start: what tells `trim` that memory was freed.
     pub(crate) fn closed(&self) -> u64 {
         self.1.load(Ordering::Relaxed)
     }
@@ -127,6 +128,12 @@ impl Slot {
     pub(crate) fn new(count: &Arc<ConnectionCount>) -> Self {
         count.0.fetch_add(1, Ordering::Relaxed);
         Self(count.clone())
+    }
+
+    /// The connection let go of its per-connection state without closing (it was parked): counted
+    /// with the closed ones, so that `trim` returns what it freed.
+    pub(crate) fn freed(&self) {
+        self.0.1.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -210,6 +217,15 @@ impl Acceptor {
 
 const NEVER: u64 = u64::MAX;
 
+/// Why the watchdog of an HTTP connection ([`ConnectionClock::http_watch`]) woke its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overdue {
+    /// The connection overstayed a timeout and is closed; the reason is for the debug log.
+    Expired(&'static str),
+    /// The connection has been idle (no request in flight, no request head begun) for the park delay.
+    Park,
+}
+
 /// When the timeouts of one HTTP connection or TCP relay are due. Shared by the connection's I/O (which
 /// marks the start of a request head and activity), its requests (in flight or not) and a watchdog.
 pub(crate) struct ConnectionClock {
@@ -234,6 +250,8 @@ pub(crate) struct ConnectionClock {
     end_wakes_before: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Times the connection was parked (its HTTP state let go while idle).
+    parks: AtomicU64,
 }
 
 impl ConnectionClock {
@@ -262,6 +280,7 @@ impl ConnectionClock {
             end_wakes_before: AtomicU64::new(NEVER),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
         })
     }
 
@@ -322,6 +341,30 @@ impl ConnectionClock {
         }
     }
 
+    /// Bytes of a request head are waiting, read or not yet: the header timer starts if none runs.
+    pub(crate) fn head_begun(&self) {
+        self.stamp_read(self.now());
+    }
+
+    /// The connection was parked once more.
+    pub(crate) fn parked(&self) {
+        self.parks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times the connection was parked so far.
+    #[cfg(test)]
+    pub(crate) fn parks(&self) -> u64 {
+        self.parks.load(Ordering::Relaxed)
+    }
+
+    /// While the connection is idle (no request in flight, no request head begun): since when, a mark
+    /// that any request in between changes.
+    pub(crate) fn idle_mark(&self) -> Option<u64> {
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_since.load(Ordering::SeqCst) == NEVER;
+        idle.then(|| self.idle_since.load(Ordering::SeqCst))
+    }
+
     /// A request's headers are in: the head timer stops and the connection is busy until the guard drops.
     pub(crate) fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -329,28 +372,54 @@ impl ConnectionClock {
         RequestGuard(self.clone())
     }
 
-    /// What is due at `now`: `Err(reason)` when the connection overstayed (a request head not complete
-    /// within `header_read_timeout`, or no request in flight for `idle_timeout`), else when to look again.
+    /// `due` without a park delay, with the reason alone.
+    #[cfg(test)]
     fn http_due(&self, limits: &ConnectionLimits, now: Instant) -> Result<Instant, &'static str> {
-        let head = self.head_since.load(Ordering::SeqCst);
-        let head_deadline = (head != NEVER).then(|| self.at(head) + limits.header_read_timeout);
-        let idle_deadline = (self.in_flight.load(Ordering::SeqCst) == 0)
-            .then(|| self.at(self.idle_since.load(Ordering::SeqCst)) + limits.idle_timeout);
-        if head_deadline.is_some_and(|deadline| deadline <= now) {
-            return Err("request headers not received within the header-read timeout");
-        }
-        if idle_deadline.is_some_and(|deadline| deadline <= now) {
-            return Err("idle timeout");
-        }
-        Ok(match (head_deadline, idle_deadline) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            // Busy: the end of the request or a new head wakes the watchdog.
-            (None, None) => now + limits.idle_timeout.max(limits.header_read_timeout),
-        })
+        self.due(limits, None, now)
+            .map_err(|overdue| match overdue {
+                Overdue::Expired(reason) => reason,
+                Overdue::Park => unreachable!("no park delay was given"),
+            })
     }
 
-    /// When the watchdog looks again, given what is due `next` (see `http_due`): while the connection is
+    /// What is due at `now`: `Err(Overdue::Expired(reason))` when the connection overstayed (a request
+    /// head not complete within `header_read_timeout`, or no request in flight for `idle_timeout`); with
+    /// `park_after`, `Err(Overdue::Park)` once it has had no request in flight and no request head begun
+    /// for that long; else when to look again.
+    fn due(
+        &self,
+        limits: &ConnectionLimits,
+        park_after: Option<Duration>,
+        now: Instant,
+    ) -> Result<Instant, Overdue> {
+        let head = self.head_since.load(Ordering::SeqCst);
+        let head_deadline = (head != NEVER).then(|| self.at(head) + limits.header_read_timeout);
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+        let idle_since = self.at(self.idle_since.load(Ordering::SeqCst));
+        let idle_deadline = idle.then(|| idle_since + limits.idle_timeout);
+        let park_deadline = park_after
+            .filter(|_| idle && head == NEVER)
+            .map(|after| idle_since + after);
+        if head_deadline.is_some_and(|deadline| deadline <= now) {
+            return Err(Overdue::Expired(
+                "request headers not received within the header-read timeout",
+            ));
+        }
+        if idle_deadline.is_some_and(|deadline| deadline <= now) {
+            return Err(Overdue::Expired("idle timeout"));
+        }
+        if park_deadline.is_some_and(|deadline| deadline <= now) {
+            return Err(Overdue::Park);
+        }
+        Ok([head_deadline, idle_deadline, park_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            // Busy: the end of the request or a new head wakes the watchdog.
+            .unwrap_or(now + limits.idle_timeout.max(limits.header_read_timeout)))
+    }
+
+    /// When the watchdog looks again, given what is due `next` (see `due`): while the connection is
     /// busy or was busy within a header-read timeout, no later than a header-read timeout from `now`. A
     /// keep-alive connection's next request head then starts after that look and ends before its
     /// deadline, so neither it nor the end of a request needs to wake the watchdog (which runs in the
@@ -367,26 +436,44 @@ impl ConnectionClock {
         }
     }
 
-    /// Completes when an HTTP connection overstays (see `http_due`), answering why.
+    /// Completes when an HTTP connection overstays (see `due`), answering why.
     pub(crate) async fn http_expired(&self, limits: &ConnectionLimits) -> &'static str {
+        loop {
+            // Without a park delay the watch only ever ends expired.
+            if let Overdue::Expired(reason) = self.http_watch(limits, None).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Completes when an HTTP connection overstays, or, with `park_after`, once it has been idle that
+    /// long with no request head begun (its HTTP state can then be let go until its next byte).
+    pub(crate) async fn http_watch(
+        &self,
+        limits: &ConnectionLimits,
+        park_after: Option<Duration>,
+    ) -> Overdue {
         let millis = |duration: Duration| duration.as_millis() as u64;
+        // A request's end moves the earliest deadline it can set to this far ahead.
+        let idle_limit =
+            park_after.map_or(limits.idle_timeout, |after| after.min(limits.idle_timeout));
         loop {
             let now = Instant::now();
-            let mut wake_at = match self.http_due(limits, now) {
+            let mut wake_at = match self.due(limits, park_after, now) {
                 Ok(next) => self.look_again(limits, now, next),
-                Err(reason) => return reason,
+                Err(overdue) => return overdue,
             };
             // Publish what would need an earlier look, then read the state again: a head or an end
             // that raced with the first reading either shows here or sees the new thresholds and wakes.
             loop {
                 let armed = millis(wake_at.saturating_duration_since(self.origin));
                 let head = armed.saturating_sub(millis(limits.header_read_timeout));
-                let end = armed.saturating_sub(millis(limits.idle_timeout));
+                let end = armed.saturating_sub(millis(idle_limit));
                 self.head_wakes_before.store(head, Ordering::SeqCst);
                 self.end_wakes_before.store(end, Ordering::SeqCst);
-                let again = match self.http_due(limits, now) {
+                let again = match self.due(limits, park_after, now) {
                     Ok(next) => self.look_again(limits, now, next),
-                    Err(reason) => return reason,
+                    Err(overdue) => return overdue,
                 };
                 if again >= wake_at {
                     break;
@@ -474,6 +561,10 @@ pub(crate) struct Watched<I> {
 impl<I> Watched<I> {
     pub(crate) fn new(inner: I, clock: Arc<ConnectionClock>) -> Self {
         Self { inner, clock }
+    }
+
+    pub(crate) fn into_inner(self) -> I {
+        self.inner
     }
 }
 

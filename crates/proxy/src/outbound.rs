@@ -16,7 +16,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access_log;
-use crate::context::{ActiveGuard, Context, HttpVersion, serve_http_until_drained};
+use crate::context::{
+    ActiveGuard, Context, HttpVersion, PARK_IDLE_HTTP1_AFTER, serve_http_until_drained,
+    serve_http1_parking,
+};
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
 use crate::limits::{Acceptor, ConnectionClock, Slot};
@@ -66,7 +69,7 @@ fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> 
     }
 }
 
-async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, _slot: Slot) {
+async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, slot: Slot) {
     let _active = ActiveGuard::new(&context);
     let original = match context.sockets.original_destination(&stream) {
         Ok(original) => original,
@@ -93,7 +96,9 @@ async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, _sl
     match route {
         None if blocked => Box::pin(block(stream, original, http_port)).await,
         None => Box::pin(passthrough(&context, stream, original)).await,
-        Some(route) if route.http => Box::pin(serve_http(context, pools, stream, original)).await,
+        Some(route) if route.http => {
+            Box::pin(serve_http(context, pools, stream, original, &slot)).await
+        }
         Some(route) => Box::pin(tcp(&context, stream, route)).await,
     }
 }
@@ -172,6 +177,7 @@ async fn serve_http(
     pools: Arc<Pools>,
     stream: TcpStream,
     original: SocketAddr,
+    slot: &Slot,
 ) {
     // The first byte tells HTTP/1 from h2 with prior knowledge. The connection's clock starts now, so
     // waiting for that byte counts against the header-read timeout of the first request, as hyper's own
@@ -191,7 +197,29 @@ async fn serve_http(
         let (context, pools, series) = (context.clone(), pools.clone(), series.clone());
         async move { forward(&context, &pools, request, original, &series).await }
     };
-    serve_http_until_drained(&draining, stream, version, clock, handler, "outbound").await;
+    // Each boxed on its own: a parked connection's task would otherwise keep room for the inline state
+    // of a detecting connection it never has.
+    match version {
+        HttpVersion::Http1 => {
+            Box::pin(serve_http1_parking(
+                &draining.limits,
+                &draining.draining,
+                stream,
+                clock,
+                PARK_IDLE_HTTP1_AFTER,
+                handler,
+                || slot.freed(),
+                "outbound",
+            ))
+            .await
+        }
+        HttpVersion::Detect => {
+            Box::pin(serve_http_until_drained(
+                &draining, stream, clock, handler, "outbound",
+            ))
+            .await
+        }
+    }
 }
 
 /// HTTP/1 unless the client's first byte can start the h2 preface (`PRI * HTTP/2.0`): then, and when

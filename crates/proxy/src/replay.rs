@@ -114,13 +114,7 @@ impl<S: AsyncRead + Unpin> Sniffer<S> {
 
     /// The connection with every byte read so far in front of the rest.
     pub(crate) fn into_replay(self) -> Replay<S> {
-        Rewritten::new(
-            self.stream,
-            Prefix {
-                bytes: self.buffer,
-                replayed: 0,
-            },
-        )
+        Rewritten::new(self.stream, Prefix::new(self.buffer))
     }
 }
 
@@ -131,6 +125,25 @@ pub(crate) type Replay<S> = Rewritten<S, Prefix>;
 pub(crate) struct Prefix {
     bytes: Vec<u8>,
     replayed: usize,
+}
+
+impl Prefix {
+    /// `bytes` in front of a connection's own.
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, replayed: 0 }
+    }
+
+    /// `front` followed by what this prefix has not replayed yet.
+    pub(crate) fn behind(self, front: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(front.len() + self.bytes.len() - self.replayed);
+        bytes.extend_from_slice(front);
+        bytes.extend_from_slice(&self.bytes[self.replayed..]);
+        Self::new(bytes)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.replayed == self.bytes.len()
+    }
 }
 
 impl<S: AsyncRead + Unpin> ReadSide<S> for Prefix {
