@@ -175,6 +175,15 @@ pub(crate) async fn serve_http_until_drained<I, F, Fut>(
     }
 }
 
+/// `boxed`'s value, its box freed now (a box moved out of with `*` is freed only where its binding ends).
+#[allow(
+    clippy::boxed_local,
+    reason = "taking the box by value is the point: it is freed when this returns"
+)]
+fn unboxed<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
 /// How long an HTTP/1 connection from the application sits idle (no request in flight, no request head
 /// begun) before it is parked: hyper's state for it (an 8 KiB read and an 8 KiB write buffer, its parser
 /// and dispatcher) is let go, and only the socket is watched until its next byte. Applications keep
@@ -247,7 +256,7 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
             read_buf,
             service: returned,
             ..
-        } = connection.into_parts();
+        } = unboxed(connection).into_parts();
         service = returned;
         let (mut stream, prefix) = watched.into_inner().into_inner().into_parts();
         match result {

@@ -183,13 +183,21 @@ async fn serve_http(
     // waiting for that byte counts against the header-read timeout of the first request, as hyper's own
     // wait would; the drain ends the wait too.
     let clock = ConnectionClock::for_http();
-    let version = tokio::select! {
-        version = http_version(&stream) => version,
-        () = context.drain_started() => return,
-        reason = clock.http_expired(&context.limits) => {
-            tracing::debug!(side = "outbound", reason, "HTTP connection closed");
-            return;
+    // Boxed: the wait's futures (a timer among them) are gone once it ends, where inline they would
+    // keep their room in this task for the connection's whole life.
+    let version = Box::pin(async {
+        tokio::select! {
+            version = http_version(&stream) => Some(version),
+            () = context.drain_started() => None,
+            reason = clock.http_expired(&context.limits) => {
+                tracing::debug!(side = "outbound", reason, "HTTP connection closed");
+                None
+            }
         }
+    })
+    .await;
+    let Some(version) = version else {
+        return;
     };
     let draining = context.clone();
     let series = Arc::new(Mutex::default());
