@@ -216,16 +216,22 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
 {
     let mut service = counted_service(clock.clone(), handler);
     let mut io = Replay::new(stream, Prefix::new(Vec::new()));
-    let mut drain_begun = false;
     loop {
+        if *draining.borrow() {
+            // Drained while parked or between hyper connections: closed, as an idle one would be.
+            return;
+        }
         let watched = Watched::new(io, clock.clone());
         // Boxed, so a parked connection's task does not keep room for hyper's connection state.
         let mut connection = Box::new(
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(watched), service),
         );
-        // Set when the connection was asked to park: how idle it was then.
-        let mut parked_at = None;
+        let mut drain_begun = false;
+        // hyper let go of the connection because it was asked to park.
+        let mut parked = false;
+        // Asked to park while hyper was not idle after all: it closes once its exchange ends.
+        let mut closing = false;
         let result = loop {
             tokio::select! {
                 result = poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
@@ -233,8 +239,8 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                     drain_begun = true;
                     Pin::new(&mut *connection).graceful_shutdown();
                 }
-                overdue = clock.http_watch(limits, Some(park_after)),
-                    if parked_at.is_none() && !drain_begun =>
+                overdue = clock.http_watch(limits, (!closing).then_some(park_after)),
+                    if !drain_begun =>
                 {
                     match overdue {
                         Overdue::Expired(reason) => {
@@ -242,10 +248,28 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                             return;
                         }
                         Overdue::Park => {
-                            // hyper is idle too (no request in flight, no head begun), so it ends the
-                            // connection at once, without a response or a shutdown.
-                            parked_at = clock.idle_mark();
+                            // Our clock says idle, but hyper may have ended on its own (a `Connection:
+                            // close` exchange) or still be busy: look before asking it to let go.
+                            if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
+                                break result;
+                            }
+                            if !clock.parkable() {
+                                // The look started a request: not idle any more.
+                                continue;
+                            }
+                            // hyper ends an idle connection at once, with no response and, polled
+                            // without shutdown, no shutdown of the socket.
                             Pin::new(&mut *connection).graceful_shutdown();
+                            match poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
+                                Poll::Ready(result) => {
+                                    parked = true;
+                                    break result;
+                                }
+                                // Busy in a way the clock cannot see (a request body still being
+                                // read after its response): keep-alive is off now, so hyper closes
+                                // after this exchange; the timeouts still apply until then.
+                                Poll::Pending => closing = true,
+                            }
                         }
                     }
                 }
@@ -264,8 +288,7 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                 tracing::debug!(%error, side, "HTTP connection ended with an error");
                 return;
             }
-            // Parked, and no request came in before hyper let go of the connection.
-            Ok(()) if parked_at.is_some() && parked_at == clock.idle_mark() => {
+            Ok(()) if parked => {
                 clock.parked();
                 on_park();
                 tracing::trace!(side, "HTTP/1 connection parked");
@@ -288,6 +311,8 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
         let waiting = !prefix.is_empty();
         io = Replay::new(stream, prefix);
         if waiting {
+            // Part of a request head is in: its header timer runs, and no park comes before it ends.
+            clock.head_begun();
             continue;
         }
         let mut first = [0u8; 1];
@@ -324,9 +349,11 @@ mod tests {
     /// Long enough for anything this test waits on to happen on a loaded machine; never a measure.
     const PATIENCE: Duration = Duration::from_secs(10);
     const GET: &[u8] = b"GET /n HTTP/1.1\r\nHost: app\r\n\r\n";
+    /// A response larger than loopback's socket buffers can hold, so its sender waits on the reader.
+    const BIG: usize = 32 << 20;
 
-    /// One connection served by `serve_http1_parking` on loopback; each response's body is the
-    /// request's number on the connection.
+    /// One connection served by `serve_http1_parking` on loopback: `/big` answers `BIG` bytes, any
+    /// other path the request's number on the connection.
     struct Served {
         client: TcpStream,
         clock: Arc<ConnectionClock>,
@@ -334,7 +361,7 @@ mod tests {
         task: JoinHandle<()>,
     }
 
-    async fn served(limits: ConnectionLimits) -> Served {
+    async fn served(limits: ConnectionLimits, park_after: Duration) -> Served {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -343,15 +370,14 @@ mod tests {
         let clock = ConnectionClock::for_http();
         let (drain, draining) = watch::channel(false);
         let count = Arc::new(AtomicU64::new(0));
-        let handler = move |_request: http::Request<Incoming>| {
+        let handler = move |request: http::Request<Incoming>| {
             let number = count.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                http::Response::new(
-                    Full::new(bytes::Bytes::from(number.to_string()))
-                        .map_err(|never| match never {})
-                        .boxed(),
-                )
-            }
+            let body = if request.uri().path() == "/big" {
+                bytes::Bytes::from(vec![b'x'; BIG])
+            } else {
+                bytes::Bytes::from(number.to_string())
+            };
+            async move { http::Response::new(Full::new(body).map_err(|never| match never {}).boxed()) }
         };
         let task = tokio::spawn({
             let clock = clock.clone();
@@ -361,7 +387,7 @@ mod tests {
                     &draining,
                     stream,
                     clock,
-                    PARK_AFTER,
+                    park_after,
                     handler,
                     || {},
                     "test",
@@ -377,25 +403,35 @@ mod tests {
         }
     }
 
-    /// Reads one response (headers and a body of `content-length` bytes) and returns its text.
-    async fn response(client: &mut TcpStream) -> String {
+    /// Reads one response with a `content-length` body: its head (lower case) and its body.
+    async fn response(client: &mut TcpStream) -> (String, Vec<u8>) {
         let mut bytes = Vec::new();
+        let mut head: Option<(usize, usize)> = None;
         let read = async {
             loop {
-                let mut chunk = [0u8; 1024];
+                let mut chunk = vec![0u8; 64 * 1024];
                 let n = client.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "connection closed mid-response: {bytes:?}");
+                assert!(
+                    n > 0,
+                    "connection closed mid-response after {} bytes",
+                    bytes.len()
+                );
                 bytes.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&bytes);
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length: usize = text
+                if head.is_none()
+                    && let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n")
+                {
+                    let text = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+                    let length = text
                         .lines()
                         .find_map(|line| line.strip_prefix("content-length: "))
-                        .map(|value| value.trim().parse().unwrap())
-                        .unwrap_or(0);
-                    if bytes.len() >= end + 4 + length {
-                        return text.into_owned();
-                    }
+                        .map_or(0, |value| value.trim().parse().unwrap());
+                    head = Some((end, length));
+                }
+                if let Some((end, length)) = head
+                    && bytes.len() >= end + 4 + length
+                {
+                    let text = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+                    return (text, bytes[end + 4..].to_vec());
                 }
             }
         };
@@ -424,17 +460,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_is_parked_and_serves_its_next_requests_on_the_same_socket() {
-        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        let mut served = served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
         for number in 1..=3u64 {
             served.client.write_all(GET).await.unwrap();
-            let text = response(&mut served.client).await;
-            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-            assert!(text.ends_with(&format!("\r\n\r\n{number}")), "{text}");
+            let (head, body) = response(&mut served.client).await;
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert_eq!(body, number.to_string().as_bytes());
             // Parking is invisible to the client: no `Connection: close`, no close.
-            assert!(
-                !text.to_ascii_lowercase().contains("connection: close"),
-                "{text}"
-            );
+            assert!(!head.contains("connection: close"), "{head}");
             parked(&served.clock, number).await;
         }
         drop(served.client);
@@ -443,19 +476,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_head_begun_before_the_park_delay_is_not_parked_away() {
-        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        // Long enough that the half head below surely goes out before the delay ends.
+        let park_after = Duration::from_millis(500);
+        let mut served = served(ConnectionLimits::DATA_PLANE, park_after).await;
+        served.client.write_all(GET).await.unwrap();
+        response(&mut served.client).await;
         let (first, rest) = GET.split_at(10);
         served.client.write_all(first).await.unwrap();
-        tokio::time::sleep(PARK_AFTER * 4).await;
+        tokio::time::sleep(park_after * 3).await;
         assert_eq!(served.clock.parks(), 0, "parked with a request head begun");
         served.client.write_all(rest).await.unwrap();
-        let text = response(&mut served.client).await;
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let (head, body) = response(&mut served.client).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"2");
     }
 
     #[tokio::test]
     async fn bytes_read_ahead_of_a_park_are_served_after_it() {
-        let mut served = served(ConnectionLimits::DATA_PLANE).await;
+        let mut served = served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
         // The first request and half of the second in one write: hyper reads both at once, answers
         // the first and holds the half while the connection is idle.
         let (half, rest) = GET.split_at(12);
@@ -464,12 +502,40 @@ mod tests {
             .write_all(&[GET, half].concat())
             .await
             .unwrap();
-        let text = response(&mut served.client).await;
-        assert!(text.ends_with("\r\n\r\n1"), "{text}");
+        let (_, body) = response(&mut served.client).await;
+        assert_eq!(body, b"1");
         parked(&served.clock, 1).await;
         served.client.write_all(rest).await.unwrap();
-        let text = response(&mut served.client).await;
-        assert!(text.ends_with("\r\n\r\n2"), "{text}");
+        let (head, body) = response(&mut served.client).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"2");
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_is_not_parked_before_its_response_is_out() {
+        let mut served = served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
+        served
+            .client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        // The response's head is written and its body is stuck behind the unread socket buffers long
+        // after the park delay: hyper is not idle, so nothing may park or close the connection.
+        tokio::time::sleep(PARK_AFTER * 6).await;
+        assert_eq!(
+            served.clock.parks(),
+            0,
+            "parked while the response was being sent"
+        );
+        let (head, body) = response(&mut served.client).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body.len(), BIG);
+        // Still a keep-alive connection: the next request is answered on it.
+        served.client.write_all(GET).await.unwrap();
+        let (head, body) = response(&mut served.client).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"2");
+        parked(&served.clock, 1).await;
     }
 
     #[tokio::test]
@@ -478,7 +544,7 @@ mod tests {
             idle_timeout: Duration::from_millis(300),
             ..ConnectionLimits::DATA_PLANE
         };
-        let mut served = served(limits).await;
+        let mut served = served(limits, PARK_AFTER).await;
         served.client.write_all(GET).await.unwrap();
         response(&mut served.client).await;
         parked(&served.clock, 1).await;
@@ -490,7 +556,7 @@ mod tests {
         assert!(rest.is_empty(), "{rest:?}");
         ends(served.task).await;
 
-        let mut draining = self::served(ConnectionLimits::DATA_PLANE).await;
+        let mut draining = self::served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
         draining.client.write_all(GET).await.unwrap();
         response(&mut draining.client).await;
         parked(&draining.clock, 1).await;

@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -252,6 +252,8 @@ pub(crate) struct ConnectionClock {
     bytes_written: AtomicU64,
     /// Times the connection was parked (its HTTP state let go while idle).
     parks: AtomicU64,
+    /// The last write or flush could not complete: output is still queued on our side (a slow reader).
+    write_pending: AtomicBool,
 }
 
 impl ConnectionClock {
@@ -281,6 +283,7 @@ impl ConnectionClock {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             parks: AtomicU64::new(0),
+            write_pending: AtomicBool::new(false),
         })
     }
 
@@ -357,12 +360,16 @@ impl ConnectionClock {
         self.parks.load(Ordering::Relaxed)
     }
 
-    /// While the connection is idle (no request in flight, no request head begun): since when, a mark
-    /// that any request in between changes.
-    pub(crate) fn idle_mark(&self) -> Option<u64> {
-        let idle = self.in_flight.load(Ordering::SeqCst) == 0
-            && self.head_since.load(Ordering::SeqCst) == NEVER;
-        idle.then(|| self.idle_since.load(Ordering::SeqCst))
+    /// Whether the connection could be parked now: no request in flight, no request head begun, and no
+    /// output still queued for a peer that reads slowly.
+    pub(crate) fn parkable(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_since.load(Ordering::SeqCst) == NEVER
+            && !self.write_pending.load(Ordering::Relaxed)
+    }
+
+    fn set_write_pending(&self, pending: bool) {
+        self.write_pending.store(pending, Ordering::Relaxed);
     }
 
     /// A request's headers are in: the head timer stops and the connection is busy until the guard drops.
@@ -398,7 +405,7 @@ impl ConnectionClock {
         let idle_since = self.at(self.idle_since.load(Ordering::SeqCst));
         let idle_deadline = idle.then(|| idle_since + limits.idle_timeout);
         let park_deadline = park_after
-            .filter(|_| idle && head == NEVER)
+            .filter(|_| self.parkable())
             .map(|after| idle_since + after);
         if head_deadline.is_some_and(|deadline| deadline <= now) {
             return Err(Overdue::Expired(
@@ -598,10 +605,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         {
             this.clock.on_write(written);
         }
+        this.clock.set_write_pending(result.is_pending());
         result
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.clock.set_write_pending(result.is_pending());
+        result
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
