@@ -440,6 +440,15 @@ mod tests {
             .expect("a response")
     }
 
+    /// Sends `bytes` and expects a 200 whose body is `expected`, with no `Connection: close`.
+    async fn answered(client: &mut TcpStream, bytes: &[u8], expected: &[u8]) {
+        client.write_all(bytes).await.unwrap();
+        let (head, body) = response(client).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        assert_eq!(body, expected);
+    }
+
     async fn parked(clock: &ConnectionClock, times: u64) {
         let wait = async {
             while clock.parks() < times {
@@ -462,12 +471,8 @@ mod tests {
     async fn an_idle_connection_is_parked_and_serves_its_next_requests_on_the_same_socket() {
         let mut served = served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
         for number in 1..=3u64 {
-            served.client.write_all(GET).await.unwrap();
-            let (head, body) = response(&mut served.client).await;
-            assert!(head.starts_with("http/1.1 200"), "{head}");
-            assert_eq!(body, number.to_string().as_bytes());
             // Parking is invisible to the client: no `Connection: close`, no close.
-            assert!(!head.contains("connection: close"), "{head}");
+            answered(&mut served.client, GET, number.to_string().as_bytes()).await;
             parked(&served.clock, number).await;
         }
         drop(served.client);
@@ -485,10 +490,7 @@ mod tests {
         served.client.write_all(first).await.unwrap();
         tokio::time::sleep(park_after * 3).await;
         assert_eq!(served.clock.parks(), 0, "parked with a request head begun");
-        served.client.write_all(rest).await.unwrap();
-        let (head, body) = response(&mut served.client).await;
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert_eq!(body, b"2");
+        answered(&mut served.client, rest, b"2").await;
     }
 
     #[tokio::test]
@@ -505,10 +507,7 @@ mod tests {
         let (_, body) = response(&mut served.client).await;
         assert_eq!(body, b"1");
         parked(&served.clock, 1).await;
-        served.client.write_all(rest).await.unwrap();
-        let (head, body) = response(&mut served.client).await;
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert_eq!(body, b"2");
+        answered(&mut served.client, rest, b"2").await;
     }
 
     #[tokio::test]
@@ -531,10 +530,7 @@ mod tests {
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert_eq!(body.len(), BIG);
         // Still a keep-alive connection: the next request is answered on it.
-        served.client.write_all(GET).await.unwrap();
-        let (head, body) = response(&mut served.client).await;
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-        assert_eq!(body, b"2");
+        answered(&mut served.client, GET, b"2").await;
         parked(&served.clock, 1).await;
     }
 
