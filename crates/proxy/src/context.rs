@@ -250,7 +250,9 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                         Overdue::Park => {
                             // Our clock says idle, but hyper may have ended on its own (a `Connection:
                             // close` exchange) or still be busy: look before asking it to let go.
-                            if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
+                            let look =
+                                poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx)));
+                            if let Poll::Ready(result) = look.await {
                                 break result;
                             }
                             if !clock.parkable() {
@@ -260,7 +262,9 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                             // hyper ends an idle connection at once, with no response and, polled
                             // without shutdown, no shutdown of the socket.
                             Pin::new(&mut *connection).graceful_shutdown();
-                            match poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx))).await {
+                            let look =
+                                poll_fn(|cx| Poll::Ready(connection.poll_without_shutdown(cx)));
+                            match look.await {
                                 Poll::Ready(result) => {
                                     parked = true;
                                     break result;
