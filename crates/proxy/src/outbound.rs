@@ -230,12 +230,15 @@ async fn serve_http(
     }
 }
 
-/// HTTP/1 unless the client's first byte can start the h2 preface (`PRI * HTTP/2.0`): then, and when
-/// nothing can be read, hyper-util detects the version itself.
+/// HTTP/1 unless the client's first bytes can start the h2 preface (`PRI * HTTP/2.0`): then, and when
+/// nothing can be read, hyper-util detects the version itself. Two bytes tell POST, PUT and PATCH from
+/// the preface (only the HTTP/1 connections told apart here are parked when idle); a peek returns what
+/// has arrived, so one lone `P` is left to the detection.
 async fn http_version(stream: &TcpStream) -> HttpVersion {
-    let mut first = [0u8; 1];
+    let mut first = [0u8; 2];
     match stream.peek(&mut first).await {
-        Ok(1) if first[0] != H2_PREFACE[0] => HttpVersion::Http1,
+        Ok(1..) if first[0] != H2_PREFACE[0] => HttpVersion::Http1,
+        Ok(2..) if first[1] != H2_PREFACE[1] => HttpVersion::Http1,
         _ => HttpVersion::Detect,
     }
 }
@@ -314,13 +317,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_first_byte_tells_http1_from_a_possible_h2_preface() {
-        let cases: [(&[u8], HttpVersion); 5] = [
+    async fn the_first_bytes_tell_http1_from_a_possible_h2_preface() {
+        let cases: [(&[u8], HttpVersion); 9] = [
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", HttpVersion::Http1),
             (b"DELETE /x HTTP/1.1\r\n", HttpVersion::Http1),
             (H2_PREFACE, HttpVersion::Detect),
-            // POST starts like the preface: left to hyper-util's detection, which tells them apart.
-            (b"POST / HTTP/1.1\r\n", HttpVersion::Detect),
+            // The second byte tells these from the preface.
+            (b"POST / HTTP/1.1\r\n", HttpVersion::Http1),
+            (b"PUT / HTTP/1.1\r\n", HttpVersion::Http1),
+            (b"PATCH / HTTP/1.1\r\n", HttpVersion::Http1),
+            // Starts like the preface: left to hyper-util's detection, which tells them apart.
+            (b"PROPFIND / HTTP/1.1\r\n", HttpVersion::Detect),
+            // One byte that may start the preface, and no more before the client stopped.
+            (b"P", HttpVersion::Detect),
             // Closed before a byte: nothing to tell.
             (b"", HttpVersion::Detect),
         ];
