@@ -192,7 +192,7 @@ fn unboxed<T>(boxed: Box<T>) -> T {
 /// connection that carries steady traffic from paying for a new hyper connection per request.
 pub(crate) const PARK_IDLE_HTTP1_AFTER: Duration = Duration::from_secs(1);
 
-/// Serves HTTP/1.1 on an application's connection (its first byte ruled out h2) as
+/// Serves HTTP/1.1 on an application's connection (its first bytes ruled out h2) as
 /// `serve_http_until_drained` does, and parks it whenever it has been idle for `park_after`: hyper hands
 /// the connection back (with any bytes it had read ahead), and a new hyper connection serves it once it
 /// is readable again; `on_park` runs after each park. `limits`' header-read and idle timeouts and the
