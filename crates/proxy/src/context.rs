@@ -84,7 +84,7 @@ impl Drop for ActiveGuard {
 /// Which HTTP version a downstream connection speaks, when the caller already knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HttpVersion {
-    /// Not HTTP/2 (its first byte cannot start the h2 preface): served as HTTP/1 from the first read.
+    /// Not HTTP/2 (its first bytes cannot start the h2 preface): served as HTTP/1 from the first read.
     Http1,
     /// Unknown: hyper-util reads the first bytes and picks HTTP/1.1 or h2 (prior knowledge).
     Detect,

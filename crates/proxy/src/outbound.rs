@@ -179,8 +179,8 @@ async fn serve_http(
     original: SocketAddr,
     slot: &Slot,
 ) {
-    // The first byte tells HTTP/1 from h2 with prior knowledge. The connection's clock starts now, so
-    // waiting for that byte counts against the header-read timeout of the first request, as hyper's own
+    // The first bytes tell HTTP/1 from h2 with prior knowledge. The connection's clock starts now, so
+    // waiting for them counts against the header-read timeout of the first request, as hyper's own
     // wait would; the drain ends the wait too.
     let clock = ConnectionClock::for_http();
     // Boxed: the wait's futures (a timer among them) are gone once it ends, where inline they would
