@@ -22,8 +22,7 @@ use crate::limits::{BusyBody, ConnectionClock, ConnectionLimits, Overdue, Reques
 use crate::metrics::Metrics;
 use crate::replay::{Prefix, Replay};
 use crate::sockets::SocketLayer;
-use crate::upstream::ClientConfigs;
-use crate::upstream::ProxyBody;
+use crate::upstream::{ClientConfigs, ProxyBody};
 
 /// Who this proxy runs for (from the pod environment).
 #[derive(Debug, Clone)]
@@ -293,7 +292,6 @@ pub(crate) async fn serve_http1_parking<F, Fut>(
                 return;
             }
             Ok(()) if parked => {
-                clock.parked();
                 on_park();
                 tracing::trace!(side, "HTTP/1 connection parked");
             }
@@ -360,7 +358,8 @@ mod tests {
     /// other path the request's number on the connection.
     struct Served {
         client: TcpStream,
-        clock: Arc<ConnectionClock>,
+        /// Times `on_park` ran.
+        parks: Arc<AtomicU64>,
         drain: watch::Sender<bool>,
         task: JoinHandle<()>,
     }
@@ -383,25 +382,22 @@ mod tests {
             };
             async move { http::Response::new(Full::new(body).map_err(|never| match never {}).boxed()) }
         };
-        let task = tokio::spawn({
-            let clock = clock.clone();
-            async move {
-                serve_http1_parking(
-                    &limits,
-                    &draining,
-                    stream,
-                    clock,
-                    park_after,
-                    handler,
-                    || {},
-                    "test",
-                )
-                .await
+        let parks = Arc::new(AtomicU64::new(0));
+        let on_park = {
+            let parks = parks.clone();
+            move || {
+                parks.fetch_add(1, Ordering::SeqCst);
             }
+        };
+        let task = tokio::spawn(async move {
+            serve_http1_parking(
+                &limits, &draining, stream, clock, park_after, handler, on_park, "test",
+            )
+            .await
         });
         Served {
             client,
-            clock,
+            parks,
             drain,
             task,
         }
@@ -453,9 +449,9 @@ mod tests {
         assert_eq!(body, expected);
     }
 
-    async fn parked(clock: &ConnectionClock, times: u64) {
+    async fn parked(parks: &AtomicU64, times: u64) {
         let wait = async {
-            while clock.parks() < times {
+            while parks.load(Ordering::SeqCst) < times {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         };
@@ -477,7 +473,7 @@ mod tests {
         for number in 1..=3u64 {
             // Parking is invisible to the client: no `Connection: close`, no close.
             answered(&mut served.client, GET, number.to_string().as_bytes()).await;
-            parked(&served.clock, number).await;
+            parked(&served.parks, number).await;
         }
         drop(served.client);
         ends(served.task).await;
@@ -493,7 +489,11 @@ mod tests {
         let (first, rest) = GET.split_at(10);
         served.client.write_all(first).await.unwrap();
         tokio::time::sleep(park_after * 3).await;
-        assert_eq!(served.clock.parks(), 0, "parked with a request head begun");
+        assert_eq!(
+            served.parks.load(Ordering::SeqCst),
+            0,
+            "parked with a request head begun"
+        );
         answered(&mut served.client, rest, b"2").await;
     }
 
@@ -510,7 +510,7 @@ mod tests {
             .unwrap();
         let (_, body) = response(&mut served.client).await;
         assert_eq!(body, b"1");
-        parked(&served.clock, 1).await;
+        parked(&served.parks, 1).await;
         answered(&mut served.client, rest, b"2").await;
     }
 
@@ -526,7 +526,7 @@ mod tests {
         // after the park delay: hyper is not idle, so nothing may park or close the connection.
         tokio::time::sleep(PARK_AFTER * 6).await;
         assert_eq!(
-            served.clock.parks(),
+            served.parks.load(Ordering::SeqCst),
             0,
             "parked while the response was being sent"
         );
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(body.len(), BIG);
         // Still a keep-alive connection: the next request is answered on it.
         answered(&mut served.client, GET, b"2").await;
-        parked(&served.clock, 1).await;
+        parked(&served.parks, 1).await;
     }
 
     #[tokio::test]
@@ -547,7 +547,7 @@ mod tests {
         let mut served = served(limits, PARK_AFTER).await;
         served.client.write_all(GET).await.unwrap();
         response(&mut served.client).await;
-        parked(&served.clock, 1).await;
+        parked(&served.parks, 1).await;
         let mut rest = Vec::new();
         tokio::time::timeout(PATIENCE, served.client.read_to_end(&mut rest))
             .await
@@ -559,7 +559,7 @@ mod tests {
         let mut draining = self::served(ConnectionLimits::DATA_PLANE, PARK_AFTER).await;
         draining.client.write_all(GET).await.unwrap();
         response(&mut draining.client).await;
-        parked(&draining.clock, 1).await;
+        parked(&draining.parks, 1).await;
         draining.drain.send_replace(true);
         ends(draining.task).await;
     }

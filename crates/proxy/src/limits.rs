@@ -222,7 +222,7 @@ const NEVER: u64 = u64::MAX;
 pub(crate) enum Overdue {
     /// The connection overstayed a timeout and is closed; the reason is for the debug log.
     Expired(&'static str),
-    /// The connection has been idle (no request in flight, no request head begun) for the park delay.
+    /// The connection has been parkable (see [`ConnectionClock::parkable`]) for the park delay.
     Park,
 }
 
@@ -250,8 +250,6 @@ pub(crate) struct ConnectionClock {
     end_wakes_before: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
-    /// Times the connection was parked (its HTTP state let go while idle).
-    parks: AtomicU64,
     /// The last write or flush could not complete: output is still queued on our side (a slow reader).
     write_pending: AtomicBool,
 }
@@ -282,7 +280,6 @@ impl ConnectionClock {
             end_wakes_before: AtomicU64::new(NEVER),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
-            parks: AtomicU64::new(0),
             write_pending: AtomicBool::new(false),
         })
     }
@@ -349,17 +346,6 @@ impl ConnectionClock {
         self.stamp_read(self.now());
     }
 
-    /// The connection was parked once more.
-    pub(crate) fn parked(&self) {
-        self.parks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Times the connection was parked so far.
-    #[cfg(test)]
-    pub(crate) fn parks(&self) -> u64 {
-        self.parks.load(Ordering::Relaxed)
-    }
-
     /// Whether the connection could be parked now: no request in flight, no request head begun, and no
     /// output still queued for a peer that reads slowly.
     pub(crate) fn parkable(&self) -> bool {
@@ -391,8 +377,8 @@ impl ConnectionClock {
 
     /// What is due at `now`: `Err(Overdue::Expired(reason))` when the connection overstayed (a request
     /// head not complete within `header_read_timeout`, or no request in flight for `idle_timeout`); with
-    /// `park_after`, `Err(Overdue::Park)` once it has had no request in flight and no request head begun
-    /// for that long; else when to look again.
+    /// `park_after`, `Err(Overdue::Park)` once it is parkable and has had no request in flight for that
+    /// long; else when to look again.
     fn due(
         &self,
         limits: &ConnectionLimits,
@@ -453,8 +439,8 @@ impl ConnectionClock {
         }
     }
 
-    /// Completes when an HTTP connection overstays, or, with `park_after`, once it has been idle that
-    /// long with no request head begun (its HTTP state can then be let go until its next byte).
+    /// Completes when an HTTP connection overstays, or, with `park_after`, once it is parkable and has
+    /// been idle that long (its HTTP state can then be let go until its next byte).
     pub(crate) async fn http_watch(
         &self,
         limits: &ConnectionLimits,
