@@ -17,7 +17,6 @@ use ironmesh_proto::pb::ServerMode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::access_log;
 use crate::authz::{authorize, connection_request, http_attributes, rbac_denied};
@@ -25,6 +24,7 @@ use crate::context::{ActiveGuard, Context, serve_http_until_drained};
 use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action};
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
+use crate::lean_tls;
 use crate::limits::{Acceptor, ConnectionClock, Slot};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
@@ -317,12 +317,12 @@ async fn terminate(
     // for it beside the relay's or the HTTP server's for the connection's whole life.
     let handshake = Box::pin(tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        TlsAcceptor::from(context.certs.server_config()).accept(stream),
+        lean_tls::accept(context.certs.server_config(), stream),
     ));
     // Boxed: the relay and the HTTP server take the stream by value into state that moves it again, and
     // every move of a future's argument is a copy of its slot (the rustls connection, ~1.2 KB each).
-    let tls = match handshake.await {
-        Ok(Ok(tls)) => Box::new(tls),
+    let (tls, sni) = match handshake.await {
+        Ok(Ok((tls, sni))) => (Box::new(tls), sni),
         Ok(Err(error)) => {
             tracing::info!(target: "access", %error, port, "inbound mTLS handshake failed");
             return;
@@ -332,10 +332,9 @@ async fn terminate(
             return;
         }
     };
-    let connection = tls.get_ref().1;
+    let connection = tls.state();
     let peer = peer_identity(connection);
-    // The client sidecar's SNI (`outbound_.<port>_._.<service FQDN>`), matched by `connection.sni`.
-    let sni = connection.server_name().map(str::to_owned);
+    // `sni`: the client sidecar's SNI (`outbound_.<port>_._.<service FQDN>`), matched by `connection.sni`.
     let leaf_hash = connection
         .peer_certificates()
         .and_then(|chain| chain.first())

@@ -18,6 +18,7 @@ mod host;
 mod inbound;
 mod index;
 mod iptables;
+mod lean_tls;
 mod limits;
 pub mod metrics;
 mod outbound;

@@ -22,14 +22,14 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ironmesh_identity::SpiffeId;
 use rustls::ClientConfig;
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use crate::context::Context;
 use crate::index::UpstreamTls;
+use crate::lean_tls::{self, LeanTls};
 
 /// Envoy's default cluster connect timeout; applies to the TCP connect and to the mTLS handshake.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -66,7 +66,7 @@ pub(crate) enum UpstreamError {
 
 pub(crate) enum UpstreamIo {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<LeanTls<TcpStream, UnbufferedClientConnection>>),
 }
 
 impl AsyncRead for UpstreamIo {
@@ -162,7 +162,7 @@ pub(crate) async fn connect(
             // done; inline, every caller's future would keep room for it for the connection's whole life.
             let handshake = Box::pin(tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                TlsConnector::from(config).connect(name, stream),
+                lean_tls::connect(config, name, stream),
             ));
             let tls = handshake
                 .await
