@@ -285,6 +285,12 @@ fn required_size(error: &rustls::unbuffered::EncryptError) -> Option<usize> {
     }
 }
 
+/// How much ciphertext to ask the socket for when the reader has `room` bytes free: about that much, so
+/// little plaintext is left over to keep, but never less than one whole record.
+fn read_size(room: usize) -> usize {
+    (room + 2 * RECORD_OVERHEAD).clamp(MIN_READ, SCRATCH)
+}
+
 /// A TLS record's total length from its header, once the header is there.
 fn record_end(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= 5).then(|| 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]])))
@@ -389,10 +395,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Reads more ciphertext behind what `incoming` holds; `Ok(0)` at the end of the socket's stream.
-    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let want = record_end(&self.incoming).map_or(MIN_READ, |end| {
-            end.saturating_sub(self.incoming.len()).max(MIN_READ)
+    /// Reads more ciphertext behind what `incoming` holds, at least the rest of its record and about as
+    /// much as a reader with `room` bytes free can take; `Ok(0)` at the end of the socket's stream.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
+        let for_reader = read_size(room);
+        let want = record_end(&self.incoming).map_or(for_reader, |end| {
+            end.saturating_sub(self.incoming.len()).max(for_reader)
         });
         self.incoming.reserve(want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.incoming)
@@ -419,7 +427,7 @@ where
                 )));
             }
             let before = self.incoming.len();
-            if ready!(self.poll_read_more(cx))? == 0 {
+            if ready!(self.poll_read_more(cx, 0))? == 0 {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "tls handshake eof",
@@ -454,30 +462,43 @@ where
             if self.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            let got = if self.incoming.is_empty() {
-                ready!(self.poll_read_into_scratch(cx, read))?
+            let step = if self.incoming.is_empty() {
+                self.poll_read_into_scratch(cx, read)
             } else {
-                let got = ready!(self.poll_read_more(cx))?;
-                if got > 0
-                    && let Err(error) = self.process_incoming(Plaintext::Read(read), None)
-                {
-                    return Poll::Ready(Err(self.fail(cx, error)));
+                match self.poll_read_more(cx, read.remaining()) {
+                    Poll::Ready(Ok(got)) if got > 0 => {
+                        match self.process_incoming(Plaintext::Read(read), None) {
+                            Ok(_) => Poll::Ready(Ok(got)),
+                            Err(error) => Poll::Ready(Err(self.fail(cx, error))),
+                        }
+                    }
+                    other => other,
                 }
-                got
             };
-            // Whatever rustls queued while reading goes out now (a KeyUpdate reply waits for the next
-            // write, as with tokio-rustls); a write error shows on the next write or flush, not here,
-            // where it would make the caller drop plaintext already in its buffer.
-            if !self.outgoing.is_empty() {
-                let _ = self.poll_write_outgoing(cx);
-            }
+            // Nothing is written from here: what rustls queues while reading (a KeyUpdate reply) goes
+            // out with the next write, as with tokio-rustls, and a read never takes over the waker of a
+            // task waiting to write on the same socket.
+            let delivered = read.filled().len() > filled_before;
+            let got = match step {
+                // Plaintext delivered comes first; an error is met again by the next call (a rustls
+                // failure is sticky, a socket's end or error shows again).
+                Poll::Pending | Poll::Ready(Err(_)) if delivered => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(got)) => got,
+            };
             if got == 0 {
+                if delivered {
+                    return Poll::Ready(Ok(()));
+                }
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "peer closed connection without sending TLS close_notify",
                 )));
             }
-            if read.filled().len() > filled_before || self.peer_closed {
+            // While the socket has more and the reader room for a whole record, read on, as
+            // tokio-rustls does: a relay sizes its buffer up only when a read fills it.
+            if self.peer_closed || (delivered && read.remaining() < MAX_PLAINTEXT_RECORD) {
                 return Poll::Ready(Ok(()));
             }
         }
@@ -491,8 +512,7 @@ where
         read: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<usize>> {
         with_scratch(|scratch| {
-            // Asking for about what the reader has room for, so little plaintext is left over to keep.
-            let want = (read.remaining() + 2 * RECORD_OVERHEAD).clamp(MIN_READ, scratch.len());
+            let want = read_size(read.remaining()).min(scratch.len());
             let mut socket_buf = ReadBuf::new(&mut scratch[..want]);
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut socket_buf))?;
             let got = socket_buf.filled().len();
