@@ -104,6 +104,8 @@ pub(crate) struct LeanTls<IO, C> {
     /// is processed again (rustls's unbuffered connection does not refuse it by itself, and its
     /// handshake deframer may still point into bytes dropped here).
     failed: Option<Box<(io::ErrorKind, String)>>,
+    /// A socket read error met after plaintext was delivered in the same call: the next read's answer.
+    read_error: Option<io::Error>,
 }
 
 /// Where the plaintext of records processed goes.
@@ -318,6 +320,7 @@ where
             peer_closed: false,
             close_sent: false,
             failed: None,
+            read_error: None,
         }
     }
 
@@ -360,8 +363,8 @@ where
             }
         }
         let _ = self.poll_write_outgoing(cx);
+        // Plaintext already decrypted (records before the one that failed) is still read first.
         self.incoming = BytesMut::new();
-        self.plaintext = BytesMut::new();
         self.failed_with(tls_error(error))
     }
 
@@ -444,18 +447,22 @@ where
         cx: &mut Context<'_>,
         read: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(error) = self.earlier_failure() {
-            return Poll::Ready(Err(error));
-        }
         if read.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        // Authenticated plaintext already decrypted is delivered even after a failure.
         if !self.plaintext.is_empty() {
             let now = self.plaintext.len().min(read.remaining());
             read.put_slice(&self.plaintext[..now]);
             self.plaintext.advance(now);
             release_if_empty(&mut self.plaintext);
             return Poll::Ready(Ok(()));
+        }
+        if let Some(error) = self.read_error.take() {
+            return Poll::Ready(Err(error));
+        }
+        if let Some(error) = self.earlier_failure() {
+            return Poll::Ready(Err(error));
         }
         let filled_before = read.filled().len();
         loop {
@@ -480,9 +487,15 @@ where
             // task waiting to write on the same socket.
             let delivered = read.filled().len() > filled_before;
             let got = match step {
-                // Plaintext delivered comes first; an error is met again by the next call (a rustls
-                // failure is sticky, a socket's end or error shows again).
-                Poll::Pending | Poll::Ready(Err(_)) if delivered => return Poll::Ready(Ok(())),
+                // Plaintext delivered comes first; the error is the next call's answer (a rustls failure
+                // is sticky, a socket's error is kept for it; a socket's end shows again by itself).
+                Poll::Pending if delivered => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(error)) if delivered => {
+                    if self.failed.is_none() {
+                        self.read_error = Some(error);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Ready(Ok(got)) => got,
@@ -529,8 +542,6 @@ where
                 None,
             );
             if let Err(error) = result {
-                self.incoming
-                    .extend_from_slice(&scratch[consumed.min(got)..got]);
                 return Poll::Ready(Err(self.fail(cx, error)));
             }
             if consumed < got && !self.peer_closed {
@@ -656,7 +667,11 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Even after a failure: what is queued may be the alert that tells the peer why.
         ready!(this.poll_write_outgoing(cx))?;
+        if let Some(error) = this.earlier_failure() {
+            return Poll::Ready(Err(error));
+        }
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
