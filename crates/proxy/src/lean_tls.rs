@@ -874,6 +874,39 @@ mod tests {
         (client.unwrap(), server, sni)
     }
 
+    /// Our client against tokio-rustls's server, over a 4 KiB pipe.
+    async fn lean_client_buffered_server(
+        pair: &Pair,
+    ) -> (
+        io::Result<LeanTls<DuplexStream, UnbufferedClientConnection>>,
+        io::Result<tokio_rustls::server::TlsStream<DuplexStream>>,
+    ) {
+        let (near, far) = duplex(4096);
+        let acceptor = tokio_rustls::TlsAcceptor::from(pair.server.server_config());
+        tokio::join!(
+            connect(client_config(pair, "server"), sni(), near),
+            acceptor.accept(far)
+        )
+    }
+
+    /// tokio-rustls's client against our server, over a 4 KiB pipe.
+    async fn buffered_client_lean_server(
+        pair: &Pair,
+    ) -> (
+        io::Result<tokio_rustls::client::TlsStream<DuplexStream>>,
+        io::Result<(
+            LeanTls<DuplexStream, UnbufferedServerConnection>,
+            Option<String>,
+        )>,
+    ) {
+        let (near, far) = duplex(4096);
+        let connector = tokio_rustls::TlsConnector::from(client_config(pair, "server"));
+        tokio::join!(
+            connector.connect(sni(), near),
+            accept(pair.server.server_config(), far)
+        )
+    }
+
     #[tokio::test]
     async fn both_sides_carry_bytes_intact_both_ways_and_end_with_close_notify() {
         let pair = identities().await;
@@ -913,12 +946,7 @@ mod tests {
     async fn interoperates_with_rustls_buffered_streams_on_the_other_side() {
         let pair = identities().await;
         // Our client against tokio-rustls's server.
-        let (near, far) = duplex(4096);
-        let acceptor = tokio_rustls::TlsAcceptor::from(pair.server.server_config());
-        let (client, server) = tokio::join!(
-            connect(client_config(&pair, "server"), sni(), near),
-            acceptor.accept(far)
-        );
+        let (client, server) = lean_client_buffered_server(&pair).await;
         let (client, server) = (client.unwrap(), server.unwrap());
         assert_eq!(
             server.get_ref().1.server_name(),
@@ -935,12 +963,7 @@ mod tests {
         );
 
         // tokio-rustls's client against our server.
-        let (near, far) = duplex(4096);
-        let connector = tokio_rustls::TlsConnector::from(client_config(&pair, "server"));
-        let (client, server) = tokio::join!(
-            connector.connect(sni(), near),
-            accept(pair.server.server_config(), far)
-        );
+        let (client, server) = buffered_client_lean_server(&pair).await;
         let (client, (server, sni)) = (client.unwrap(), server.unwrap());
         assert_eq!(
             sni.as_deref(),
@@ -1019,12 +1042,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_that_ends_without_close_notify_is_an_error_not_an_end_of_stream() {
         let pair = identities().await;
-        let (near, far) = duplex(4096);
-        let connector = tokio_rustls::TlsConnector::from(client_config(&pair, "server"));
-        let (client, server) = tokio::join!(
-            connector.connect(sni(), near),
-            accept(pair.server.server_config(), far)
-        );
+        let (client, server) = buffered_client_lean_server(&pair).await;
         let (mut client, (mut server, _)) = (client.unwrap(), server.unwrap());
         client.write_all(b"partial").await.unwrap();
         client.flush().await.unwrap();
@@ -1039,43 +1057,20 @@ mod tests {
     #[tokio::test]
     async fn a_key_update_from_the_peer_is_answered_and_traffic_goes_on_both_ways() {
         let pair = identities().await;
-        let (near, far) = duplex(4096);
-        let acceptor = tokio_rustls::TlsAcceptor::from(pair.server.server_config());
-        let (client, server) = tokio::join!(
-            connect(client_config(&pair, "server"), sni(), near),
-            acceptor.accept(far)
-        );
+        let (client, server) = lean_client_buffered_server(&pair).await;
         let (mut client, mut server) = (client.unwrap(), server.unwrap());
         for round in 0..3u8 {
             // The buffered side asks for new keys both ways (update_requested), then sends.
             server.get_mut().1.refresh_traffic_keys().unwrap();
             let down = pattern(20_000, round);
-            let mut got = vec![0; down.len()];
-            let (sent, read) = tokio::join!(
-                async {
-                    server.write_all(&down).await?;
-                    server.flush().await
-                },
-                client.read_exact(&mut got)
-            );
-            sent.unwrap();
-            read.unwrap();
+            let got = send_and_receive(&mut server, &mut client, &down).await;
             assert!(
                 got == down,
                 "round {round}: server to client after its key update"
             );
             // Our reply is sealed with our new keys, which the peer must have been told about.
             let up = pattern(20_000, round + 10);
-            let mut got = vec![0; up.len()];
-            let (sent, read) = tokio::join!(
-                async {
-                    client.write_all(&up).await?;
-                    client.flush().await
-                },
-                server.read_exact(&mut got)
-            );
-            sent.unwrap();
-            read.unwrap();
+            let got = send_and_receive(&mut client, &mut server, &up).await;
             assert!(
                 got == up,
                 "round {round}: client to server after our key update"
@@ -1083,16 +1078,30 @@ mod tests {
         }
     }
 
+    /// Writes `data` on one stream while reading as many bytes from the other.
+    async fn send_and_receive<W, R>(writer: &mut W, reader: &mut R, data: &[u8]) -> Vec<u8>
+    where
+        W: AsyncWrite + Unpin,
+        R: AsyncRead + Unpin,
+    {
+        let mut got = vec![0; data.len()];
+        let (sent, read) = tokio::join!(
+            async {
+                writer.write_all(data).await?;
+                writer.flush().await
+            },
+            reader.read_exact(&mut got)
+        );
+        sent.unwrap();
+        read.unwrap();
+        got
+    }
+
     #[tokio::test]
     async fn after_a_record_fails_to_decrypt_every_read_and_write_fails_and_shutdown_does_not_panic()
      {
         let pair = identities().await;
-        let (near, far) = duplex(4096);
-        let acceptor = tokio_rustls::TlsAcceptor::from(pair.server.server_config());
-        let (client, server) = tokio::join!(
-            connect(client_config(&pair, "server"), sni(), near),
-            acceptor.accept(far)
-        );
+        let (client, server) = lean_client_buffered_server(&pair).await;
         let (mut client, mut server) = (client.unwrap(), server.unwrap());
         // An application-data record that no key opens, straight onto the server's socket.
         let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x40];
