@@ -37,6 +37,8 @@ const RECORD_OVERHEAD: usize = 5 + 256 + 64;
 const SCRATCH: usize = MAX_WRITE + 4 * RECORD_OVERHEAD;
 /// The least one read asks the socket for: a whole record of the largest size.
 const MIN_READ: usize = MAX_PLAINTEXT_RECORD + RECORD_OVERHEAD;
+/// What one handshake read asks for (more when a record's header says it is larger).
+const HANDSHAKE_READ: usize = 4096;
 /// How much of a partial ClientHello is fed to rustls's `Acceptor` for the SNI before giving up on it.
 const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
@@ -398,12 +400,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Reads more ciphertext behind what `incoming` holds, at least the rest of its record and about as
-    /// much as a reader with `room` bytes free can take; `Ok(0)` at the end of the socket's stream.
-    fn poll_read_more(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
-        let for_reader = read_size(room);
-        let want = record_end(&self.incoming).map_or(for_reader, |end| {
-            end.saturating_sub(self.incoming.len()).max(for_reader)
+    /// Reads more ciphertext behind what `incoming` holds: room for `size` bytes, and at least for the rest
+    /// of the record it holds part of; `Ok(0)` at the end of the socket's stream.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<io::Result<usize>> {
+        let want = record_end(&self.incoming).map_or(size, |end| {
+            end.saturating_sub(self.incoming.len()).max(size)
         });
         self.incoming.reserve(want);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.incoming)
@@ -430,7 +431,8 @@ where
                 )));
             }
             let before = self.incoming.len();
-            if ready!(self.poll_read_more(cx, 0))? == 0 {
+            // Handshake flights are a few KB: a burst of handshakes should not hold a record's worth each.
+            if ready!(self.poll_read_more(cx, HANDSHAKE_READ))? == 0 {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "tls handshake eof",
@@ -472,7 +474,7 @@ where
             let step = if self.incoming.is_empty() {
                 self.poll_read_into_scratch(cx, read)
             } else {
-                match self.poll_read_more(cx, read.remaining()) {
+                match self.poll_read_more(cx, read_size(read.remaining())) {
                     Poll::Ready(Ok(got)) if got > 0 => {
                         match self.process_incoming(Plaintext::Read(read), None) {
                             Ok(_) => Poll::Ready(Ok(got)),
