@@ -484,9 +484,9 @@ where
                     other => other,
                 }
             };
-            // Nothing is written from here: what rustls queues while reading (a KeyUpdate reply) goes
-            // out with the next write, as with tokio-rustls, and a read never takes over the waker of a
-            // task waiting to write on the same socket.
+            // Nothing but a fatal alert (`fail`) is written from here: what rustls queues while reading
+            // (a KeyUpdate reply) goes out with the next write, as with tokio-rustls, and a read does not
+            // take over the waker of a task waiting to write on the same socket.
             let delivered = read.filled().len() > filled_before;
             let got = match step {
                 // Plaintext delivered comes first; the error is the next call's answer (a rustls failure
