@@ -300,6 +300,25 @@ fn record_end(bytes: &[u8]) -> Option<usize> {
     (bytes.len() >= 5).then(|| 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]])))
 }
 
+/// Writes `bytes` to `io` until all are sent or it would block; returns how many went. An error (or a
+/// socket that takes nothing) may come after part of a record went out, so the stream cannot go on.
+fn send<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match Pin::new(&mut *io).poll_write(cx, &bytes[sent..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(written)) => sent += written,
+            Poll::Ready(Err(error)) => return Err(error),
+            Poll::Pending => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// Drops a buffer's allocation once it holds nothing, so an idle connection keeps none.
 fn release_if_empty(buffer: &mut BytesMut) {
     if buffer.is_empty() && buffer.capacity() > 0 {
@@ -385,16 +404,11 @@ where
 
     /// Writes `outgoing` to the socket until it is empty or the socket is full.
     fn poll_write_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.outgoing.is_empty() {
-            // Part of a record may have gone out: after a failed write the stream cannot go on.
-            let written = match ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing)) {
-                Ok(0) => {
-                    return Poll::Ready(Err(self.failed_with(io::ErrorKind::WriteZero.into())));
-                }
-                Ok(written) => written,
-                Err(error) => return Poll::Ready(Err(self.failed_with(error))),
-            };
-            self.outgoing.advance(written);
+        let sent =
+            send(&mut self.io, cx, &self.outgoing).map_err(|error| self.failed_with(error))?;
+        self.outgoing.advance(sent);
+        if !self.outgoing.is_empty() {
+            return Poll::Pending;
         }
         release_if_empty(&mut self.outgoing);
         Poll::Ready(Ok(()))
@@ -438,7 +452,7 @@ where
                     "tls handshake eof",
                 )));
             }
-            if let Some(reader) = hello.as_deref_mut().filter(|reader| !reader.done) {
+            if let Some(reader) = hello.as_deref_mut() {
                 reader.feed(&self.incoming[before..]);
             }
         }
@@ -588,21 +602,8 @@ where
             }
             if let Some(sealed) = job.in_scratch {
                 // Straight from the scratch buffer to the socket; only what it would not take is kept.
-                let mut sent = 0;
-                while sent < sealed {
-                    match Pin::new(&mut self.io).poll_write(cx, &job.scratch[sent..sealed]) {
-                        // Records already sealed are lost with the socket: the stream cannot go on.
-                        Poll::Ready(Ok(0)) => {
-                            let error = self.failed_with(io::ErrorKind::WriteZero.into());
-                            return Poll::Ready(Err(error));
-                        }
-                        Poll::Ready(Ok(written)) => sent += written,
-                        Poll::Ready(Err(error)) => {
-                            return Poll::Ready(Err(self.failed_with(error)));
-                        }
-                        Poll::Pending => break,
-                    }
-                }
+                let sent = send(&mut self.io, cx, &job.scratch[..sealed])
+                    .map_err(|error| self.failed_with(error))?;
                 self.outgoing.extend_from_slice(&job.scratch[sent..sealed]);
             } else {
                 // Behind queued TLS messages; errors show on the next write or flush.
@@ -689,7 +690,6 @@ struct HelloReader {
     acceptor: Option<Box<Acceptor>>,
     fed: usize,
     sni: Option<String>,
-    done: bool,
 }
 
 impl HelloReader {
@@ -698,12 +698,11 @@ impl HelloReader {
             acceptor: Some(Box::default()),
             fed: 0,
             sni: None,
-            done: false,
         }
     }
 
     /// Feeds newly received bytes, until the hello is read or cannot be (rustls's handshake then
-    /// reports why).
+    /// reports why); after that, does nothing.
     fn feed(&mut self, mut bytes: &[u8]) {
         let Some(acceptor) = self.acceptor.as_deref_mut() else {
             return;
@@ -724,7 +723,6 @@ impl HelloReader {
             };
         }
         if finished {
-            self.done = true;
             self.acceptor = None;
         }
     }
