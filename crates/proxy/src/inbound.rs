@@ -4,7 +4,6 @@
 //! `X-Forwarded-Client-Cert` to HTTP requests that arrived over mTLS.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,12 +24,13 @@ use crate::detect::{InboundAction, TlsAction, after_client_hello, inbound_action
 use crate::host::normalize_host;
 use crate::index::UpstreamTls;
 use crate::lean_tls;
-use crate::limits::{Acceptor, ConnectionClock, Slot};
+use crate::limits::{Acceptor, ConnectionClock};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
 use crate::replay::{Replay, Sniffer};
 use crate::sockets::reset;
+use crate::staged::{Connection, boxed, staged};
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
 
@@ -47,7 +47,9 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             (stream, peer, slot) = listener.accept() => {
-                tokio::spawn(handle(context.clone(), pools.clone(), stream, peer, peek_timeout, slot));
+                let held = (ActiveGuard::new(&context), slot);
+                let setup = admit(context.clone(), pools.clone(), stream, peer, peek_timeout);
+                tokio::spawn(staged(held, Box::pin(setup)));
             }
             _ = shutdown.changed() => return,
         }
@@ -83,19 +85,20 @@ fn labels(context: &Context, peer: Option<&SpiffeId>, original: SocketAddr) -> C
     }
 }
 
-async fn handle(
+/// A connection's set-up (see [`staged`]): what its first bytes and the port's mode call for, up to
+/// the future that carries it, which the next configuration may revoke.
+async fn admit(
     context: Arc<Context>,
     pools: Arc<Pools>,
     stream: TcpStream,
     peer: SocketAddr,
     peek_timeout: Duration,
-    _slot: Slot,
-) {
-    let _active = ActiveGuard::new(&context);
+) -> Option<Connection> {
     // Subscribed before the mode is read, so no change can slip between the two.
     let changes = context.index_changes.subscribe();
     let Ok(original) = context.sockets.original_destination(&stream) else {
-        return reset(stream);
+        reset(stream);
+        return None;
     };
     let port = original.port();
     let _ = stream.set_nodelay(true);
@@ -105,71 +108,59 @@ async fn handle(
     let app = SocketAddr::new(context.pod_ip.unwrap_or(original.ip()), port);
     let (mode, http) = context.index.load().inbound(port);
     let mut sniffer = Sniffer::new(stream, peek_timeout);
-    let Some(first) = sniffer.first_bytes().await else {
-        return;
-    };
+    let first = sniffer.first_bytes().await?;
     let recheck = Arc::new(OnceLock::new());
     match inbound_action(mode, first) {
         InboundAction::Reset => {
             tracing::info!(target: "access", %peer, port, "plaintext refused by STRICT mTLS: filter_chain_not_found");
             reset(sniffer.into_replay().into_inner());
+            None
         }
         InboundAction::ForwardRaw if http && !context.index.load().authz.is_empty() => {
             // Plaintext HTTP under policies: parse it, so that paths, methods and hosts are enforced.
             let _ = recheck.set(Recheck::PerRequest);
-            let serve = Box::pin(serve_http(
+            let serve = boxed(serve_http(
                 context.clone(),
                 pools,
                 sniffer.into_replay(),
                 (app, original, peer),
-                Downstream {
+                Arc::new(Downstream {
                     peer: None,
                     sni: None,
                     xfcc: None,
                     source_principal: principal(None),
                     series: Mutex::default(),
                     app_authority: upstream::authority(app),
-                },
+                }),
             ));
-            until_revoked(
-                &context,
-                changes,
-                port,
-                Admitted::Plaintext,
-                &recheck,
-                serve,
-            )
-            .await
+            let revocable = (changes, port, Admitted::Plaintext, recheck);
+            Some(boxed(until_revoked(context, revocable, serve)))
         }
         InboundAction::ForwardRaw => {
             let request = connection_request(None, None, peer, original);
             if !http && !authorize(&context, &request).allowed {
-                return;
+                return None;
             }
             let _ = recheck.set(if http {
                 Recheck::RawHttp
             } else {
                 Recheck::Connection(Box::new(request))
             });
-            let relay = Box::pin(forward_raw(&context, sniffer.into_replay(), app, original));
-            until_revoked(
-                &context,
-                changes,
-                port,
-                Admitted::Plaintext,
-                &recheck,
-                relay,
-            )
-            .await
+            let relay = boxed(forward_raw(
+                context.clone(),
+                sniffer.into_replay(),
+                app,
+                original,
+            ));
+            let revocable = (changes, port, Admitted::Plaintext, recheck);
+            Some(boxed(until_revoked(context, revocable, relay)))
         }
         InboundAction::ReadClientHello => {
             let mut sni = None;
             let action = if mode == ServerMode::Strict {
                 TlsAction::TerminateMtls
             } else {
-                // Boxed: reading the ClientHello holds a rustls `Acceptor` (a connection's worth of
-                // state); inline, the task would keep room for it for the connection's whole life.
-                match Box::pin(sniffer.client_hello()).await {
+                match sniffer.client_hello().await {
                     Some(hello) => {
                         sni = hello.sni;
                         after_client_hello(mode, hello.alpn.iter().map(Vec::as_slice))
@@ -183,28 +174,41 @@ async fn handle(
                     // SNI (Envoy's tls_inspector reads it for `connection.sni`).
                     let request = connection_request(None, sni.as_deref(), peer, original);
                     if !authorize(&context, &request).allowed {
-                        return;
+                        return None;
                     }
                     let _ = recheck.set(Recheck::Connection(Box::new(request)));
-                    let relay =
-                        Box::pin(forward_raw(&context, sniffer.into_replay(), app, original));
-                    until_revoked(&context, changes, port, Admitted::AppTls, &recheck, relay).await
+                    let relay = boxed(forward_raw(
+                        context.clone(),
+                        sniffer.into_replay(),
+                        app,
+                        original,
+                    ));
+                    let revocable = (changes, port, Admitted::AppTls, recheck);
+                    Some(boxed(until_revoked(context, revocable, relay)))
                 }
                 TlsAction::TerminateMtls => {
-                    let serve = Box::pin(terminate(
+                    // In two stages of its own: the handshake's and the dial's state are freed once
+                    // they are done, under the same watch for revocation as the connection after them.
+                    let setup = terminate(
                         context.clone(),
                         pools,
                         sniffer.into_replay(),
                         (app, original, peer),
                         http,
                         recheck.clone(),
-                    ));
-                    until_revoked(&context, changes, port, Admitted::Mtls, &recheck, serve).await
+                    );
+                    let serve = boxed(staged((), Box::pin(setup)));
+                    let revocable = (changes, port, Admitted::Mtls, recheck);
+                    Some(boxed(until_revoked(context, revocable, serve)))
                 }
             }
         }
     }
 }
+
+/// What [`until_revoked`] watches: the configuration's changes, the port and what the connection was
+/// admitted as there, and how it is authorized again.
+type Revocable = (watch::Receiver<u64>, u16, Admitted, Arc<OnceLock<Recheck>>);
 
 /// How a live connection is authorized again when the policies change.
 enum Recheck {
@@ -243,16 +247,11 @@ fn admits(mode: ServerMode, admitted: Admitted) -> bool {
 ///
 /// `connection` comes boxed: an async fn keeps a future passed by value both in its argument's slot and
 /// in the `select!` that polls it (rustc lays the two out side by side), which doubled the state every
-/// inbound connection holds for its life (the task of an idle mTLS connection was 18.2 KB). The callers
-/// box it where they build it: a future held in a named local is kept in the caller's state too, moved
-/// out or not, until the local goes out of scope after the `.await` (the task was 9.5 KB that way).
+/// inbound connection holds for its life (the task of an idle mTLS connection was 18.2 KB).
 async fn until_revoked(
-    context: &Context,
-    mut changes: watch::Receiver<u64>,
-    port: u16,
-    admitted: Admitted,
-    recheck: &OnceLock<Recheck>,
-    connection: Pin<Box<impl std::future::Future<Output = ()>>>,
+    context: Arc<Context>,
+    (mut changes, port, admitted, recheck): Revocable,
+    connection: Connection,
 ) {
     let revoked = async {
         loop {
@@ -271,7 +270,7 @@ async fn until_revoked(
                 }
                 Some(Recheck::Connection(request)) => {
                     drop(index);
-                    let decision = authorize(context, request);
+                    let decision = authorize(&context, request);
                     if !decision.allowed {
                         return format!("no longer authorized ({decision})");
                     }
@@ -289,13 +288,16 @@ async fn until_revoked(
 }
 
 async fn forward_raw(
-    context: &Context,
+    context: Arc<Context>,
     stream: Replay<TcpStream>,
     app: SocketAddr,
     original: SocketAddr,
 ) {
-    match upstream::connect(context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
-        Ok(upstream) => relay(context, labels(context, None, original), stream, upstream).await,
+    match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+        Ok(upstream) => {
+            let labels = labels(&context, None, original);
+            relay(context, labels, stream, upstream).await
+        }
         Err(error) => {
             tracing::info!(target: "access", %error, "application not reachable");
             reset(stream.into_inner());
@@ -303,6 +305,8 @@ async fn forward_raw(
     }
 }
 
+/// An mTLS connection's set-up (see [`staged`]): the handshake, then for TCP the authorization and the
+/// dial to the application; returns what relays or serves it.
 async fn terminate(
     context: Arc<Context>,
     pools: Arc<Pools>,
@@ -310,26 +314,24 @@ async fn terminate(
     addresses: (SocketAddr, SocketAddr, SocketAddr),
     http: bool,
     recheck: Arc<OnceLock<Recheck>>,
-) {
+) -> Option<Connection> {
     let (app, original, source) = addresses;
     let port = original.port();
-    // The handshake boxed, so its state is freed once it is done; inline, this future would keep room
-    // for it beside the relay's or the HTTP server's for the connection's whole life.
-    let handshake = Box::pin(tokio::time::timeout(
+    let handshake = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         lean_tls::accept(context.certs.server_config(), stream),
-    ));
+    );
     // Boxed: the relay and the HTTP server take the stream by value into state that moves it again, and
     // every move of a future's argument is a copy of its slot (the rustls connection, ~1.2 KB each).
     let (tls, sni) = match handshake.await {
         Ok(Ok((tls, sni))) => (Box::new(tls), sni),
         Ok(Err(error)) => {
             tracing::info!(target: "access", %error, port, "inbound mTLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(target: "access", port, "inbound mTLS handshake timed out");
-            return;
+            return None;
         }
     };
     let connection = tls.state();
@@ -350,21 +352,18 @@ async fn terminate(
         let request = connection_request(peer.as_ref(), sni.as_deref(), source, original);
         if !authorize(&context, &request).allowed {
             // Dropping the TLS stream closes the connection, as Envoy's network RBAC filter does.
-            return;
+            return None;
         }
         let _ = recheck.set(Recheck::Connection(Box::new(request)));
         return match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
-            // Each branch boxed on its own, so a TCP connection does not hold an HTTP server's state.
             Ok(upstream) => {
-                Box::pin(relay(
-                    &context,
-                    labels(&context, peer.as_ref(), original),
-                    tls,
-                    upstream,
-                ))
-                .await
+                let labels = labels(&context, peer.as_ref(), original);
+                Some(boxed(relay(context, labels, tls, upstream)))
             }
-            Err(error) => tracing::info!(target: "access", %error, "application not reachable"),
+            Err(error) => {
+                tracing::info!(target: "access", %error, "application not reachable");
+                None
+            }
         };
     }
     let _ = recheck.set(Recheck::PerRequest);
@@ -375,21 +374,20 @@ async fn terminate(
         leaf_hash.unwrap_or_default(),
     );
     let xfcc = HeaderValue::from_str(&xfcc).unwrap_or_else(|_| HeaderValue::from_static(""));
-    Box::pin(serve_http(
+    Some(boxed(serve_http(
         context,
         pools,
         tls,
         (app, original, source),
-        Downstream {
+        Arc::new(Downstream {
             source_principal,
             peer,
             sni,
             xfcc: Some(xfcc),
             series: Mutex::default(),
             app_authority: upstream::authority(app),
-        },
-    ))
-    .await
+        }),
+    )))
 }
 
 /// What an HTTP connection's requests share: the mTLS peer, the SNI it was opened with, and the
@@ -416,11 +414,10 @@ async fn serve_http<T>(
     pools: Arc<Pools>,
     io: T,
     addresses: (SocketAddr, SocketAddr, SocketAddr),
-    downstream: Downstream,
+    shared: Arc<Downstream>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(downstream);
     let draining = context.clone();
     let handler = move |request: http::Request<Incoming>| {
         let (context, pools, shared) = (context.clone(), pools.clone(), shared.clone());

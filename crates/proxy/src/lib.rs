@@ -24,6 +24,7 @@ pub mod metrics;
 mod outbound;
 mod replay;
 mod sockets;
+mod staged;
 mod tcp;
 mod trim;
 mod trust;

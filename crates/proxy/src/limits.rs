@@ -130,10 +130,14 @@ impl Slot {
         Self(count.clone())
     }
 
-    /// The connection let go of its per-connection state without closing (it was parked): counted
-    /// with the closed ones, so that `trim` returns what it freed.
-    pub(crate) fn freed(&self) {
-        self.0.1.fetch_add(1, Ordering::Relaxed);
+    /// What a connection calls when it lets go of its per-connection state without closing (it was
+    /// parked): counted with the closed ones, so that `trim` returns what it freed. A function rather
+    /// than a method, as the slot stays with the connection's task and the connection runs apart.
+    pub(crate) fn on_freed(&self) -> impl Fn() + Send + Sync + 'static {
+        let count = self.0.clone();
+        move || {
+            count.1.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

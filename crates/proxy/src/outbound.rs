@@ -22,11 +22,12 @@ use crate::context::{
 };
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
-use crate::limits::{Acceptor, ConnectionClock, Slot};
+use crate::limits::{Acceptor, ConnectionClock};
 use crate::metrics::{
     ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
 };
 use crate::sockets::reset;
+use crate::staged::{Connection, boxed, staged};
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
 
@@ -42,7 +43,10 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             (stream, _, slot) = listener.accept() => {
-                tokio::spawn(handle(context.clone(), pools.clone(), stream, slot));
+                let on_parked = slot.on_freed();
+                let held = (ActiveGuard::new(&context), slot);
+                let setup = admit(context.clone(), pools.clone(), stream, on_parked);
+                tokio::spawn(staged(held, Box::pin(setup)));
             }
             _ = shutdown.changed() => return,
         }
@@ -69,18 +73,26 @@ fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> 
     }
 }
 
-async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, slot: Slot) {
-    let _active = ActiveGuard::new(&context);
+/// A connection's set-up (see [`staged`]): where it was going and what that destination calls for, up
+/// to the future that carries it. `on_parked` counts an idle HTTP/1 connection's state as freed.
+async fn admit(
+    context: Arc<Context>,
+    pools: Arc<Pools>,
+    stream: TcpStream,
+    on_parked: impl Fn() + Send + Sync + 'static,
+) -> Option<Connection> {
     let original = match context.sockets.original_destination(&stream) {
         Ok(original) => original,
         Err(error) => {
             tracing::warn!(%error, "no original destination on an outbound connection; closing it");
-            return reset(stream);
+            reset(stream);
+            return None;
         }
     };
     if stream.local_addr().ok() == Some(original) {
         // Someone dialed the capture port itself: passing it through would loop forever.
-        return reset(stream);
+        reset(stream);
+        return None;
     }
     let _ = stream.set_nodelay(true);
     let (route, blocked, http_port) = {
@@ -91,15 +103,13 @@ async fn handle(context: Arc<Context>, pools: Arc<Pools>, stream: TcpStream, slo
             index.is_http_port(original.port()),
         )
     };
-    // Each kind of connection boxed on its own: the task's state is the largest of the branches, so an
-    // opaque TCP connection would otherwise hold an HTTP server connection's worth of state for its life.
+    // Each kind of connection boxed on its own, so an opaque TCP connection does not hold an HTTP
+    // server connection's worth of state for its life.
     match route {
-        None if blocked => Box::pin(block(stream, original, http_port)).await,
-        None => Box::pin(passthrough(&context, stream, original)).await,
-        Some(route) if route.http => {
-            Box::pin(serve_http(context, pools, stream, original, &slot)).await
-        }
-        Some(route) => Box::pin(tcp(&context, stream, route)).await,
+        None if blocked => Some(boxed(block(stream, original, http_port))),
+        None => passthrough(context, stream, original).await,
+        Some(route) if route.http => serve_http(context, pools, stream, original, on_parked).await,
+        Some(route) => tcp(context, stream, route).await,
     }
 }
 
@@ -136,68 +146,58 @@ async fn looks_like_http(stream: &TcpStream) -> bool {
     .any(|method| first.starts_with(method.as_bytes()))
 }
 
-async fn passthrough(context: &Context, stream: TcpStream, original: SocketAddr) {
-    match upstream::connect(context, original, &UpstreamTls::Plaintext, Alpn::Tcp).await {
+async fn passthrough(
+    context: Arc<Context>,
+    stream: TcpStream,
+    original: SocketAddr,
+) -> Option<Connection> {
+    match upstream::connect(&context, original, &UpstreamTls::Plaintext, Alpn::Tcp).await {
         Ok(upstream) => {
-            relay(
-                context,
-                labels(context, original.ip().to_string(), &UpstreamTls::Plaintext),
-                stream,
-                upstream,
-            )
-            .await
+            let labels = labels(&context, original.ip().to_string(), &UpstreamTls::Plaintext);
+            Some(boxed(relay(context, labels, stream, upstream)))
         }
         Err(error) => {
             tracing::debug!(%error, "passthrough connect failed");
             reset(stream);
+            None
         }
     }
 }
 
-async fn tcp(context: &Context, stream: TcpStream, route: Arc<Route>) {
-    match upstream::connect(context, route.upstream, &route.tls, Alpn::Tcp).await {
+async fn tcp(context: Arc<Context>, stream: TcpStream, route: Arc<Route>) -> Option<Connection> {
+    match upstream::connect(&context, route.upstream, &route.tls, Alpn::Tcp).await {
         Ok(upstream) => {
-            relay(
-                context,
-                labels(context, route.hostname.clone(), &route.tls),
-                stream,
-                upstream,
-            )
-            .await
+            let labels = labels(&context, route.hostname.clone(), &route.tls);
+            Some(boxed(relay(context, labels, stream, upstream)))
         }
         Err(error) => {
             tracing::info!(target: "access", %error, destination_service = %route.hostname, "tcp upstream failed");
             reset(stream);
+            None
         }
     }
 }
 
+/// Set-up of an HTTP connection: waits for its first bytes, which tell HTTP/1 from h2, and returns the
+/// server that carries it.
 async fn serve_http(
     context: Arc<Context>,
     pools: Arc<Pools>,
     stream: TcpStream,
     original: SocketAddr,
-    slot: &Slot,
-) {
+    on_parked: impl Fn() + Send + Sync + 'static,
+) -> Option<Connection> {
     // The first bytes tell HTTP/1 from h2 with prior knowledge. The connection's clock starts now, so
     // waiting for them counts against the header-read timeout of the first request, as hyper's own
     // wait would; the drain ends the wait too.
     let clock = ConnectionClock::for_http();
-    // Boxed: the wait's futures (a timer among them) are gone once it ends, where inline they would
-    // keep their room in this task for the connection's whole life.
-    let version = Box::pin(async {
-        tokio::select! {
-            version = http_version(&stream) => Some(version),
-            () = context.drain_started() => None,
-            reason = clock.http_expired(&context.limits) => {
-                tracing::debug!(side = "outbound", reason, "HTTP connection closed");
-                None
-            }
+    let version = tokio::select! {
+        version = http_version(&stream) => version,
+        () = context.drain_started() => return None,
+        reason = clock.http_expired(&context.limits) => {
+            tracing::debug!(side = "outbound", reason, "HTTP connection closed");
+            return None;
         }
-    })
-    .await;
-    let Some(version) = version else {
-        return;
     };
     let draining = context.clone();
     let series = Arc::new(Mutex::default());
@@ -205,29 +205,26 @@ async fn serve_http(
         let (context, pools, series) = (context.clone(), pools.clone(), series.clone());
         async move { forward(&context, &pools, request, original, &series).await }
     };
-    // Each boxed on its own: a parked connection's task would otherwise keep room for the inline state
-    // of a detecting connection it never has.
-    match version {
-        HttpVersion::Http1 => {
-            Box::pin(serve_http1_parking(
+    // Each boxed on its own: a parked connection would otherwise keep room for the inline state of a
+    // detecting connection it never has.
+    Some(match version {
+        HttpVersion::Http1 => boxed(async move {
+            serve_http1_parking(
                 &draining.limits,
                 &draining.draining,
                 stream,
                 clock,
                 PARK_IDLE_HTTP1_AFTER,
                 handler,
-                || slot.freed(),
+                on_parked,
                 "outbound",
-            ))
+            )
             .await
-        }
-        HttpVersion::Detect => {
-            Box::pin(serve_http_until_drained(
-                &draining, stream, clock, handler, "outbound",
-            ))
-            .await
-        }
-    }
+        }),
+        HttpVersion::Detect => boxed(async move {
+            serve_http_until_drained(&draining, stream, clock, handler, "outbound").await
+        }),
+    })
 }
 
 /// HTTP/1 unless the client's first bytes can start the h2 preface (`PRI * HTTP/2.0`): then, and when

@@ -11,10 +11,11 @@
 //! ones. A direction remembers the size it reached across short pauses in a transfer (a `usize`, not the
 //! buffer), and forgets it as soon as a read is small enough to pass straight through the stack buffer.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Instant;
 
@@ -34,52 +35,61 @@ const MIN_BUFFER: usize = 16 * 1024;
 const MAX_BUFFER: usize = 256 * 1024;
 
 /// Copies until both sides are done; records opened/closed/bytes. `downstream` is the side that connected.
-pub(crate) async fn relay<D, U>(
-    context: &Context,
+///
+/// Not an async fn: an async fn moves each argument into a local of its own, so an idle connection
+/// would keep its labels and streams twice; an async block uses what it captured where it is.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store each argument twice for the connection's life"
+)]
+pub(crate) fn relay<D, U>(
+    context: Arc<Context>,
     labels: ConnectionLabels,
     downstream: D,
     mut upstream: U,
-) where
+) -> impl Future<Output = ()>
+where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = Instant::now();
-    context.metrics.tcp_opened.get_or_create(&labels).inc();
-    // Counted on the downstream side, so an idle timeout still reports what moved before it.
-    let clock = ConnectionClock::new();
-    let mut downstream = Watched::new(downstream, clock.clone());
-    let copy = copy_both_ways(&mut downstream, &mut upstream);
-    let error = tokio::select! {
-        result = copy => result.err().map(|e| e.to_string()),
-        () = clock.io_idle(context.limits.idle_timeout) => Some("idle timeout".to_owned()),
-    };
-    let (sent, received) = clock.bytes();
-    context.metrics.tcp_sent.get_or_create(&labels).inc_by(sent);
-    context
-        .metrics
-        .tcp_received
-        .get_or_create(&labels)
-        .inc_by(received);
-    context.metrics.tcp_closed.get_or_create(&labels).inc();
-    access_log::record("tcp connection", |line| {
-        line.display("reporter", format_args!("{:?}", labels.reporter))
-            .bytes("destination_service", labels.destination_service.as_bytes())
-            .bytes("source_principal", labels.source_principal.as_bytes())
-            .bytes(
-                "destination_principal",
-                labels.destination_principal.as_bytes(),
-            )
-            .display(
-                "security",
-                format_args!("{:?}", labels.connection_security_policy),
-            )
-            .number("bytes_sent", sent)
-            .number("bytes_received", received)
-            .number("duration_ms", started.elapsed().as_millis() as u64);
-        if let Some(error) = &error {
-            line.str("error", error);
-        }
-    });
+    async move {
+        let started = Instant::now();
+        context.metrics.tcp_opened.get_or_create(&labels).inc();
+        // Counted on the downstream side, so an idle timeout still reports what moved before it.
+        let clock = ConnectionClock::new();
+        let mut downstream = Watched::new(downstream, clock.clone());
+        let error = tokio::select! {
+            result = copy_both_ways(&mut downstream, &mut upstream) => result.err().map(|e| e.to_string()),
+            () = clock.io_idle(context.limits.idle_timeout) => Some("idle timeout".to_owned()),
+        };
+        let (sent, received) = clock.bytes();
+        context.metrics.tcp_sent.get_or_create(&labels).inc_by(sent);
+        context
+            .metrics
+            .tcp_received
+            .get_or_create(&labels)
+            .inc_by(received);
+        context.metrics.tcp_closed.get_or_create(&labels).inc();
+        access_log::record("tcp connection", |line| {
+            line.display("reporter", format_args!("{:?}", labels.reporter))
+                .bytes("destination_service", labels.destination_service.as_bytes())
+                .bytes("source_principal", labels.source_principal.as_bytes())
+                .bytes(
+                    "destination_principal",
+                    labels.destination_principal.as_bytes(),
+                )
+                .display(
+                    "security",
+                    format_args!("{:?}", labels.connection_security_policy),
+                )
+                .number("bytes_sent", sent)
+                .number("bytes_received", received)
+                .number("duration_ms", started.elapsed().as_millis() as u64);
+            if let Some(error) = &error {
+                line.str("error", error);
+            }
+        });
+    }
 }
 
 /// Copies `a → b` and `b → a` until both directions reached end of file (each then shuts down its
