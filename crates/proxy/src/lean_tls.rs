@@ -22,10 +22,12 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BytesMut};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::ServerName;
-use rustls::server::{Acceptor, ServerConnectionData, UnbufferedServerConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::replay::{ClientHelloReader, HelloRead};
 
 /// The most plaintext one `poll_write` takes: four full records, one `write` to the socket.
 const MAX_WRITE: usize = 4 * MAX_PLAINTEXT_RECORD;
@@ -39,8 +41,6 @@ const SCRATCH: usize = MAX_WRITE + 4 * RECORD_OVERHEAD;
 const MIN_READ: usize = MAX_PLAINTEXT_RECORD + RECORD_OVERHEAD;
 /// What one handshake read asks for (more when a record's header says it is larger).
 const HANDSHAKE_READ: usize = 4096;
-/// How much of a partial ClientHello is fed to rustls's `Acceptor` for the SNI before giving up on it.
-const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
 thread_local! {
     /// Shared by every connection polled on this thread; borrowed only inside one synchronous poll.
@@ -683,47 +683,34 @@ where
     }
 }
 
-/// The SNI of a ClientHello, read by a rustls `Acceptor` from the bytes the server handshake receives
-/// (the unbuffered server connection does not expose it). Dropped once the hello is read.
+/// The SNI of a ClientHello, read from the bytes the server handshake receives (the unbuffered server
+/// connection does not expose it). The reader is dropped once the hello is read or found unreadable
+/// (rustls's handshake then reports why).
 struct HelloReader {
-    /// Boxed and dropped once the hello is read: it holds a buffered connection's worth of state.
-    acceptor: Option<Box<Acceptor>>,
-    fed: usize,
+    reader: Option<ClientHelloReader>,
     sni: Option<String>,
 }
 
 impl HelloReader {
     fn new() -> Self {
         HelloReader {
-            acceptor: Some(Box::default()),
-            fed: 0,
+            reader: Some(ClientHelloReader::new()),
             sni: None,
         }
     }
 
-    /// Feeds newly received bytes, until the hello is read or cannot be (rustls's handshake then
-    /// reports why); after that, does nothing.
-    fn feed(&mut self, mut bytes: &[u8]) {
-        let Some(acceptor) = self.acceptor.as_deref_mut() else {
+    /// Feeds newly received bytes, until the hello is read or cannot be; after that, does nothing.
+    fn feed(&mut self, bytes: &[u8]) {
+        let Some(reader) = self.reader.as_mut() else {
             return;
         };
-        self.fed += bytes.len();
-        let mut finished = false;
-        while !bytes.is_empty() && !finished {
-            finished = !matches!(acceptor.read_tls(&mut bytes), Ok(read) if read > 0);
-        }
-        if !finished {
-            finished = match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    self.sni = accepted.client_hello().server_name().map(str::to_owned);
-                    true
-                }
-                Ok(None) => self.fed >= MAX_CLIENT_HELLO,
-                Err(_) => true,
-            };
-        }
-        if finished {
-            self.acceptor = None;
+        match reader.feed(bytes) {
+            HelloRead::NeedMore => {}
+            HelloRead::Read(hello) => {
+                self.sni = hello.sni;
+                self.reader = None;
+            }
+            HelloRead::Unreadable => self.reader = None,
         }
     }
 }

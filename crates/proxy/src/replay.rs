@@ -9,13 +9,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ironmesh_identity::rewritten::{ReadSide, Rewritten};
+use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::detect::{FirstBytes, classify_first_bytes};
 
-/// The largest ClientHello we wait for before giving up on reading its ALPN.
-const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// The most bytes of a ClientHello read for its SNI and ALPN before giving up on them: the largest a
+/// handshake message can be, and Envoy's TLS inspector's bound (`TLS_MAX_CLIENT_HELLO`, 64 KiB).
+const MAX_CLIENT_HELLO: usize = 64 * 1024;
 /// How much one read asks for; a ClientHello usually fits.
 const READ_CHUNK: usize = 4096;
 
@@ -25,6 +27,64 @@ pub(crate) struct ClientHello {
     pub(crate) alpn: Vec<Vec<u8>>,
     /// The server name (SNI) the client asked for (Envoy's `requested_server_name`, `connection.sni`).
     pub(crate) sni: Option<String>,
+}
+
+/// Reads a ClientHello's SNI and ALPN from a connection's bytes as they arrive, with a rustls `Acceptor`
+/// (which reassembles the hello across records and reads, and holds a buffered connection's state:
+/// boxed, so that its owner can drop it once the hello is read).
+pub(crate) struct ClientHelloReader {
+    acceptor: Box<Acceptor>,
+    fed: usize,
+}
+
+/// How far a [`ClientHelloReader`] got.
+#[derive(Debug)]
+pub(crate) enum HelloRead {
+    /// The hello is not complete yet: feed the bytes that come next.
+    NeedMore,
+    Read(ClientHello),
+    /// Not a ClientHello rustls can read, or larger than [`MAX_CLIENT_HELLO`].
+    Unreadable,
+}
+
+impl ClientHelloReader {
+    pub(crate) fn new() -> Self {
+        ClientHelloReader {
+            acceptor: Box::default(),
+            fed: 0,
+        }
+    }
+
+    /// Feeds the next bytes of the connection (each byte once, in order).
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> HelloRead {
+        loop {
+            let before = bytes.len();
+            while !bytes.is_empty() {
+                match self.acceptor.read_tls(&mut bytes) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            self.fed += before - bytes.len();
+            match self.acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let hello = accepted.client_hello();
+                    let alpn = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect());
+                    return HelloRead::Read(ClientHello {
+                        alpn: alpn.unwrap_or_default(),
+                        sni: hello.server_name().map(str::to_owned),
+                    });
+                }
+                Err(_) => return HelloRead::Unreadable,
+                Ok(None) if self.fed >= MAX_CLIENT_HELLO => return HelloRead::Unreadable,
+                Ok(None) if bytes.is_empty() => return HelloRead::NeedMore,
+                // rustls refused bytes it had no room for: what `accept` processed made room, unless
+                // nothing was taken at all, which no later byte can change.
+                Ok(None) if bytes.len() == before => return HelloRead::Unreadable,
+                Ok(None) => {}
+            }
+        }
+    }
 }
 
 /// A connection whose first bytes are being read; [`Sniffer::into_replay`] gives them back.
@@ -80,31 +140,13 @@ impl<S: AsyncRead + Unpin> Sniffer<S> {
     /// Reads the ClientHello's ALPN list and SNI; `None` if it is not parseable in time or too large.
     pub(crate) async fn client_hello(&mut self) -> Option<ClientHello> {
         let deadline = Instant::now() + self.timeout;
-        let mut acceptor = rustls::server::Acceptor::default();
+        let mut reader = ClientHelloReader::new();
         let mut fed = 0;
         loop {
-            let mut unread = &self.buffer[fed..];
-            while !unread.is_empty() {
-                match acceptor.read_tls(&mut unread) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            fed = self.buffer.len() - unread.len();
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    let hello = accepted.client_hello();
-                    let alpn = hello.alpn().map(|list| list.map(<[u8]>::to_vec).collect());
-                    return Some(ClientHello {
-                        alpn: alpn.unwrap_or_default(),
-                        sni: hello.server_name().map(str::to_owned),
-                    });
-                }
-                Ok(None) => {}
-                Err(_) => return None,
-            }
-            if self.buffer.len() >= MAX_CLIENT_HELLO {
-                return None;
+            match reader.feed(&self.buffer[fed..]) {
+                HelloRead::Read(hello) => return Some(hello),
+                HelloRead::Unreadable => return None,
+                HelloRead::NeedMore => fed = self.buffer.len(),
             }
             if !matches!(self.fill(deadline).await, Fill::Read) {
                 return None;
@@ -181,11 +223,16 @@ mod tests {
 
     /// A real ClientHello offering Istio's ALPN, for `istio.example`.
     fn client_hello_bytes() -> Vec<u8> {
+        client_hello_offering(vec![b"istio-http/1.1".to_vec(), b"http/1.1".to_vec()])
+    }
+
+    /// A real ClientHello for `istio.example` offering `alpn`.
+    fn client_hello_offering(alpn: Vec<Vec<u8>>) -> Vec<u8> {
         ironmesh_identity::install_crypto_provider();
         let mut config = rustls::ClientConfig::builder()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"istio-http/1.1".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         let mut client =
             rustls::ClientConnection::new(Arc::new(config), "istio.example".try_into().unwrap())
                 .unwrap();
@@ -236,6 +283,50 @@ mod tests {
                 "piece {piece}"
             );
         }
+    }
+
+    #[test]
+    fn the_reader_needs_more_until_the_last_piece_then_reads_the_hello() {
+        let hello = client_hello_bytes();
+        for piece in [1, 7, 100, hello.len()] {
+            let mut reader = ClientHelloReader::new();
+            let mut pieces = hello.chunks(piece).peekable();
+            while let Some(bytes) = pieces.next() {
+                match (reader.feed(bytes), pieces.peek().is_none()) {
+                    (HelloRead::NeedMore, false) => {}
+                    (HelloRead::Read(parsed), true) => {
+                        assert_eq!(parsed.sni.as_deref(), Some("istio.example"));
+                        assert_eq!(parsed.alpn.len(), 2);
+                    }
+                    (other, last) => panic!("piece {piece}, last {last}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// More than rustls takes in one go (a record and its slack): the bytes it refuses at first are fed
+    /// again once it has processed the ones before them.
+    #[test]
+    fn a_hello_larger_than_rustls_reads_at_once_is_read_from_one_feed() {
+        let alpn: Vec<Vec<u8>> = (0..100u8).map(|i| vec![b'a' + i % 26; 255]).collect();
+        let hello = client_hello_offering(alpn.clone());
+        assert!(hello.len() > 20_000, "{} bytes", hello.len());
+        match ClientHelloReader::new().feed(&hello) {
+            HelloRead::Read(parsed) => {
+                assert_eq!(parsed.alpn, alpn);
+                assert_eq!(parsed.sni.as_deref(), Some("istio.example"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_no_client_hello_is_unreadable() {
+        let mut reader = ClientHelloReader::new();
+        assert!(matches!(
+            reader.feed(b"\x16\x03\x01\x00\x05hello-not-a-handshake"),
+            HelloRead::Unreadable
+        ));
     }
 
     #[tokio::test]
