@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::index::ConfigIndex;
 use crate::limits::{BusyBody, ConnectionClock, ConnectionLimits, Overdue, RequestGuard, Watched};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PodLabels};
 use crate::replay::{Prefix, Replay};
 use crate::sockets::SocketLayer;
 use crate::upstream::{ClientConfigs, ProxyBody};
@@ -37,6 +37,8 @@ pub(crate) struct Context {
     pub index: ArcSwap<ConfigIndex>,
     pub metrics: Arc<Metrics>,
     pub workload: WorkloadInfo,
+    /// The metric label values all of the pod's connections share.
+    pub labels: PodLabels,
     pub client_configs: ClientConfigs,
     pub active_connections: AtomicUsize,
     /// Becomes true when the data plane drains (SIGTERM).

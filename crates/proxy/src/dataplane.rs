@@ -16,7 +16,7 @@ use crate::context::Context;
 pub use crate::context::WorkloadInfo;
 use crate::index::ConfigIndex;
 use crate::limits::{Acceptor, ConnectionCount, ConnectionLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PodLabels};
 use crate::sockets::SocketLayer;
 use crate::upstream::Pools;
 use crate::{inbound, outbound};
@@ -101,9 +101,15 @@ impl DataPlane {
                 })?;
         let initial = config.borrow_and_update().clone();
         let (shutdown, stopped) = watch::channel(false);
+        let labels = PodLabels::new(
+            &options.workload.name,
+            &options.workload.namespace,
+            certs.identity(),
+        );
         let context = Arc::new(Context {
             sockets,
             certs,
+            labels,
             index: ArcSwap::new(initial.unwrap_or_default()),
             metrics,
             workload: options.workload,

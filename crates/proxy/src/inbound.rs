@@ -57,30 +57,32 @@ pub(crate) async fn serve(
 }
 
 fn labels(context: &Context, peer: Option<&SpiffeId>, original: SocketAddr) -> ConnectionLabels {
+    let pod = &context.labels;
     let (source_workload_namespace, security) = match peer {
-        Some(id) => (id.namespace().to_string(), SecurityPolicy::mutual_tls),
-        None => ("unknown".to_string(), SecurityPolicy::none),
+        Some(id) => (id.namespace().into(), SecurityPolicy::mutual_tls),
+        None => (pod.unknown.clone(), SecurityPolicy::none),
     };
+    let destination_service = context
+        .index
+        .load()
+        .service_at(original)
+        .unwrap_or_else(|| {
+            format!(
+                "{}.{}:{}",
+                context.workload.name,
+                context.workload.namespace,
+                original.port()
+            )
+        });
     ConnectionLabels {
         reporter: Reporter::destination,
-        source_workload: "unknown".to_string(),
+        source_workload: pod.unknown.clone(),
         source_workload_namespace,
-        source_principal: principal(peer),
-        destination_workload: context.workload.name.clone(),
-        destination_workload_namespace: context.workload.namespace.clone(),
-        destination_principal: principal(Some(context.certs.identity())),
-        destination_service: context
-            .index
-            .load()
-            .service_at(original)
-            .unwrap_or_else(|| {
-                format!(
-                    "{}.{}:{}",
-                    context.workload.name,
-                    context.workload.namespace,
-                    original.port()
-                )
-            }),
+        source_principal: pod.principal_of(peer),
+        destination_workload: pod.workload.clone(),
+        destination_workload_namespace: pod.namespace.clone(),
+        destination_principal: pod.principal.clone(),
+        destination_service: destination_service.into(),
         connection_security_policy: security,
     }
 }

@@ -1,5 +1,7 @@
 //! Istio's standard metrics (names and labels) with prometheus-client, and the access log line.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,17 +24,51 @@ pub enum SecurityPolicy {
     none,
 }
 
+/// A label value of a connection. Shared: a connection keeps its labels for its life (its close is
+/// counted and logged with them), and most of the values (the pod's workload, namespace and principal,
+/// `unknown`) are the same for all of a sidecar's connections.
+pub type LabelValue = Arc<str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     pub reporter: Reporter,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_service: String,
+    pub source_workload: LabelValue,
+    pub source_workload_namespace: LabelValue,
+    pub source_principal: LabelValue,
+    pub destination_workload: LabelValue,
+    pub destination_workload_namespace: LabelValue,
+    pub destination_principal: LabelValue,
+    pub destination_service: LabelValue,
     pub connection_security_policy: SecurityPolicy,
+}
+
+/// The label values every connection of a pod repeats, built once.
+pub(crate) struct PodLabels {
+    pub workload: LabelValue,
+    pub namespace: LabelValue,
+    /// The `spiffe://` principal of the pod's identity.
+    pub principal: LabelValue,
+    pub unknown: LabelValue,
+}
+
+impl PodLabels {
+    pub(crate) fn new(
+        workload: &str,
+        namespace: &str,
+        identity: &ironmesh_identity::SpiffeId,
+    ) -> Self {
+        Self {
+            workload: workload.into(),
+            namespace: namespace.into(),
+            principal: principal(Some(identity)).into(),
+            unknown: "unknown".into(),
+        }
+    }
+
+    /// `spiffe://` principal of `id`, `unknown` without one.
+    pub(crate) fn principal_of(&self, id: Option<&ironmesh_identity::SpiffeId>) -> LabelValue {
+        id.map_or_else(|| self.unknown.clone(), |id| principal(Some(id)).into())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -23,9 +23,7 @@ use crate::context::{
 use crate::host::normalize_host;
 use crate::index::{Route, UpstreamTls};
 use crate::limits::{Acceptor, ConnectionClock};
-use crate::metrics::{
-    ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, principal, request_protocol,
-};
+use crate::metrics::{ConnectionLabels, Reporter, RequestSeries, SecurityPolicy, request_protocol};
 use crate::sockets::reset;
 use crate::staged::{Connection, boxed, staged};
 use crate::tcp::relay;
@@ -53,22 +51,24 @@ pub(crate) async fn serve(
     }
 }
 
-fn labels(context: &Context, destination_service: String, tls: &UpstreamTls) -> ConnectionLabels {
+fn labels(context: &Context, destination_service: &str, tls: &UpstreamTls) -> ConnectionLabels {
+    let pod = &context.labels;
     let (destination_principal, security) = match tls {
-        UpstreamTls::Mutual { expected, .. } => {
-            (principal(expected.first()), SecurityPolicy::mutual_tls)
-        }
-        UpstreamTls::Plaintext => ("unknown".to_string(), SecurityPolicy::none),
+        UpstreamTls::Mutual { expected, .. } => (
+            pod.principal_of(expected.first()),
+            SecurityPolicy::mutual_tls,
+        ),
+        UpstreamTls::Plaintext => (pod.unknown.clone(), SecurityPolicy::none),
     };
     ConnectionLabels {
         reporter: Reporter::source,
-        source_workload: context.workload.name.clone(),
-        source_workload_namespace: context.workload.namespace.clone(),
-        source_principal: principal(Some(context.certs.identity())),
-        destination_workload: "unknown".to_string(),
-        destination_workload_namespace: "unknown".to_string(),
+        source_workload: pod.workload.clone(),
+        source_workload_namespace: pod.namespace.clone(),
+        source_principal: pod.principal.clone(),
+        destination_workload: pod.unknown.clone(),
+        destination_workload_namespace: pod.unknown.clone(),
         destination_principal,
-        destination_service,
+        destination_service: destination_service.into(),
         connection_security_policy: security,
     }
 }
@@ -153,7 +153,11 @@ async fn passthrough(
 ) -> Option<Connection> {
     match upstream::connect(&context, original, &UpstreamTls::Plaintext, Alpn::Tcp).await {
         Ok(upstream) => {
-            let labels = labels(&context, original.ip().to_string(), &UpstreamTls::Plaintext);
+            let labels = labels(
+                &context,
+                &original.ip().to_string(),
+                &UpstreamTls::Plaintext,
+            );
             Some(boxed(relay(context, labels, stream, upstream)))
         }
         Err(error) => {
@@ -167,7 +171,7 @@ async fn passthrough(
 async fn tcp(context: Arc<Context>, stream: TcpStream, route: Arc<Route>) -> Option<Connection> {
     match upstream::connect(&context, route.upstream, &route.tls, Alpn::Tcp).await {
         Ok(upstream) => {
-            let labels = labels(&context, route.hostname.clone(), &route.tls);
+            let labels = labels(&context, &route.hostname, &route.tls);
             Some(boxed(relay(context, labels, stream, upstream)))
         }
         Err(error) => {
@@ -287,7 +291,7 @@ async fn forward(
             &context.metrics,
             |(hostname, tls)| *hostname == route.hostname && *tls == route.tls,
             || {
-                let labels = labels(context, route.hostname.clone(), &route.tls);
+                let labels = labels(context, &route.hostname, &route.tls);
                 ((route.hostname.clone(), route.tls.clone()), labels)
             },
             (protocol, response.status().as_u16()),
