@@ -6,6 +6,8 @@
 //! `valgrind --tool=callgrind`: the difference of two runs' totals over the difference of their N
 //! (BENCHMARKS.md, "Issue 15: HTTP path instructions per request"). `IRONMESH_TCP_REQUESTS=N` does the
 //! same through the pair's TCP port (the same bytes each way, one connection), for comparison.
+//! `IRONMESH_TCP_CONNECTIONS=N` opens a new connection through the TCP port for each exchange: what a
+//! connection costs (the sidecars' full mTLS handshake, set-up and close) beyond its bytes.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -361,9 +363,41 @@ fn count_tcp_requests(requests: usize) {
     );
 }
 
+/// As [`count_tcp_requests`], each exchange on a connection of its own, closed by the client after its
+/// response (the sidecars close theirs behind it).
+fn count_tcp_connections(connections: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    count(
+        "tcp connection",
+        connections,
+        async || {
+            let mesh = tcp_pair(answering_app().await).await;
+            let network = mesh.network.clone();
+            (mesh, network)
+        },
+        async |network| {
+            let vip: SocketAddr = "10.96.0.2:8000".parse().unwrap();
+            let mut stream = network.dial(ip("10.0.0.1"), vip).await.unwrap();
+            let mut response = [0u8; TCP_RESPONSE];
+            stream.write_all(&[b'r'; TCP_REQUEST]).await.unwrap();
+            stream.read_exact(&mut response).await.unwrap();
+            stream.shutdown().await.unwrap();
+            // The end of stream comes back once both sidecars closed their side.
+            assert_eq!(stream.read(&mut response).await.unwrap(), 0);
+        },
+    );
+}
+
 criterion_group!(benches, proxy_pair, tcp_bulk);
 
 fn main() {
+    if let Ok(connections) = std::env::var("IRONMESH_TCP_CONNECTIONS") {
+        return count_tcp_connections(
+            connections
+                .parse()
+                .expect("IRONMESH_TCP_CONNECTIONS: a number"),
+        );
+    }
     if let Ok(requests) = std::env::var("IRONMESH_TCP_REQUESTS") {
         return count_tcp_requests(requests.parse().expect("IRONMESH_TCP_REQUESTS: a number"));
     }
