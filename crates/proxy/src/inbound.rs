@@ -87,6 +87,12 @@ fn labels(context: &Context, peer: Option<&SpiffeId>, original: SocketAddr) -> C
     }
 }
 
+/// `setup` and the connection it returns, as one [`Connection`] (the dial stays under the revocation
+/// watch the connection is under).
+fn staged_boxed(setup: impl Future<Output = Option<Connection>> + Send + 'static) -> Connection {
+    boxed(staged((), Box::pin(setup)))
+}
+
 /// A connection's set-up (see [`staged`]): what its first bytes and the port's mode call for, up to
 /// the future that carries it, which the next configuration may revoke.
 async fn admit(
@@ -148,7 +154,7 @@ async fn admit(
             } else {
                 Recheck::Connection(Box::new(request))
             });
-            let relay = boxed(forward_raw(
+            let relay = staged_boxed(forward_raw(
                 context.clone(),
                 sniffer.into_replay(),
                 app,
@@ -179,7 +185,7 @@ async fn admit(
                         return None;
                     }
                     let _ = recheck.set(Recheck::Connection(Box::new(request)));
-                    let relay = boxed(forward_raw(
+                    let relay = staged_boxed(forward_raw(
                         context.clone(),
                         sniffer.into_replay(),
                         app,
@@ -199,7 +205,7 @@ async fn admit(
                         http,
                         recheck.clone(),
                     );
-                    let serve = boxed(staged((), Box::pin(setup)));
+                    let serve = staged_boxed(setup);
                     let revocable = (changes, port, Admitted::Mtls, recheck);
                     Some(boxed(until_revoked(context, revocable, serve)))
                 }
@@ -289,20 +295,23 @@ async fn until_revoked(
     }
 }
 
+/// A plaintext or pass-through connection's set-up (see [`staged`]): the dial to the application;
+/// returns the relay.
 async fn forward_raw(
     context: Arc<Context>,
     stream: Replay<TcpStream>,
     app: SocketAddr,
     original: SocketAddr,
-) {
+) -> Option<Connection> {
     match upstream::connect(&context, app, &UpstreamTls::Plaintext, Alpn::Tcp).await {
         Ok(upstream) => {
             let labels = labels(&context, None, original);
-            relay(context, labels, stream, upstream).await
+            Some(boxed(relay(context, labels, stream, upstream)))
         }
         Err(error) => {
             tracing::info!(target: "access", %error, "application not reachable");
             reset(stream.into_inner());
+            None
         }
     }
 }

@@ -21,12 +21,18 @@ pub(crate) type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) type Setup = Pin<Box<dyn Future<Output = Option<Connection>> + Send>>;
 
 /// Runs `setup`, frees it, then runs the connection it returned; `held` (the connection's counters) is
-/// kept until the end.
-pub(crate) async fn staged<H: Send>(held: H, setup: Setup) {
-    let _held = held;
-    let connection = setup.await;
-    if let Some(connection) = connection {
-        connection.await;
+/// kept until the end. Not an async fn, which would keep its arguments twice.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store each argument twice for the connection's life"
+)]
+pub(crate) fn staged<H: Send>(held: H, setup: Setup) -> impl Future<Output = ()> + Send {
+    async move {
+        let _held = &held;
+        let connection = setup.await;
+        if let Some(connection) = connection {
+            connection.await;
+        }
     }
 }
 
@@ -81,6 +87,8 @@ mod tests {
         let setup_state = Arc::new(AtomicUsize::new(0));
         let held = Arc::new(AtomicUsize::new(0));
         let (seen_setup, seen_held) = (setup_state.clone(), held.clone());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ran_in_connection = ran.clone();
         let connection = boxed(async move {
             tokio::task::yield_now().await;
             // Inside the connection's stage: its set-up is gone, what it holds is not.
@@ -90,12 +98,18 @@ mod tests {
                 "set-up state still alive"
             );
             assert_eq!(seen_held.load(Ordering::SeqCst), 1, "held dropped early");
+            ran_in_connection.fetch_add(1, Ordering::SeqCst);
         });
         let setup = Box::pin(SetupState {
             _live: Live::new(&setup_state),
             connection: Some(connection),
         });
         staged(Live::new(&held), setup).await;
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            1,
+            "the connection did not run to its end"
+        );
         assert_eq!(held.load(Ordering::SeqCst), 0);
         assert_eq!(setup_state.load(Ordering::SeqCst), 0);
     }

@@ -37,7 +37,8 @@ const MAX_BUFFER: usize = 256 * 1024;
 /// Copies until both sides are done; records opened/closed/bytes. `downstream` is the side that connected.
 ///
 /// Not an async fn: an async fn moves each argument into a local of its own, so an idle connection
-/// would keep its labels and streams twice; an async block uses what it captured where it is.
+/// would keep its labels and streams twice; an async block uses what it captured where it is. The
+/// downstream is wrapped before the block for the same reason: wrapped inside, it would be kept twice.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would store each argument twice for the connection's life"
@@ -52,12 +53,12 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    let started = Instant::now();
+    // Counted on the downstream side, so an idle timeout still reports what moved before it.
+    let clock = ConnectionClock::new();
+    let mut downstream = Watched::new(downstream, clock.clone());
     async move {
-        let started = Instant::now();
         context.metrics.tcp_opened.get_or_create(&labels).inc();
-        // Counted on the downstream side, so an idle timeout still reports what moved before it.
-        let clock = ConnectionClock::new();
-        let mut downstream = Watched::new(downstream, clock.clone());
         let error = tokio::select! {
             result = copy_both_ways(&mut downstream, &mut upstream) => result.err().map(|e| e.to_string()),
             () = clock.io_idle(context.limits.idle_timeout) => Some("idle timeout".to_owned()),
