@@ -30,7 +30,7 @@ use crate::metrics::{
 };
 use crate::replay::{Replay, Sniffer};
 use crate::sockets::reset;
-use crate::staged::{Connection, boxed, staged};
+use crate::staged::{Connection, boxed, staged, staged_boxed};
 use crate::tcp::relay;
 use crate::upstream::{self, Alpn, Pools, ProxyBody, error_response};
 
@@ -85,12 +85,6 @@ fn labels(context: &Context, peer: Option<&SpiffeId>, original: SocketAddr) -> C
         destination_service: destination_service.into(),
         connection_security_policy: security,
     }
-}
-
-/// `setup` and the connection it returns, as one [`Connection`] (the dial stays under the revocation
-/// watch the connection is under).
-fn staged_boxed(setup: impl Future<Output = Option<Connection>> + Send + 'static) -> Connection {
-    boxed(staged((), Box::pin(setup)))
 }
 
 /// A connection's set-up (see [`staged`]): what its first bytes and the port's mode call for, up to

@@ -36,6 +36,14 @@ pub(crate) fn staged<H: Send>(held: H, setup: Setup) -> impl Future<Output = ()>
     }
 }
 
+/// `setup` and the connection it returns as one [`Connection`], for a set-up that runs where the
+/// connection does (under the same revocation watch, inbound).
+pub(crate) fn staged_boxed(
+    setup: impl Future<Output = Option<Connection>> + Send + 'static,
+) -> Connection {
+    boxed(staged((), Box::pin(setup)))
+}
+
 /// Boxes `connection` as a [`Connection`].
 pub(crate) fn boxed(connection: impl Future<Output = ()> + Send + 'static) -> Connection {
     Box::pin(connection)
